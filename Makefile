@@ -1,0 +1,61 @@
+# rbdfail -- `make test` and `make demo` set up everything they need on a fresh Debian machine
+# (as root, or with sudo): the OS packages (Ceph's daemons and Python bindings), a virtualenv
+# that sees those bindings, and the project with its test extras.
+SHELL := /bin/bash
+VENV ?= .venv
+SYSTEM_PYTHON := /usr/bin/python3
+STAMP := $(VENV)/.installed
+# Ceph's Python bindings are not on PyPI: they come from python3-rados/python3-rbd, built for
+# Debian's /usr/bin/python3, and the venv sees them through --system-site-packages.
+APT_PACKAGES := ceph-mon ceph-osd ceph-mgr rbd-mirror ceph-common python3-rados python3-rbd \
+                python3-venv
+
+.PHONY: help deps venv test unit demo lint format bench clean
+
+help:
+	@echo "make test    install what is missing, then run every test (unit + real two-site lab)"
+	@echo "make demo    install what is missing, start the lab and walk through rbdfail"
+	@echo "make unit    only the tests that need no Ceph"
+	@echo "make lint    ruff and mypy"
+	@echo "make clean   stop the demo lab and remove the virtualenv"
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing OS packages:" $$missing; \
+	  sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml | deps
+	$(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,lint]'
+	$(VENV)/bin/python -c 'import rados, rbd' || { echo "the venv cannot see python3-rados/python3-rbd" >&2; exit 1; }
+	touch $@
+
+venv: deps $(STAMP)
+
+test: venv
+	$(VENV)/bin/pytest -v
+
+unit: venv
+	$(VENV)/bin/pytest -v -m 'not lab'
+
+demo: venv
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
+
+lint: venv
+	$(VENV)/bin/ruff check rbdfail tests
+	$(VENV)/bin/ruff format --check rbdfail tests
+	$(VENV)/bin/mypy
+
+format: venv
+	$(VENV)/bin/ruff format rbdfail tests
+	$(VENV)/bin/ruff check --fix rbdfail tests
+
+clean:
+	-[ -x $(VENV)/bin/rbdfail ] && $(VENV)/bin/rbdfail lab down
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""rbdfail: fail over Ceph RBD mirroring between two sites, and back."""

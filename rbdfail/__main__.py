@@ -1,0 +1,3 @@
+from rbdfail.cli import main
+
+main(prog_name="rbdfail")

@@ -1,0 +1,229 @@
+"""The command line: parse, load the config, call one use case, render, exit with a code.
+
+Exit codes (for runbooks): 0 done; 1 nothing could be done; 2 usage or configuration error;
+3 partial (some volumes need attention, each named in the report).
+
+Imports of rich, the Ceph bindings and the core happen inside the commands, so that
+`rbdfail --help` answers without loading them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+if TYPE_CHECKING:
+    from rbdfail.config import Config
+    from rbdfail.lab import Lab
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+@dataclass
+class AppContext:
+    config_path: str | None
+    debug: bool
+    _config: Config | None = None
+
+    def config(self) -> Config:
+        from rbdfail.config import find_config_path, load_config
+
+        if self._config is None:
+            self._config = load_config(find_config_path(self.config_path))
+        return self._config
+
+
+class RbdfailGroup(click.Group):
+    """Turns rbdfail's errors into one clear message and its exit code, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from rbdfail.errors import RbdfailError
+
+        try:
+            return super().invoke(ctx)
+        except RbdfailError as exc:
+            if ctx.obj is not None and ctx.obj.debug:
+                raise
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.secho(f"rbdfail: error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="One JSON document on stdout; logs go to stderr."
+)
+
+
+def _emit_json(document: object) -> None:
+    click.echo(json.dumps(document, indent=2, default=str))
+
+
+def _stderr_progress(message: str) -> None:
+    click.echo(f"{time.strftime('%H:%M:%S')} {message}", err=True)
+
+
+@click.group(cls=RbdfailGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    metavar="FILE",
+    help="Configuration file. Default: $RBDFAIL_CONFIG, else ./rbdfail.yaml, "
+    "else /etc/rbdfail/rbdfail.yaml.",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="rbdfail")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
+    """Fail over Ceph RBD mirroring between two sites, and back.
+
+    \b
+    Examples:
+      rbdfail volumes                       # the volumes, their types and mirroring
+      rbdfail lab up                        # a real two-site Ceph on this machine
+      rbdfail -c /etc/rbdfail/prod.yaml volumes --json
+
+    Exit codes: 0 done, 1 nothing could be done, 2 usage or configuration error,
+    3 partial (some volumes need attention).
+    """
+    ctx.obj = AppContext(config_path, debug)
+
+
+@main.command()
+@json_option
+@click.pass_obj
+def volumes(app: AppContext, as_json: bool) -> None:
+    """List the backend's volumes: type, replicated or not, mirroring.
+
+    Each RBD image in the backend's pool is a volume; its type comes from the image's
+    `rbdfail.volume_type` metadata, else from the first `volumes` rule whose glob matches.
+
+    \b
+    Example:
+      rbdfail volumes --json | jq '.[] | select(.replicated)'
+    """
+    from rbdfail import ceph, render
+    from rbdfail.volumes import list_volumes
+
+    config = app.config()
+    cluster = ceph.connect(config.backend, config.replication_connect_timeout)
+    try:
+        found = list_volumes(cluster, config)
+    finally:
+        cluster.close()
+    if as_json:
+        _emit_json([volume.to_json() for volume in found])
+    else:
+        render.volumes_table(found, site=config.backend.backend_id)
+
+
+# ---- the lab ------------------------------------------------------------------------------
+lab_dir_option = click.option(
+    "--dir",
+    "lab_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The lab's folder. Default: $RBDFAIL_LAB_DIR, else ~/.local/state/rbdfail/lab.",
+)
+
+
+def _lab(lab_dir: Path | None, progress: Callable[[str], None] | None = None) -> Lab:
+    from rbdfail.lab import Lab, default_lab_dir
+
+    return Lab(lab_dir or default_lab_dir(), progress=progress)
+
+
+@main.group()
+def lab() -> None:
+    """A real two-site Ceph on this machine, for trying rbdfail, drills and tests.
+
+    Each site (primary, secondary) runs a monitor, a manager, one in-memory OSD and an
+    rbd-mirror daemon from Debian's packages, on 127.0.0.1. Their `volumes` pools mirror in
+    image mode, peered both ways; rbdfail connects as client.cinder with rbd-profile caps.
+
+    \b
+    Example drill:
+      rbdfail lab up && export RBDFAIL_CONFIG=~/.local/state/rbdfail/lab/rbdfail.yaml
+      rbdfail lab freeze primary     # the primary site stops answering
+      rbdfail lab thaw primary
+      rbdfail lab down
+    """
+
+
+@lab.command("up")
+@lab_dir_option
+def lab_up(lab_dir: Path | None) -> None:
+    """Start both sites, peer them and check that images mirror both ways (about 15 s)."""
+    the_lab = _lab(lab_dir, _stderr_progress)
+    config_file = the_lab.up()
+    click.echo(
+        f"The lab is up in {the_lab.root}.\n"
+        f"Use it with:\n"
+        f"  export RBDFAIL_CONFIG={config_file}\n"
+        f"  rbdfail volumes\n"
+        f"Admin access to a site: ceph -c {the_lab.root}/primary/ceph.conf -s\n"
+        f"Stop it with: rbdfail lab down" + (f" --dir {the_lab.root}" if lab_dir else "")
+    )
+
+
+@lab.command("down")
+@lab_dir_option
+@click.option("--keep", is_flag=True, help="Keep the folder (logs, config) after stopping.")
+def lab_down(lab_dir: Path | None, keep: bool) -> None:
+    """Stop every daemon the lab started (by pid) and remove its folder."""
+    the_lab = _lab(lab_dir, _stderr_progress)
+    stopped = the_lab.down(keep=keep)
+    click.echo(f"stopped {len(stopped)} daemon(s)" + (f"; kept {the_lab.root}" if keep else ""))
+
+
+@lab.command("status")
+@lab_dir_option
+@json_option
+def lab_status(lab_dir: Path | None, as_json: bool) -> None:
+    """Show each lab daemon: running, frozen or gone. Exit 3 when one is not running."""
+    the_lab = _lab(lab_dir)
+    daemons = the_lab.status()
+    if as_json:
+        _emit_json({"dir": str(the_lab.root), "daemons": [d.__dict__ for d in daemons]})
+    elif not daemons:
+        click.echo(f"no lab in {the_lab.root} (start one with `rbdfail lab up`)")
+    else:
+        for d in daemons:
+            state = "stopped" if not d.running else "frozen" if d.frozen else "running"
+            click.echo(f"{d.site:<10} {d.daemon:<11} pid {d.pid:<8} {state}")
+    if not daemons or not all(d.running for d in daemons):
+        sys.exit(EXIT_PARTIAL if daemons else EXIT_FAILED)
+
+
+@lab.command("freeze")
+@lab_dir_option
+@click.argument("site", type=click.Choice(["primary", "secondary", "default"]))
+def lab_freeze(lab_dir: Path | None, site: str) -> None:
+    """Make SITE stop answering, as in a network partition (SIGSTOP on its daemons).
+
+    Calls to a frozen site hang until their timeout rather than being refused.
+    `default` is the backend's id for the primary site.
+    """
+    _lab(lab_dir).freeze(site)
+    click.echo(f"{site} is frozen; `rbdfail lab thaw {site}` brings it back")
+
+
+@lab.command("thaw")
+@lab_dir_option
+@click.argument("site", type=click.Choice(["primary", "secondary", "default"]))
+def lab_thaw(lab_dir: Path | None, site: str) -> None:
+    """Bring a frozen SITE back (SIGCONT on its daemons)."""
+    _lab(lab_dir).thaw(site)
+    click.echo(f"{site} is answering again")

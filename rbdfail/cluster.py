@@ -1,0 +1,168 @@
+"""The one small interface through which rbdfail talks to a Ceph site.
+
+`rbdfail.ceph.CephCluster` implements it with librados/librbd; the tests implement it with an
+in-memory fake that obeys the same rules, and a contract test holds both to them. Everything
+above this interface speaks rbdfail's types and exceptions only.
+
+Rules every implementation follows (the ones failover depends on):
+- a method on a missing image raises ImageNotFound;
+- promote of an image that is already primary, or demote of one that is not, raises InvalidState;
+- a non-forced promote raises ImageBusy while the peer is still primary or its demotion has not
+  reached this site yet; a forced promote succeeds and may leave both sites primary;
+- a call to an unreachable site raises SiteUnreachable or OperationTimedOut within the connect
+  timeout, never hangs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class MirrorMode(StrEnum):
+    """Per-image mirroring mode."""
+
+    JOURNAL = "journal"
+    SNAPSHOT = "snapshot"
+
+
+class PoolMirrorMode(StrEnum):
+    DISABLED = "disabled"
+    IMAGE = "image"
+    POOL = "pool"
+
+
+class MirrorState(StrEnum):
+    """Whether per-image mirroring is on (librbd's rbd_mirror_image_state_t)."""
+
+    DISABLING = "disabling"
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+
+
+class Feature(StrEnum):
+    """RBD image features rbdfail cares about, spelt as `rbd info` spells them."""
+
+    LAYERING = "layering"
+    STRIPINGV2 = "striping"
+    EXCLUSIVE_LOCK = "exclusive-lock"
+    OBJECT_MAP = "object-map"
+    FAST_DIFF = "fast-diff"
+    DEEP_FLATTEN = "deep-flatten"
+    JOURNALING = "journaling"
+    DATA_POOL = "data-pool"
+    OPERATIONS = "operations"
+    MIGRATING = "migrating"
+    NON_PRIMARY = "non-primary"
+
+
+# What `rbd create` gives an image when nothing else is asked for.
+DEFAULT_FEATURES = frozenset(
+    {
+        Feature.LAYERING,
+        Feature.EXCLUSIVE_LOCK,
+        Feature.OBJECT_MAP,
+        Feature.FAST_DIFF,
+        Feature.DEEP_FLATTEN,
+    }
+)
+
+
+@dataclass(frozen=True)
+class MirrorInfo:
+    """An image's mirroring on one site."""
+
+    state: MirrorState
+    mode: MirrorMode | None  # None while mirroring is disabled
+    primary: bool
+    global_id: str  # the same on both sites for one mirrored image; "" when disabled
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A pool's mirroring peer; never carries the peer's key."""
+
+    uuid: str
+    site_name: str
+    direction: str  # "rx", "tx" or "rx-tx"
+
+
+class Cluster(ABC):
+    """One connection to one site's pool, shared by every worker thread.
+
+    Implementations are thread-safe: failover runs many volumes at once over one connection.
+    """
+
+    site: str  # the backend id: "default" for the backend itself, else a replication device's
+    pool: str
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection. Must not hang on an unreachable site."""
+
+    # images
+    @abstractmethod
+    def list_images(self) -> list[str]: ...
+
+    @abstractmethod
+    def create_image(
+        self, name: str, size: int, features: frozenset[Feature] | None = None
+    ) -> None: ...
+
+    @abstractmethod
+    def remove_image(self, name: str) -> None: ...
+
+    @abstractmethod
+    def image_features(self, name: str) -> frozenset[Feature]: ...
+
+    @abstractmethod
+    def update_features(self, name: str, features: Iterable[Feature], enabled: bool) -> None: ...
+
+    @abstractmethod
+    def get_metadata(self, name: str, key: str) -> str | None:
+        """The image's metadata value for key, or None when it has none."""
+
+    @abstractmethod
+    def set_metadata(self, name: str, key: str, value: str) -> None: ...
+
+    @abstractmethod
+    def remove_metadata(self, name: str, key: str) -> None:
+        """Remove key; no error when the image has no such key."""
+
+    @abstractmethod
+    def write(self, name: str, offset: int, data: bytes) -> None: ...
+
+    @abstractmethod
+    def read(self, name: str, offset: int, length: int) -> bytes: ...
+
+    # per-image mirroring
+    @abstractmethod
+    def mirror_info(self, name: str) -> MirrorInfo: ...
+
+    @abstractmethod
+    def enable_mirroring(self, name: str, mode: MirrorMode) -> None: ...
+
+    @abstractmethod
+    def disable_mirroring(self, name: str, force: bool = False) -> None: ...
+
+    @abstractmethod
+    def demote(self, name: str) -> None: ...
+
+    @abstractmethod
+    def promote(self, name: str, force: bool = False) -> None: ...
+
+    # the pool as a whole
+    @abstractmethod
+    def mirror_infos(self) -> dict[str, MirrorInfo]:
+        """Mirroring of every mirrored image of the pool, by name, in one pass."""
+
+    @abstractmethod
+    def pool_mirror_mode(self) -> PoolMirrorMode: ...
+
+    @abstractmethod
+    def set_pool_mirror_mode(self, mode: PoolMirrorMode) -> None: ...
+
+    @abstractmethod
+    def peers(self) -> list[Peer]: ...

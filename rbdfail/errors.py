@@ -1,0 +1,82 @@
+"""rbdfail's own exceptions.
+
+Every error carries a human diagnosis (what happened, to which site/volume/key) and a hint
+(what to do next). The CLI prints those two and maps the class to an exit code; nothing below
+the CLI prints.
+"""
+
+from __future__ import annotations
+
+
+class RbdfailError(Exception):
+    """Base of every error rbdfail reports to an operator."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class ConfigError(RbdfailError):
+    """The configuration file is missing, unreadable or invalid."""
+
+    exit_code = 2
+
+
+class CephBindingsMissing(RbdfailError):
+    """python3-rados / python3-rbd cannot be imported."""
+
+
+class LabError(RbdfailError):
+    """The local two-site lab could not be started, stopped or reached."""
+
+
+class CephError(RbdfailError):
+    """A cluster operation failed; names the site and, where there is one, the image."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        site: str,
+        image: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = f"site {site!r}" + (f", volume {image!r}" if image else "")
+        super().__init__(f"{where}: {message}", hint=hint)
+        self.site = site
+        self.image = image
+        self.reason = message
+
+
+class SiteUnreachable(CephError):
+    """The site's monitors or OSDs did not answer within the connect timeout."""
+
+
+class OperationTimedOut(CephError):
+    """One operation did not finish within its timeout (the site may be partitioned)."""
+
+
+class PermissionDenied(CephError):
+    """The cephx user lacks the caps for this operation."""
+
+
+class ImageNotFound(CephError):
+    """The image does not exist (or vanished) on this site."""
+
+
+class ImageExists(CephError):
+    """An image with that name already exists."""
+
+
+class ImageBusy(CephError):
+    """Ceph answered EBUSY: e.g. the peer is still primary or a demotion has not propagated yet."""
+
+
+class InvalidState(CephError):
+    """Ceph answered EINVAL: e.g. promoting an image that is already primary."""

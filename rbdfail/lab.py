@@ -1,0 +1,531 @@
+"""A real two-site Ceph on this machine, for trying rbdfail, drills and tests.
+
+Each site is a monitor, a manager, one memstore OSD and an rbd-mirror daemon from Debian's
+packages, all on 127.0.0.1 with ports chosen free at start, every file under the site's own
+folder. The two sites' `volumes` pools mirror in `image` mode and are peered both ways.
+
+Freezing a site stops its daemons with SIGSTOP: calls to it hang rather than get refused, the
+way a network partition behaves. Everything the lab started is recorded by pid in `lab.json`,
+and `down` stops exactly those processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rbdfail.errors import LabError
+
+SITES = ("primary", "secondary")
+SITE_ALIASES = {"default": "primary"}  # the backend's Cinder id names the primary site too
+POOL = "volumes"
+USER = "cinder"
+DAEMONS = ("mon", "mgr", "osd", "rbd-mirror")
+
+# The binaries the lab runs, and the Debian package that ships each.
+REQUIRED_BINARIES = {
+    "ceph-mon": "ceph-mon",
+    "ceph-mgr": "ceph-mgr",
+    "ceph-osd": "ceph-osd",
+    "rbd-mirror": "rbd-mirror",
+    "monmaptool": "ceph-base",
+    "ceph": "ceph-common",
+    "ceph-authtool": "ceph-common",
+    "rbd": "ceph-common",
+}
+
+CLI_TIMEOUT = 60  # seconds for one ceph/rbd command while the lab is set up
+READY_TIMEOUT = 120  # seconds for a daemon or the mirroring to come up
+
+Progress = Callable[[str], None]
+
+
+def default_lab_dir() -> Path:
+    """$RBDFAIL_LAB_DIR, else the XDG state dir (~/.local/state/rbdfail/lab)."""
+    if explicit := os.environ.get("RBDFAIL_LAB_DIR"):
+        return Path(explicit)
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "rbdfail" / "lab"
+
+
+def missing_packages() -> list[str]:
+    """The Debian packages whose binaries the lab needs and cannot find."""
+    return sorted({pkg for binary, pkg in REQUIRED_BINARIES.items() if not shutil.which(binary)})
+
+
+@dataclass
+class SiteState:
+    """What the lab knows of one site; saved in lab.json."""
+
+    name: str
+    dir: str
+    fsid: str
+    mon_ports: tuple[int, int]  # msgr2, msgr1
+    pids: dict[str, int] = field(default_factory=dict)
+    frozen: bool = False
+
+    @property
+    def conf(self) -> Path:
+        return Path(self.dir) / "ceph.conf"
+
+    @property
+    def mon_host(self) -> str:
+        v2, v1 = self.mon_ports
+        return f"[v2:127.0.0.1:{v2},v1:127.0.0.1:{v1}]"
+
+
+@dataclass(frozen=True)
+class DaemonStatus:
+    site: str
+    daemon: str
+    pid: int
+    running: bool
+    frozen: bool
+
+
+class Lab:
+    """The lab in one folder: `up`, `down`, `freeze`, `thaw`, `status`."""
+
+    def __init__(self, root: Path, progress: Progress | None = None) -> None:
+        self.root = root.absolute()
+        self._progress = progress or (lambda message: None)
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "lab.json"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "rbdfail.yaml"
+
+    # ---- state ------------------------------------------------------------------------
+    def sites(self) -> dict[str, SiteState]:
+        """The recorded sites; empty when the lab was never started here."""
+        try:
+            raw = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise LabError(
+                f"cannot read the lab state {self.state_file}: {exc}",
+                hint=f"stop stray daemons by hand and remove {self.root}",
+            ) from exc
+        return {
+            name: SiteState(**{**site, "mon_ports": tuple(site["mon_ports"])})
+            for name, site in raw["sites"].items()
+        }
+
+    def _save(self, sites: dict[str, SiteState]) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"sites": {n: asdict(s) for n, s in sites.items()}}, indent=2))
+        tmp.replace(self.state_file)
+
+    def status(self) -> list[DaemonStatus]:
+        return [
+            DaemonStatus(site.name, daemon, pid, _is_ours(pid, site), site.frozen)
+            for site in self.sites().values()
+            for daemon, pid in site.pids.items()
+        ]
+
+    def is_running(self) -> bool:
+        return any(d.running for d in self.status())
+
+    # ---- up ---------------------------------------------------------------------------
+    def up(self) -> Path:
+        """Start both sites, peer them, check that mirroring flows; return the rbdfail.yaml."""
+        if missing := missing_packages():
+            raise LabError(
+                "the lab needs Ceph's daemons, which are not installed",
+                hint=f"apt-get install {' '.join(missing)} (or run `make test`/`make demo`)",
+            )
+        if self.is_running():
+            raise LabError(
+                f"a lab is already running in {self.root}",
+                hint=f"use it, or stop it first with `rbdfail lab down --dir {self.root}`",
+            )
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True)
+        ports = _free_ports(2 * len(SITES))
+        sites = {
+            name: SiteState(
+                name=name,
+                dir=str(self.root / name),
+                fsid=str(uuid.uuid4()),
+                mon_ports=(ports[2 * i], ports[2 * i + 1]),
+            )
+            for i, name in enumerate(SITES)
+        }
+        self._save(sites)
+        started = time.monotonic()
+        try:
+            with ThreadPoolExecutor(len(sites)) as pool:
+                list(pool.map(self._bootstrap_site, sites.values()))
+            self._peer(sites["primary"], sites["secondary"])
+            with ThreadPoolExecutor(len(sites)) as pool:
+                list(pool.map(self._start_rbd_mirror, sites.values()))
+            self._check_mirroring(sites)
+        except BaseException:
+            self._progress("start-up failed; stopping what was started")
+            self.down(keep=True)
+            raise
+        self._write_config(sites)
+        self._progress(f"lab up in {time.monotonic() - started:.0f}s")
+        return self.config_file
+
+    def _bootstrap_site(self, site: SiteState) -> None:
+        base = Path(site.dir)
+        for sub in ("run", "log", "mon", "mgr", "osd"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        site.conf.write_text(_ceph_conf(site))
+        say = self._progress
+        say(f"{site.name}: monitor on {site.mon_host}")
+        mon_keyring = base / "mon.keyring"
+        admin_keyring = base / "ceph.client.admin.keyring"
+        _run(["ceph-authtool", "--create-keyring", mon_keyring, "--gen-key", "-n", "mon.",
+              "--cap", "mon", "allow *"])
+        _run(["ceph-authtool", "--create-keyring", admin_keyring, "--gen-key", "-n",
+              "client.admin", "--cap", "mon", "allow *", "--cap", "osd", "allow *",
+              "--cap", "mgr", "allow *", "--cap", "mds", "allow *"])
+        _run(["ceph-authtool", mon_keyring, "--import-keyring", admin_keyring])
+        _run(["monmaptool", "--create", "--fsid", site.fsid, "--addv", "a", site.mon_host,
+              base / "monmap"])
+        _run(["ceph-mon", "-c", site.conf, "--mkfs", "-i", "a", "--monmap", base / "monmap",
+              "--keyring", mon_keyring])
+        self._spawn(site, "mon", ["ceph-mon", "-c", site.conf, "-i", "a", "-f"])
+        self._wait(site, "monitor", lambda: _ceph(site, "mon", "stat") is not None)
+
+        say(f"{site.name}: manager and OSD")
+        _ceph(site, "auth", "get-or-create", "mgr.x", "mon", "allow profile mgr", "osd",
+              "allow *", "mds", "allow *", "-o", str(base / "ceph.mgr.x.keyring"), check=True)
+        self._spawn(site, "mgr", ["ceph-mgr", "-c", site.conf, "-i", "x", "-f"])
+        osd_uuid = str(uuid.uuid4())
+        osd_id = (_ceph(site, "osd", "new", osd_uuid, check=True) or "").strip()
+        # --osd-uuid must be the uuid given to `osd new`, or the monitor refuses the OSD's boot.
+        _run(["ceph-osd", "-c", site.conf, "-i", osd_id, "--mkfs", "--mkkey", "--no-mon-config",
+              "--osd-uuid", osd_uuid])
+        _ceph(site, "auth", "add", f"osd.{osd_id}", "osd", "allow *", "mon", "allow profile osd",
+              "mgr", "allow profile osd", "-i", str(base / f"ceph.osd.{osd_id}.keyring"),
+              check=True)
+        self._spawn(site, "osd", ["ceph-osd", "-c", site.conf, "-i", osd_id, "-f"])
+        self._wait(site, "OSD", lambda: _osds_up(site) >= 1)
+
+        say(f"{site.name}: pool {POOL!r}, users client.{USER} and client.rbd-mirror.{site.name}")
+        _ceph(site, "osd", "pool", "create", POOL, "8", "8", check=True)
+        _rbd(site, "pool", "init", POOL)
+        _ceph(site, "auth", "get-or-create", f"client.{USER}", "mon", "profile rbd", "osd",
+              f"profile rbd pool={POOL}", "mgr", f"profile rbd pool={POOL}",
+              "-o", str(base / f"ceph.client.{USER}.keyring"), check=True)
+        _ceph(site, "auth", "get-or-create", f"client.rbd-mirror.{site.name}", "mon",
+              "profile rbd-mirror", "osd", "profile rbd",
+              "-o", str(base / f"ceph.client.rbd-mirror.{site.name}.keyring"), check=True)
+        _rbd(site, "mirror", "pool", "enable", POOL, "image", "--site-name", site.name)
+
+    def _peer(self, a: SiteState, b: SiteState) -> None:
+        self._progress(f"peering {a.name} <-> {b.name}")
+        token = _rbd(a, "mirror", "pool", "peer", "bootstrap", "create", "--site-name", a.name,
+                     POOL)
+        token_file = Path(b.dir) / "peer-token"
+        # The token holds a peer key: keep it out of sight and delete it once imported.
+        token_file.touch(mode=0o600)
+        token_file.write_text(token)
+        try:
+            _rbd(b, "mirror", "pool", "peer", "bootstrap", "import", "--site-name", b.name,
+                 "--direction", "rx-tx", POOL, str(token_file))
+        finally:
+            token_file.unlink()
+
+    def _start_rbd_mirror(self, site: SiteState) -> None:
+        # rbd-mirror ignores -c for its local cluster connection: it needs CEPH_CONF.
+        self._spawn(
+            site,
+            "rbd-mirror",
+            ["rbd-mirror", "-f", "--id", f"rbd-mirror.{site.name}"],
+            env={**os.environ, "CEPH_CONF": str(site.conf)},
+        )
+
+    def _check_mirroring(self, sites: dict[str, SiteState]) -> None:
+        """Mirror one probe image each way and wait until it shows up on the other site."""
+        self._progress("checking that images mirror both ways")
+        pairs = [(sites["primary"], sites["secondary"]), (sites["secondary"], sites["primary"])]
+        for source, _ in pairs:
+            probe = f"lab-probe-{source.name}"
+            _rbd(source, "create", f"{POOL}/{probe}", "--size", "4M")
+            _rbd(source, "mirror", "image", "enable", f"{POOL}/{probe}", "snapshot")
+        for source, target in pairs:
+            probe = f"lab-probe-{source.name}"
+            self._wait(target, f"mirrored image {probe}",
+                       lambda t=target, p=probe: p in _rbd(t, "ls", POOL).split())
+        for source, _ in pairs:
+            _rbd(source, "rm", "--no-progress", f"{POOL}/lab-probe-{source.name}")
+
+    def _write_config(self, sites: dict[str, SiteState]) -> None:
+        primary, secondary = sites["primary"], sites["secondary"]
+        self.config_file.write_text(
+            f"""\
+# rbdfail configuration for the lab in {self.root} (written by `rbdfail lab up`).
+backend:
+  name: lab
+  conf: {primary.conf}
+  user: {USER}
+  pool: {POOL}
+replication_device:
+  - backend_id: secondary
+    conf: {secondary.conf}
+    user: {USER}
+replication_connect_timeout: 5
+volume_timeout: 60
+concurrency: 32
+volume_types:
+  replicated:
+    replication_enabled: "<is> True"
+    mirror_mode: snapshot
+  replicated-journal:
+    replication_enabled: "<is> True"
+    mirror_mode: journal
+  standard: {{}}
+volumes:
+  - match: "db-*"
+    type: replicated
+  - match: "journal-*"
+    type: replicated-journal
+  - match: "*"
+    type: standard
+state_dir: {self.root / "state"}
+"""
+        )
+
+    # ---- processes --------------------------------------------------------------------
+    def _spawn(
+        self, site: SiteState, daemon: str, argv: list[str | Path], env: dict[str, str] | None = None
+    ) -> None:
+        log = open(Path(site.dir) / "log" / f"{daemon}.out", "ab")  # noqa: SIM115 - child owns it
+        with log:
+            proc = subprocess.Popen(
+                [str(a) for a in argv],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # a Ctrl-C in the terminal must not reach the daemons
+            )
+        with self._locked_state() as sites:
+            sites[site.name].pids[daemon] = proc.pid
+        site.pids[daemon] = proc.pid
+
+    @contextmanager
+    def _locked_state(self) -> Iterator[dict[str, SiteState]]:
+        # Both sites start in parallel threads; lab.json is rewritten whole each time.
+        with _STATE_LOCK:
+            sites = self.sites()
+            yield sites
+            self._save(sites)
+
+    def _wait(self, site: SiteState, what: str, ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            dead = [d for d, pid in site.pids.items() if not _is_ours(pid, site)]
+            if dead:
+                raise LabError(
+                    f"{site.name}: {', '.join(dead)} exited while waiting for the {what}",
+                    hint=f"see the logs in {Path(site.dir) / 'log'}",
+                )
+            if ready():
+                return
+            time.sleep(0.5)
+        raise LabError(
+            f"{site.name}: the {what} was not ready after {READY_TIMEOUT}s",
+            hint=f"see the logs in {Path(site.dir) / 'log'}",
+        )
+
+    # ---- down, freeze, thaw -------------------------------------------------------------
+    def down(self, keep: bool = False) -> list[DaemonStatus]:
+        """Stop every daemon the lab started (by pid, only if it is still ours)."""
+        stopped = []
+        for site in self.sites().values():
+            for daemon, pid in site.pids.items():
+                if _is_ours(pid, site):
+                    self._progress(f"{site.name}: stopping {daemon} (pid {pid})")
+                    _stop(pid)
+                    stopped.append(DaemonStatus(site.name, daemon, pid, False, False))
+        if not keep and self.root.exists():
+            shutil.rmtree(self.root)
+        elif self.state_file.exists():
+            with self._locked_state() as sites:
+                for site in sites.values():
+                    site.pids.clear()
+                    site.frozen = False
+        return stopped
+
+    def freeze(self, site_name: str) -> None:
+        """Make a site hang like a partitioned one: SIGSTOP on all its daemons."""
+        self._signal_site(site_name, signal.SIGSTOP, frozen=True)
+
+    def thaw(self, site_name: str) -> None:
+        self._signal_site(site_name, signal.SIGCONT, frozen=False)
+
+    def _signal_site(self, site_name: str, sig: signal.Signals, frozen: bool) -> None:
+        name = SITE_ALIASES.get(site_name, site_name)
+        with self._locked_state() as sites:
+            if name not in sites:
+                known = ", ".join(sites) or "none: the lab is not up"
+                raise LabError(f"no lab site named {site_name!r} (sites: {known})")
+            site = sites[name]
+            running = [pid for pid in site.pids.values() if _is_ours(pid, site)]
+            if not running:
+                raise LabError(
+                    f"site {name!r} has no running daemons",
+                    hint=f"start the lab with `rbdfail lab up --dir {self.root}`",
+                )
+            for pid in running:
+                os.kill(pid, sig)
+            site.frozen = frozen
+
+
+_STATE_LOCK = threading.Lock()
+
+
+def _ceph_conf(site: SiteState) -> str:
+    d = Path(site.dir)
+    return f"""\
+[global]
+fsid = {site.fsid}
+mon host = {site.mon_host}
+public addr = 127.0.0.1
+ms bind ipv6 = false
+run dir = {d}/run
+admin socket = {d}/run/$name.asok
+pid file = {d}/run/$name.pid
+log file = {d}/log/$name.log
+keyring = {d}/$cluster.$name.keyring
+auth allow insecure global id reclaim = false
+mon warn on pool no redundancy = false
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg autoscale mode = off
+mon allow pool size one = true
+mon allow pool delete = true
+osd crush chooseleaf type = 0
+# Mirroring state changes show up in seconds, not the default 30 s.
+rbd mirror image state check interval = 5
+rbd mirror pool replayers refresh interval = 5
+
+[mon]
+mon data = {d}/mon
+
+[mgr]
+mgr data = {d}/mgr
+
+[osd]
+osd data = {d}/osd
+osd objectstore = memstore
+memstore device bytes = 2147483648
+
+[client]
+# rbdfail, rbd and ceph run as clients: no admin socket each, so parallel runs do not clash.
+admin socket =
+"""
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 right now (held open together so they are distinct)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _run(argv: list[str | Path], timeout: float = CLI_TIMEOUT) -> str:
+    try:
+        done = subprocess.run(
+            [str(a) for a in argv], capture_output=True, text=True, timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"`{argv[0]} {argv[1]}` did not finish within {timeout:.0f}s") from exc
+    if done.returncode != 0:
+        raise LabError(
+            f"`{' '.join(str(a) for a in argv[:4])} ...` failed ({done.returncode}): "
+            f"{done.stderr.strip()[-500:]}"
+        )
+    return done.stdout
+
+
+def _ceph(site: SiteState, *args: str, check: bool = False) -> str | None:
+    """`ceph` against the site as admin; None on failure unless check."""
+    argv: list[str | Path] = ["ceph", "-c", site.conf, "--connect-timeout", "10", *args]
+    try:
+        return _run(argv)
+    except LabError:
+        if check:
+            raise
+        return None
+
+
+def _rbd(site: SiteState, *args: str) -> str:
+    return _run(["rbd", "-c", site.conf, *args])
+
+
+def _osds_up(site: SiteState) -> int:
+    out = _ceph(site, "osd", "stat", "--format", "json")
+    return int(json.loads(out).get("num_up_osds", 0)) if out else 0
+
+
+def _is_ours(pid: int, site: SiteState) -> bool:
+    """Is pid alive and one of this site's daemons? Guards against pid reuse."""
+    if not _alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    return str(site.conf) in cmdline or f"rbd-mirror.{site.name}" in cmdline
+
+
+def _stop(pid: int, grace: float = 5.0) -> None:
+    """SIGCONT (a frozen daemon cannot act on SIGTERM), SIGTERM, then SIGKILL after grace."""
+    for sig in (signal.SIGCONT, signal.SIGTERM):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    while _alive(pid):
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Alive and not a zombie (kill(pid, 0) succeeds on zombies, so read /proc)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")

@@ -1,0 +1,68 @@
+"""Shared fixtures: the two-site lab (one per test session) and the fake two-site Ceph."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from rbdfail.cluster import Cluster
+from rbdfail.config import Config, SiteConfig, load_config
+from rbdfail.errors import LabError
+from rbdfail.lab import Lab
+from tests.fakeceph import FakeCeph
+
+Connect = Callable[[SiteConfig, float], Cluster]
+
+
+@dataclass
+class RunningLab:
+    lab: Lab
+    config: Config
+
+    def connect(self, site: SiteConfig, timeout: float) -> Cluster:
+        from rbdfail import ceph
+
+        return ceph.connect(site, timeout)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
+    """The real two-site lab. A lab that cannot start fails the tests that need it: never a skip."""
+    log: list[str] = []
+    the_lab = Lab(tmp_path_factory.mktemp("lab"), progress=log.append)
+    started = time.monotonic()
+    try:
+        config_file = the_lab.up()
+    except LabError as exc:
+        pytest.fail(f"the two-site Ceph lab could not start: {exc}\n" + "\n".join(log))
+    print(f"\nlab up in {time.monotonic() - started:.1f}s at {the_lab.root}")
+    try:
+        yield RunningLab(the_lab, load_config(config_file))
+    finally:
+        # Keep the logs in pytest's tmp dir for a post-mortem; no daemon is left running.
+        the_lab.down(keep=True)
+
+
+@pytest.fixture
+def image_name(request: pytest.FixtureRequest) -> str:
+    """A name no other test uses, readable in the lab's logs."""
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[-24:]
+    return f"t-{stem}-{uuid.uuid4().hex[:6]}"
+
+
+def fake_site(backend_id: str) -> SiteConfig:
+    return SiteConfig(backend_id=backend_id, conf=Path(f"/fake/{backend_id}.conf"),
+                      user="cinder", pool="volumes")
+
+
+@pytest.fixture
+def fake_ceph() -> FakeCeph:
+    world = FakeCeph(replication_delay=0.05)
+    world.peer("default", "secondary")
+    return world

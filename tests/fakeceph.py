@@ -1,0 +1,376 @@
+"""An in-memory two-site Ceph that obeys the rules rbdfail depends on.
+
+`FakeCeph` holds the sites; `FakeCeph.connect` has the signature of `rbdfail.ceph.connect`, so
+code under test is handed one or the other. The rules are the ones measured on the real lab and
+held to it by tests/test_contract.py:
+
+- mirroring is carried by a replication daemon with a delay: a mirrored image's non-primary
+  copy appears on the peer, its writes arrive there, and its demotion reaches the peer, each
+  `replication_delay` seconds after it happened, and only while neither site is frozen;
+- a non-forced promote answers ImageBusy until this site has seen the peer's demotion (or this
+  site demoted the image itself); a forced promote always succeeds, possibly leaving both sites
+  primary (split brain);
+- promote of a primary image, demote of a non-primary one, enabling in the other mode: InvalidState;
+- a frozen site takes the connect timeout to answer each call, then times out.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from rbdfail.cluster import (
+    DEFAULT_FEATURES,
+    Cluster,
+    Feature,
+    MirrorInfo,
+    MirrorMode,
+    MirrorState,
+    Peer,
+    PoolMirrorMode,
+)
+from rbdfail.config import SiteConfig
+from rbdfail.errors import (
+    ImageBusy,
+    ImageExists,
+    ImageNotFound,
+    InvalidState,
+    OperationTimedOut,
+    SiteUnreachable,
+)
+
+
+@dataclass
+class FakeImage:
+    name: str
+    size: int
+    features: set[Feature]
+    metadata: dict[str, str] = field(default_factory=dict)
+    data: bytearray = field(default_factory=bytearray)
+    mirror_state: MirrorState = MirrorState.DISABLED
+    mode: MirrorMode | None = None
+    primary: bool = False
+    global_id: str = ""
+    # True when this site knows no other site is primary: it demoted the image itself, or the
+    # peer's demotion has reached it. A non-forced promote needs it.
+    orphan: bool = False
+
+
+@dataclass
+class FakeSite:
+    backend_id: str
+    pool: str = "volumes"
+    site_name: str = ""
+    images: dict[str, FakeImage] = field(default_factory=dict)
+    pool_mode: PoolMirrorMode = PoolMirrorMode.IMAGE
+    peers: list[Peer] = field(default_factory=list)
+    frozen: bool = False
+    calls: list[tuple[str, str]] = field(default_factory=list)  # (operation, image) in order
+
+
+class FakeCeph:
+    """Sites by backend id, and the replication between peered ones."""
+
+    def __init__(
+        self,
+        sites: Iterable[str] = ("default", "secondary"),
+        replication_delay: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sites = {name: FakeSite(name, site_name=name) for name in sites}
+        self.replication_delay = replication_delay
+        self.clock = clock
+        self.lock = threading.RLock()
+        # (due time, source site, target site, action on the target's pool)
+        self._pending: list[tuple[float, str, str, Callable[[FakeSite], None]]] = []
+
+    # ---- the world -----------------------------------------------------------------------
+    def peer(self, a: str, b: str) -> None:
+        self.sites[a].peers.append(Peer(str(uuid.uuid4()), self.sites[b].site_name, "rx-tx"))
+        self.sites[b].peers.append(Peer(str(uuid.uuid4()), self.sites[a].site_name, "rx-tx"))
+
+    def freeze(self, site: str) -> None:
+        self.sites[site].frozen = True
+
+    def thaw(self, site: str) -> None:
+        self.sites[site].frozen = False
+
+    def connect(self, site: SiteConfig, timeout: float) -> FakeCluster:
+        if self.sites[site.backend_id].frozen:
+            time.sleep(timeout)
+            raise SiteUnreachable(
+                f"no answer from the monitors within {timeout:g}s", site=site.backend_id
+            )
+        return FakeCluster(self, site.backend_id, timeout)
+
+    def _peers_of(self, site: str) -> list[str]:
+        names = {p.site_name for p in self.sites[site].peers}
+        return [s.backend_id for s in self.sites.values() if s.site_name in names]
+
+    def replicate_later(self, source: str, action: Callable[[FakeSite], None]) -> None:
+        """Have the replication daemon apply action on every peer after the delay."""
+        due = self.clock() + self.replication_delay
+        for target in self._peers_of(source):
+            self._pending.append((due, source, target, action))
+
+    def run_replication(self) -> None:
+        """Apply what is due, in order; what involves a frozen site waits."""
+        now, waiting = self.clock(), []
+        for item in self._pending:
+            due, source, target, action = item
+            if due <= now and not self.sites[source].frozen and not self.sites[target].frozen:
+                action(self.sites[target])
+            else:
+                waiting.append(item)
+        self._pending = waiting
+
+
+class FakeCluster(Cluster):
+    """One connection to one fake site."""
+
+    def __init__(self, world: FakeCeph, site: str, timeout: float) -> None:
+        self.world = world
+        self.site = site
+        self.pool = world.sites[site].pool
+        self.timeout = timeout
+
+    def close(self) -> None:
+        pass
+
+    # ---- plumbing ------------------------------------------------------------------------
+    def _enter(self, operation: str, image: str = "") -> FakeSite:
+        """Every call: a frozen site hangs for the timeout; replication catches up first."""
+        state = self.world.sites[self.site]
+        if state.frozen:
+            time.sleep(self.timeout)
+            raise OperationTimedOut(
+                f"no answer within {self.timeout:g}s", site=self.site, image=image or None
+            )
+        self.world.run_replication()
+        state.calls.append((operation, image))
+        return state
+
+    def _get(self, state: FakeSite, name: str) -> FakeImage:
+        try:
+            return state.images[name]
+        except KeyError:
+            raise ImageNotFound("image not found", site=self.site, image=name) from None
+
+    def _primary(self, state: FakeSite, name: str, what: str) -> FakeImage:
+        image = self._get(state, name)
+        if image.mirror_state != MirrorState.DISABLED and not image.primary:
+            raise InvalidState(f"image is not primary here (cannot {what})", site=self.site,
+                               image=name)
+        return image
+
+    # ---- images --------------------------------------------------------------------------
+    def list_images(self) -> list[str]:
+        with self.world.lock:
+            return list(self._enter("list").images)
+
+    def create_image(
+        self, name: str, size: int, features: frozenset[Feature] | None = None
+    ) -> None:
+        with self.world.lock:
+            state = self._enter("create", name)
+            if name in state.images:
+                raise ImageExists("image already exists", site=self.site, image=name)
+            chosen = DEFAULT_FEATURES if features is None else features
+            state.images[name] = FakeImage(name, size, set(chosen))
+
+    def remove_image(self, name: str) -> None:
+        with self.world.lock:
+            state = self._enter("remove", name)
+            image = self._get(state, name)
+            if image.mirror_state != MirrorState.DISABLED and not image.primary:
+                raise ImageBusy("image is non-primary", site=self.site, image=name)
+            del state.images[name]
+            if image.mirror_state != MirrorState.DISABLED:
+                self.world.replicate_later(self.site, _delete_copy(image.global_id))
+
+    def image_features(self, name: str) -> frozenset[Feature]:
+        with self.world.lock:
+            return frozenset(self._get(self._enter("features", name), name).features)
+
+    def update_features(self, name: str, features: Iterable[Feature], enabled: bool) -> None:
+        with self.world.lock:
+            image = self._primary(self._enter("update_features", name), name, "update features")
+            wanted = set(features)
+            # librbd refuses to enable a present feature or disable an absent one (measured).
+            if enabled and wanted & image.features or not enabled and wanted - image.features:
+                raise InvalidState("feature already in that state", site=self.site, image=name)
+            if enabled and Feature.JOURNALING in wanted and Feature.EXCLUSIVE_LOCK not in (
+                image.features | wanted
+            ):
+                raise InvalidState("journaling requires exclusive-lock", site=self.site,
+                                   image=name)
+            if enabled:
+                image.features |= wanted
+            else:
+                image.features -= wanted
+
+    def get_metadata(self, name: str, key: str) -> str | None:
+        with self.world.lock:
+            return self._get(self._enter("metadata_get", name), name).metadata.get(key)
+
+    def set_metadata(self, name: str, key: str, value: str) -> None:
+        with self.world.lock:
+            self._get(self._enter("metadata_set", name), name).metadata[key] = value
+
+    def remove_metadata(self, name: str, key: str) -> None:
+        with self.world.lock:
+            self._get(self._enter("metadata_remove", name), name).metadata.pop(key, None)
+
+    def write(self, name: str, offset: int, data: bytes) -> None:
+        with self.world.lock:
+            image = self._primary(self._enter("write", name), name, "write")
+            _write(image.data, offset, data)
+            if image.mirror_state == MirrorState.ENABLED:
+                snapshot = bytes(image.data)
+                self.world.replicate_later(self.site, _set_data(image.global_id, snapshot))
+
+    def read(self, name: str, offset: int, length: int) -> bytes:
+        with self.world.lock:
+            image = self._get(self._enter("read", name), name)
+            chunk = bytes(image.data[offset : offset + length])
+            return chunk + b"\0" * (length - len(chunk))
+
+    # ---- per-image mirroring -----------------------------------------------------------------
+    def mirror_info(self, name: str) -> MirrorInfo:
+        with self.world.lock:
+            return _info(self._get(self._enter("mirror_info", name), name))
+
+    def enable_mirroring(self, name: str, mode: MirrorMode) -> None:
+        with self.world.lock:
+            state = self._enter("enable", name)
+            image = self._get(state, name)
+            if state.pool_mode != PoolMirrorMode.IMAGE:
+                raise InvalidState(f"pool mirroring mode is {state.pool_mode}, not image",
+                                   site=self.site, image=name)
+            if image.mirror_state == MirrorState.ENABLED:
+                if image.mode != mode:
+                    raise InvalidState(f"already mirrored in {image.mode} mode",
+                                       site=self.site, image=name)
+                return
+            if mode == MirrorMode.JOURNAL:
+                # librbd adds what journaling needs itself (measured).
+                image.features |= {Feature.EXCLUSIVE_LOCK, Feature.JOURNALING}
+            image.mirror_state, image.mode, image.primary = MirrorState.ENABLED, mode, True
+            image.global_id, image.orphan = str(uuid.uuid4()), False
+            self.world.replicate_later(self.site, _create_copy(image))
+
+    def disable_mirroring(self, name: str, force: bool = False) -> None:
+        with self.world.lock:
+            image = self._get(self._enter("disable", name), name)
+            if image.mirror_state == MirrorState.DISABLED:
+                return
+            if not image.primary and not force:
+                raise InvalidState("image is non-primary; disable with force", site=self.site,
+                                   image=name)
+            if image.primary:
+                self.world.replicate_later(self.site, _delete_copy(image.global_id))
+            if image.mode == MirrorMode.JOURNAL:
+                image.features.discard(Feature.JOURNALING)  # and leaves exclusive-lock (measured)
+            image.mirror_state, image.mode, image.primary = MirrorState.DISABLED, None, False
+            image.global_id = ""
+
+    def demote(self, name: str) -> None:
+        with self.world.lock:
+            image = self._get(self._enter("demote", name), name)
+            if image.mirror_state != MirrorState.ENABLED or not image.primary:
+                raise InvalidState("image is not primary", site=self.site, image=name)
+            image.primary, image.orphan = False, True
+            self.world.replicate_later(self.site, _peer_demoted(image.global_id))
+
+    def promote(self, name: str, force: bool = False) -> None:
+        with self.world.lock:
+            image = self._get(self._enter("promote", name), name)
+            if image.mirror_state != MirrorState.ENABLED or image.primary:
+                raise InvalidState("image is already primary or not mirrored",
+                                   site=self.site, image=name)
+            if not force and not image.orphan:
+                raise ImageBusy("the peer is still primary or its demotion has not "
+                                "propagated yet", site=self.site, image=name)
+            image.primary, image.orphan = True, False
+            self.world.replicate_later(self.site, _peer_promoted(image.global_id))
+
+    # ---- the pool ---------------------------------------------------------------------------
+    def mirror_infos(self) -> dict[str, MirrorInfo]:
+        with self.world.lock:
+            images = self._enter("mirror_infos").images.values()
+            return {i.name: _info(i) for i in images if i.mirror_state != MirrorState.DISABLED}
+
+    def pool_mirror_mode(self) -> PoolMirrorMode:
+        with self.world.lock:
+            return self._enter("pool_mirror_mode").pool_mode
+
+    def set_pool_mirror_mode(self, mode: PoolMirrorMode) -> None:
+        with self.world.lock:
+            self._enter("set_pool_mirror_mode").pool_mode = mode
+
+    def peers(self) -> list[Peer]:
+        with self.world.lock:
+            return list(self._enter("peers").peers)
+
+
+def _info(image: FakeImage) -> MirrorInfo:
+    return MirrorInfo(image.mirror_state, image.mode, image.primary, image.global_id)
+
+
+def _write(buffer: bytearray, offset: int, data: bytes) -> None:
+    if len(buffer) < offset + len(data):
+        buffer.extend(b"\0" * (offset + len(data) - len(buffer)))
+    buffer[offset : offset + len(data)] = data
+
+
+def _by_global_id(site: FakeSite, global_id: str) -> FakeImage | None:
+    return next((i for i in site.images.values() if i.global_id == global_id), None)
+
+
+# What the replication daemon does on the peer, one closure per kind of event.
+def _create_copy(source: FakeImage) -> Callable[[FakeSite], None]:
+    name, size, global_id, mode = source.name, source.size, source.global_id, source.mode
+    features, data = set(source.features), bytearray(source.data)
+
+    def apply(site: FakeSite) -> None:
+        if name not in site.images and site.pool_mode != PoolMirrorMode.DISABLED:
+            site.images[name] = FakeImage(name, size, features, data=data,
+                                          mirror_state=MirrorState.ENABLED, mode=mode,
+                                          global_id=global_id)
+
+    return apply
+
+
+def _set_data(global_id: str, data: bytes) -> Callable[[FakeSite], None]:
+    def apply(site: FakeSite) -> None:
+        if (image := _by_global_id(site, global_id)) and not image.primary:
+            image.data = bytearray(data)
+
+    return apply
+
+
+def _peer_demoted(global_id: str) -> Callable[[FakeSite], None]:
+    def apply(site: FakeSite) -> None:
+        if (image := _by_global_id(site, global_id)) and not image.primary:
+            image.orphan = True
+
+    return apply
+
+
+def _peer_promoted(global_id: str) -> Callable[[FakeSite], None]:
+    def apply(site: FakeSite) -> None:
+        if (image := _by_global_id(site, global_id)) and not image.primary:
+            image.orphan = False
+
+    return apply
+
+
+def _delete_copy(global_id: str) -> Callable[[FakeSite], None]:
+    def apply(site: FakeSite) -> None:
+        if (image := _by_global_id(site, global_id)) and not image.primary:
+            del site.images[image.name]
+
+    return apply

@@ -1,0 +1,144 @@
+"""The command line as an operator and a runbook see it: help, errors, exit codes, JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from rbdfail.cli import main
+from tests.conftest import RunningLab
+
+
+def rbdfail(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for name, command in group.commands.items():
+        found.append((*prefix, name))
+        if isinstance(command, click.Group):
+            found += all_commands(command, (*prefix, name))
+    return found
+
+
+def test_help__lists_the_commands_and_the_exit_codes() -> None:
+    code, out, _ = rbdfail("--help")
+    assert code == 0
+    assert "volumes" in out and "lab" in out
+    assert "3 partial" in out
+
+
+@pytest.mark.parametrize("command", all_commands(main), ids=" ".join)
+def test_help__every_command_explains_itself(command: tuple[str, ...]) -> None:
+    code, out, _ = rbdfail(*command, "--help")
+    assert code == 0
+    summary = out.split("Options:")[0]
+    assert len(summary.split()) > 8, f"`rbdfail {' '.join(command)} --help` says too little"
+
+
+def test_help__starts_without_rich_or_the_ceph_bindings() -> None:
+    probe = (
+        "import sys; from rbdfail.cli import main\n"
+        "try: main(['--help'])\n"
+        "except SystemExit: pass\n"
+        "heavy = {'rich', 'rados', 'rbd', 'yaml', 'tenacity'} & set(sys.modules)\n"
+        "print(sorted(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_module_entry_point__python_m_rbdfail_works() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "rbdfail", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0
+    assert out.stdout.startswith("Usage: rbdfail")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("backend:\n  pool: volumes\n  usr: cinder\n", "did you mean 'user'"),
+        ("backend: [1, 2\n", "line 1"),
+        ("backend:\n  pool: volumes\nconcurrency: many\n", "concurrency"),
+    ],
+    ids=["misspelt key", "invalid yaml", "wrong type"],
+)
+def test_bad_config__one_clear_message_exit_2_no_traceback(
+    tmp_path: Path, content: str, expected: str
+) -> None:
+    config = tmp_path / "rbdfail.yaml"
+    config.write_text(content)
+    code, out, err = rbdfail("-c", str(config), "volumes")
+    assert code == 2
+    assert out == ""
+    assert err.startswith("rbdfail: error: ")
+    assert str(config) in err and expected in err
+    assert "Traceback" not in err
+
+
+def test_missing_config__names_the_places_searched_exit_2(tmp_path: Path) -> None:
+    code, _, err = rbdfail("-c", str(tmp_path / "absent.yaml"), "volumes")
+    assert code == 2
+    assert "absent.yaml" in err
+
+
+def test_unknown_command__usage_error_exit_2() -> None:
+    code, _, err = rbdfail("failovr")
+    assert code == 2
+    assert "No such command" in err
+
+
+@pytest.mark.lab
+def test_volumes__on_the_lab__json_names_each_volume_with_its_type(
+    lab: RunningLab, image_name: str
+) -> None:
+    from rbdfail import ceph
+    from rbdfail.cluster import MirrorMode
+
+    cluster = ceph.connect(lab.config.backend, 5)
+    try:
+        cluster.create_image(f"db-{image_name}", 1 << 20)
+        cluster.enable_mirroring(f"db-{image_name}", MirrorMode.SNAPSHOT)
+        cluster.create_image(f"vm-{image_name}", 1 << 20)
+    finally:
+        cluster.close()
+    code, out, _ = rbdfail("-c", str(lab.lab.config_file), "volumes", "--json")
+    assert code == 0
+    by_name = {v["name"]: v for v in json.loads(out)}
+    assert by_name[f"db-{image_name}"] | {"global_id": None} == {
+        "name": f"db-{image_name}", "volume_type": "replicated", "replicated": True,
+        "mirror_mode": "snapshot", "mirrored": True, "mirrored_mode": "snapshot",
+        "primary": True, "global_id": None,
+    }
+    assert by_name[f"vm-{image_name}"]["volume_type"] == "standard"
+    assert by_name[f"vm-{image_name}"]["mirrored"] is False
+
+
+@pytest.mark.lab
+def test_volumes__primary_frozen__fails_in_bounded_time_naming_the_site(lab: RunningLab) -> None:
+    config = lab.lab.config_file.read_text().replace(
+        "replication_connect_timeout: 5", "replication_connect_timeout: 2"
+    )
+    short = lab.lab.root / "short-timeout.yaml"
+    short.write_text(config)
+    lab.lab.freeze("primary")
+    try:
+        started = time.monotonic()
+        code, out, err = rbdfail("-c", str(short), "volumes")
+        elapsed = time.monotonic() - started
+    finally:
+        lab.lab.thaw("primary")
+    assert code == 1
+    assert "site 'default': no answer from the monitors within 2s" in err
+    assert elapsed < 2 + 3  # the connect timeout, not a hang

@@ -1,0 +1,299 @@
+"""The contract: the fake two-site Ceph and the real adapter on the lab obey the same rules.
+
+Every test here runs twice, once on tests/fakeceph.py and once on the real lab through
+rbdfail.ceph. When Ceph and the fake disagree, the lab run fails, and the fake is what to fix.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from rbdfail.cluster import Cluster, Feature, MirrorInfo, MirrorMode, MirrorState, PoolMirrorMode
+from rbdfail.config import SiteConfig
+from rbdfail.errors import (
+    ImageBusy,
+    ImageExists,
+    ImageNotFound,
+    InvalidState,
+    OperationTimedOut,
+    SiteUnreachable,
+)
+from tests.conftest import Connect, fake_site
+from tests.helpers import eventually
+
+MiB = 1 << 20
+
+
+@dataclass
+class TwoSites:
+    a: Cluster  # the backend ("default"), where images are created
+    b: Cluster  # the replication device ("secondary")
+    b_config: SiteConfig
+    connect: Connect
+    freeze: Callable[[str], None]
+    thaw: Callable[[str], None]
+    patience: float  # how long replication may take to show
+
+    def copy_on_b(self, name: str) -> MirrorInfo:
+        """Wait until the replication daemon has made the image's copy on b."""
+        return eventually(lambda: self.b.mirror_info(name), self.patience, (ImageNotFound,))
+
+
+@pytest.fixture(params=["fake", pytest.param("lab", marks=pytest.mark.lab)])
+def sites(request: pytest.FixtureRequest) -> Iterator[TwoSites]:
+    if request.param == "fake":
+        world = request.getfixturevalue("fake_ceph")
+        a_config, b_config = fake_site("default"), fake_site("secondary")
+        connect: Connect = world.connect
+        freeze, thaw, patience = world.freeze, world.thaw, 2.0
+    else:
+        running = request.getfixturevalue("lab")
+        a_config, b_config = running.config.backend, running.config.replication_devices[0]
+        connect = running.connect
+        freeze, thaw, patience = running.lab.freeze, running.lab.thaw, 60.0
+    a, b = connect(a_config, 5), connect(b_config, 5)
+    try:
+        yield TwoSites(a, b, b_config, connect, freeze, thaw, patience)
+    finally:
+        a.close()
+        b.close()
+
+
+def mirrored(sites: TwoSites, name: str, mode: MirrorMode = MirrorMode.SNAPSHOT) -> MirrorInfo:
+    sites.a.create_image(name, 8 * MiB)
+    sites.a.enable_mirroring(name, mode)
+    return sites.copy_on_b(name)
+
+
+# ---- images ------------------------------------------------------------------------------
+def test_images__create_list_remove(sites: TwoSites, image_name: str) -> None:
+    sites.a.create_image(image_name, 8 * MiB)
+    assert image_name in sites.a.list_images()
+    sites.a.remove_image(image_name)
+    assert image_name not in sites.a.list_images()
+
+
+def test_images__existing_name_is_refused(sites: TwoSites, image_name: str) -> None:
+    sites.a.create_image(image_name, 8 * MiB)
+    with pytest.raises(ImageExists) as caught:
+        sites.a.create_image(image_name, 8 * MiB)
+    assert caught.value.image == image_name
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c, n: c.mirror_info(n),
+        lambda c, n: c.demote(n),
+        lambda c, n: c.promote(n),
+        lambda c, n: c.enable_mirroring(n, MirrorMode.SNAPSHOT),
+        lambda c, n: c.read(n, 0, 16),
+        lambda c, n: c.get_metadata(n, "k"),
+        lambda c, n: c.image_features(n),
+        lambda c, n: c.remove_image(n),
+    ],
+    ids=["mirror_info", "demote", "promote", "enable", "read", "metadata", "features", "remove"],
+)
+def test_images__missing_image_is_not_found_naming_site_and_image(
+    sites: TwoSites, image_name: str, call: Callable[[Cluster, str], object]
+) -> None:
+    with pytest.raises(ImageNotFound) as caught:
+        call(sites.a, image_name)
+    assert (caught.value.site, caught.value.image) == ("default", image_name)
+    assert image_name in str(caught.value)
+
+
+def test_features__update_refuses_no_op_changes_and_journaling_without_lock(
+    sites: TwoSites, image_name: str
+) -> None:
+    sites.a.create_image(image_name, 8 * MiB, frozenset({Feature.LAYERING}))
+    assert sites.a.image_features(image_name) == {Feature.LAYERING}
+    with pytest.raises(InvalidState):
+        sites.a.update_features(image_name, [Feature.JOURNALING], True)
+    sites.a.update_features(image_name, [Feature.EXCLUSIVE_LOCK], True)
+    with pytest.raises(InvalidState):
+        sites.a.update_features(image_name, [Feature.EXCLUSIVE_LOCK], True)
+    with pytest.raises(InvalidState):
+        sites.a.update_features(image_name, [Feature.OBJECT_MAP], False)
+    sites.a.update_features(image_name, [Feature.JOURNALING], True)
+    assert sites.a.image_features(image_name) == {
+        Feature.LAYERING,
+        Feature.EXCLUSIVE_LOCK,
+        Feature.JOURNALING,
+    }
+
+
+def test_metadata__set_get_remove(sites: TwoSites, image_name: str) -> None:
+    sites.a.create_image(image_name, 8 * MiB)
+    assert sites.a.get_metadata(image_name, "rbdfail.volume_type") is None
+    sites.a.set_metadata(image_name, "rbdfail.volume_type", "replicated")
+    assert sites.a.get_metadata(image_name, "rbdfail.volume_type") == "replicated"
+    sites.a.remove_metadata(image_name, "rbdfail.volume_type")
+    sites.a.remove_metadata(image_name, "rbdfail.volume_type")  # absent: no error
+    assert sites.a.get_metadata(image_name, "rbdfail.volume_type") is None
+
+
+def test_data__written_bytes_read_back_and_holes_are_zero(sites: TwoSites, image_name: str) -> None:
+    sites.a.create_image(image_name, 8 * MiB)
+    sites.a.write(image_name, 4096, b"rbdfail" * 100)
+    assert sites.a.read(image_name, 4096, 700) == b"rbdfail" * 100
+    assert sites.a.read(image_name, 0, 4096) == b"\0" * 4096
+
+
+# ---- per-image mirroring ------------------------------------------------------------------
+def test_mirror_info__unmirrored_image(sites: TwoSites, image_name: str) -> None:
+    sites.a.create_image(image_name, 8 * MiB)
+    assert sites.a.mirror_info(image_name) == MirrorInfo(MirrorState.DISABLED, None, False, "")
+
+
+def test_enable__snapshot_is_idempotent_and_the_other_mode_refused(
+    sites: TwoSites, image_name: str
+) -> None:
+    sites.a.create_image(image_name, 8 * MiB)
+    sites.a.enable_mirroring(image_name, MirrorMode.SNAPSHOT)
+    info = sites.a.mirror_info(image_name)
+    assert (info.state, info.mode, info.primary) == (MirrorState.ENABLED, "snapshot", True)
+    assert info.global_id
+    sites.a.enable_mirroring(image_name, MirrorMode.SNAPSHOT)
+    assert sites.a.mirror_info(image_name) == info
+    with pytest.raises(InvalidState):
+        sites.a.enable_mirroring(image_name, MirrorMode.JOURNAL)
+
+
+def test_enable_journal__adds_lock_and_journaling__disable_removes_journaling_only(
+    sites: TwoSites, image_name: str
+) -> None:
+    sites.a.create_image(image_name, 8 * MiB, frozenset({Feature.LAYERING}))
+    sites.a.enable_mirroring(image_name, MirrorMode.JOURNAL)
+    assert sites.a.image_features(image_name) == {
+        Feature.LAYERING,
+        Feature.EXCLUSIVE_LOCK,
+        Feature.JOURNALING,
+    }
+    sites.a.disable_mirroring(image_name)
+    assert sites.a.image_features(image_name) == {Feature.LAYERING, Feature.EXCLUSIVE_LOCK}
+    assert sites.a.mirror_info(image_name).state == MirrorState.DISABLED
+    sites.a.disable_mirroring(image_name)  # already disabled: no error
+
+
+def test_promote_of_primary_and_demote_of_unmirrored_are_invalid(
+    sites: TwoSites, image_name: str
+) -> None:
+    sites.a.create_image(image_name, 8 * MiB)
+    with pytest.raises(InvalidState):
+        sites.a.demote(image_name)
+    sites.a.enable_mirroring(image_name, MirrorMode.SNAPSHOT)
+    with pytest.raises(InvalidState):
+        sites.a.promote(image_name)
+    with pytest.raises(InvalidState):
+        sites.a.promote(image_name, force=True)
+
+
+def test_peer_copy__non_primary_same_global_id__refuses_promote_write_remove(
+    sites: TwoSites, image_name: str
+) -> None:
+    copy = mirrored(sites, image_name)
+    primary = sites.a.mirror_info(image_name)
+    assert (copy.state, copy.mode, copy.primary) == (MirrorState.ENABLED, "snapshot", False)
+    assert copy.global_id == primary.global_id
+    with pytest.raises(ImageBusy):  # the peer is still primary
+        sites.b.promote(image_name)
+    with pytest.raises(InvalidState):
+        sites.b.write(image_name, 0, b"x" * 512)
+    with pytest.raises(InvalidState):
+        sites.b.demote(image_name)
+    with pytest.raises(InvalidState):
+        sites.b.disable_mirroring(image_name)
+    with pytest.raises(ImageBusy):
+        sites.b.remove_image(image_name)
+
+
+def test_demote_then_promote_on_peer__moves_primary_with_the_data(
+    sites: TwoSites, image_name: str
+) -> None:
+    payload = bytes(range(256)) * 16
+    sites.a.create_image(image_name, 8 * MiB)
+    sites.a.write(image_name, 0, payload)
+    sites.a.enable_mirroring(image_name, MirrorMode.SNAPSHOT)
+    sites.copy_on_b(image_name)
+    sites.a.demote(image_name)
+    assert sites.a.mirror_info(image_name).primary is False
+    # Until the demotion has been replayed on b, a non-forced promote answers ImageBusy.
+    eventually(lambda: sites.b.promote(image_name) is None, sites.patience, (ImageBusy,))
+    assert sites.b.mirror_info(image_name).primary is True
+    assert sites.b.read(image_name, 0, len(payload)) == payload
+
+
+def test_promote_back_where_it_was_demoted__needs_no_propagation(
+    sites: TwoSites, image_name: str
+) -> None:
+    mirrored(sites, image_name)
+    sites.a.demote(image_name)
+    sites.a.promote(image_name)  # the rollback failover relies on: no wait, no force
+    assert sites.a.mirror_info(image_name).primary is True
+
+
+def test_forced_promote__while_peer_is_primary__leaves_both_primary(
+    sites: TwoSites, image_name: str
+) -> None:
+    mirrored(sites, image_name)
+    sites.b.promote(image_name, force=True)
+    assert sites.b.mirror_info(image_name).primary is True
+    assert sites.a.mirror_info(image_name).primary is True  # split brain
+
+
+def test_disable_on_primary__removes_the_peer_copy(sites: TwoSites, image_name: str) -> None:
+    mirrored(sites, image_name)
+    sites.a.disable_mirroring(image_name)
+    eventually(lambda: image_name not in sites.b.list_images(), sites.patience)
+
+
+# ---- the pool ------------------------------------------------------------------------------
+def test_mirror_infos__lists_mirrored_images_only_in_one_pass(
+    sites: TwoSites, image_name: str
+) -> None:
+    plain, journal = f"{image_name}-plain", f"{image_name}-journal"
+    sites.a.create_image(plain, 8 * MiB)
+    sites.a.create_image(journal, 8 * MiB)
+    sites.a.enable_mirroring(journal, MirrorMode.JOURNAL)
+    infos = sites.a.mirror_infos()
+    assert plain not in infos
+    assert infos[journal] == sites.a.mirror_info(journal)
+    assert infos[journal].mode == MirrorMode.JOURNAL
+
+
+def test_pool__image_mode_with_one_two_way_peer(sites: TwoSites) -> None:
+    for cluster in (sites.a, sites.b):
+        assert cluster.pool_mirror_mode() == PoolMirrorMode.IMAGE
+        [peer] = cluster.peers()
+        assert peer.direction == "rx-tx"
+    assert sites.a.peers()[0].site_name != sites.b.peers()[0].site_name
+
+
+# ---- an unreachable site --------------------------------------------------------------------
+def test_frozen_site__connect_and_calls_fail_within_the_timeout__then_recover(
+    sites: TwoSites,
+) -> None:
+    timeout = 2.0
+    connected = sites.connect(sites.b_config, timeout)
+    sites.freeze("secondary")
+    try:
+        started = time.monotonic()
+        with pytest.raises(SiteUnreachable) as caught:
+            sites.connect(sites.b_config, timeout)
+        assert caught.value.site == "secondary"
+        assert time.monotonic() - started < timeout + 3  # bounded: the timeout, not a hang
+
+        started = time.monotonic()
+        with pytest.raises(OperationTimedOut):
+            connected.list_images()
+        assert time.monotonic() - started < timeout + 3
+    finally:
+        sites.thaw("secondary")
+    eventually(lambda: isinstance(connected.list_images(), list), sites.patience,
+               (OperationTimedOut,))
+    connected.close()
