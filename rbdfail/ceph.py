@@ -68,6 +68,9 @@ _MIRROR_STATES = {
     rbd.RBD_MIRROR_IMAGE_DISABLING: MirrorState.DISABLING,
     rbd.RBD_MIRROR_IMAGE_ENABLED: MirrorState.ENABLED,
     rbd.RBD_MIRROR_IMAGE_DISABLED: MirrorState.DISABLED,
+    # librbd's RBD_MIRROR_IMAGE_CREATING, which python-rbd does not export (seen on the lab
+    # while rbd-mirror creates the peer's copy).
+    3: MirrorState.CREATING,
 }
 _POOL_MODES = {
     rbd.RBD_MIRROR_MODE_DISABLED: PoolMirrorMode.DISABLED,
@@ -98,7 +101,7 @@ def connect(site: SiteConfig, timeout: float) -> CephCluster:
     if site.keyring:
         options["keyring"] = str(site.keyring)
     who = f"client.{site.user}"
-    client = None
+    client, connected = None, False
     try:
         client = rados.Rados(
             conffile=str(site.conf),
@@ -107,6 +110,7 @@ def connect(site: SiteConfig, timeout: float) -> CephCluster:
             conf=options,
         )
         client.connect(timeout=int(seconds))
+        connected = True
         ioctx = client.open_ioctx(site.pool)
     except rados.TimedOut as exc:
         _shutdown(client)
@@ -120,23 +124,19 @@ def connect(site: SiteConfig, timeout: float) -> CephCluster:
         raise PermissionDenied(
             f"{who} was refused by the cluster ({exc})",
             site=site.backend_id,
-            hint=f"check the keyring of {who} and its caps (`ceph auth get {who}`)",
+            # Measured: a user whose keyring is missing gets EACCES too, not ENOENT.
+            hint=f"check that the keyring of {who} is where `keyring` in rbdfail.yaml or "
+            f"{site.conf} says, that the key matches, and its caps (`ceph auth get {who}`)",
         ) from exc
     except rados.ObjectNotFound as exc:
         _shutdown(client)
-        # Before connect() succeeded ENOENT means no keyring; after, the pool does not exist.
-        if client is not None and client.state == "connected":
+        if connected:
             raise CephError(
                 f"pool {site.pool!r} does not exist",
                 site=site.backend_id,
                 hint="fix `pool` in rbdfail.yaml or create the pool (`rbdfail setup`)",
             ) from exc
-        raise PermissionDenied(
-            f"no keyring found for {who}",
-            site=site.backend_id,
-            hint=f"set `keyring:` for this site in rbdfail.yaml, or put the key of {who} "
-            f"where {site.conf} says (`keyring =`)",
-        ) from exc
+        raise SiteUnreachable(f"cannot connect: {exc}", site=site.backend_id) from exc
     except rados.Error as exc:
         _shutdown(client)
         raise SiteUnreachable(f"cannot connect: {exc}", site=site.backend_id) from exc

@@ -95,8 +95,12 @@ def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
       rbdfail lab up                        # a real two-site Ceph on this machine
       rbdfail -c /etc/rbdfail/prod.yaml volumes --json
 
-    Exit codes: 0 done, 1 nothing could be done, 2 usage or configuration error,
-    3 partial (some volumes need attention).
+    \b
+    Exit codes:
+      0 done
+      1 nothing could be done
+      2 usage or configuration error
+      3 partial (some volumes need attention, each named in the report)
     """
     ctx.obj = AppContext(config_path, debug)
 

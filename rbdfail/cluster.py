@@ -40,6 +40,7 @@ class MirrorState(StrEnum):
     DISABLING = "disabling"
     ENABLED = "enabled"
     DISABLED = "disabled"
+    CREATING = "creating"  # the peer's copy while rbd-mirror bootstraps it
 
 
 class Feature(StrEnum):

@@ -248,11 +248,12 @@ class Lab:
             token_file.unlink()
 
     def _start_rbd_mirror(self, site: SiteState) -> None:
-        # rbd-mirror ignores -c for its local cluster connection: it needs CEPH_CONF.
+        # rbd-mirror ignores -c for its local cluster connection: it needs CEPH_CONF (the -c
+        # is there so that its command line names the site, as the other daemons' do).
         self._spawn(
             site,
             "rbd-mirror",
-            ["rbd-mirror", "-f", "--id", f"rbd-mirror.{site.name}"],
+            ["rbd-mirror", "-c", site.conf, "-f", "--id", f"rbd-mirror.{site.name}"],
             env={**os.environ, "CEPH_CONF": str(site.conf)},
         )
 
@@ -495,7 +496,7 @@ def _is_ours(pid: int, site: SiteState) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
-    return str(site.conf) in cmdline or f"rbd-mirror.{site.name}" in cmdline
+    return str(site.conf) in cmdline
 
 
 def _stop(pid: int, grace: float = 5.0) -> None:

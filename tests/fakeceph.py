@@ -186,7 +186,9 @@ class FakeCluster(Cluster):
             state = self._enter("remove", name)
             image = self._get(state, name)
             if image.mirror_state != MirrorState.DISABLED and not image.primary:
-                raise ImageBusy("image is non-primary", site=self.site, image=name)
+                # Measured: EINVAL for a snapshot-mode copy, EBUSY for a journal-mode one.
+                refusal = ImageBusy if image.mode == MirrorMode.JOURNAL else InvalidState
+                raise refusal("image is non-primary", site=self.site, image=name)
             del state.images[name]
             if image.mirror_state != MirrorState.DISABLED:
                 self.world.replicate_later(self.site, _delete_copy(image.global_id))

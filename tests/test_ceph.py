@@ -21,9 +21,9 @@ def test_connect__missing_conf_file_names_it(lab: RunningLab) -> None:
     assert caught.value.site == "default"
 
 
-def test_connect__user_without_keyring_is_named(lab: RunningLab) -> None:
+def test_connect__user_without_keyring_is_refused_and_named(lab: RunningLab) -> None:
     site = dataclasses.replace(lab.config.backend, user="nobody")
-    with pytest.raises(PermissionDenied, match="no keyring found for client.nobody") as caught:
+    with pytest.raises(PermissionDenied, match="client.nobody was refused") as caught:
         ceph.connect(site, 2)
     assert "keyring" in (caught.value.hint or "")
 

@@ -65,12 +65,15 @@ def test_module_entry_point__python_m_rbdfail_works() -> None:
     assert out.stdout.startswith("Usage: rbdfail")
 
 
+VALID = "replication_device: ['backend_id:secondary']\nbackend:\n  pool: volumes\n"
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ("backend:\n  pool: volumes\n  usr: cinder\n", "did you mean 'user'"),
-        ("backend: [1, 2\n", "line 1"),
-        ("backend:\n  pool: volumes\nconcurrency: many\n", "concurrency"),
+        (f"{VALID}  usr: cinder\n", ":4: backend.usr: unknown key\n  hint: did you mean 'user'?"),
+        ("backend: [1, 2\n", "invalid YAML"),
+        (f"{VALID}concurrency: many\n", ":4: concurrency: expected an integer, got the string"),
     ],
     ids=["misspelt key", "invalid yaml", "wrong type"],
 )

@@ -43,7 +43,7 @@ def test_lab__rbdfail_connects_as_a_restricted_user_not_admin(lab: RunningLab) -
         ["ceph", "-c", str(lab.config.backend.conf), "auth", "get", "client.cinder"],
         capture_output=True, text=True, check=True,
     ).stdout
-    assert 'mon "profile rbd"' in caps
+    assert 'caps mon = "profile rbd"' in caps
     assert "allow *" not in caps
 
 
