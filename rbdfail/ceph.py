@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, NoReturn
 
 from rbdfail.cluster import (
@@ -117,7 +117,7 @@ def connect(site: SiteConfig, timeout: float) -> CephCluster:
         raise SiteUnreachable(
             f"no answer from the monitors within {seconds}s",
             site=site.backend_id,
-            hint="the site may be down or partitioned; check its mon hosts in " f"{site.conf}",
+            hint=f"the site may be down or partitioned; check its mon hosts in {site.conf}",
         ) from exc
     except (rados.PermissionDeniedError, rados.PermissionError) as exc:
         _shutdown(client)
@@ -145,10 +145,8 @@ def connect(site: SiteConfig, timeout: float) -> CephCluster:
 
 def _shutdown(client: Any) -> None:
     if client is not None:
-        try:
+        with suppress(rados.Error):
             client.shutdown()
-        except rados.Error:
-            pass
 
 
 class CephCluster(Cluster):
@@ -248,11 +246,8 @@ class CephCluster(Cluster):
             image.metadata_set(key, value)
 
     def remove_metadata(self, name: str, key: str) -> None:
-        with self._image(name) as image:
-            try:
-                image.metadata_remove(key)
-            except KeyError:
-                pass
+        with self._image(name) as image, suppress(KeyError):
+            image.metadata_remove(key)
 
     def write(self, name: str, offset: int, data: bytes) -> None:
         with self._image(name) as image:

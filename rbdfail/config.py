@@ -117,7 +117,10 @@ def find_config_path(
 ) -> Path:
     """--config, else $RBDFAIL_CONFIG, else ./rbdfail.yaml, else /etc/rbdfail/rbdfail.yaml."""
     environ = os.environ if environ is None else environ
-    for given, origin in ((explicit, "--config"), (environ.get("RBDFAIL_CONFIG"), "RBDFAIL_CONFIG")):
+    for given, origin in (
+        (explicit, "--config"),
+        (environ.get("RBDFAIL_CONFIG"), "RBDFAIL_CONFIG"),
+    ):
         if given:
             path = Path(given)
             if not path.is_file():
@@ -143,17 +146,13 @@ class _LineDict(dict[str, Any]):
 
 class _Loader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        mapping = _LineDict(super().construct_mapping(node, deep=True))
+        mapping = _LineDict({str(k): v for k, v in super().construct_mapping(node, True).items()})
         mapping.line = node.start_mark.line + 1
-        mapping.key_lines = {
-            str(key.value): key.start_mark.line + 1 for key, _ in node.value
-        }
+        mapping.key_lines = {str(key.value): key.start_mark.line + 1 for key, _ in node.value}
         return mapping
 
 
-_Loader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping
-)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
 
 
 def _suggest(word: str, choices: list[str]) -> str | None:
@@ -167,7 +166,9 @@ class _Reader:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def error(self, where: str, problem: str, line: int | None, hint: str | None = None) -> ConfigError:
+    def error(
+        self, where: str, problem: str, line: int | None, hint: str | None = None
+    ) -> ConfigError:
         at = f"{self.path}:{line}" if line else str(self.path)
         return ConfigError(f"{at}: {where}: {problem}", hint=hint)
 
@@ -189,8 +190,9 @@ class _Reader:
                     or f"allowed keys: {', '.join(sorted(allowed))}",
                 )
         for key in sorted(required - set(mapping)):
-            raise self.error(f"{where}.{key}" if where else key, "required key missing",
-                             mapping.line)
+            raise self.error(
+                f"{where}.{key}" if where else key, "required key missing", mapping.line
+            )
 
     def get(
         self,
@@ -224,13 +226,24 @@ class _Reader:
         return (self.path.parent / value).absolute() if not os.path.isabs(value) else Path(value)
 
 
-_KIND_NAMES: dict[type, str] = {str: "a string", int: "an integer", float: "a number",
-                                bool: "true or false", list: "a list"}
+_KIND_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+}
 
 
 def _kind(value: Any) -> str:
-    return {dict: "a mapping", _LineDict: "a mapping", list: "a list", str: f"the string {value!r}",
-            bool: f"{value!r}".lower(), type(None): "nothing"}.get(type(value), f"{value!r}")
+    return {
+        dict: "a mapping",
+        _LineDict: "a mapping",
+        list: "a list",
+        str: f"the string {value!r}",
+        bool: f"{value!r}".lower(),
+        type(None): "nothing",
+    }.get(type(value), f"{value!r}")
 
 
 def _positive(value: float) -> str | None:
@@ -245,8 +258,16 @@ def _not_empty(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
 
 
-TOP_KEYS = {"backend", "replication_device", "replication_connect_timeout", "volume_timeout",
-            "concurrency", "volume_types", "volumes", "state_dir"}
+TOP_KEYS = {
+    "backend",
+    "replication_device",
+    "replication_connect_timeout",
+    "volume_timeout",
+    "concurrency",
+    "volume_types",
+    "volumes",
+    "state_dir",
+}
 BACKEND_KEYS = {"name", "conf", "user", "pool", "cluster_name", "keyring"}
 # secret_uuid is accepted because Cinder's replication_device strings carry it; it is
 # libvirt's secret for attaching and means nothing to rbdfail.
@@ -265,16 +286,19 @@ def load_config(path: Path) -> Config:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from None
     try:
-        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}{where}: invalid YAML: {problem}",
-                          hint="check the indentation and quoting around that line") from None
+        raise ConfigError(
+            f"{path}{where}: invalid YAML: {problem}",
+            hint="check the indentation and quoting around that line",
+        ) from None
     if raw is None:
-        raise ConfigError(f"{path}: the configuration file is empty",
-                          hint="see examples/rbdfail.yaml")
+        raise ConfigError(
+            f"{path}: the configuration file is empty", hint="see examples/rbdfail.yaml"
+        )
     reader = _Reader(path)
     top = reader.mapping(raw, "top level", 1)
     reader.keys(top, "", TOP_KEYS, {"backend", "replication_device"})
@@ -285,9 +309,12 @@ def load_config(path: Path) -> Config:
 
     devices_raw = reader.get(top, "", "replication_device", list, [])
     if not devices_raw:
-        raise reader.error("replication_device", "needs at least one secondary site",
-                           top.key_lines.get("replication_device"),
-                           "add `- backend_id: secondary` with its conf and user")
+        raise reader.error(
+            "replication_device",
+            "needs at least one secondary site",
+            top.key_lines.get("replication_device"),
+            "add `- backend_id: secondary` with its conf and user",
+        )
     devices: list[SiteConfig] = []
     for index, entry in enumerate(devices_raw):
         where = f"replication_device[{index}]"
@@ -297,20 +324,23 @@ def load_config(path: Path) -> Config:
         reader.keys(device_map, where, DEVICE_KEYS, {"backend_id"})
         device = _site(reader, device_map, where, None, backend)
         if device.backend_id in [d.backend_id for d in (backend, *devices)]:
-            raise reader.error(f"{where}.backend_id",
-                               f"{device.backend_id!r} is already used"
-                               + (" by the backend itself" if device.backend_id == "default" else ""),
-                               device_map.key_lines.get("backend_id"),
-                               "give each replication device its own backend_id")
+            raise reader.error(
+                f"{where}.backend_id",
+                f"{device.backend_id!r} is already used"
+                + (" by the backend itself" if device.backend_id == "default" else ""),
+                device_map.key_lines.get("backend_id"),
+                "give each replication device its own backend_id",
+            )
         devices.append(device)
 
-    types_map = reader.mapping(top.get("volume_types"), "volume_types",
-                               top.key_lines.get("volume_types"))
-    volume_types = tuple(
-        _volume_type(reader, types_map, str(name)) for name in types_map
+    types_map = reader.mapping(
+        top.get("volume_types"), "volume_types", top.key_lines.get("volume_types")
     )
-    rules = tuple(_rule(reader, top, i, [t.name for t in volume_types])
-                  for i in range(len(reader.get(top, "", "volumes", list, []))))
+    volume_types = tuple(_volume_type(reader, types_map, str(name)) for name in types_map)
+    rules = tuple(
+        _rule(reader, top, i, [t.name for t in volume_types])
+        for i in range(len(reader.get(top, "", "volumes", list, [])))
+    )
 
     return Config(
         path=path,
@@ -319,25 +349,30 @@ def load_config(path: Path) -> Config:
         replication_devices=tuple(devices),
         volume_types=volume_types,
         volumes=rules,
-        replication_connect_timeout=reader.get(top, "", "replication_connect_timeout", float,
-                                               5.0, _positive),
+        replication_connect_timeout=reader.get(
+            top, "", "replication_connect_timeout", float, 5.0, _positive
+        ),
         volume_timeout=reader.get(top, "", "volume_timeout", float, 60.0, _positive),
         concurrency=reader.get(top, "", "concurrency", int, 32, _at_least_one),
         state_dir=reader.path_at(top, "", "state_dir", "/var/lib/rbdfail") or Path(),
     )
 
 
-def _site(reader: _Reader, m: _LineDict, where: str, backend_id: str | None,
-          backend: SiteConfig | None) -> SiteConfig:
+def _site(
+    reader: _Reader, m: _LineDict, where: str, backend_id: str | None, backend: SiteConfig | None
+) -> SiteConfig:
     """The backend (backend is None) or a replication device, with Cinder's defaults."""
     if backend_id is None:
         backend_id = reader.get(m, where, "backend_id", str, "", _not_empty)
     conf_default = f"/etc/ceph/{backend_id}.conf" if backend else "/etc/ceph/ceph.conf"
     keyring = reader.path_at(m, where, "keyring", None)
     if keyring is not None and not keyring.is_file():
-        raise reader.error(f"{where}.keyring", f"keyring file {keyring} not found",
-                           m.key_lines.get("keyring"),
-                           "fix the path, or leave `keyring` out to use the one ceph.conf names")
+        raise reader.error(
+            f"{where}.keyring",
+            f"keyring file {keyring} not found",
+            m.key_lines.get("keyring"),
+            "fix the path, or leave `keyring` out to use the one ceph.conf names",
+        )
     return SiteConfig(
         backend_id=backend_id,
         conf=reader.path_at(m, where, "conf", conf_default) or Path(conf_default),
@@ -355,8 +390,12 @@ def _cinder_string(reader: _Reader, text: str, where: str, line: int | None) -> 
     for pair in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = pair.partition(":")
         if not sep:
-            raise reader.error(where, f"{pair!r} is not key:value", line,
-                               "write it as 'backend_id:secondary, conf:/etc/ceph/secondary.conf'")
+            raise reader.error(
+                where,
+                f"{pair!r} is not key:value",
+                line,
+                "write it as 'backend_id:secondary, conf:/etc/ceph/secondary.conf'",
+            )
         parsed[key.strip()] = value.strip()
         parsed.key_lines[key.strip()] = line or 0
     return parsed
@@ -369,24 +408,38 @@ def _volume_type(reader: _Reader, types_map: _LineDict, name: str) -> VolumeType
     enabled = m.get("replication_enabled", False)
     replicated = _cinder_bool(enabled)
     if replicated is None:
-        raise reader.error(f"{where}.replication_enabled", f"cannot read {enabled!r} as true/false",
-                           m.key_lines.get("replication_enabled"),
-                           "write \"<is> True\" as Cinder does, or true/false")
+        raise reader.error(
+            f"{where}.replication_enabled",
+            f"cannot read {enabled!r} as true/false",
+            m.key_lines.get("replication_enabled"),
+            'write "<is> True" as Cinder does, or true/false',
+        )
     modes = [mode.value for mode in MirrorMode]
     mode_name = reader.get(m, where, "mirror_mode", str, "journal")
     if mode_name not in modes:
-        raise reader.error(f"{where}.mirror_mode", f"unknown mode {mode_name!r}",
-                           m.key_lines.get("mirror_mode"),
-                           _suggest(mode_name, modes) or f"use one of: {', '.join(modes)}")
+        raise reader.error(
+            f"{where}.mirror_mode",
+            f"unknown mode {mode_name!r}",
+            m.key_lines.get("mirror_mode"),
+            _suggest(mode_name, modes) or f"use one of: {', '.join(modes)}",
+        )
     interval = reader.get(m, where, "snapshot_interval", str, None)
     if interval is not None:
         line = m.key_lines.get("snapshot_interval")
         if not _INTERVAL.match(interval):
-            raise reader.error(f"{where}.snapshot_interval", f"cannot read {interval!r}", line,
-                               "write minutes, hours or days, e.g. 30m, 1h, 1d")
+            raise reader.error(
+                f"{where}.snapshot_interval",
+                f"cannot read {interval!r}",
+                line,
+                "write minutes, hours or days, e.g. 30m, 1h, 1d",
+            )
         if mode_name != "snapshot":
-            raise reader.error(f"{where}.snapshot_interval", "only for mirror_mode snapshot",
-                               line, "set mirror_mode: snapshot or remove snapshot_interval")
+            raise reader.error(
+                f"{where}.snapshot_interval",
+                "only for mirror_mode snapshot",
+                line,
+                "set mirror_mode: snapshot or remove snapshot_interval",
+            )
     return VolumeType(name, replicated, MirrorMode(mode_name), interval)
 
 
@@ -406,8 +459,10 @@ def _rule(reader: _Reader, top: _LineDict, index: int, type_names: list[str]) ->
     match = reader.get(m, where, "match", str, "", _not_empty)
     type_name = reader.get(m, where, "type", str, "", _not_empty)
     if type_name not in type_names:
-        raise reader.error(f"{where}.type", f"no volume type {type_name!r} in volume_types",
-                           m.key_lines.get("type"),
-                           _suggest(type_name, type_names)
-                           or f"known types: {', '.join(type_names) or 'none'}")
+        raise reader.error(
+            f"{where}.type",
+            f"no volume type {type_name!r} in volume_types",
+            m.key_lines.get("type"),
+            _suggest(type_name, type_names) or f"known types: {', '.join(type_names) or 'none'}",
+        )
     return VolumeRule(match, type_name)

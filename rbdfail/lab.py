@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -194,56 +194,180 @@ class Lab:
         say(f"{site.name}: monitor on {site.mon_host}")
         mon_keyring = base / "mon.keyring"
         admin_keyring = base / "ceph.client.admin.keyring"
-        _run(["ceph-authtool", "--create-keyring", mon_keyring, "--gen-key", "-n", "mon.",
-              "--cap", "mon", "allow *"])
-        _run(["ceph-authtool", "--create-keyring", admin_keyring, "--gen-key", "-n",
-              "client.admin", "--cap", "mon", "allow *", "--cap", "osd", "allow *",
-              "--cap", "mgr", "allow *", "--cap", "mds", "allow *"])
+        _run(
+            [
+                "ceph-authtool",
+                "--create-keyring",
+                mon_keyring,
+                "--gen-key",
+                "-n",
+                "mon.",
+                "--cap",
+                "mon",
+                "allow *",
+            ]
+        )
+        _run(
+            [
+                "ceph-authtool",
+                "--create-keyring",
+                admin_keyring,
+                "--gen-key",
+                "-n",
+                "client.admin",
+                "--cap",
+                "mon",
+                "allow *",
+                "--cap",
+                "osd",
+                "allow *",
+                "--cap",
+                "mgr",
+                "allow *",
+                "--cap",
+                "mds",
+                "allow *",
+            ]
+        )
         _run(["ceph-authtool", mon_keyring, "--import-keyring", admin_keyring])
-        _run(["monmaptool", "--create", "--fsid", site.fsid, "--addv", "a", site.mon_host,
-              base / "monmap"])
-        _run(["ceph-mon", "-c", site.conf, "--mkfs", "-i", "a", "--monmap", base / "monmap",
-              "--keyring", mon_keyring])
+        _run(
+            [
+                "monmaptool",
+                "--create",
+                "--fsid",
+                site.fsid,
+                "--addv",
+                "a",
+                site.mon_host,
+                base / "monmap",
+            ]
+        )
+        _run(
+            [
+                "ceph-mon",
+                "-c",
+                site.conf,
+                "--mkfs",
+                "-i",
+                "a",
+                "--monmap",
+                base / "monmap",
+                "--keyring",
+                mon_keyring,
+            ]
+        )
         self._spawn(site, "mon", ["ceph-mon", "-c", site.conf, "-i", "a", "-f"])
         self._wait(site, "monitor", lambda: _ceph(site, "mon", "stat") is not None)
 
         say(f"{site.name}: manager and OSD")
-        _ceph(site, "auth", "get-or-create", "mgr.x", "mon", "allow profile mgr", "osd",
-              "allow *", "mds", "allow *", "-o", str(base / "ceph.mgr.x.keyring"), check=True)
+        _ceph(
+            site,
+            "auth",
+            "get-or-create",
+            "mgr.x",
+            "mon",
+            "allow profile mgr",
+            "osd",
+            "allow *",
+            "mds",
+            "allow *",
+            "-o",
+            str(base / "ceph.mgr.x.keyring"),
+            check=True,
+        )
         self._spawn(site, "mgr", ["ceph-mgr", "-c", site.conf, "-i", "x", "-f"])
         osd_uuid = str(uuid.uuid4())
         osd_id = (_ceph(site, "osd", "new", osd_uuid, check=True) or "").strip()
         # --osd-uuid must be the uuid given to `osd new`, or the monitor refuses the OSD's boot.
-        _run(["ceph-osd", "-c", site.conf, "-i", osd_id, "--mkfs", "--mkkey", "--no-mon-config",
-              "--osd-uuid", osd_uuid])
-        _ceph(site, "auth", "add", f"osd.{osd_id}", "osd", "allow *", "mon", "allow profile osd",
-              "mgr", "allow profile osd", "-i", str(base / f"ceph.osd.{osd_id}.keyring"),
-              check=True)
+        _run(
+            [
+                "ceph-osd",
+                "-c",
+                site.conf,
+                "-i",
+                osd_id,
+                "--mkfs",
+                "--mkkey",
+                "--no-mon-config",
+                "--osd-uuid",
+                osd_uuid,
+            ]
+        )
+        _ceph(
+            site,
+            "auth",
+            "add",
+            f"osd.{osd_id}",
+            "osd",
+            "allow *",
+            "mon",
+            "allow profile osd",
+            "mgr",
+            "allow profile osd",
+            "-i",
+            str(base / f"ceph.osd.{osd_id}.keyring"),
+            check=True,
+        )
         self._spawn(site, "osd", ["ceph-osd", "-c", site.conf, "-i", osd_id, "-f"])
         self._wait(site, "OSD", lambda: _osds_up(site) >= 1)
 
         say(f"{site.name}: pool {POOL!r}, users client.{USER} and client.rbd-mirror.{site.name}")
         _ceph(site, "osd", "pool", "create", POOL, "8", "8", check=True)
         _rbd(site, "pool", "init", POOL)
-        _ceph(site, "auth", "get-or-create", f"client.{USER}", "mon", "profile rbd", "osd",
-              f"profile rbd pool={POOL}", "mgr", f"profile rbd pool={POOL}",
-              "-o", str(base / f"ceph.client.{USER}.keyring"), check=True)
-        _ceph(site, "auth", "get-or-create", f"client.rbd-mirror.{site.name}", "mon",
-              "profile rbd-mirror", "osd", "profile rbd",
-              "-o", str(base / f"ceph.client.rbd-mirror.{site.name}.keyring"), check=True)
+        _ceph(
+            site,
+            "auth",
+            "get-or-create",
+            f"client.{USER}",
+            "mon",
+            "profile rbd",
+            "osd",
+            f"profile rbd pool={POOL}",
+            "mgr",
+            f"profile rbd pool={POOL}",
+            "-o",
+            str(base / f"ceph.client.{USER}.keyring"),
+            check=True,
+        )
+        _ceph(
+            site,
+            "auth",
+            "get-or-create",
+            f"client.rbd-mirror.{site.name}",
+            "mon",
+            "profile rbd-mirror",
+            "osd",
+            "profile rbd",
+            "-o",
+            str(base / f"ceph.client.rbd-mirror.{site.name}.keyring"),
+            check=True,
+        )
         _rbd(site, "mirror", "pool", "enable", POOL, "image", "--site-name", site.name)
 
     def _peer(self, a: SiteState, b: SiteState) -> None:
         self._progress(f"peering {a.name} <-> {b.name}")
-        token = _rbd(a, "mirror", "pool", "peer", "bootstrap", "create", "--site-name", a.name,
-                     POOL)
+        token = _rbd(
+            a, "mirror", "pool", "peer", "bootstrap", "create", "--site-name", a.name, POOL
+        )
         token_file = Path(b.dir) / "peer-token"
         # The token holds a peer key: keep it out of sight and delete it once imported.
         token_file.touch(mode=0o600)
         token_file.write_text(token)
         try:
-            _rbd(b, "mirror", "pool", "peer", "bootstrap", "import", "--site-name", b.name,
-                 "--direction", "rx-tx", POOL, str(token_file))
+            _rbd(
+                b,
+                "mirror",
+                "pool",
+                "peer",
+                "bootstrap",
+                "import",
+                "--site-name",
+                b.name,
+                "--direction",
+                "rx-tx",
+                POOL,
+                str(token_file),
+            )
         finally:
             token_file.unlink()
 
@@ -267,8 +391,11 @@ class Lab:
             _rbd(source, "mirror", "image", "enable", f"{POOL}/{probe}", "snapshot")
         for source, target in pairs:
             probe = f"lab-probe-{source.name}"
-            self._wait(target, f"mirrored image {probe}",
-                       lambda t=target, p=probe: p in _rbd(t, "ls", POOL).split())
+
+            def arrived(target: SiteState = target, probe: str = probe) -> bool:
+                return probe in _rbd(target, "ls", POOL).split()
+
+            self._wait(target, f"mirrored image {probe}", arrived)
         for source, _ in pairs:
             _rbd(source, "rm", "--no-progress", f"{POOL}/lab-probe-{source.name}")
 
@@ -310,7 +437,11 @@ state_dir: {self.root / "state"}
 
     # ---- processes --------------------------------------------------------------------
     def _spawn(
-        self, site: SiteState, daemon: str, argv: list[str | Path], env: dict[str, str] | None = None
+        self,
+        site: SiteState,
+        daemon: str,
+        argv: list[str | Path],
+        env: dict[str, str] | None = None,
     ) -> None:
         log = open(Path(site.dir) / "log" / f"{daemon}.out", "ab")  # noqa: SIM115 - child owns it
         with log:
@@ -455,7 +586,10 @@ def _free_ports(count: int) -> list[int]:
 def _run(argv: list[str | Path], timeout: float = CLI_TIMEOUT) -> str:
     try:
         done = subprocess.run(
-            [str(a) for a in argv], capture_output=True, text=True, timeout=timeout,
+            [str(a) for a in argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as exc:
@@ -521,10 +655,8 @@ def _stop(pid: int, grace: float = 5.0) -> None:
 
 def _alive(pid: int) -> bool:
     """Alive and not a zombie (kill(pid, 0) succeeds on zombies, so read /proc)."""
-    try:
+    with suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

@@ -22,7 +22,8 @@ def volumes_table(volumes: list[Volume], site: str) -> None:
             v.volume_type,
             "yes" if v.replicated else "no",
             v.mirror_mode or "-",
-            f"[yellow]{info.mode if info else 'no'}[/]" if wanted_but_missing
+            f"[yellow]{info.mode if info else 'no'}[/]"
+            if wanted_but_missing
             else (info.mode if info else "no"),
             "-" if info is None else "yes" if info.primary else "no",
         )

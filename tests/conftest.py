@@ -57,8 +57,9 @@ def image_name(request: pytest.FixtureRequest) -> str:
 
 
 def fake_site(backend_id: str) -> SiteConfig:
-    return SiteConfig(backend_id=backend_id, conf=Path(f"/fake/{backend_id}.conf"),
-                      user="cinder", pool="volumes")
+    return SiteConfig(
+        backend_id=backend_id, conf=Path(f"/fake/{backend_id}.conf"), user="cinder", pool="volumes"
+    )
 
 
 @pytest.fixture

@@ -162,8 +162,9 @@ class FakeCluster(Cluster):
     def _primary(self, state: FakeSite, name: str, what: str) -> FakeImage:
         image = self._get(state, name)
         if image.mirror_state != MirrorState.DISABLED and not image.primary:
-            raise InvalidState(f"image is not primary here (cannot {what})", site=self.site,
-                               image=name)
+            raise InvalidState(
+                f"image is not primary here (cannot {what})", site=self.site, image=name
+            )
         return image
 
     # ---- images --------------------------------------------------------------------------
@@ -202,13 +203,14 @@ class FakeCluster(Cluster):
             image = self._primary(self._enter("update_features", name), name, "update features")
             wanted = set(features)
             # librbd refuses to enable a present feature or disable an absent one (measured).
-            if enabled and wanted & image.features or not enabled and wanted - image.features:
+            if (enabled and wanted & image.features) or (not enabled and wanted - image.features):
                 raise InvalidState("feature already in that state", site=self.site, image=name)
-            if enabled and Feature.JOURNALING in wanted and Feature.EXCLUSIVE_LOCK not in (
-                image.features | wanted
+            if (
+                enabled
+                and Feature.JOURNALING in wanted
+                and Feature.EXCLUSIVE_LOCK not in (image.features | wanted)
             ):
-                raise InvalidState("journaling requires exclusive-lock", site=self.site,
-                                   image=name)
+                raise InvalidState("journaling requires exclusive-lock", site=self.site, image=name)
             if enabled:
                 image.features |= wanted
             else:
@@ -250,12 +252,16 @@ class FakeCluster(Cluster):
             state = self._enter("enable", name)
             image = self._get(state, name)
             if state.pool_mode != PoolMirrorMode.IMAGE:
-                raise InvalidState(f"pool mirroring mode is {state.pool_mode}, not image",
-                                   site=self.site, image=name)
+                raise InvalidState(
+                    f"pool mirroring mode is {state.pool_mode}, not image",
+                    site=self.site,
+                    image=name,
+                )
             if image.mirror_state == MirrorState.ENABLED:
                 if image.mode != mode:
-                    raise InvalidState(f"already mirrored in {image.mode} mode",
-                                       site=self.site, image=name)
+                    raise InvalidState(
+                        f"already mirrored in {image.mode} mode", site=self.site, image=name
+                    )
                 return
             if mode == MirrorMode.JOURNAL:
                 # librbd adds what journaling needs itself (measured).
@@ -270,8 +276,9 @@ class FakeCluster(Cluster):
             if image.mirror_state == MirrorState.DISABLED:
                 return
             if not image.primary and not force:
-                raise InvalidState("image is non-primary; disable with force", site=self.site,
-                                   image=name)
+                raise InvalidState(
+                    "image is non-primary; disable with force", site=self.site, image=name
+                )
             if image.primary:
                 self.world.replicate_later(self.site, _delete_copy(image.global_id))
             if image.mode == MirrorMode.JOURNAL:
@@ -291,11 +298,15 @@ class FakeCluster(Cluster):
         with self.world.lock:
             image = self._get(self._enter("promote", name), name)
             if image.mirror_state != MirrorState.ENABLED or image.primary:
-                raise InvalidState("image is already primary or not mirrored",
-                                   site=self.site, image=name)
+                raise InvalidState(
+                    "image is already primary or not mirrored", site=self.site, image=name
+                )
             if not force and not image.orphan:
-                raise ImageBusy("the peer is still primary or its demotion has not "
-                                "propagated yet", site=self.site, image=name)
+                raise ImageBusy(
+                    "the peer is still primary or its demotion has not propagated yet",
+                    site=self.site,
+                    image=name,
+                )
             image.primary, image.orphan = True, False
             self.world.replicate_later(self.site, _peer_promoted(image.global_id))
 
@@ -339,9 +350,15 @@ def _create_copy(source: FakeImage) -> Callable[[FakeSite], None]:
 
     def apply(site: FakeSite) -> None:
         if name not in site.images and site.pool_mode != PoolMirrorMode.DISABLED:
-            site.images[name] = FakeImage(name, size, features, data=data,
-                                          mirror_state=MirrorState.ENABLED, mode=mode,
-                                          global_id=global_id)
+            site.images[name] = FakeImage(
+                name,
+                size,
+                features,
+                data=data,
+                mirror_state=MirrorState.ENABLED,
+                mode=mode,
+                global_id=global_id,
+            )
 
     return apply
 

@@ -8,6 +8,7 @@ from typing import TypeVar
 from tenacity import (
     RetryError,
     Retrying,
+    retry_base,
     retry_if_exception_type,
     retry_if_result,
     stop_after_delay,
@@ -24,7 +25,7 @@ def eventually(
     interval: float = 0.1,
 ) -> T:
     """Call check until it returns something truthy (or stops raising retry_on) within timeout."""
-    retry = retry_if_result(lambda result: not result)
+    retry: retry_base = retry_if_result(lambda result: not result)
     if retry_on:
         retry = retry | retry_if_exception_type(retry_on)
     try:

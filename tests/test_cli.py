@@ -120,9 +120,14 @@ def test_volumes__on_the_lab__json_names_each_volume_with_its_type(
     assert code == 0
     by_name = {v["name"]: v for v in json.loads(out)}
     assert by_name[f"db-{image_name}"] | {"global_id": None} == {
-        "name": f"db-{image_name}", "volume_type": "replicated", "replicated": True,
-        "mirror_mode": "snapshot", "mirrored": True, "mirrored_mode": "snapshot",
-        "primary": True, "global_id": None,
+        "name": f"db-{image_name}",
+        "volume_type": "replicated",
+        "replicated": True,
+        "mirror_mode": "snapshot",
+        "mirrored": True,
+        "mirrored_mode": "snapshot",
+        "primary": True,
+        "global_id": None,
     }
     assert by_name[f"vm-{image_name}"]["volume_type"] == "standard"
     assert by_name[f"vm-{image_name}"]["mirrored"] is False
@@ -138,7 +143,7 @@ def test_volumes__primary_frozen__fails_in_bounded_time_naming_the_site(lab: Run
     lab.lab.freeze("primary")
     try:
         started = time.monotonic()
-        code, out, err = rbdfail("-c", str(short), "volumes")
+        code, _out, err = rbdfail("-c", str(short), "volumes")
         elapsed = time.monotonic() - started
     finally:
         lab.lab.thaw("primary")

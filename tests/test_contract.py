@@ -46,7 +46,9 @@ class TwoSites:
             info = self.b.mirror_info(name)
             return info if info.state == MirrorState.ENABLED else None
 
-        return eventually(created, self.patience, (ImageNotFound,))
+        copy = eventually(created, self.patience, (ImageNotFound,))
+        assert copy is not None
+        return copy
 
 
 @pytest.fixture(params=["fake", pytest.param("lab", marks=pytest.mark.lab)])
@@ -300,6 +302,7 @@ def test_frozen_site__connect_and_calls_fail_within_the_timeout__then_recover(
         assert time.monotonic() - started < timeout + 3
     finally:
         sites.thaw("secondary")
-    eventually(lambda: isinstance(connected.list_images(), list), sites.patience,
-               (OperationTimedOut,))
+    eventually(
+        lambda: isinstance(connected.list_images(), list), sites.patience, (OperationTimedOut,)
+    )
     connected.close()

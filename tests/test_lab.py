@@ -41,7 +41,9 @@ def test_lab__rbdfail_connects_as_a_restricted_user_not_admin(lab: RunningLab) -
     assert lab.config.backend.user == "cinder"
     caps = subprocess.run(
         ["ceph", "-c", str(lab.config.backend.conf), "auth", "get", "client.cinder"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert 'caps mon = "profile rbd"' in caps
     assert "allow *" not in caps
