@@ -12,8 +12,11 @@ stdout = Console()
 
 def volumes_table(volumes: list[Volume], site: str) -> None:
     table = Table(title=f"volumes on site {site!r}", title_justify="left")
-    for column in ("volume", "type", "replicated", "wants", "mirrored", "primary here"):
-        table.add_column(column)
+    # Names are what operators copy into the next command: fold them, never cut them.
+    table.add_column("volume", overflow="fold")
+    table.add_column("type", overflow="fold")
+    for column in ("replicated", "wants", "mirrored", "primary"):
+        table.add_column(column, no_wrap=True)
     for v in volumes:
         info = v.mirroring
         wanted_but_missing = v.replicated and (info is None or info.mode != v.mirror_mode)
