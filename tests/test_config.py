@@ -237,7 +237,7 @@ def test_refused__top_level_not_a_mapping(tmp_path: Path) -> None:
 
 
 def test_refused__missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="absent.yaml: configuration file not found"):
+    with pytest.raises(ConfigError, match=r"absent\.yaml: configuration file not found"):
         load_config(tmp_path / "absent.yaml")
 
 
@@ -265,7 +265,7 @@ def test_volume_type_for__metadata_override_wins(tmp_path: Path) -> None:
 
 
 def test_volume_type_for__unknown_override_names_volume_and_type(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="volume 'db-1'.*'gould'") as caught:
+    with pytest.raises(ConfigError, match=r"volume 'db-1'.*'gould'") as caught:
         load(tmp_path, TYPED).volume_type_for("db-1", override="gould")
     assert caught.value.hint == "did you mean 'gold'?"
 
@@ -295,7 +295,7 @@ def test_find_config_path__nothing_found_says_where_it_looked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(config_module, "SYSTEM_CONFIG", tmp_path / "etc.yaml")
-    with pytest.raises(ConfigError, match="looked for .*rbdfail.yaml, .*etc.yaml") as caught:
+    with pytest.raises(ConfigError, match=r"looked for .*rbdfail\.yaml, .*etc\.yaml") as caught:
         find_config_path(None, {}, tmp_path)
     assert "RBDFAIL_CONFIG" in (caught.value.hint or "")
 
