@@ -67,3 +67,30 @@ def fake_ceph() -> FakeCeph:
     world = FakeCeph(replication_delay=0.05)
     world.peer("default", "secondary")
     return world
+
+
+LAB_TESTS = pytest.StashKey[set[str]]()
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m have deselected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    config.stash[LAB_TESTS] = {item.nodeid for item in items if item.get_closest_marker("lab")}
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Say how many tests really ran against the lab: a skipped lab test proves nothing."""
+    lab_tests = config.stash.get(LAB_TESTS, set())
+    outcomes: dict[str, str] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            if nodeid in lab_tests and outcomes.get(nodeid) in (None, "passed"):
+                outcomes[nodeid] = "failed" if outcome == "error" else outcome
+    if lab_tests:
+        counts = {o: list(outcomes.values()).count(o) for o in ("passed", "failed", "skipped")}
+        terminalreporter.write_line(
+            f"real two-site Ceph lab: {counts['passed']} tests passed on it, "
+            f"{counts['failed']} failed, {counts['skipped']} skipped"
+        )

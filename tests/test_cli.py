@@ -150,3 +150,19 @@ def test_volumes__primary_frozen__fails_in_bounded_time_naming_the_site(lab: Run
     assert code == 1
     assert "site 'default': no answer from the monitors within 2s" in err
     assert elapsed < 2 + 3  # the connect timeout, not a hang
+
+
+def test_missing_ceph_bindings__say_which_packages_to_install(tmp_path: Path) -> None:
+    config = tmp_path / "rbdfail.yaml"
+    config.write_text(VALID)
+    probe = (
+        "import sys\n"
+        "sys.modules['rados'] = None  # as on a host without python3-rados\n"
+        "from rbdfail.cli import main\n"
+        f"main(['-c', {str(config)!r}, 'volumes'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "the Ceph Python bindings (rados, rbd) cannot be imported" in out.stderr
+    assert "apt-get install python3-rados python3-rbd" in out.stderr
+    assert "Traceback" not in out.stderr
