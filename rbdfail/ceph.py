@@ -10,6 +10,8 @@ raised a timeout after 3.0 s, and shutting the connection down returned at once.
 
 from __future__ import annotations
 
+import errno
+import json
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -202,6 +204,14 @@ class CephCluster(Cluster):
                 image=image,
                 hint="check the cephx caps of the configured user (`ceph auth get client.USER`)",
             ) from exc
+        if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):  # e.g. rbd.OSError(13)
+            raise PermissionDenied(
+                text,
+                site=site,
+                image=image,
+                hint="the configured cephx user lacks the caps for this; see its caps with "
+                "`ceph auth get client.USER`",
+            ) from exc
         raise CephError(text, site=site, image=image) from exc
 
     @contextmanager
@@ -322,6 +332,70 @@ class CephCluster(Cluster):
                 Peer(p["uuid"], p["site_name"], _DIRECTIONS.get(p["direction"], "unknown"))
                 for p in self._rbd.mirror_peer_list(self._ioctx)
             ]
+
+    def site_name(self) -> str:
+        with self._op():
+            return str(self._rbd.mirror_site_name_get(self._client))
+
+    def set_site_name(self, name: str) -> None:
+        with self._op():
+            self._rbd.mirror_site_name_set(self._client, name)
+
+    def create_peer_token(self) -> str:
+        with self._op():
+            return str(self._rbd.mirror_peer_bootstrap_create(self._ioctx))
+
+    def import_peer_token(self, token: str) -> None:
+        with self._op():
+            self._rbd.mirror_peer_bootstrap_import(
+                self._ioctx, rbd.RBD_MIRROR_PEER_DIRECTION_RX_TX, token
+            )
+
+    # ---- mirror-snapshot schedules ------------------------------------------------------
+    def snapshot_schedules(self, name: str) -> list[str]:
+        out = self._mgr(
+            name,
+            prefix="rbd mirror snapshot schedule list",
+            level_spec=f"{self.pool}/{name}",
+            format="json",
+        )
+        return [
+            s["interval"] for level in json.loads(out or "{}").values() for s in level["schedule"]
+        ]
+
+    def add_snapshot_schedule(self, name: str, interval: str) -> None:
+        self._mgr(
+            name,
+            prefix="rbd mirror snapshot schedule add",
+            level_spec=f"{self.pool}/{name}",
+            interval=interval,
+        )
+
+    def remove_snapshot_schedule(self, name: str, interval: str) -> None:
+        self._mgr(
+            name,
+            prefix="rbd mirror snapshot schedule remove",
+            level_spec=f"{self.pool}/{name}",
+            interval=interval,
+        )
+
+    def _mgr(self, image: str, **command: object) -> str:
+        """A mgr command; its negative return codes become rbdfail's exceptions."""
+        with self._op(image):
+            ret, out, status = self._client.mgr_command(
+                json.dumps(command), b"", timeout=max(1, math.ceil(self.timeout))
+            )
+        if ret >= 0:
+            return bytes(out).decode()
+        reason = status or errno.errorcode.get(-ret, str(ret))
+        kind = {
+            -errno.EINVAL: InvalidState,
+            -errno.ENOENT: ImageNotFound,
+            -errno.EACCES: PermissionDenied,
+            -errno.EPERM: PermissionDenied,
+            -errno.ETIMEDOUT: OperationTimedOut,
+        }.get(ret, CephError)
+        raise kind(f"{command['prefix']}: {reason}", site=self.site, image=image)
 
 
 def _bits(features: Iterable[Feature]) -> int:

@@ -92,6 +92,7 @@ def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     \b
     Examples:
       rbdfail volumes                       # the volumes, their types and mirroring
+      rbdfail enable-mirroring --dry-run    # what mirroring would be enabled
       rbdfail lab up                        # a real two-site Ceph on this machine
       rbdfail -c /etc/rbdfail/prod.yaml volumes --json
 
@@ -131,6 +132,116 @@ def volumes(app: AppContext, as_json: bool) -> None:
         _emit_json([volume.to_json() for volume in found])
     else:
         render.volumes_table(found, site=config.backend.backend_id)
+
+
+# ---- per-image mirroring ----------------------------------------------------------------------
+concurrency_option = click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Volumes worked on at once (default: `concurrency` in the config).",
+)
+dry_run_option = click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+
+
+@main.command("enable-mirroring")
+@click.argument("images", nargs=-1)
+@dry_run_option
+@concurrency_option
+@json_option
+@click.pass_obj
+def enable_mirroring(
+    app: AppContext,
+    images: tuple[str, ...],
+    dry_run: bool,
+    concurrency: int | None,
+    as_json: bool,
+) -> None:
+    """Enable per-image mirroring for every replicated volume, or the IMAGES named.
+
+    Each volume is mirrored in its type's mode. Journal mode needs the exclusive-lock and
+    journaling features: the missing ones are added and recorded on the image, so that
+    disable-mirroring restores it as it was. A snapshot-mode type with `snapshot_interval`
+    gets a mirror-snapshot schedule. Volumes already mirrored as their type says are left
+    alone; mirrored otherwise (other mode, or a type that is not replicated) is reported as a
+    mismatch and not changed. Volumes are enabled concurrently.
+
+    \b
+    Examples:
+      rbdfail enable-mirroring --dry-run
+      rbdfail enable-mirroring
+      rbdfail enable-mirroring db-orders db-users --json
+
+    Exit 0 when every volume is mirrored as its type says, 3 when some failed or mismatch.
+    """
+    _per_image_mirroring(app, "enable-mirroring", images, dry_run, concurrency, as_json)
+
+
+@main.command("disable-mirroring")
+@click.argument("images", nargs=-1, required=True)
+@dry_run_option
+@concurrency_option
+@json_option
+@click.pass_obj
+def disable_mirroring(
+    app: AppContext,
+    images: tuple[str, ...],
+    dry_run: bool,
+    concurrency: int | None,
+    as_json: bool,
+) -> None:
+    """Disable mirroring of the IMAGES named, removing only the features rbdfail added.
+
+    Run it where the images are primary; the peer site deletes its copies. Snapshot
+    schedules of the images are removed too.
+
+    \b
+    Example:
+      rbdfail disable-mirroring db-scratch --dry-run
+      rbdfail disable-mirroring db-scratch
+    """
+    _per_image_mirroring(app, "disable-mirroring", images, dry_run, concurrency, as_json)
+
+
+def _per_image_mirroring(
+    app: AppContext,
+    operation: str,
+    images: tuple[str, ...],
+    dry_run: bool,
+    concurrency: int | None,
+    as_json: bool,
+) -> None:
+    from rbdfail import ceph, mirroring, render
+    from rbdfail.volumes import list_volumes
+
+    config = app.config()
+    cluster = ceph.connect(config.backend, config.replication_connect_timeout)
+    try:
+        volumes = list_volumes(cluster, config)
+        if operation == "enable-mirroring":
+            schedules = {
+                t.name: t.snapshot_interval for t in config.volume_types if t.snapshot_interval
+            }
+            steps = mirroring.plan_enable(volumes, images, schedules)
+            apply = mirroring.enable
+        else:
+            steps = mirroring.plan_disable(volumes, images)
+            apply = mirroring.disable
+        if dry_run:
+            report = mirroring.dry_run_report(operation, cluster.site, steps)
+        else:
+            with render.VolumeProgress(operation, sum(s.todo for s in steps)) as progress:
+                report = apply(cluster, steps, concurrency or config.concurrency, progress)
+    finally:
+        cluster.close()
+    if as_json:
+        _emit_json(report.to_json())
+    else:
+        render.mirroring_report(report)
+    if report.interrupted:
+        sys.exit(130)
+    if report.result != "complete" and not dry_run:
+        sys.exit(EXIT_PARTIAL)
 
 
 # ---- the lab ------------------------------------------------------------------------------

@@ -167,3 +167,31 @@ class Cluster(ABC):
 
     @abstractmethod
     def peers(self) -> list[Peer]: ...
+
+    @abstractmethod
+    def site_name(self) -> str:
+        """The site's mirroring name; its fsid when none was set (or the user may not read it)."""
+
+    @abstractmethod
+    def set_site_name(self, name: str) -> None: ...
+
+    @abstractmethod
+    def create_peer_token(self) -> str:
+        """A bootstrap token for a peer. It holds a key: never print, log or store it."""
+
+    @abstractmethod
+    def import_peer_token(self, token: str) -> None:
+        """Peer with the token's site in both directions (rx-tx)."""
+
+    # mirror-snapshot schedules (through the mgr's rbd_support module)
+    @abstractmethod
+    def snapshot_schedules(self, name: str) -> list[str]:
+        """The image's schedule intervals, e.g. ["1h"]."""
+
+    @abstractmethod
+    def add_snapshot_schedule(self, name: str, interval: str) -> None:
+        """Idempotent; InvalidState unless the image is mirrored in snapshot mode."""
+
+    @abstractmethod
+    def remove_snapshot_schedule(self, name: str, interval: str) -> None:
+        """Idempotent."""

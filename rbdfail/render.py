@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from rbdfail.mirroring import Outcome, Report, VolumeResult
 from rbdfail.volumes import Volume
 
 stdout = Console()
+if not stdout.is_terminal:
+    stdout = Console(width=120)  # a file or a pipe: wide enough that names and errors fit
 
 
 def volumes_table(volumes: list[Volume], site: str) -> None:
@@ -34,3 +40,85 @@ def volumes_table(volumes: list[Volume], site: str) -> None:
     replicated = sum(v.replicated for v in volumes)
     mirrored = sum(v.mirroring is not None for v in volumes)
     stdout.print(f"{len(volumes)} volumes: {replicated} replicated by type, {mirrored} mirrored")
+
+
+# ---- per-volume work: progress while it runs, a table when it is done -----------------------
+_OUTCOME_STYLE = {
+    Outcome.ENABLED: "green",
+    Outcome.DISABLED: "green",
+    Outcome.ALREADY_ENABLED: "dim",
+    Outcome.ALREADY_DISABLED: "dim",
+    Outcome.MISMATCH: "yellow",
+    Outcome.FAILED: "red",
+    Outcome.NOT_STARTED: "yellow",
+}
+
+
+class VolumeProgress:
+    """Live progress on stderr: a rich bar on a terminal, one timestamped line per volume
+    otherwise (logs, CI, runbooks piping stderr to a file)."""
+
+    def __init__(self, title: str, total: int) -> None:
+        self.console = Console(stderr=True)
+        self.total = total
+        self.done = 0
+        self.counts: dict[str, int] = {}
+        self._live = self.console.is_terminal
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            disable=not self._live,
+        )
+        self._task = self._progress.add_task(title, total=total, counts="")
+        self._title = title
+
+    def __enter__(self) -> VolumeProgress:
+        self._progress.start()
+        if not self._live:
+            self._line(f"{self._title}: {self.total} volume(s) to do")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def __call__(self, result: VolumeResult) -> None:
+        self.done += 1
+        self.counts[result.outcome] = self.counts.get(result.outcome, 0) + 1
+        summary = ", ".join(f"{n} {o}" for o, n in sorted(self.counts.items()))
+        self._progress.update(self._task, advance=1, counts=summary)
+        if not self._live:
+            error = f": {result.detail}" if result.outcome.needs_attention else ""
+            self._line(
+                f"[{self.done}/{self.total}] {result.name} {result.outcome}{error} "
+                f"({result.duration_s:.1f}s)"
+            )
+
+    def _line(self, text: str) -> None:
+        self.console.print(f"{time.strftime('%H:%M:%S')} {text}", highlight=False, markup=False)
+
+
+def mirroring_report(report: Report) -> None:
+    what = "plan" if report.dry_run else "result"
+    table = Table(title=f"{report.operation} {what} on site {report.site!r}", title_justify="left")
+    table.add_column("volume", overflow="fold")
+    table.add_column("type", overflow="fold")
+    table.add_column("mode", no_wrap=True)
+    table.add_column("action", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    if not report.dry_run:
+        table.add_column("time", justify="right", no_wrap=True)
+    for v in report.volumes:
+        style = _OUTCOME_STYLE[v.outcome]
+        row = [v.name, v.volume_type or "-", v.mode or "-", f"[{style}]{v.outcome}[/]", v.detail]
+        if not report.dry_run:
+            row.append(f"{v.duration_s:.1f}s")
+        table.add_row(*row)
+    stdout.print(table)
+    counts = ", ".join(f"{n} {o}" for o, n in sorted(report.counts.items())) or "nothing to do"
+    tail = "" if report.dry_run else f" in {report.duration_s:.1f}s"
+    interrupted = " (interrupted)" if report.interrupted else ""
+    stdout.print(f"{len(report.volumes)} volume(s): {counts}{tail}{interrupted}", highlight=False)

@@ -16,11 +16,13 @@ held to it by tests/test_contract.py:
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rbdfail.cluster import (
     DEFAULT_FEATURES,
@@ -68,6 +70,8 @@ class FakeSite:
     pool_mode: PoolMirrorMode = PoolMirrorMode.IMAGE
     peers: list[Peer] = field(default_factory=list)
     frozen: bool = False
+    name_set: bool = False
+    schedules: dict[str, list[str]] = field(default_factory=dict)  # image -> intervals
     calls: list[tuple[str, str]] = field(default_factory=list)  # (operation, image) in order
 
 
@@ -84,13 +88,21 @@ class FakeCeph:
         self.replication_delay = replication_delay
         self.clock = clock
         self.lock = threading.RLock()
+        # Seconds each operation takes (by method name), spent outside the lock so calls overlap.
+        self.latency: dict[str, float] = {}
+        # Errors to raise instead of running an operation: (site, method, image) -> error.
+        self.faults: dict[tuple[str, str, str], Exception] = {}
+        self.in_flight: dict[str, int] = {}
+        self.max_in_flight: dict[str, int] = {}
         # (due time, source site, target site, action on the target's pool)
         self._pending: list[tuple[float, str, str, Callable[[FakeSite], None]]] = []
 
     # ---- the world -----------------------------------------------------------------------
     def peer(self, a: str, b: str) -> None:
-        self.sites[a].peers.append(Peer(str(uuid.uuid4()), self.sites[b].site_name, "rx-tx"))
-        self.sites[b].peers.append(Peer(str(uuid.uuid4()), self.sites[a].site_name, "rx-tx"))
+        for one, other in ((a, b), (b, a)):
+            peers = self.sites[one].peers
+            peers[:] = [p for p in peers if p.site_name != self.sites[other].site_name]
+            peers.append(Peer(str(uuid.uuid4()), self.sites[other].site_name, "rx-tx"))
 
     def freeze(self, site: str) -> None:
         self.sites[site].frozen = True
@@ -142,13 +154,8 @@ class FakeCluster(Cluster):
 
     # ---- plumbing ------------------------------------------------------------------------
     def _enter(self, operation: str, image: str = "") -> FakeSite:
-        """Every call: a frozen site hangs for the timeout; replication catches up first."""
+        """Under the lock, in every call: replication catches up, the call is recorded."""
         state = self.world.sites[self.site]
-        if state.frozen:
-            time.sleep(self.timeout)
-            raise OperationTimedOut(
-                f"no answer within {self.timeout:g}s", site=self.site, image=image or None
-            )
         self.world.run_replication()
         state.calls.append((operation, image))
         return state
@@ -327,6 +334,82 @@ class FakeCluster(Cluster):
     def peers(self) -> list[Peer]:
         with self.world.lock:
             return list(self._enter("peers").peers)
+
+    def site_name(self) -> str:
+        with self.world.lock:
+            state = self._enter("site_name")
+            return state.site_name if state.name_set else f"fsid-of-{self.site}"
+
+    def set_site_name(self, name: str) -> None:
+        with self.world.lock:
+            state = self._enter("set_site_name")
+            state.site_name, state.name_set = name, True
+
+    def create_peer_token(self) -> str:
+        with self.world.lock:
+            return f"token-of:{self._enter('create_peer_token').backend_id}"
+
+    def import_peer_token(self, token: str) -> None:
+        with self.world.lock:
+            self._enter("import_peer_token")
+            self.world.peer(token.removeprefix("token-of:"), self.site)
+
+    def snapshot_schedules(self, name: str) -> list[str]:
+        with self.world.lock:
+            state = self._enter("snapshot_schedules", name)
+            return list(state.schedules.get(name, []))
+
+    def add_snapshot_schedule(self, name: str, interval: str) -> None:
+        with self.world.lock:
+            state = self._enter("add_snapshot_schedule", name)
+            image = state.images.get(name)
+            if image is None or image.mode != MirrorMode.SNAPSHOT:
+                raise InvalidState(
+                    f"image {name} is not in snapshot mirror mode", site=self.site, image=name
+                )
+            if interval not in (intervals := state.schedules.setdefault(name, [])):
+                intervals.append(interval)
+
+    def remove_snapshot_schedule(self, name: str, interval: str) -> None:
+        with self.world.lock:
+            state = self._enter("remove_snapshot_schedule", name)
+            if interval in state.schedules.get(name, []):
+                state.schedules[name].remove(interval)
+
+
+def _gated(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Before a call takes the lock: a frozen site hangs for the timeout then times out; an
+    injected fault is raised; the operation's latency is spent, counting calls in flight."""
+
+    @functools.wraps(method)
+    def call(self: FakeCluster, *args: Any, **kwargs: Any) -> Any:
+        world, operation = self.world, method.__name__
+        image = args[0] if args and isinstance(args[0], str) else ""
+        if world.sites[self.site].frozen:
+            time.sleep(self.timeout)
+            raise OperationTimedOut(
+                f"no answer within {self.timeout:g}s", site=self.site, image=image or None
+            )
+        if fault := world.faults.get((self.site, operation, image)):
+            raise fault
+        with world.lock:
+            world.in_flight[operation] = world.in_flight.get(operation, 0) + 1
+            world.max_in_flight[operation] = max(
+                world.max_in_flight.get(operation, 0), world.in_flight[operation]
+            )
+        try:
+            time.sleep(world.latency.get(operation, 0.0))
+            return method(self, *args, **kwargs)
+        finally:
+            with world.lock:
+                world.in_flight[operation] -= 1
+
+    return call
+
+
+for _name, _method in list(vars(FakeCluster).items()):
+    if callable(_method) and not _name.startswith("_") and _name != "close":
+        setattr(FakeCluster, _name, _gated(_method))
 
 
 def _info(image: FakeImage) -> MirrorInfo:

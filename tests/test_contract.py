@@ -282,6 +282,20 @@ def test_pool__image_mode_with_one_two_way_peer(sites: TwoSites) -> None:
     assert sites.a.peers()[0].site_name != sites.b.peers()[0].site_name
 
 
+def test_snapshot_schedule__add_list_remove_idempotent(sites: TwoSites, image_name: str) -> None:
+    sites.a.create_image(image_name, 8 * MiB)
+    with pytest.raises(InvalidState):  # only for images mirrored in snapshot mode
+        sites.a.add_snapshot_schedule(image_name, "1h")
+    sites.a.enable_mirroring(image_name, MirrorMode.SNAPSHOT)
+    assert sites.a.snapshot_schedules(image_name) == []
+    sites.a.add_snapshot_schedule(image_name, "1h")
+    sites.a.add_snapshot_schedule(image_name, "1h")
+    assert sites.a.snapshot_schedules(image_name) == ["1h"]
+    sites.a.remove_snapshot_schedule(image_name, "1h")
+    sites.a.remove_snapshot_schedule(image_name, "1h")
+    assert sites.a.snapshot_schedules(image_name) == []
+
+
 # ---- an unreachable site --------------------------------------------------------------------
 def test_frozen_site__connect_and_calls_fail_within_the_timeout__then_recover(
     sites: TwoSites,
