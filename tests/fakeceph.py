@@ -279,7 +279,8 @@ class FakeCluster(Cluster):
 
     def disable_mirroring(self, name: str, force: bool = False) -> None:
         with self.world.lock:
-            image = self._get(self._enter("disable", name), name)
+            state = self._enter("disable", name)
+            image = self._get(state, name)
             if image.mirror_state == MirrorState.DISABLED:
                 return
             if not image.primary and not force:
@@ -288,6 +289,7 @@ class FakeCluster(Cluster):
                 )
             if image.primary:
                 self.world.replicate_later(self.site, _delete_copy(image.global_id))
+            state.schedules.pop(name, None)
             if image.mode == MirrorMode.JOURNAL:
                 image.features.discard(Feature.JOURNALING)  # and leaves exclusive-lock (measured)
             image.mirror_state, image.mode, image.primary = MirrorState.DISABLED, None, False
@@ -354,19 +356,23 @@ class FakeCluster(Cluster):
             self._enter("import_peer_token")
             self.world.peer(token.removeprefix("token-of:"), self.site)
 
+    def _snapshot_mirrored(self, state: FakeSite, name: str) -> None:
+        image = state.images.get(name)
+        if image is None or image.mode != MirrorMode.SNAPSHOT:
+            raise InvalidState(
+                f"image {name} is not in snapshot mirror mode", site=self.site, image=name
+            )
+
     def snapshot_schedules(self, name: str) -> list[str]:
         with self.world.lock:
             state = self._enter("snapshot_schedules", name)
+            self._snapshot_mirrored(state, name)
             return list(state.schedules.get(name, []))
 
     def add_snapshot_schedule(self, name: str, interval: str) -> None:
         with self.world.lock:
             state = self._enter("add_snapshot_schedule", name)
-            image = state.images.get(name)
-            if image is None or image.mode != MirrorMode.SNAPSHOT:
-                raise InvalidState(
-                    f"image {name} is not in snapshot mirror mode", site=self.site, image=name
-                )
+            self._snapshot_mirrored(state, name)
             if interval not in (intervals := state.schedules.setdefault(name, [])):
                 intervals.append(interval)
 

@@ -286,6 +286,8 @@ def test_snapshot_schedule__add_list_remove_idempotent(sites: TwoSites, image_na
     sites.a.create_image(image_name, 8 * MiB)
     with pytest.raises(InvalidState):  # only for images mirrored in snapshot mode
         sites.a.add_snapshot_schedule(image_name, "1h")
+    with pytest.raises(InvalidState):
+        sites.a.snapshot_schedules(image_name)
     sites.a.enable_mirroring(image_name, MirrorMode.SNAPSHOT)
     assert sites.a.snapshot_schedules(image_name) == []
     sites.a.add_snapshot_schedule(image_name, "1h")

@@ -135,8 +135,9 @@ def test_enable_snapshot__with_interval_adds_schedule__disable_removes_it(
     assert primary.image_features("h-1") == LAYERING  # snapshot mode needs no feature
 
     disable(primary, config, "h-1")
-    assert primary.snapshot_schedules("h-1") == []
     assert primary.mirror_info("h-1").state == "disabled"
+    primary.enable_mirroring("h-1", MirrorMode.SNAPSHOT)
+    assert primary.snapshot_schedules("h-1") == []
 
 
 def test_enable__rerun_is_idempotent_and_calls_no_enable(
