@@ -17,6 +17,7 @@ help:
 	@echo "make demo    install what is missing, start the lab and walk through rbdfail"
 	@echo "make unit    only the tests that need no Ceph"
 	@echo "make lint    ruff and mypy"
+	@echo "make bench   rbdfail against the alternatives on the lab (N=200 REPS=3)"
 	@echo "make clean   stop the demo lab and remove the virtualenv"
 
 deps:
@@ -48,14 +49,20 @@ demo: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
 lint: venv
-	$(VENV)/bin/ruff check rbdfail tests
-	$(VENV)/bin/ruff format --check rbdfail tests
+	$(VENV)/bin/ruff check rbdfail tests bench
+	$(VENV)/bin/ruff format --check rbdfail tests bench
 	$(VENV)/bin/mypy
 
 format: venv
-	$(VENV)/bin/ruff format rbdfail tests
-	$(VENV)/bin/ruff check --fix rbdfail tests
+	$(VENV)/bin/ruff format rbdfail tests bench
+	$(VENV)/bin/ruff check --fix rbdfail tests bench
 
 clean:
 	-[ -x $(VENV)/bin/rbdfail ] && $(VENV)/bin/rbdfail lab down
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# N volumes per scenario (N=1000 works too); REPS repetitions where an operation repeats.
+N ?= 200
+REPS ?= 3
+bench: venv
+	$(VENV)/bin/python bench/bench.py --n $(N) --reps $(REPS)

@@ -14,6 +14,7 @@ import errno
 import json
 import math
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import Any, NoReturn
 
@@ -143,6 +144,20 @@ def connect(site: SiteConfig, timeout: float) -> CephCluster:
         _shutdown(client)
         raise SiteUnreachable(f"cannot connect: {exc}", site=site.backend_id) from exc
     return CephCluster(site, client, ioctx, timeout)
+
+
+def connect_all(sites: list[SiteConfig], timeout: float) -> list[CephCluster]:
+    """Connect to every site at once, so that dead sites cost one timeout in all; on any
+    failure close what did connect and raise the first error (in the sites' order)."""
+    with ThreadPoolExecutor(max_workers=len(sites)) as pool:
+        futures = [pool.submit(connect, site, timeout) for site in sites]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        for future in futures:
+            if future.exception() is None:
+                future.result().close()
+        raise errors[0]  # type: ignore[misc]
+    return [f.result() for f in futures]
 
 
 def _shutdown(client: Any) -> None:

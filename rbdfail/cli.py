@@ -92,6 +92,7 @@ def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     \b
     Examples:
       rbdfail volumes                       # the volumes, their types and mirroring
+      rbdfail setup --user admin            # pools in image mode, peered both ways
       rbdfail enable-mirroring --dry-run    # what mirroring would be enabled
       rbdfail lab up                        # a real two-site Ceph on this machine
       rbdfail -c /etc/rbdfail/prod.yaml volumes --json
@@ -132,6 +133,52 @@ def volumes(app: AppContext, as_json: bool) -> None:
         _emit_json([volume.to_json() for volume in found])
     else:
         render.volumes_table(found, site=config.backend.backend_id)
+
+
+@main.command()
+@click.option(
+    "--user",
+    metavar="NAME",
+    help="cephx user for this command on every site, instead of the configured ones. "
+    "Peering creates a cephx user for the peer, which needs more than the rbd profile "
+    "(e.g. admin).",
+)
+@json_option
+@click.pass_obj
+def setup(app: AppContext, user: str | None, as_json: bool) -> None:
+    """Make the sites ready for mirroring: pool mode `image` and pools peered both ways.
+
+    Idempotent: what is already in place is left as it is and said so. A pool that mirrors in
+    `pool` mode is reported, not changed.
+
+    \b
+    Examples:
+      rbdfail setup --user admin
+      rbdfail setup --json
+
+    Exit 0 when everything is in place, 3 when an item failed, 1 when a site is unreachable.
+    """
+    import dataclasses
+
+    from rbdfail import ceph, pools, render
+
+    config = app.config()
+    sites = [
+        dataclasses.replace(site, user=user, keyring=None) if user else site
+        for site in config.sites
+    ]
+    backend, *devices = ceph.connect_all(sites, config.replication_connect_timeout)
+    try:
+        items = pools.prepare(backend, devices)
+    finally:
+        for cluster in (backend, *devices):
+            cluster.close()
+    if as_json:
+        _emit_json({"items": [item.to_json() for item in items]})
+    else:
+        render.setup_items(items)
+    if any(item.action == "failed" for item in items):
+        sys.exit(EXIT_PARTIAL)
 
 
 # ---- per-image mirroring ----------------------------------------------------------------------

@@ -342,34 +342,25 @@ class Lab:
             str(base / f"ceph.client.rbd-mirror.{site.name}.keyring"),
             check=True,
         )
-        _rbd(site, "mirror", "pool", "enable", POOL, "image", "--site-name", site.name)
 
     def _peer(self, a: SiteState, b: SiteState) -> None:
-        self._progress(f"peering {a.name} <-> {b.name}")
-        token = _rbd(
-            a, "mirror", "pool", "peer", "bootstrap", "create", "--site-name", a.name, POOL
-        )
-        token_file = Path(b.dir) / "peer-token"
-        # The token holds a peer key: keep it out of sight and delete it once imported.
-        token_file.touch(mode=0o600)
-        token_file.write_text(token)
+        """Image mode and peering through `rbdfail setup`'s own code, as admin."""
+        from rbdfail import ceph, pools
+        from rbdfail.config import SiteConfig
+
+        self._progress(f"rbdfail setup: image mode, peering {a.name} <-> {b.name}")
+        sites = [
+            SiteConfig(backend_id=backend_id, conf=site.conf, user="admin", pool=POOL)
+            for backend_id, site in (("default", a), ("secondary", b))
+        ]
+        backend, device = ceph.connect_all(sites, 10)
         try:
-            _rbd(
-                b,
-                "mirror",
-                "pool",
-                "peer",
-                "bootstrap",
-                "import",
-                "--site-name",
-                b.name,
-                "--direction",
-                "rx-tx",
-                POOL,
-                str(token_file),
-            )
+            items = pools.prepare(backend, [device])
         finally:
-            token_file.unlink()
+            backend.close()
+            device.close()
+        if failed := [i for i in items if i.action == "failed"]:
+            raise LabError("; ".join(f"{i.site}: {i.item}: {i.detail}" for i in failed))
 
     def _start_rbd_mirror(self, site: SiteState) -> None:
         # rbd-mirror ignores -c for its local cluster connection: it needs CEPH_CONF (the -c

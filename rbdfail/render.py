@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rbdfail.mirroring import Outcome, Report, VolumeResult
+from rbdfail.pools import SetupItem
 from rbdfail.volumes import Volume
 
 stdout = Console()
@@ -122,3 +123,13 @@ def mirroring_report(report: Report) -> None:
     tail = "" if report.dry_run else f" in {report.duration_s:.1f}s"
     interrupted = " (interrupted)" if report.interrupted else ""
     stdout.print(f"{len(report.volumes)} volume(s): {counts}{tail}{interrupted}", highlight=False)
+
+
+def setup_items(items: list[SetupItem]) -> None:
+    table = Table(title="setup", title_justify="left")
+    for column in ("site", "item", "action", "detail"):
+        table.add_column(column, overflow="fold")
+    styles = {"changed": "green", "in place": "dim", "failed": "red"}
+    for item in items:
+        table.add_row(item.site, item.item, f"[{styles[item.action]}]{item.action}[/]", item.detail)
+    stdout.print(table)
