@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -49,7 +50,7 @@ def primary(lab: RunningLab) -> Iterator[Cluster]:
     cluster.close()
 
 
-def rbdfail(config_file: Path, *args: str) -> tuple[int, dict]:
+def rbdfail(config_file: Path, *args: str) -> tuple[int, dict[str, Any]]:
     result = CliRunner().invoke(main, ["-c", str(config_file), *args, "--json"])
     return result.exit_code, json.loads(result.stdout)
 
