@@ -1,17 +1,19 @@
-"""rbdfail.yaml -> frozen dataclasses, validated, with Cinder's defaults.
+"""rbdfail.yaml -> frozen dataclasses, validated, with Cinder's names and defaults.
 
-Every problem is one ConfigError naming the file, the line (where YAML gives one), the key and
-what to do; a misspelt key gets a suggestion. No click, no Ceph here.
+The operator edits this file under pressure, often during an outage, so every problem is one
+ConfigError saying `FILE:LINE: dotted.key: problem` and what to do (a misspelt key gets a
+suggestion). No click, no Ceph here: the CLI renders the error, the engine trusts the result.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import math
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,17 +22,19 @@ import yaml
 from rbdfail.cluster import MirrorMode
 from rbdfail.errors import ConfigError
 
-SYSTEM_CONFIG = Path("/etc/rbdfail/rbdfail.yaml")
+SYSTEM_CONFIG = Path("/etc/rbdfail/rbdfail.yaml")  # the last place looked; tests patch it
+ENV_VAR = "RBDFAIL_CONFIG"
 DEFAULT_BACKEND_ID = "default"  # Cinder's id for the backend itself
+SEE_EXAMPLE = "see examples/rbdfail.yaml"
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
 class SiteConfig:
     """How to reach one site's pool."""
 
-    backend_id: str  # "default" for the backend itself, else the replication device's id
+    backend_id: str  # "default" for the backend itself (Cinder's convention), else the device's
     conf: Path
     user: str  # cephx user without "client."
     pool: str
@@ -40,13 +44,15 @@ class SiteConfig:
 
 @dataclass(frozen=True)
 class VolumeType:
+    """Which images replicate and how, as Cinder's volume types and extra specs say."""
+
     name: str
     replicated: bool
     mirror_mode: MirrorMode = MirrorMode.JOURNAL
-    snapshot_interval: str | None = None  # a mirror-snapshot schedule, snapshot mode only
+    snapshot_interval: str | None = None  # mirror-snapshot schedule ("1h"), snapshot mode only
 
 
-NOT_TYPED = VolumeType(name="(untyped)", replicated=False)
+NOT_TYPED = VolumeType(name="(untyped)", replicated=False)  # an image no rule matches
 
 
 @dataclass(frozen=True)
@@ -59,17 +65,18 @@ class VolumeRule:
 class Config:
     path: Path
     backend_name: str
-    backend: SiteConfig
+    backend: SiteConfig  # backend_id == "default"
     replication_devices: tuple[SiteConfig, ...]
-    volume_types: tuple[VolumeType, ...] = ()
-    volumes: tuple[VolumeRule, ...] = ()
+    volume_types: tuple[VolumeType, ...]
+    volumes: tuple[VolumeRule, ...]
     replication_connect_timeout: float = 5.0
     volume_timeout: float = 60.0
     concurrency: int = 32
-    state_dir: Path = field(default=Path("/var/lib/rbdfail"))
+    state_dir: Path = Path("/var/lib/rbdfail")
 
     @property
     def sites(self) -> tuple[SiteConfig, ...]:
+        """The backend first, then the replication devices."""
         return (self.backend, *self.replication_devices)
 
     def site(self, backend_id: str) -> SiteConfig:
@@ -79,7 +86,7 @@ class Config:
         known = [s.backend_id for s in self.sites]
         raise ConfigError(
             f"{self.path}: no site with backend_id {backend_id!r} (known: {', '.join(known)})",
-            hint=_suggest(backend_id, known),
+            hint=_suggest(backend_id, known, "use one of"),
         )
 
     def volume_type(self, name: str) -> VolumeType:
@@ -90,20 +97,21 @@ class Config:
         raise ConfigError(
             f"{self.path}: no volume type {name!r} in volume_types "
             f"(known: {', '.join(known) or 'none'})",
-            hint=_suggest(name, known),
+            hint=_suggest(name, known, "use one of"),
         )
 
     def volume_type_for(self, image_name: str, override: str | None = None) -> VolumeType:
-        """The image's type: its metadata override, else the first matching rule."""
+        """The image's `rbdfail.volume_type` metadata when given, else the first matching rule."""
         if override is not None:
             try:
                 return self.volume_type(override)
             except ConfigError as exc:
                 raise ConfigError(
-                    f"volume {image_name!r}: its rbdfail.volume_type metadata names an unknown "
-                    f"type: {exc.message}",
-                    hint=exc.hint or "add the type to volume_types or fix the image's metadata",
-                ) from None
+                    f"volume {image_name!r}: its rbdfail.volume_type metadata names {override!r}, "
+                    f"which is not in volume_types of {self.path}",
+                    hint=_suggest(override, [t.name for t in self.volume_types], "")
+                    or "add the type to volume_types, or fix the image's metadata",
+                ) from exc
         for rule in self.volumes:
             if fnmatch.fnmatchcase(image_name, rule.match):
                 return self.volume_type(rule.type)
@@ -115,354 +123,314 @@ def find_config_path(
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> Path:
-    """--config, else $RBDFAIL_CONFIG, else ./rbdfail.yaml, else /etc/rbdfail/rbdfail.yaml."""
+    """--config, else $RBDFAIL_CONFIG, else ./rbdfail.yaml, else /etc/rbdfail/rbdfail.yaml.
+
+    A file named explicitly must exist: silently falling back to another one could fail over
+    the wrong deployment.
+    """
     environ = os.environ if environ is None else environ
-    for given, origin in (
-        (explicit, "--config"),
-        (environ.get("RBDFAIL_CONFIG"), "RBDFAIL_CONFIG"),
-    ):
+    for given, origin in ((explicit, "--config"), (environ.get(ENV_VAR), f"${ENV_VAR}")):
         if given:
             path = Path(given)
             if not path.is_file():
-                raise ConfigError(f"{path}: configuration file not found (from {origin})")
+                raise ConfigError(
+                    f"{path}: configuration file not found (from {origin})",
+                    hint=f"fix the path given by {origin}",
+                )
             return path
-    candidates = [(cwd or Path.cwd()) / "rbdfail.yaml", SYSTEM_CONFIG]
-    for path in candidates:
+    searched = [(cwd or Path.cwd()) / "rbdfail.yaml", SYSTEM_CONFIG]
+    for path in searched:
         if path.is_file():
             return path
     raise ConfigError(
-        f"no configuration file: looked for {', '.join(map(str, candidates))}",
-        hint="pass --config FILE or set RBDFAIL_CONFIG (see examples/rbdfail.yaml)",
+        f"no configuration file found: looked for {', '.join(map(str, searched))} "
+        f"(no --config given, ${ENV_VAR} not set)",
+        hint=f"pass --config FILE or set {ENV_VAR} (see examples/rbdfail.yaml)",
     )
 
 
-# ---- YAML with line numbers -----------------------------------------------------------------
+# ---- YAML that remembers where each key is ----------------------------------------------------
 class _LineDict(dict[str, Any]):
-    """A mapping that remembers the line of each key and of itself."""
+    """A mapping that knows the (1-based) line of each of its keys."""
 
-    line: int | None = None
-    key_lines: dict[str, int]
+    def __init__(self, items: Iterable[tuple[str, Any]] = (), lines: dict[str, int] | None = None):
+        super().__init__(items)
+        self.key_lines = lines or {}
+
+
+class _LineList(list[Any]):
+    """A list that knows the (1-based) line of each of its items."""
+
+    def __init__(self, items: Iterable[Any] = (), lines: list[int] | None = None):
+        super().__init__(items)
+        self.lines = lines or []
 
 
 class _Loader(yaml.SafeLoader):
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        mapping = _LineDict({str(k): v for k, v in super().construct_mapping(node, True).items()})
-        mapping.line = node.start_mark.line + 1
-        mapping.key_lines = {str(key.value): key.start_mark.line + 1 for key, _ in node.value}
-        return mapping
+    """safe_load plus lines; a key given twice is refused rather than silently overwritten."""
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
+    first: dict[str, int] = {}
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+            if key.value in first:
+                problem = f"{key.value!r} is given twice (first on line {first[key.value]})"
+                raise yaml.constructor.ConstructorError(None, None, problem, key.start_mark)
+            first[key.value] = key.start_mark.line + 1
+    items = yaml.SafeLoader.construct_mapping(loader, node, deep=True).items()
+    # node.value is read after construct_mapping, which flattens any `<<` merge into it.
+    lines = {str(key.value): key.start_mark.line + 1 for key, _ in node.value}
+    return _LineDict(((str(k), v) for k, v in items), lines)
 
 
-def _suggest(word: str, choices: list[str]) -> str | None:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f"did you mean {close[0]!r}?" if close else None
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> _LineList:
+    items = loader.construct_sequence(node, deep=True)
+    return _LineList(items, [item.start_mark.line + 1 for item in node.value])
 
 
-class _Reader:
-    """Walks the parsed YAML, knowing where it is, to say exactly what is wrong and where."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def error(
-        self, where: str, problem: str, line: int | None, hint: str | None = None
-    ) -> ConfigError:
-        at = f"{self.path}:{line}" if line else str(self.path)
-        return ConfigError(f"{at}: {where}: {problem}", hint=hint)
-
-    def mapping(self, value: Any, where: str, line: int | None) -> _LineDict:
-        if value is None:
-            value = _LineDict()
-        if not isinstance(value, _LineDict):
-            raise self.error(where, f"expected a mapping, got {_kind(value)}", line)
-        return value
-
-    def keys(self, mapping: _LineDict, where: str, allowed: set[str], required: set[str]) -> None:
-        for key in mapping:
-            if key not in allowed:
-                raise self.error(
-                    f"{where}.{key}" if where else str(key),
-                    "unknown key",
-                    mapping.key_lines.get(str(key)),
-                    _suggest(str(key), sorted(allowed))
-                    or f"allowed keys: {', '.join(sorted(allowed))}",
-                )
-        for key in sorted(required - set(mapping)):
-            raise self.error(
-                f"{where}.{key}" if where else key, "required key missing", mapping.line
-            )
-
-    def get(
-        self,
-        mapping: _LineDict,
-        where: str,
-        key: str,
-        kind: type[T],
-        default: T,
-        check: Callable[[T], str | None] = lambda _: None,
-    ) -> T:
-        """mapping[key] of the given kind (bool is not a number), else default."""
-        if key not in mapping or mapping[key] is None:
-            return default
-        value = mapping[key]
-        line = mapping.key_lines.get(key)
-        name = f"{where}.{key}" if where else key
-        ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise self.error(name, f"expected {_KIND_NAMES[kind]}, got {_kind(value)}", line)
-        if problem := check(value):
-            raise self.error(name, problem, line)
-        return value  # type: ignore[no-any-return]
-
-    def path_at(self, mapping: _LineDict, where: str, key: str, default: str | None) -> Path | None:
-        value = self.get(mapping, where, key, str, default)
-        if value is None:
-            return None
-        # Relative paths follow the config file, so it can move with its keyrings (the lab's does).
-        return (self.path.parent / value).absolute() if not os.path.isabs(value) else Path(value)
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
 
 
-_KIND_NAMES: dict[type, str] = {
-    str: "a string",
-    int: "an integer",
-    float: "a number",
-    bool: "true or false",
-    list: "a list",
-}
+# ---- checking, with the place of each problem -------------------------------------------------
+def _suggest(word: str, choices: Collection[str], listing: str = "") -> str | None:
+    """'did you mean X?' when a choice is close, else `listing: a, b, c` (None without one)."""
+    if close := difflib.get_close_matches(word, list(choices), n=1):
+        return f"did you mean {close[0]!r}?"
+    return f"{listing}: {', '.join(sorted(choices))}" if listing and choices else None
 
 
 def _kind(value: Any) -> str:
-    return {
-        dict: "a mapping",
-        _LineDict: "a mapping",
-        list: "a list",
-        str: f"the string {value!r}",
-        bool: f"{value!r}".lower(),
-        type(None): "nothing",
-    }.get(type(value), f"{value!r}")
+    if isinstance(value, bool | str):
+        return str(value).lower() if isinstance(value, bool) else f"the string {value!r}"
+    if isinstance(value, dict | list):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    return "nothing" if value is None else repr(value)
 
 
-def _positive(value: float) -> str | None:
-    return None if value > 0 else "must be greater than 0"
+_KINDS = {str: "a string", int: "an integer", float: "a number", _LineList: "a list"}
 
 
-def _at_least_one(value: int) -> str | None:
-    return None if value >= 1 else "must be at least 1"
+def _error(file: Path, where: str, line: int | None, problem: str, hint: str | None) -> ConfigError:
+    at = f"{file}:{line}" if line else str(file)
+    return ConfigError(f"{at}: {where or 'top level'}: {problem}", hint=hint)
 
 
-def _not_empty(value: str) -> str | None:
-    return None if value.strip() else "must not be empty"
+class _Section:
+    """One mapping of the file and where it sits: it refuses unknown (allowed=None: any key is
+    fine) and missing keys on arrival, then hands out typed values, so that every error names
+    FILE:LINE: dotted.key."""
+
+    def __init__(
+        self,
+        file: Path,
+        where: str,
+        data: Any,
+        line: int | None,
+        allowed: Collection[str] | None,
+        required: Collection[str] = (),
+    ) -> None:
+        self.file, self.where, self.line = file, where, line
+        data = _LineDict() if data is None else data  # `key:` with nothing under it
+        if not isinstance(data, _LineDict):
+            raise _error(file, where, line, f"expected a mapping, got {_kind(data)}", SEE_EXAMPLE)
+        self.data = data
+        for key in data:
+            if allowed is not None and key not in allowed:
+                raise self.error(key, "unknown key", _suggest(key, allowed, "allowed keys"))
+        for key in required:
+            if data.get(key) is None:
+                problem = "required key has no value" if key in data else "required key missing"
+                raise self.error(key, problem, SEE_EXAMPLE)
+
+    def name(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def line_of(self, key: str) -> int | None:
+        return self.data.key_lines.get(key, self.line)
+
+    def error(self, key: str, problem: str, hint: str | None = None) -> ConfigError:
+        return _error(self.file, self.name(key), self.line_of(key), problem, hint)
+
+    def sub(
+        self, key: str, allowed: Collection[str] | None, required: Collection[str] = ()
+    ) -> _Section:
+        """The mapping under `key`, checked the same way."""
+        data = self.data.get(key)
+        return _Section(self.file, self.name(key), data, self.line_of(key), allowed, required)
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None  # `key:` with no value counts as not given
+
+    def get(self, key: str, kind: type[_T], default: _T) -> _T:
+        """data[key] if it is of `kind` (a bool is no number; an int is a float), else default."""
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise self.error(key, f"expected {_KINDS[kind]}, got {_kind(value)}")
+        return value
+
+    def text(self, key: str, default: str) -> str:
+        if not (value := self.get(key, str, default).strip()):
+            raise self.error(key, "must not be empty")
+        return value
+
+    def seconds(self, key: str, default: float) -> float:
+        value = self.get(key, float, default)
+        if not 0 < value < math.inf:  # also refuses nan: a timeout must end
+            raise self.error(
+                key, "must be finite" if value == math.inf else "must be greater than 0"
+            )
+        return value
+
+    def path(self, key: str, default: str) -> Path:
+        value = self.text(key, default)
+        # Relative paths follow the config file, not the cwd: the file can be moved together
+        # with its keyrings, and the lab writes one next to its own.
+        return Path(value) if os.path.isabs(value) else (self.file.parent / value).absolute()
 
 
-TOP_KEYS = {
-    "backend",
-    "replication_device",
-    "replication_connect_timeout",
-    "volume_timeout",
-    "concurrency",
-    "volume_types",
-    "volumes",
-    "state_dir",
-}
-BACKEND_KEYS = {"name", "conf", "user", "pool", "cluster_name", "keyring"}
-# secret_uuid is accepted because Cinder's replication_device strings carry it; it is
-# libvirt's secret for attaching and means nothing to rbdfail.
-DEVICE_KEYS = {"backend_id", "conf", "user", "pool", "cluster_name", "keyring", "secret_uuid"}
-TYPE_KEYS = {"replication_enabled", "mirror_mode", "snapshot_interval"}
-RULE_KEYS = {"match", "type"}
+TOP_KEYS = (
+    *("backend", "replication_device", "replication_connect_timeout", "volume_timeout"),
+    *("concurrency", "volume_types", "volumes", "state_dir"),
+)
+SITE_KEYS = ("conf", "user", "pool", "cluster_name", "keyring")
+BACKEND_KEYS = ("name", *SITE_KEYS)
+# secret_uuid is accepted because Cinder's replication_device strings carry it; it is libvirt's
+# secret for attaching volumes to guests and means nothing to rbdfail, so it is ignored.
+DEVICE_KEYS = ("backend_id", *SITE_KEYS, "secret_uuid")
+TYPE_KEYS = ("replication_enabled", "mirror_mode", "snapshot_interval")
+RULE_KEYS = ("match", "type")
 _INTERVAL = re.compile(r"^[1-9][0-9]*[mhd]$")
+_CINDER_BOOL = re.compile(r"^(?:<is>\s*)?(true|false)$", re.IGNORECASE)
 
 
 def load_config(path: Path) -> Config:
-    """Read and validate the file; every problem is a ConfigError naming file, line and key."""
+    """Read and validate the file; every problem is one ConfigError naming file, line and key."""
+    path = Path(path)
     try:
-        text = path.read_text()
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # a SafeLoader
     except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from None
-    try:
-        raw = yaml.load(text, Loader=_Loader)
+        raise ConfigError(f"{path}: configuration file not found", hint=SEE_EXAMPLE) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        message = f"{path}: cannot read the configuration file: {reason}"
+        raise ConfigError(message, hint="check the file and its permissions") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        message = f"{path}{at}: invalid YAML: {exc.problem or exc.context}"
+        raise ConfigError(message, hint="check the indentation and quoting there") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(
-            f"{path}{where}: invalid YAML: {problem}",
-            hint="check the indentation and quoting around that line",
-        ) from None
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     if raw is None:
-        raise ConfigError(
-            f"{path}: the configuration file is empty", hint="see examples/rbdfail.yaml"
-        )
-    reader = _Reader(path)
-    top = reader.mapping(raw, "top level", 1)
-    reader.keys(top, "", TOP_KEYS, {"backend", "replication_device"})
+        raise ConfigError(f"{path}: the configuration file is empty", hint=SEE_EXAMPLE)
 
-    backend_map = reader.mapping(top["backend"], "backend", top.key_lines.get("backend"))
-    reader.keys(backend_map, "backend", BACKEND_KEYS, {"pool"})
-    backend = _site(reader, backend_map, "backend", DEFAULT_BACKEND_ID, None)
-
-    devices_raw = reader.get(top, "", "replication_device", list, [])
-    if not devices_raw:
-        raise reader.error(
-            "replication_device",
-            "needs at least one secondary site",
-            top.key_lines.get("replication_device"),
-            "add `- backend_id: secondary` with its conf and user",
-        )
+    top = _Section(path, "", raw, None, TOP_KEYS, ("backend", "replication_device"))
+    backend_section = top.sub("backend", BACKEND_KEYS, ["pool"])
+    backend = _site(backend_section, DEFAULT_BACKEND_ID, None)
+    if not (entries := top.get("replication_device", _LineList, _LineList())):
+        hint = "add `- backend_id: secondary` with its conf and user"
+        raise top.error("replication_device", "needs at least one secondary site", hint)
     devices: list[SiteConfig] = []
-    for index, entry in enumerate(devices_raw):
+    for index, (entry, line) in enumerate(zip(entries, entries.lines, strict=True)):
         where = f"replication_device[{index}]"
-        line = top.key_lines.get("replication_device")
-        entry = _cinder_string(reader, entry, where, line) if isinstance(entry, str) else entry
-        device_map = reader.mapping(entry, where, line)
-        reader.keys(device_map, where, DEVICE_KEYS, {"backend_id"})
-        device = _site(reader, device_map, where, None, backend)
-        if device.backend_id in [d.backend_id for d in (backend, *devices)]:
-            raise reader.error(
-                f"{where}.backend_id",
-                f"{device.backend_id!r} is already used"
-                + (" by the backend itself" if device.backend_id == "default" else ""),
-                device_map.key_lines.get("backend_id"),
-                "give each replication device its own backend_id",
-            )
-        devices.append(device)
+        entry = _cinder_string(path, where, line, entry) if isinstance(entry, str) else entry
+        section = _Section(path, where, entry, line, DEVICE_KEYS, ["backend_id"])
+        backend_id = section.text("backend_id", "")
+        used = [site.backend_id for site in (backend, *devices)]
+        if backend_id in used:
+            owner = used.index(backend_id)
+            by = f"replication_device[{owner - 1}]" if owner else "the backend itself (Cinder's id)"
+            hint = "give each replication device its own backend_id, e.g. secondary"
+            raise section.error("backend_id", f"{backend_id!r} is already used by {by}", hint)
+        devices.append(_site(section, backend_id, backend))
 
-    types_map = reader.mapping(
-        top.get("volume_types"), "volume_types", top.key_lines.get("volume_types")
-    )
-    volume_types = tuple(_volume_type(reader, types_map, str(name)) for name in types_map)
-    rules = tuple(
-        _rule(reader, top, i, [t.name for t in volume_types])
-        for i in range(len(reader.get(top, "", "volumes", list, [])))
-    )
-
+    types = top.sub("volume_types", None)  # any name, each a mapping of TYPE_KEYS
+    volume_types = tuple(_volume_type(name, types.sub(name, TYPE_KEYS)) for name in types.data)
+    rules = top.get("volumes", _LineList, _LineList())
+    if (concurrency := top.get("concurrency", int, 32)) < 1:
+        raise top.error("concurrency", "must be at least 1")
     return Config(
         path=path,
-        backend_name=reader.get(backend_map, "backend", "name", str, "ceph", _not_empty),
+        backend_name=backend_section.text("name", "ceph"),
         backend=backend,
         replication_devices=tuple(devices),
         volume_types=volume_types,
-        volumes=rules,
-        replication_connect_timeout=reader.get(
-            top, "", "replication_connect_timeout", float, 5.0, _positive
+        volumes=tuple(
+            _rule(_Section(path, f"volumes[{i}]", rule, line, RULE_KEYS, RULE_KEYS), volume_types)
+            for i, (rule, line) in enumerate(zip(rules, rules.lines, strict=True))
         ),
-        volume_timeout=reader.get(top, "", "volume_timeout", float, 60.0, _positive),
-        concurrency=reader.get(top, "", "concurrency", int, 32, _at_least_one),
-        state_dir=reader.path_at(top, "", "state_dir", "/var/lib/rbdfail") or Path(),
+        replication_connect_timeout=top.seconds("replication_connect_timeout", 5.0),
+        volume_timeout=top.seconds("volume_timeout", 60.0),
+        concurrency=concurrency,
+        state_dir=top.path("state_dir", "/var/lib/rbdfail"),
     )
 
 
-def _site(
-    reader: _Reader, m: _LineDict, where: str, backend_id: str | None, backend: SiteConfig | None
-) -> SiteConfig:
+def _cinder_string(file: Path, where: str, line: int, text: str) -> _LineDict:
+    """Cinder's form of a device: `backend_id:secondary, conf:/etc/ceph/secondary.conf, ...`."""
+    pairs: dict[str, str] = {}
+    for pair in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = (part.strip() for part in pair.partition(":"))
+        if not sep or not key or key in pairs:
+            problem = f"{key!r} is given twice" if key in pairs else f"{pair!r} is not key:value"
+            hint = "write it as 'backend_id:secondary, conf:/etc/ceph/secondary.conf, user:cinder'"
+            raise _error(file, where, line, problem, hint)
+        pairs[key] = value
+    return _LineDict(pairs.items(), dict.fromkeys(pairs, line))
+
+
+def _site(section: _Section, backend_id: str, backend: SiteConfig | None) -> SiteConfig:
     """The backend (backend is None) or a replication device, with Cinder's defaults."""
-    if backend_id is None:
-        backend_id = reader.get(m, where, "backend_id", str, "", _not_empty)
-    conf_default = f"/etc/ceph/{backend_id}.conf" if backend else "/etc/ceph/ceph.conf"
-    keyring = reader.path_at(m, where, "keyring", None)
+    keyring = section.path("keyring", "") if section.has("keyring") else None
     if keyring is not None and not keyring.is_file():
-        raise reader.error(
-            f"{where}.keyring",
-            f"keyring file {keyring} not found",
-            m.key_lines.get("keyring"),
-            "fix the path, or leave `keyring` out to use the one ceph.conf names",
-        )
+        hint = "fix the path, or leave keyring out to use the one the site's ceph.conf names"
+        raise section.error("keyring", f"keyring file {keyring} not found", hint)
     return SiteConfig(
         backend_id=backend_id,
-        conf=reader.path_at(m, where, "conf", conf_default) or Path(conf_default),
-        user=reader.get(m, where, "user", str, backend.user if backend else "cinder", _not_empty),
-        pool=reader.get(m, where, "pool", str, backend.pool if backend else "", _not_empty),
-        cluster_name=reader.get(m, where, "cluster_name", str, "ceph", _not_empty),
+        conf=section.path("conf", f"/etc/ceph/{backend_id if backend else 'ceph'}.conf"),
+        user=section.text("user", backend.user if backend else "cinder"),
+        pool=section.text("pool", backend.pool if backend else ""),
+        cluster_name=section.text("cluster_name", "ceph"),
         keyring=keyring,
     )
 
 
-def _cinder_string(reader: _Reader, text: str, where: str, line: int | None) -> _LineDict:
-    """Cinder's `backend_id:secondary, conf:/etc/ceph/secondary.conf, user:cinder`."""
-    parsed = _LineDict()
-    parsed.line, parsed.key_lines = line, {}
-    for pair in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = pair.partition(":")
-        if not sep:
-            raise reader.error(
-                where,
-                f"{pair!r} is not key:value",
-                line,
-                "write it as 'backend_id:secondary, conf:/etc/ceph/secondary.conf'",
-            )
-        parsed[key.strip()] = value.strip()
-        parsed.key_lines[key.strip()] = line or 0
-    return parsed
-
-
-def _volume_type(reader: _Reader, types_map: _LineDict, name: str) -> VolumeType:
-    where = f"volume_types.{name}"
-    m = reader.mapping(types_map[name], where, types_map.key_lines.get(name))
-    reader.keys(m, where, TYPE_KEYS, set())
-    enabled = m.get("replication_enabled", False)
-    replicated = _cinder_bool(enabled)
-    if replicated is None:
-        raise reader.error(
-            f"{where}.replication_enabled",
-            f"cannot read {enabled!r} as true/false",
-            m.key_lines.get("replication_enabled"),
-            'write "<is> True" as Cinder does, or true/false',
-        )
+def _volume_type(name: str, section: _Section) -> VolumeType:
+    """Cinder's extra specs: `replication_enabled` says whether, `mirror_mode` how."""
+    enabled = section.data.get("replication_enabled")
+    word = _CINDER_BOOL.match(enabled.strip()) if isinstance(enabled, str) else None
+    if not (enabled is None or isinstance(enabled, bool) or word):
+        problem = f"cannot read {enabled!r} as true or false"
+        hint = 'write "<is> True" or "<is> False" as Cinder does, or true / false'
+        raise section.error("replication_enabled", problem, hint)
     modes = [mode.value for mode in MirrorMode]
-    mode_name = reader.get(m, where, "mirror_mode", str, "journal")
-    if mode_name not in modes:
-        raise reader.error(
-            f"{where}.mirror_mode",
-            f"unknown mode {mode_name!r}",
-            m.key_lines.get("mirror_mode"),
-            _suggest(mode_name, modes) or f"use one of: {', '.join(modes)}",
+    if (mode := section.text("mirror_mode", MirrorMode.JOURNAL)) not in modes:
+        raise section.error(
+            "mirror_mode", f"unknown mode {mode!r}", _suggest(mode, modes, "use one of")
         )
-    interval = reader.get(m, where, "snapshot_interval", str, None)
-    if interval is not None:
-        line = m.key_lines.get("snapshot_interval")
-        if not _INTERVAL.match(interval):
-            raise reader.error(
-                f"{where}.snapshot_interval",
-                f"cannot read {interval!r}",
-                line,
-                "write minutes, hours or days, e.g. 30m, 1h, 1d",
-            )
-        if mode_name != "snapshot":
-            raise reader.error(
-                f"{where}.snapshot_interval",
-                "only for mirror_mode snapshot",
-                line,
-                "set mirror_mode: snapshot or remove snapshot_interval",
-            )
-    return VolumeType(name, replicated, MirrorMode(mode_name), interval)
+    interval = section.text("snapshot_interval", "") if section.has("snapshot_interval") else None
+    if interval is not None and not _INTERVAL.match(interval):
+        hint = "write a whole number of minutes, hours or days: 30m, 1h, 1d"
+        raise section.error("snapshot_interval", f"cannot read {interval!r} as an interval", hint)
+    if interval is not None and mode != MirrorMode.SNAPSHOT:
+        problem = f"only for mirror_mode snapshot, not {mode}"
+        raise section.error("snapshot_interval", problem, "set mirror_mode: snapshot, or remove it")
+    replicated = word[1].lower() == "true" if word else bool(enabled)
+    return VolumeType(name, replicated, MirrorMode(mode), interval)
 
 
-def _cinder_bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        word = value.strip().lower().removeprefix("<is>").strip()
-        return {"true": True, "false": False}.get(word)
-    return None
-
-
-def _rule(reader: _Reader, top: _LineDict, index: int, type_names: list[str]) -> VolumeRule:
-    where = f"volumes[{index}]"
-    m = reader.mapping(top["volumes"][index], where, top.key_lines.get("volumes"))
-    reader.keys(m, where, RULE_KEYS, RULE_KEYS)
-    match = reader.get(m, where, "match", str, "", _not_empty)
-    type_name = reader.get(m, where, "type", str, "", _not_empty)
-    if type_name not in type_names:
-        raise reader.error(
-            f"{where}.type",
-            f"no volume type {type_name!r} in volume_types",
-            m.key_lines.get("type"),
-            _suggest(type_name, type_names) or f"known types: {', '.join(type_names) or 'none'}",
+def _rule(section: _Section, volume_types: tuple[VolumeType, ...]) -> VolumeRule:
+    known = [volume_type.name for volume_type in volume_types]
+    if (type_name := section.text("type", "")) not in known:
+        problem = (
+            f"no volume type {type_name!r} in volume_types (known: {', '.join(known) or 'none'})"
         )
-    return VolumeRule(match, type_name)
+        hint = _suggest(type_name, known) or "define it under volume_types, or fix the rule"
+        raise section.error("type", problem, hint)
+    return VolumeRule(section.text("match", ""), type_name)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: a guided tour of rbdfail on the real two-site lab.
-# It grows with each capability; today: the lab, volumes of both kinds, and a dead site.
+# It grows with each capability; today: the lab, setup, volumes of both kinds, mirroring
+# enabled on the replicated ones, and what a dead site looks like.
 set -euo pipefail
 
 lab_dir=${RBDFAIL_LAB_DIR:-$HOME/.local/state/rbdfail/lab}
@@ -16,18 +17,23 @@ export RBDFAIL_CONFIG=$lab_dir/rbdfail.yaml
 step "The configuration rbdfail uses for the lab"
 grep -v '^#' "$RBDFAIL_CONFIG"
 
+step "Both pools ready for mirroring? (the lab ran the same code; here it checks)"
+show rbdfail setup
+
 step "Create sample volumes as client.cinder: databases replicate, VMs do not"
 rbd_primary=(rbd -c "$lab_dir/primary/ceph.conf" --id cinder)
-for name in db-orders db-billing db-users vm-web-1 vm-web-2 scratch; do
+for name in db-orders db-billing db-users journal-ledger vm-web-1 vm-web-2 scratch; do
     show "${rbd_primary[@]}" create "volumes/$name" --size 64M
 done
-show "${rbd_primary[@]}" create volumes/journal-ledger --size 64M
-# Mirroring by hand for one of them, until `rbdfail enable-mirroring` does it for all.
-show "${rbd_primary[@]}" mirror image enable volumes/db-orders snapshot
 
 step "What rbdfail sees: every volume, its type (from the rules) and its mirroring"
 show rbdfail volumes
-show rbdfail volumes --json
+
+step "Enable mirroring for every replicated volume: first the plan, then for real"
+show rbdfail enable-mirroring --dry-run
+show rbdfail enable-mirroring
+show rbdfail enable-mirroring --json
+show rbdfail volumes
 
 step "A dead site costs one connect timeout, never a hang"
 show rbdfail lab freeze primary
