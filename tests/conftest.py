@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +35,9 @@ class RunningLab:
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
     """The real two-site lab. A lab that cannot start fails the tests that need it: never a skip."""
+    # A CI time-out or a kill sends SIGTERM, which would end Python without teardown and leave
+    # the daemons running: turn it into the interrupt pytest tears down after.
+    signal.signal(signal.SIGTERM, _interrupt)
     log: list[str] = []
     the_lab = Lab(tmp_path_factory.mktemp("lab"), progress=log.append)
     started = time.monotonic()
@@ -47,6 +51,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
     finally:
         # Keep the logs in pytest's tmp dir for a post-mortem; no daemon is left running.
         the_lab.down(keep=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture
