@@ -20,8 +20,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 if TYPE_CHECKING:
+    from rbdfail.cluster import Cluster
     from rbdfail.config import Config
     from rbdfail.lab import Lab
+    from rbdfail.mirroring import Report, Step, VolumeResult
+    from rbdfail.volumes import Volume
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -221,7 +224,17 @@ def enable_mirroring(
 
     Exit 0 when every volume is mirrored as its type says, 3 when some failed or mismatch.
     """
-    _per_image_mirroring(app, "enable-mirroring", images, dry_run, concurrency, as_json)
+    from rbdfail import mirroring
+
+    _per_image_mirroring(
+        app,
+        "enable-mirroring",
+        lambda volumes: mirroring.plan_enable(volumes, images),
+        mirroring.enable,
+        dry_run,
+        concurrency,
+        as_json,
+    )
 
 
 @main.command("disable-mirroring")
@@ -247,33 +260,36 @@ def disable_mirroring(
       rbdfail disable-mirroring db-scratch --dry-run
       rbdfail disable-mirroring db-scratch
     """
-    _per_image_mirroring(app, "disable-mirroring", images, dry_run, concurrency, as_json)
+    from rbdfail import mirroring
+
+    _per_image_mirroring(
+        app,
+        "disable-mirroring",
+        lambda volumes: mirroring.plan_disable(volumes, images),
+        mirroring.disable,
+        dry_run,
+        concurrency,
+        as_json,
+    )
 
 
 def _per_image_mirroring(
     app: AppContext,
     operation: str,
-    images: tuple[str, ...],
+    plan: Callable[[list[Volume]], list[Step]],
+    apply: Callable[[Cluster, list[Step], int, Callable[[VolumeResult], None]], Report],
     dry_run: bool,
     concurrency: int | None,
     as_json: bool,
 ) -> None:
+    """Connect to the backend, take its inventory, plan, then show the plan or apply it."""
     from rbdfail import ceph, mirroring, render
     from rbdfail.volumes import list_volumes
 
     config = app.config()
     cluster = ceph.connect(config.backend, config.replication_connect_timeout)
     try:
-        volumes = list_volumes(cluster, config)
-        if operation == "enable-mirroring":
-            schedules = {
-                t.name: t.snapshot_interval for t in config.volume_types if t.snapshot_interval
-            }
-            steps = mirroring.plan_enable(volumes, images, schedules)
-            apply = mirroring.enable
-        else:
-            steps = mirroring.plan_disable(volumes, images)
-            apply = mirroring.disable
+        steps = plan(list_volumes(cluster, config))
         if dry_run:
             report = mirroring.dry_run_report(operation, cluster.site, steps)
         else:

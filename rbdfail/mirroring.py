@@ -114,14 +114,8 @@ class Report:
 
 
 # ---- planning ------------------------------------------------------------------------------
-def plan_enable(
-    volumes: Sequence[Volume], names: Sequence[str] = (), schedules: dict[str, str] | None = None
-) -> list[Step]:
-    """Every replicated volume (or those named), and every mirrored one whose type disagrees.
-
-    schedules: snapshot_interval by volume type name, for types that have one.
-    """
-    schedules = schedules or {}
+def plan_enable(volumes: Sequence[Volume], names: Sequence[str] = ()) -> list[Step]:
+    """Every replicated volume (or those named), and every mirrored one whose type disagrees."""
     steps: list[Step] = []
     for volume, named in _select(volumes, names, steps):
         info, wanted = volume.mirroring, volume.mirror_mode
@@ -134,7 +128,7 @@ def plan_enable(
                 outcome,
                 reason,
                 todo,
-                schedules.get(v.volume_type) if todo else None,
+                v.snapshot_interval if todo else None,
             )
 
         if not volume.replicated:
@@ -164,7 +158,7 @@ def plan_enable(
                     f"{wanted}: disable-mirroring, then enable-mirroring",
                 )
             )
-        elif volume.volume_type in schedules and info.primary:
+        elif volume.snapshot_interval and info.primary:
             steps.append(
                 step(
                     Outcome.ALREADY_ENABLED,

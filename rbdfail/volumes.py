@@ -21,6 +21,7 @@ class Volume:
     replicated: bool
     mirror_mode: MirrorMode | None  # what the type asks for; None when not replicated
     mirroring: MirrorInfo | None  # what the site has; None when not mirrored
+    snapshot_interval: str | None = None  # the type's mirror-snapshot schedule, if any
 
     def to_json(self) -> dict[str, Any]:
         mirroring = self.mirroring
@@ -63,6 +64,7 @@ def list_volumes(cluster: Cluster, config: Config) -> list[Volume]:
                 replicated=volume_type.replicated,
                 mirror_mode=volume_type.mirror_mode if volume_type.replicated else None,
                 mirroring=infos.get(name),
+                snapshot_interval=volume_type.snapshot_interval,
             )
         )
     return volumes

@@ -30,7 +30,6 @@ volumes:
   - {match: "h-*", type: hourly}
   - {match: "*", type: plain}
 """
-SCHEDULES = {"hourly": "1h"}
 LAYERING = frozenset({Feature.LAYERING})
 
 
@@ -46,7 +45,7 @@ def primary(fake_ceph: FakeCeph) -> FakeCluster:
 
 
 def enable(primary: FakeCluster, config: Config, *names: str, concurrency: int = 8):
-    steps = plan_enable(list_volumes(primary, config), names, SCHEDULES)
+    steps = plan_enable(list_volumes(primary, config), names)
     return mirroring.enable(primary, steps, concurrency)
 
 
@@ -67,7 +66,7 @@ def test_plan_enable__classifies_every_case(primary: FakeCluster, config: Config
     primary.enable_mirroring("s-other-mode", MirrorMode.JOURNAL)
     primary.enable_mirroring("plain-mirrored", MirrorMode.SNAPSHOT)
 
-    steps = {s.name: s for s in plan_enable(list_volumes(primary, config), (), SCHEDULES)}
+    steps = {s.name: s for s in plan_enable(list_volumes(primary, config), ())}
 
     assert {n: (s.outcome.value, s.todo) for n, s in steps.items()} == {
         "j-new": ("enabled", True),
@@ -83,7 +82,7 @@ def test_plan_enable__named_images_missing_or_not_replicated(
     primary: FakeCluster, config: Config
 ) -> None:
     primary.create_image("plain-1", 1 << 20)
-    steps = plan_enable(list_volumes(primary, config), ("ghost", "plain-1"), SCHEDULES)
+    steps = plan_enable(list_volumes(primary, config), ("ghost", "plain-1"))
     assert [(s.name, s.outcome.value, s.reason.split(":")[0]) for s in steps] == [
         ("ghost", "failed", "image not found"),
         ("plain-1", "mismatch", "its type 'plain' is not replicated"),
@@ -92,7 +91,7 @@ def test_plan_enable__named_images_missing_or_not_replicated(
 
 def test_enable__dry_run_report_changes_nothing(primary: FakeCluster, config: Config) -> None:
     primary.create_image("j-1", 1 << 20)
-    steps = plan_enable(list_volumes(primary, config), (), SCHEDULES)
+    steps = plan_enable(list_volumes(primary, config), ())
     report = mirroring.dry_run_report("enable-mirroring", "default", steps)
     assert report.dry_run and outcomes(report) == {"j-1": "enabled"}
     assert primary.mirror_info("j-1").state == "disabled"
@@ -180,7 +179,7 @@ def test_enable__image_removed_between_plan_and_enable_fails_alone(
 ) -> None:
     primary.create_image("s-1", 1 << 20)
     primary.create_image("s-gone", 1 << 20)
-    steps = plan_enable(list_volumes(primary, config), (), SCHEDULES)
+    steps = plan_enable(list_volumes(primary, config), ())
     primary.remove_image("s-gone")
     report = mirroring.enable(primary, steps, 4)
     assert outcomes(report) == {"s-1": "enabled", "s-gone": "failed"}
