@@ -16,16 +16,19 @@ import math
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from datetime import UTC
 from typing import Any, NoReturn
 
 from rbdfail.cluster import (
     Cluster,
     Feature,
+    ImageStatus,
     MirrorInfo,
     MirrorMode,
     MirrorState,
     Peer,
     PoolMirrorMode,
+    ReplayState,
 )
 from rbdfail.config import SiteConfig
 from rbdfail.errors import (
@@ -332,6 +335,11 @@ class CephCluster(Cluster):
             if image_id in names  # created or removed between the two calls
         }
 
+    def mirror_statuses(self) -> dict[str, ImageStatus]:
+        with self._op():
+            entries = list(self._rbd.mirror_image_status_list(self._ioctx))
+        return {entry["name"]: _image_status(entry) for entry in entries}
+
     def pool_mirror_mode(self) -> PoolMirrorMode:
         with self._op():
             return _POOL_MODES[self._rbd.mirror_mode_get(self._ioctx)]
@@ -411,6 +419,20 @@ class CephCluster(Cluster):
             -errno.ETIMEDOUT: OperationTimedOut,
         }.get(ret, CephError)
         raise kind(f"{command['prefix']}: {reason}", site=self.site, image=image)
+
+
+_REPLAY_STATES = list(ReplayState)  # librbd numbers them 0 (unknown) .. 6 (stopped), in order
+
+
+def _image_status(entry: dict[str, Any]) -> ImageStatus:
+    # "status not found" entries carry state 0 and a 1970 last_update (measured).
+    updated = entry.get("last_update")
+    return ImageStatus(
+        _REPLAY_STATES[entry.get("state", 0)],
+        entry.get("description", ""),
+        updated.replace(tzinfo=UTC) if updated and updated.year > 1970 else None,
+        bool(entry.get("up", False)),
+    )
 
 
 def _bits(features: Iterable[Feature]) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -79,6 +80,29 @@ class MirrorInfo:
     mode: MirrorMode | None  # None while mirroring is disabled
     primary: bool
     global_id: str  # the same on both sites for one mirrored image; "" when disabled
+
+
+class ReplayState(StrEnum):
+    """What the site's rbd-mirror daemon says of an image (librbd's mirror image status state)."""
+
+    UNKNOWN = "unknown"
+    ERROR = "error"
+    SYNCING = "syncing"
+    STARTING_REPLAY = "starting_replay"
+    REPLAYING = "replaying"
+    STOPPING_REPLAY = "stopping_replay"
+    STOPPED = "stopped"  # e.g. "local image is primary"
+
+
+@dataclass(frozen=True)
+class ImageStatus:
+    """The site's own rbd-mirror status of one image; `description` is Ceph's text, which for a
+    replaying image carries a JSON tail with the lag (see status.py)."""
+
+    state: ReplayState
+    description: str
+    last_update: datetime | None  # None: no daemon has reported it yet
+    up: bool  # the reporting daemon is running
 
 
 @dataclass(frozen=True)
@@ -158,6 +182,10 @@ class Cluster(ABC):
     @abstractmethod
     def mirror_infos(self) -> dict[str, MirrorInfo]:
         """Mirroring of every mirrored image of the pool, by name, in one pass."""
+
+    @abstractmethod
+    def mirror_statuses(self) -> dict[str, ImageStatus]:
+        """This site's rbd-mirror status of every mirrored image, by name, in one pass."""
 
     @abstractmethod
     def pool_mirror_mode(self) -> PoolMirrorMode: ...

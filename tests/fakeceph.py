@@ -17,22 +17,26 @@ held to it by tests/test_contract.py:
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from rbdfail.cluster import (
     DEFAULT_FEATURES,
     Cluster,
     Feature,
+    ImageStatus,
     MirrorInfo,
     MirrorMode,
     MirrorState,
     Peer,
     PoolMirrorMode,
+    ReplayState,
 )
 from rbdfail.config import SiteConfig
 from rbdfail.errors import (
@@ -59,6 +63,10 @@ class FakeImage:
     # True when this site knows no other site is primary: it demoted the image itself, or the
     # peer's demotion has reached it. A non-forced promote needs it.
     orphan: bool = False
+    # Writes so far and the wall time of the last one; a copy holds those of the last write
+    # replicated to it (journal mode reports the difference in entries, snapshot mode in time).
+    version: int = 0
+    written_at: float = 0.0
 
 
 @dataclass
@@ -239,9 +247,9 @@ class FakeCluster(Cluster):
         with self.world.lock:
             image = self._primary(self._enter("write", name), name, "write")
             _write(image.data, offset, data)
+            image.version, image.written_at = image.version + 1, time.time()
             if image.mirror_state == MirrorState.ENABLED:
-                snapshot = bytes(image.data)
-                self.world.replicate_later(self.site, _set_data(image.global_id, snapshot))
+                self.world.replicate_later(self.site, _set_data(image))
 
     def read(self, name: str, offset: int, length: int) -> bytes:
         with self.world.lock:
@@ -324,6 +332,46 @@ class FakeCluster(Cluster):
         with self.world.lock:
             images = self._enter("mirror_infos").images.values()
             return {i.name: _info(i) for i in images if i.mirror_state != MirrorState.DISABLED}
+
+    def mirror_statuses(self) -> dict[str, ImageStatus]:
+        with self.world.lock:
+            images = self._enter("mirror_statuses").images.values()
+            now = datetime.now(UTC)
+            return {
+                i.name: self._status(i, now)
+                for i in images
+                if i.mirror_state != MirrorState.DISABLED
+            }
+
+    def _status(self, image: FakeImage, now: datetime) -> ImageStatus:
+        """What this site's rbd-mirror would say, in Ceph's words and description format."""
+        if image.primary:
+            return ImageStatus(ReplayState.STOPPED, "local image is primary", now, True)
+        primary = next(
+            (
+                (site, other)
+                for site in self.world.sites.values()
+                if site.backend_id != self.site
+                and (other := _by_global_id(site, image.global_id))
+                and other.primary
+            ),
+            None,
+        )
+        if primary is None:
+            return ImageStatus(ReplayState.STOPPED, "remote image demoted", now, True)
+        site, source = primary
+        if site.frozen:  # not checked against Ceph: what the lab shows here is for status.py
+            return ImageStatus(ReplayState.ERROR, "remote cluster unreachable", now, True)
+        tail: dict[str, object]
+        if image.mode == MirrorMode.JOURNAL:
+            tail = {"entries_behind_primary": source.version - image.version}
+        else:
+            tail = {
+                "local_snapshot_timestamp": int(image.written_at),
+                "remote_snapshot_timestamp": int(source.written_at),
+                "replay_state": "idle",
+            }
+        return ImageStatus(ReplayState.REPLAYING, f"replaying, {json.dumps(tail)}", now, True)
 
     def pool_mirror_mode(self) -> PoolMirrorMode:
         with self.world.lock:
@@ -436,6 +484,7 @@ def _by_global_id(site: FakeSite, global_id: str) -> FakeImage | None:
 def _create_copy(source: FakeImage) -> Callable[[FakeSite], None]:
     name, size, global_id, mode = source.name, source.size, source.global_id, source.mode
     features, data = set(source.features), bytearray(source.data)
+    version, written_at = source.version, source.written_at
 
     def apply(site: FakeSite) -> None:
         if name not in site.images and site.pool_mode != PoolMirrorMode.DISABLED:
@@ -447,15 +496,21 @@ def _create_copy(source: FakeImage) -> Callable[[FakeSite], None]:
                 mirror_state=MirrorState.ENABLED,
                 mode=mode,
                 global_id=global_id,
+                version=version,
+                written_at=written_at,
             )
 
     return apply
 
 
-def _set_data(global_id: str, data: bytes) -> Callable[[FakeSite], None]:
+def _set_data(source: FakeImage) -> Callable[[FakeSite], None]:
+    global_id, data = source.global_id, bytes(source.data)
+    version, written_at = source.version, source.written_at
+
     def apply(site: FakeSite) -> None:
         if (image := _by_global_id(site, global_id)) and not image.primary:
             image.data = bytearray(data)
+            image.version, image.written_at = version, written_at
 
     return apply
 

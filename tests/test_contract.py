@@ -6,13 +6,23 @@ rbdfail.ceph. When Ceph and the fake disagree, the lab run fails, and the fake i
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 
-from rbdfail.cluster import Cluster, Feature, MirrorInfo, MirrorMode, MirrorState, PoolMirrorMode
+from rbdfail.cluster import (
+    Cluster,
+    Feature,
+    ImageStatus,
+    MirrorInfo,
+    MirrorMode,
+    MirrorState,
+    PoolMirrorMode,
+    ReplayState,
+)
 from rbdfail.config import SiteConfig
 from rbdfail.errors import (
     ImageBusy,
@@ -272,6 +282,24 @@ def test_mirror_infos__lists_mirrored_images_only_in_one_pass(
     assert plain not in infos
     assert infos[journal] == sites.a.mirror_info(journal)
     assert infos[journal].mode == MirrorMode.JOURNAL
+
+
+def test_mirror_statuses__primary_says_so_and_the_copy_replays_with_its_lag(
+    sites: TwoSites, image_name: str
+) -> None:
+    mirrored(sites, image_name)
+    assert sites.a.mirror_statuses()[image_name].state == ReplayState.STOPPED
+    assert sites.a.mirror_statuses()[image_name].description == "local image is primary"
+
+    def replaying() -> ImageStatus | None:
+        status = sites.b.mirror_statuses().get(image_name)
+        return status if status and status.state == ReplayState.REPLAYING else None
+
+    # The lab's rbd-mirror took about 30 s to report a new image as replaying.
+    status = eventually(replaying, sites.patience, interval=1)
+    assert status is not None and status.up and status.last_update is not None
+    tail = json.loads(status.description.split(", ", 1)[1])
+    assert {"local_snapshot_timestamp", "remote_snapshot_timestamp"} <= set(tail)
 
 
 def test_pool__image_mode_with_one_two_way_peer(sites: TwoSites) -> None:
