@@ -94,7 +94,7 @@ def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
 
     \b
     Examples:
-      rbdfail volumes                       # the volumes, their types and mirroring
+      rbdfail status                        # where each volume is primary, per site
       rbdfail setup --user admin            # pools in image mode, peered both ways
       rbdfail enable-mirroring --dry-run    # what mirroring would be enabled
       rbdfail lab up                        # a real two-site Ceph on this machine
@@ -181,6 +181,39 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
     else:
         render.setup_items(items)
     if any(item.action == "failed" for item in items):
+        sys.exit(EXIT_PARTIAL)
+
+
+@main.command()
+@click.argument("images", nargs=-1)
+@json_option
+@click.pass_obj
+def status(app: AppContext, images: tuple[str, ...], as_json: bool) -> None:
+    """Where every volume is primary, and how its replication is doing on each site.
+
+    Every site is read at once, in one pass per pool, within the connect timeout: an
+    unreachable site is shown as such and the others are still shown in full. `primary` is
+    a backend id, `none`, `split-brain` or `unknown`; lag is the age of the copy's last
+    synced snapshot (snapshot mode) or the entries it has not replayed (journal mode).
+
+    \b
+    Examples:
+      rbdfail status
+      rbdfail status db-orders --json | jq '.volumes[0].primary_site'
+
+    Exit 0 when everything is healthy, 3 when something needs attention (listed).
+    """
+    from rbdfail import ceph, render
+    from rbdfail.state import read_state
+    from rbdfail.status import gather
+
+    config = app.config()
+    report = gather(config, read_state(config.state_dir), ceph.connect, images)
+    if as_json:
+        _emit_json(report.to_json())
+    else:
+        render.status_table(report)
+    if report.problems:
         sys.exit(EXIT_PARTIAL)
 
 

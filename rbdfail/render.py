@@ -10,6 +10,7 @@ from rich.table import Table
 
 from rbdfail.mirroring import Outcome, Report, VolumeResult
 from rbdfail.pools import SetupItem
+from rbdfail.status import SiteImage, StatusReport
 from rbdfail.volumes import Volume
 
 stdout = Console()
@@ -133,3 +134,56 @@ def setup_items(items: list[SetupItem]) -> None:
     for item in items:
         table.add_row(item.site, item.item, f"[{styles[item.action]}]{item.action}[/]", item.detail)
     stdout.print(table)
+
+
+def status_table(report: StatusReport) -> None:
+    sites = list(report.sites)
+    table = Table(title=f"volumes (active backend: {report.active_backend})", title_justify="left")
+    table.add_column("volume", overflow="fold")
+    table.add_column("type", overflow="fold")
+    table.add_column("primary", no_wrap=True)
+    for site in sites:
+        table.add_column(site, overflow="fold")
+    table.add_column("lag", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for v in report.volumes:
+        attention = bool(v.problems)
+        primary = f"[red]{v.primary_site}[/]" if attention else v.primary_site
+        lag = (
+            f"{v.lag_seconds:.0f}s"
+            if v.lag_seconds is not None
+            else f"{v.entries_behind} entries"
+            if v.entries_behind is not None
+            else "-"
+        )
+        status = v.status + (f" (was {v.previous_status})" if v.previous_status else "")
+        cells = [_site_cell(v.sites[site]) for site in sites]
+        table.add_row(v.name, v.volume_type, primary, *cells, lag, status)
+    stdout.print(table)
+    sites_table = Table(title="sites", title_justify="left")
+    for column in ("site", "reachable", "pool mode", "peers", "problems"):
+        sites_table.add_column(column, overflow="fold")
+    for site, view in report.sites.items():
+        sites_table.add_row(
+            site,
+            "yes" if view.reachable else f"[red]no[/]: {view.error}",
+            str(view.pool_mode or "-"),
+            ", ".join(f"{p.site_name} ({p.direction})" for p in view.peers) or "-",
+            "[yellow]" + "; ".join(view.problems) + "[/]" if view.problems else "-",
+        )
+    stdout.print(sites_table)
+    problems = report.problems
+    if problems:
+        stdout.print(f"[yellow]{len(problems)} thing(s) need attention:[/]")
+        for problem in problems:
+            stdout.print(f"  - {problem}", highlight=False)
+    else:
+        replicated = sum(v.replicated for v in report.volumes)
+        stdout.print(f"[green]healthy[/]: {len(report.volumes)} volumes, {replicated} replicated")
+
+
+def _site_cell(image: SiteImage) -> str:
+    role = {True: "primary", False: "copy", None: ""}[image.primary]
+    text = f"{role} {image.state}".strip()
+    bad = image.state in ("error", "unknown", "unreachable")
+    return f"[red]{text}[/]" if bad else text

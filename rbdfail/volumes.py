@@ -37,14 +37,16 @@ class Volume:
         }
 
 
-def list_volumes(cluster: Cluster, config: Config) -> list[Volume]:
+def list_volumes(
+    cluster: Cluster, config: Config, infos: dict[str, MirrorInfo] | None = None
+) -> list[Volume]:
     """Every image of the site's pool as a volume, sorted by name.
 
     Three round trips for the pool (list, mirror infos, then each image's type metadata read
     concurrently); an image removed while this runs is left out rather than failing the list.
     """
     names = cluster.list_images()
-    infos = cluster.mirror_infos()
+    infos = cluster.mirror_infos() if infos is None else infos
 
     def type_override(name: str) -> tuple[str, str | None] | None:
         try:

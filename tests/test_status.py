@@ -1,0 +1,187 @@
+"""rbdfail status on the fake: primary site, lag, split brain, an unreachable site, the state."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from rbdfail.cluster import MirrorMode
+from rbdfail.config import Config, load_config
+from rbdfail.state import STATE_FILE, State, read_state
+from rbdfail.status import StatusReport, gather
+from tests.conftest import fake_site
+from tests.fakeceph import FakeCeph, FakeCluster
+from tests.helpers import eventually
+
+CONFIG = """\
+backend: {pool: volumes, conf: /fake/default.conf}
+replication_device: [{backend_id: secondary, conf: /fake/secondary.conf}]
+replication_connect_timeout: 0.2
+volume_types:
+  snap: {replication_enabled: true, mirror_mode: snapshot}
+  jour: {replication_enabled: true, mirror_mode: journal}
+  plain: {}
+volumes:
+  - {match: "s-*", type: snap}
+  - {match: "j-*", type: jour}
+  - {match: "*", type: plain}
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    (tmp_path / "rbdfail.yaml").write_text(CONFIG)
+    return load_config(tmp_path / "rbdfail.yaml")
+
+
+@pytest.fixture
+def sites(fake_ceph: FakeCeph) -> tuple[FakeCluster, FakeCluster]:
+    return fake_ceph.connect(fake_site("default"), 1), fake_ceph.connect(fake_site("secondary"), 1)
+
+
+def status(config: Config, world: FakeCeph, state: State | None = None) -> StatusReport:
+    return gather(config, state or State(), world.connect)
+
+
+def mirrored(primary: FakeCluster, secondary: FakeCluster, name: str, mode: MirrorMode) -> None:
+    primary.create_image(name, 1 << 20)
+    primary.enable_mirroring(name, mode)
+    eventually(lambda: name in secondary.list_images(), 2)
+
+
+def test_status__healthy(config: Config, fake_ceph: FakeCeph, sites) -> None:
+    primary, secondary = sites
+    mirrored(primary, secondary, "s-1", MirrorMode.SNAPSHOT)
+    mirrored(primary, secondary, "j-1", MirrorMode.JOURNAL)
+    primary.create_image("plain-1", 1 << 20)
+
+    report = status(config, fake_ceph)
+
+    assert report.problems == []
+    rows = {v.name: v.to_json() for v in report.volumes}
+    assert {n: r["primary_site"] for n, r in rows.items()} == {
+        "j-1": "default",
+        "plain-1": "default",
+        "s-1": "default",
+    }
+    assert rows["s-1"]["sites"]["secondary"]["state"] == "replaying"
+    assert rows["s-1"]["sites"]["default"]["description"] == "local image is primary"
+    assert (rows["s-1"]["lag_seconds"], rows["j-1"]["entries_behind"]) == (0.0, 0)
+    assert rows["plain-1"]["sites"]["secondary"]["state"] == "absent"
+    assert rows["plain-1"]["status"] == "available"
+    json.dumps(report.to_json())  # the document runbooks read is plain JSON
+
+
+def test_status__lag_while_writes_have_not_reached_the_copy(
+    config: Config, fake_ceph: FakeCeph, sites
+) -> None:
+    primary, secondary = sites
+    mirrored(primary, secondary, "s-1", MirrorMode.SNAPSHOT)
+    mirrored(primary, secondary, "j-1", MirrorMode.JOURNAL)
+    fake_ceph.replication_delay = 60
+    time.sleep(1.1)  # the snapshot timestamps count whole seconds
+    for _ in range(3):
+        primary.write("j-1", 0, b"x")
+    primary.write("s-1", 0, b"x")
+
+    rows = {v.name: v for v in status(config, fake_ceph).volumes}
+
+    assert rows["j-1"].entries_behind == 3
+    assert rows["s-1"].lag_seconds is not None and rows["s-1"].lag_seconds >= 1
+
+
+def test_status__forced_promote_shows_split_brain(
+    config: Config, fake_ceph: FakeCeph, sites
+) -> None:
+    primary, secondary = sites
+    mirrored(primary, secondary, "s-1", MirrorMode.SNAPSHOT)
+    secondary.promote("s-1", force=True)
+    report = status(config, fake_ceph)
+    assert report.volumes[0].primary_site == "split-brain"
+    assert "volume s-1: primary: split-brain" in report.problems
+
+
+def test_status__demoted_everywhere_is_primary_nowhere(
+    config: Config, fake_ceph: FakeCeph, sites
+) -> None:
+    primary, secondary = sites
+    mirrored(primary, secondary, "s-1", MirrorMode.SNAPSHOT)
+    primary.demote("s-1")
+    assert status(config, fake_ceph).volumes[0].primary_site == "none"
+
+
+def test_status__frozen_site_costs_one_timeout_and_the_other_is_shown(
+    config: Config, fake_ceph: FakeCeph, sites
+) -> None:
+    primary, secondary = sites
+    mirrored(primary, secondary, "s-1", MirrorMode.SNAPSHOT)
+    primary.create_image("plain-1", 1 << 20)
+    fake_ceph.freeze("secondary")
+
+    started = time.monotonic()
+    report = status(config, fake_ceph)
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 3 * config.replication_connect_timeout
+    assert report.sites["secondary"].reachable is False
+    assert "site secondary: unreachable: no answer from the monitors within 0.2s" in (
+        report.problems
+    )
+    rows = {v.name: v for v in report.volumes}
+    assert rows["s-1"].primary_site == "default"  # known from the reachable site
+    assert rows["s-1"].sites["default"].state == "stopped"
+    assert rows["plain-1"].primary_site == "default"
+
+
+def test_status__primary_frozen_the_copy_says_primary_is_unknown(
+    config: Config, fake_ceph: FakeCeph, sites
+) -> None:
+    primary, secondary = sites
+    mirrored(primary, secondary, "s-1", MirrorMode.SNAPSHOT)
+    fake_ceph.freeze("default")
+    report = status(config, fake_ceph)
+    assert report.volumes[0].primary_site == "unknown"
+    assert report.volumes[0].sites["secondary"].primary is False
+
+
+def test_status__active_backend_disagreeing_with_the_images_is_said(
+    config: Config, fake_ceph: FakeCeph, sites, tmp_path: Path
+) -> None:
+    primary, secondary = sites
+    mirrored(primary, secondary, "s-1", MirrorMode.SNAPSHOT)
+    (tmp_path / STATE_FILE).write_text(
+        json.dumps(
+            {
+                "active_backend": "secondary",
+                "volumes": {"s-1": {"status": "available"}},
+            }
+        )
+    )
+    report = status(config, fake_ceph, read_state(tmp_path))
+    assert report.problems == [
+        "the state dir says 'secondary' is active, but the replicated volumes are primary "
+        "on 'default'"
+    ]
+
+
+def test_status__state_of_a_volume_set_to_error_keeps_its_previous_status(
+    config: Config, fake_ceph: FakeCeph, sites, tmp_path: Path
+) -> None:
+    primary, _ = sites
+    primary.create_image("plain-1", 1 << 20)
+    (tmp_path / STATE_FILE).write_text(
+        json.dumps(
+            {
+                "volumes": {"plain-1": {"status": "error", "previous_status": "in-use"}},
+            }
+        )
+    )
+    row = status(config, fake_ceph, read_state(tmp_path)).volumes[0].to_json()
+    assert (row["status"], row["previous_status"]) == ("error", "in-use")
+
+
+def test_read_state__without_a_failover_default_is_active(tmp_path: Path) -> None:
+    assert read_state(tmp_path) == State("default", {})
