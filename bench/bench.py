@@ -31,6 +31,7 @@ from rbdfail.config import Config, load_config
 from rbdfail.lab import Lab
 
 RBDFAIL = [sys.executable, "-m", "rbdfail"]
+SCENARIOS = {"help": "help_startup", "enable": "enable_mirroring", "status": "status"}
 
 
 @dataclass
@@ -45,9 +46,11 @@ class Row:
         return {name: self.rbdfail_s / alt for name, alt in self.alternatives.items()}
 
 
-def timed(argv: list[str], **kwargs: object) -> float:
+def timed(argv: list[str], ok: tuple[int, ...] = (0,)) -> float:
     started = time.monotonic()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode not in ok:
+        raise RuntimeError(f"{' '.join(argv[:6])} ... exited {done.returncode}: {done.stderr}")
     return time.monotonic() - started
 
 
@@ -112,6 +115,46 @@ class Bench:
             runs,
         )
 
+    def status(self) -> Row:
+        """`rbdfail status --json` vs `rbd mirror pool status --verbose` on both sites."""
+        names = self.images("db-status")
+        timed(self.rbdfail("enable-mirroring", "--concurrency", "200", *names))
+        secondary = ceph.connect(self.config.replication_devices[0], 10)
+        deadline = time.monotonic() + 900
+        while len(set(names) & set(secondary.list_images())) < len(names):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the copies did not all appear on the secondary in 15 min")
+            time.sleep(2)
+        secondary.close()
+        rbd_status = [
+            [
+                "rbd",
+                "-c",
+                str(site.conf),
+                "--id",
+                site.user,
+                "mirror",
+                "pool",
+                "status",
+                "--verbose",
+                "--format",
+                "json",
+                site.pool,
+            ]
+            for site in self.config.sites
+        ]
+        runs: dict[str, list[float]] = {"rbdfail": [], "rbd pool status x2": []}
+        for _ in range(self.reps):
+            runs["rbdfail"].append(timed(self.rbdfail("status", "--json"), ok=(0, 3)))
+            runs["rbd pool status x2"].append(sum(timed(argv) for argv in rbd_status))
+        return Row(
+            f"status of {self.n} mirrored volumes, both sites",
+            statistics.median(runs["rbdfail"]),
+            {"rbd pool status x2": statistics.median(runs["rbd pool status x2"])},
+            "<= 0.3 (N=1000)",
+            runs,
+        )
+
     def help_startup(self) -> Row:
         median, runs = median_of(max(self.reps, 5), lambda _: timed([*RBDFAIL, "--help"]))
         return Row("rbdfail --help start-up", median, {}, "< 0.3 s", {"rbdfail": runs})
@@ -122,6 +165,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="volumes per scenario")
     parser.add_argument("--reps", type=int, default=3, help="repetitions where repeatable")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--only", nargs="*", choices=SCENARIOS, default=list(SCENARIOS), help="scenarios to run"
+    )
     args = parser.parse_args()
 
     # SIGTERM would end Python without the `finally` below and leave the lab running.
@@ -132,7 +178,7 @@ def main() -> None:
     config_file = lab.up()
     try:
         bench = Bench(load_config(config_file), config_file, args.n, args.reps)
-        rows = [bench.help_startup(), bench.enable_mirroring()]
+        rows = [getattr(bench, SCENARIOS[name])() for name in args.only]
     finally:
         lab.down()
         shutil.rmtree(lab_dir, ignore_errors=True)
