@@ -26,6 +26,7 @@ from rbdfail.cluster import (
     MirrorInfo,
     MirrorMode,
     MirrorState,
+    Monitor,
     Peer,
     PoolMirrorMode,
     ReplayState,
@@ -355,6 +356,25 @@ class CephCluster(Cluster):
                 Peer(p["uuid"], p["site_name"], _DIRECTIONS.get(p["direction"], "unknown"))
                 for p in self._rbd.mirror_peer_list(self._ioctx)
             ]
+
+    def monitors(self) -> list[Monitor]:
+        with self._op():
+            ret, out, status = self._client.mon_command(
+                json.dumps({"prefix": "mon dump", "format": "json"}),
+                b"",
+                timeout=max(1, math.ceil(self.timeout)),
+            )
+        if ret < 0:
+            raise CephError(f"mon dump: {status}", site=self.site)
+        return [
+            Monitor(
+                m["name"],
+                tuple(
+                    f"{a['type']}:{a['addr']}" for a in m.get("public_addrs", {}).get("addrvec", [])
+                ),
+            )
+            for m in json.loads(out)["mons"]
+        ]
 
     def site_name(self) -> str:
         with self._op():

@@ -217,6 +217,37 @@ def status(app: AppContext, images: tuple[str, ...], as_json: bool) -> None:
         sys.exit(EXIT_PARTIAL)
 
 
+@main.command("connection-info")
+@click.argument("volume")
+@json_option
+@click.pass_obj
+def connection_info(app: AppContext, volume: str, as_json: bool) -> None:
+    """What a client needs to attach VOLUME where it is primary now.
+
+    After a failover that is the secondary: its monitors (from its monitor map), the cephx
+    user, the pool, the image and the cluster name, shaped as the Cinder RBD driver hands out
+    connection information. No key material: the client must hold the user's key already.
+    Refused, with the reason, when the volume is primary on two sites or on none.
+
+    \b
+    Examples:
+      rbdfail connection-info db-orders
+      rbdfail connection-info db-orders --json | jq -r '.data.hosts[]'
+    """
+    from rbdfail import ceph
+    from rbdfail.connection import connection_info as describe
+
+    info = describe(app.config(), ceph.connect, volume)
+    if as_json:
+        _emit_json(info)
+        return
+    data = info["data"]
+    click.echo(f"volume {volume} is primary on site {info['site']!r}")
+    for key in ("name", "cluster_name", "auth_username"):
+        click.echo(f"  {key}: {data[key]}")
+    click.echo(f"  monitors: {', '.join(a for m in data['monitors'] for a in m['addresses'])}")
+
+
 # ---- per-image mirroring ----------------------------------------------------------------------
 concurrency_option = click.option(
     "--concurrency",

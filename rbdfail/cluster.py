@@ -106,6 +106,12 @@ class ImageStatus:
 
 
 @dataclass(frozen=True)
+class Monitor:
+    name: str
+    addresses: tuple[str, ...]  # as Ceph writes them: "v2:10.0.0.1:3300", "v1:10.0.0.1:6789"
+
+
+@dataclass(frozen=True)
 class Peer:
     """A pool's mirroring peer; never carries the peer's key."""
 
@@ -195,6 +201,10 @@ class Cluster(ABC):
 
     @abstractmethod
     def peers(self) -> list[Peer]: ...
+
+    @abstractmethod
+    def monitors(self) -> list[Monitor]:
+        """The site's monitors as its monitor map says (not as a local ceph.conf lists them)."""
 
     @abstractmethod
     def site_name(self) -> str:

@@ -33,7 +33,10 @@ step "Enable mirroring for every replicated volume: first the plan, then for rea
 show rbdfail enable-mirroring --dry-run
 show rbdfail enable-mirroring
 show rbdfail enable-mirroring --json
-show rbdfail volumes
+
+step "Status of both sites: where each volume is primary, how its copy is doing"
+echo "(a new copy is reported 'replaying' about 30 s after it appears; until then status says so)"
+show rbdfail status || true
 
 step "A dead site costs one connect timeout, never a hang"
 show rbdfail lab freeze primary

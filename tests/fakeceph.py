@@ -34,6 +34,7 @@ from rbdfail.cluster import (
     MirrorInfo,
     MirrorMode,
     MirrorState,
+    Monitor,
     Peer,
     PoolMirrorMode,
     ReplayState,
@@ -384,6 +385,12 @@ class FakeCluster(Cluster):
     def peers(self) -> list[Peer]:
         with self.world.lock:
             return list(self._enter("peers").peers)
+
+    def monitors(self) -> list[Monitor]:
+        with self.world.lock:
+            self._enter("monitors")
+            port = 3300 + sorted(self.world.sites).index(self.site)
+            return [Monitor("a", (f"v2:127.0.0.1:{port}", f"v1:127.0.0.1:{port + 3489}"))]
 
     def site_name(self) -> str:
         with self.world.lock:
