@@ -54,6 +54,8 @@ except ImportError as exc:  # pragma: no cover - depends on the host
         "/usr/bin/python3 or a virtualenv made with --system-site-packages (`make venv`)",
     ) from exc
 
+_BULK_READERS = 32  # threads for one-object-per-image reads (they release the GIL)
+
 _FEATURE_BITS = {
     Feature.LAYERING: rbd.RBD_FEATURE_LAYERING,
     Feature.STRIPINGV2: rbd.RBD_FEATURE_STRIPINGV2,
@@ -277,6 +279,27 @@ class CephCluster(Cluster):
     def remove_metadata(self, name: str, key: str) -> None:
         with self._image(name) as image, suppress(KeyError):
             image.metadata_remove(key)
+
+    def metadata_values(self, key: str) -> dict[str, str]:
+        # Opening 1000 images to read one key took 2.8 s on the lab; librbd keeps image metadata
+        # as `metadata_<key>` in the omap of the image's header object, and reading that omap
+        # key directly took 0.14 s for the same 1000. The contract test holds this to librbd's
+        # own metadata_set.
+        with self._op():
+            ids = {entry["id"]: entry["name"] for entry in self._rbd.list2(self._ioctx)}
+
+        def read(image_id: str) -> tuple[str, bytes | None]:
+            with rados.ReadOpCtx() as op:
+                values, _ = self._ioctx.get_omap_vals_by_keys(op, (f"metadata_{key}",))
+                try:
+                    self._ioctx.operate_read_op(op, f"rbd_header.{image_id}")
+                except rados.ObjectNotFound:
+                    return ids[image_id], None  # removed since the listing: not an error
+                return ids[image_id], next((v for _, v in values), None)
+
+        with self._op(), ThreadPoolExecutor(max_workers=_BULK_READERS) as pool:
+            found = list(pool.map(read, ids))
+        return {name: value.decode() for name, value in found if value is not None}
 
     def write(self, name: str, offset: int, data: bytes) -> None:
         with self._image(name) as image:

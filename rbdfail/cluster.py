@@ -163,6 +163,10 @@ class Cluster(ABC):
         """Remove key; no error when the image has no such key."""
 
     @abstractmethod
+    def metadata_values(self, key: str) -> dict[str, str]:
+        """key's value on every image of the pool that has it, by image name, in one pass."""
+
+    @abstractmethod
     def write(self, name: str, offset: int, data: bytes) -> None: ...
 
     @abstractmethod

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from rbdfail.cluster import Cluster, MirrorInfo, MirrorMode
 from rbdfail.config import Config
-from rbdfail.errors import ImageNotFound
 
 # Image metadata key that sets a volume's type, overriding the config's `volumes` rules.
 VOLUME_TYPE_KEY = "rbdfail.volume_type"
@@ -40,25 +38,14 @@ class Volume:
 def list_volumes(
     cluster: Cluster, config: Config, infos: dict[str, MirrorInfo] | None = None
 ) -> list[Volume]:
-    """Every image of the site's pool as a volume, sorted by name.
-
-    Three round trips for the pool (list, mirror infos, then each image's type metadata read
-    concurrently); an image removed while this runs is left out rather than failing the list.
-    """
+    """Every image of the site's pool as a volume, sorted by name, in three passes over the
+    pool (names, mirror infos, type overrides): no call per image."""
     names = cluster.list_images()
     infos = cluster.mirror_infos() if infos is None else infos
-
-    def type_override(name: str) -> tuple[str, str | None] | None:
-        try:
-            return name, cluster.get_metadata(name, VOLUME_TYPE_KEY)
-        except ImageNotFound:
-            return None
-
-    with ThreadPoolExecutor(max_workers=max(1, min(config.concurrency, len(names)))) as pool:
-        found = [r for r in pool.map(type_override, names) if r is not None]
+    overrides = cluster.metadata_values(VOLUME_TYPE_KEY)
     volumes = []
-    for name, override in sorted(found):
-        volume_type = config.volume_type_for(name, override)
+    for name in sorted(names):
+        volume_type = config.volume_type_for(name, overrides.get(name))
         volumes.append(
             Volume(
                 name=name,

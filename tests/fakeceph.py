@@ -244,6 +244,11 @@ class FakeCluster(Cluster):
         with self.world.lock:
             self._get(self._enter("metadata_remove", name), name).metadata.pop(key, None)
 
+    def metadata_values(self, key: str) -> dict[str, str]:
+        with self.world.lock:
+            images = self._enter("metadata_values").images.values()
+            return {i.name: i.metadata[key] for i in images if key in i.metadata}
+
     def write(self, name: str, offset: int, data: bytes) -> None:
         with self.world.lock:
             image = self._primary(self._enter("write", name), name, "write")

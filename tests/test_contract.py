@@ -155,6 +155,19 @@ def test_metadata__set_get_remove(sites: TwoSites, image_name: str) -> None:
     assert sites.a.get_metadata(image_name, "rbdfail.volume_type") is None
 
 
+def test_metadata_values__one_pass_finds_exactly_the_images_with_the_key(
+    sites: TwoSites, image_name: str
+) -> None:
+    for suffix in ("with", "other", "without"):
+        sites.a.create_image(f"{image_name}-{suffix}", 8 * MiB)
+    sites.a.set_metadata(f"{image_name}-with", "rbdfail.volume_type", "gold")
+    sites.a.set_metadata(f"{image_name}-other", "something.else", "x")
+    found = sites.a.metadata_values("rbdfail.volume_type")
+    assert {n: v for n, v in found.items() if n.startswith(image_name)} == {
+        f"{image_name}-with": "gold"
+    }
+
+
 def test_data__written_bytes_read_back_and_holes_are_zero(sites: TwoSites, image_name: str) -> None:
     sites.a.create_image(image_name, 8 * MiB)
     sites.a.write(image_name, 4096, b"rbdfail" * 100)

@@ -8,7 +8,7 @@ import pytest
 
 from rbdfail.cluster import MirrorMode
 from rbdfail.config import Config, load_config
-from rbdfail.errors import ConfigError, ImageNotFound
+from rbdfail.errors import ConfigError
 from rbdfail.volumes import VOLUME_TYPE_KEY, list_volumes
 from tests.conftest import fake_site
 from tests.fakeceph import FakeCeph, FakeCluster
@@ -58,32 +58,20 @@ def test_list_volumes__types_from_rules_metadata_override_and_untyped(
     assert volumes["vm-c"].mirroring is None
 
 
-def test_list_volumes__reads_the_pool_in_bulk_not_mirroring_per_image(
+def test_list_volumes__reads_the_pool_in_passes_with_no_call_per_image(
     config: Config, primary: FakeCluster, fake_ceph: FakeCeph
 ) -> None:
     for index in range(20):
         primary.create_image(f"db-{index}", 1 << 20)
+    primary.set_metadata("db-7", VOLUME_TYPE_KEY, "silver")
     fake_ceph.sites["default"].calls.clear()
-    list_volumes(primary, config)
-    operations = [op for op, _ in fake_ceph.sites["default"].calls]
-    assert operations.count("mirror_infos") == 1
-    assert "mirror_info" not in operations
-
-
-def test_list_volumes__an_image_removed_meanwhile_is_left_out(
-    config: Config, primary: FakeCluster, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    primary.create_image("db-stays", 1 << 20)
-    primary.create_image("db-goes", 1 << 20)
-    original = primary.get_metadata
-
-    def vanishing(name: str, key: str) -> str | None:
-        if name == "db-goes":
-            raise ImageNotFound("image not found", site="default", image=name)
-        return original(name, key)
-
-    monkeypatch.setattr(primary, "get_metadata", vanishing)
-    assert [v.name for v in list_volumes(primary, config)] == ["db-stays"]
+    volumes = list_volumes(primary, config)
+    assert sorted(op for op, _ in fake_ceph.sites["default"].calls) == [
+        "list",
+        "metadata_values",
+        "mirror_infos",
+    ]
+    assert next(v for v in volumes if v.name == "db-7").volume_type == "silver"
 
 
 def test_list_volumes__unknown_type_in_metadata_names_the_volume(
