@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from rbdfail.check import CheckItem
 from rbdfail.mirroring import Outcome, Report, VolumeResult
 from rbdfail.pools import SetupItem
 from rbdfail.status import SiteImage, StatusReport
@@ -187,3 +188,15 @@ def _site_cell(image: SiteImage) -> str:
     text = f"{role} {image.state}".strip()
     bad = image.state in ("error", "unknown", "unreachable")
     return f"[red]{text}[/]" if bad else text
+
+
+def check_items(target: str, items: list[CheckItem]) -> None:
+    styles = {"pass": "green", "warn": "yellow", "fail": "red"}
+    table = Table(title=f"check: failover to {target!r}", title_justify="left")
+    for column in ("item", "verdict", "reason"):
+        table.add_column(column, overflow="fold")
+    for item in items:
+        table.add_row(item.name, f"[{styles[item.verdict]}]{item.verdict}[/]", item.reason)
+    stdout.print(table)
+    failed = sum(item.verdict == "fail" for item in items)
+    stdout.print("[green]ready[/]" if not failed else f"[red]not ready[/]: {failed} item(s) failed")

@@ -75,9 +75,10 @@ class SiteImage:
     reachable: bool
     present: bool
     primary: bool | None
-    state: str  # the replay state, "not mirrored", "absent" or "unreachable"
+    state: str  # the replay state, "not mirrored", "absent", "creating" or "unreachable"
     description: str
     last_update: datetime | None
+    up: bool | None = None  # whether the site's rbd-mirror that reported it is running
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +87,7 @@ class SiteImage:
             "state": self.state,
             "description": self.description,
             "last_update": self.last_update.isoformat() if self.last_update else None,
+            "daemon_up": self.up,
         }
 
 
@@ -267,6 +269,7 @@ def _site_image(name: str, view: SiteView) -> SiteImage:
         status.state if status else ReplayState.UNKNOWN,
         status.description if status else "no status reported yet",
         status.last_update if status else None,
+        status.up if status else None,
     )
 
 
@@ -285,7 +288,9 @@ def _lag(
         except ValueError:
             continue
         if "remote_snapshot_timestamp" in tail:
-            behind = tail["remote_snapshot_timestamp"] - tail.get("local_snapshot_timestamp", 0)
+            if not tail.get("local_snapshot_timestamp"):
+                return None, None  # never synced yet: the lag is unknown, not decades
+            behind = tail["remote_snapshot_timestamp"] - tail["local_snapshot_timestamp"]
             return float(max(0, behind)), None
         if "entries_behind_primary" in tail:
             return None, int(tail["entries_behind_primary"])

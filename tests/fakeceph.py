@@ -288,6 +288,7 @@ class FakeCluster(Cluster):
                 # librbd adds what journaling needs itself (measured).
                 image.features |= {Feature.EXCLUSIVE_LOCK, Feature.JOURNALING}
             image.mirror_state, image.mode, image.primary = MirrorState.ENABLED, mode, True
+            image.written_at = image.written_at or time.time()  # Ceph snapshots at enable
             image.global_id, image.orphan = str(uuid.uuid4()), False
             self.world.replicate_later(self.site, _create_copy(image))
 
