@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rbdfail.config import Config
     from rbdfail.lab import Lab
     from rbdfail.mirroring import Report, Step, VolumeResult
+    from rbdfail.status import StatusReport
     from rbdfail.volumes import Volume
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -186,9 +187,16 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
 
 @main.command()
 @click.argument("images", nargs=-1)
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="Refresh every SECONDS until Ctrl-C (with --json: one document per line).",
+)
 @json_option
 @click.pass_obj
-def status(app: AppContext, images: tuple[str, ...], as_json: bool) -> None:
+def status(app: AppContext, images: tuple[str, ...], watch: float | None, as_json: bool) -> None:
     """Where every volume is primary, and how its replication is doing on each site.
 
     Every site is read at once, in one pass per pool, within the connect timeout: an
@@ -200,19 +208,35 @@ def status(app: AppContext, images: tuple[str, ...], as_json: bool) -> None:
     Examples:
       rbdfail status
       rbdfail status db-orders --json | jq '.volumes[0].primary_site'
+      rbdfail status --watch 5
 
-    Exit 0 when everything is healthy, 3 when something needs attention (listed).
+    Exit 0 when everything is healthy, 3 when something needs attention (listed); with
+    --watch, as of the last refresh.
     """
     from rbdfail import ceph, render
     from rbdfail.state import read_state
     from rbdfail.status import gather
 
     config = app.config()
-    report = gather(config, read_state(config.state_dir), ceph.connect, images)
-    if as_json:
-        _emit_json(report.to_json())
-    else:
-        render.status_table(report)
+
+    def show() -> StatusReport:
+        report = gather(config, read_state(config.state_dir), ceph.connect, images)
+        if as_json:
+            click.echo(json.dumps(report.to_json(), default=str, indent=None if watch else 2))
+        else:
+            if watch:
+                render.stdout.clear()
+                render.stdout.print(f"every {watch:g}s, {time.strftime('%H:%M:%S')} (Ctrl-C ends)")
+            render.status_table(report)
+        return report
+
+    report = show()
+    try:
+        while watch:
+            time.sleep(watch)
+            report = show()
+    except KeyboardInterrupt:  # the way to end --watch: not an error
+        pass
     if report.problems:
         sys.exit(EXIT_PARTIAL)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from click.testing import CliRunner, Result
 from rbdfail import ceph
 from rbdfail.cli import main
 from rbdfail.cluster import MirrorMode
+from rbdfail.errors import ImageNotFound
 from tests.conftest import RunningLab
 from tests.helpers import eventually
 
@@ -83,3 +85,69 @@ def test_status__frozen_secondary_is_unreachable_in_bounded_time_the_primary_sti
     assert row["primary_site"] == "default"
     assert row["sites"]["default"]["state"] == "stopped"
     assert elapsed < 2 + 3  # one connect timeout, not one per call
+
+
+def test_status__forced_promote_on_the_secondary_shows_split_brain(
+    lab: RunningLab, volume: str
+) -> None:
+    secondary = ceph.connect(lab.config.replication_devices[0], 30)
+    try:
+        eventually(lambda: secondary.mirror_info(volume).state == "enabled", 60, (ImageNotFound,))
+        secondary.promote(volume, force=True)
+    finally:
+        secondary.close()
+    result = status(lab.lab.config_file, volume)
+    assert result.exit_code == 3
+    [row] = json.loads(result.stdout)["volumes"]
+    assert row["primary_site"] == "split-brain"
+    assert (row["sites"]["default"]["primary"], row["sites"]["secondary"]["primary"]) == (
+        True,
+        True,
+    )
+
+
+def test_status__state_dir_naming_another_active_backend_is_reported(
+    lab: RunningLab, volume: str, tmp_path: Path
+) -> None:
+    config = yaml.safe_load(lab.lab.config_file.read_text())
+    config["state_dir"] = str(tmp_path)
+    (tmp_path / "state.json").write_text(json.dumps({"active_backend": "secondary"}))
+    path = tmp_path / "rbdfail.yaml"
+    path.write_text(yaml.safe_dump(config))
+    document = json.loads(status(path, volume).stdout)
+    assert document["active_backend"] == "secondary"
+    assert (
+        "the state dir says 'secondary' is active, but the replicated volumes are primary on "
+        "'default'" in document["problems"]
+    )
+
+
+def test_status__a_user_without_any_mgr_caps_still_gets_status(
+    lab: RunningLab, volume: str, tmp_path: Path
+) -> None:
+    for site in lab.lab.sites().values():
+        subprocess.run(
+            [
+                "ceph",
+                "-c",
+                str(site.conf),
+                "auth",
+                "get-or-create",
+                "client.nomgr",
+                "mon",
+                "profile rbd",
+                "osd",
+                "profile rbd pool=volumes",
+                "-o",
+                str(Path(site.dir) / "ceph.client.nomgr.keyring"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    config = yaml.safe_load(lab.lab.config_file.read_text())
+    config["backend"]["user"] = "nomgr"
+    config["replication_device"][0]["user"] = "nomgr"
+    path = tmp_path / "rbdfail.yaml"
+    path.write_text(yaml.safe_dump(config))
+    [row] = json.loads(healthy(path, volume).stdout)["volumes"]
+    assert row["sites"]["secondary"]["daemon_up"] is True
