@@ -38,10 +38,17 @@ step "Status of both sites: where each volume is primary, how its copy is doing"
 echo "(a new copy is reported 'replaying' about 30 s after it appears; until then status says so)"
 show rbdfail status || true
 
+step "Could a failover to the secondary start now? (pre-flight)"
+show rbdfail check --to secondary || true
+
+step "What a client needs to attach db-orders where it is primary now (no key material)"
+show rbdfail connection-info db-orders
+
 step "A dead site costs one connect timeout, never a hang"
 show rbdfail lab freeze primary
 start=$(date +%s)
-show rbdfail volumes || echo "(exit code $?, after $(( $(date +%s) - start ))s)"
+show rbdfail status || echo "(exit code $?, after $(( $(date +%s) - start ))s: the secondary is still shown)"
+show rbdfail check --to secondary || echo "(exit code $?: forced failover still possible, see the warning)"
 show rbdfail lab thaw primary
 
 step "Done. The lab keeps running for you to try things:"
