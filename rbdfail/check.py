@@ -59,7 +59,7 @@ def run_checks(report: StatusReport, target: str, max_lag: float | None) -> list
                 )
             )
     replicated = [v for v in report.volumes if v.replicated]
-    items.append(_daemon(target, replicated))
+    items.append(_daemon(report, target))
     mirrored = [v for v in replicated if any(i.primary is not None for i in v.sites.values())]
     items.append(
         _listed(
@@ -140,15 +140,13 @@ def _reachable(target: str, target_ok: bool, sources_down: list[str]) -> CheckIt
     return CheckItem("sites reachable", PASS, "every site answered")
 
 
-def _daemon(target: str, volumes: list[VolumeStatus]) -> CheckItem:
-    """The rbd-profile user may not read the service map (EACCES), but every image status the
-    target's rbd-mirror writes says whether that daemon is up."""
-    reports = [v.sites[target].up for v in volumes if v.sites[target].up is not None]
+def _daemon(report: StatusReport, target: str) -> CheckItem:
+    health, count = report.mirror_daemon(target)
     name = f"rbd-mirror on {target}"
-    if not reports:
+    if health == "unknown":
         return CheckItem(name, WARN, "unknown: no image status reported on this site yet")
-    if any(reports):
-        return CheckItem(name, PASS, f"up (it reported {reports.count(True)} image statuses)")
+    if health == "up":
+        return CheckItem(name, PASS, f"up (it reported {count} image statuses)")
     return CheckItem(name, FAIL, "down: the image statuses say its daemon is not running")
 
 

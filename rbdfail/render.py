@@ -162,7 +162,7 @@ def status_table(report: StatusReport) -> None:
         table.add_row(v.name, v.volume_type, primary, *cells, lag, status)
     stdout.print(table)
     sites_table = Table(title="sites", title_justify="left")
-    for column in ("site", "reachable", "pool mode", "peers", "problems"):
+    for column in ("site", "reachable", "pool mode", "peers", "rbd-mirror", "problems"):
         sites_table.add_column(column, overflow="fold")
     for site, view in report.sites.items():
         sites_table.add_row(
@@ -170,6 +170,7 @@ def status_table(report: StatusReport) -> None:
             "yes" if view.reachable else f"[red]no[/]: {view.error}",
             str(view.pool_mode or "-"),
             ", ".join(f"{p.site_name} ({p.direction})" for p in view.peers) or "-",
+            report.mirror_daemon(site)[0],
             "[yellow]" + "; ".join(view.problems) + "[/]" if view.problems else "-",
         )
     stdout.print(sites_table)

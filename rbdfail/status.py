@@ -141,6 +141,15 @@ class StatusReport:
     sites: dict[str, SiteView]
     volumes: tuple[VolumeStatus, ...]
 
+    def mirror_daemon(self, site: str) -> tuple[str, int]:
+        """The site's rbd-mirror: "up", "down" or "unknown", and how many image statuses say
+        so. Read from the `up` flag it stamps on every image status, since the rbd profile
+        may not read the service map (EACCES)."""
+        stamps = [v.sites[site].up for v in self.volumes if v.sites[site].up is not None]
+        if not stamps:
+            return "unknown", 0
+        return ("up", stamps.count(True)) if any(stamps) else ("down", len(stamps))
+
     @property
     def where_primary(self) -> str | None:
         """The one site where every replicated, mirrored volume is primary, if there is one."""
@@ -150,6 +159,11 @@ class StatusReport:
     @property
     def problems(self) -> list[str]:
         found = [f"site {s}: {p}" for s, view in self.sites.items() for p in view.problems]
+        found += [
+            f"site {s}: rbd-mirror is down"
+            for s in self.sites
+            if self.mirror_daemon(s)[0] == "down"
+        ]
         actual = self.where_primary
         if actual and actual in self.sites and actual != self.active_backend:
             found.append(
@@ -165,7 +179,10 @@ class StatusReport:
             "healthy": not self.problems,
             "problems": self.problems,
             "volumes": [v.to_json() for v in self.volumes],
-            "sites": {site: view.to_json() for site, view in self.sites.items()},
+            "sites": {
+                site: view.to_json() | {"rbd_mirror": self.mirror_daemon(site)[0]}
+                for site, view in self.sites.items()
+            },
         }
 
 

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,6 +79,7 @@ class FakeSite:
     pool_mode: PoolMirrorMode = PoolMirrorMode.IMAGE
     peers: list[Peer] = field(default_factory=list)
     frozen: bool = False
+    mirror_daemon_up: bool = True  # False: the statuses say rbd-mirror is down, as Ceph's do
     name_set: bool = False
     schedules: dict[str, list[str]] = field(default_factory=dict)  # image -> intervals
     calls: list[tuple[str, str]] = field(default_factory=list)  # (operation, image) in order
@@ -352,6 +353,10 @@ class FakeCluster(Cluster):
 
     def _status(self, image: FakeImage, now: datetime) -> ImageStatus:
         """What this site's rbd-mirror would say, in Ceph's words and description format."""
+        status = self._daemon_status(image, now)
+        return replace(status, up=self.world.sites[self.site].mirror_daemon_up)
+
+    def _daemon_status(self, image: FakeImage, now: datetime) -> ImageStatus:
         if image.primary:
             return ImageStatus(ReplayState.STOPPED, "local image is primary", now, True)
         primary = next(

@@ -139,3 +139,8 @@ def test_check__unknown_target_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "did you mean 'secondary'?" in result.stderr
+
+
+def test_check__target_rbd_mirror_down_is_not_ready(config: Config, fake_ceph: FakeCeph, sites):
+    fake_ceph.sites["secondary"].mirror_daemon_up = False
+    assert verdicts(config, fake_ceph)["rbd-mirror on secondary"] == "fail"

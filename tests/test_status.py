@@ -185,3 +185,15 @@ def test_status__state_of_a_volume_set_to_error_keeps_its_previous_status(
 
 def test_read_state__without_a_failover_default_is_active(tmp_path: Path) -> None:
     assert read_state(tmp_path) == State("default", {})
+
+
+def test_status__a_stopped_rbd_mirror_is_reported_from_the_statuses_it_stamps(
+    config: Config, fake_ceph: FakeCeph, sites
+) -> None:
+    primary, secondary = sites
+    mirrored(primary, secondary, "s-1", MirrorMode.SNAPSHOT)
+    assert status(config, fake_ceph).to_json()["sites"]["secondary"]["rbd_mirror"] == "up"
+    fake_ceph.sites["secondary"].mirror_daemon_up = False
+    report = status(config, fake_ceph)
+    assert report.to_json()["sites"]["secondary"]["rbd_mirror"] == "down"
+    assert "site secondary: rbd-mirror is down" in report.problems
