@@ -131,7 +131,9 @@ def plan_enable(volumes: Sequence[Volume], names: Sequence[str] = ()) -> list[St
                 v.snapshot_interval if todo else None,
             )
 
-        if not volume.replicated:
+        if volume.type_error:  # someone labelled it to type it: never skip it silently
+            steps.append(step(Outcome.FAILED, volume.type_error))
+        elif not volume.replicated:
             if info is not None:
                 steps.append(
                     step(

@@ -103,10 +103,11 @@ class VolumeStatus:
     sites: dict[str, SiteImage]
     lag_seconds: float | None  # snapshot mode: how old the copy's last synced snapshot is
     entries_behind: int | None  # journal mode: entries the copy has not replayed
+    type_error: str | None = None
 
     @property
     def problems(self) -> list[str]:
-        found = []
+        found = [self.type_error] if self.type_error else []
         mirrored = any(s.primary is not None for s in self.sites.values())
         if self.replicated and not mirrored and self.primary_site != "unknown":
             found.append("replicated by type but not mirrored")
@@ -268,6 +269,7 @@ def _volume(
         sites=images,
         lag_seconds=lag,
         entries_behind=behind,
+        type_error=volume.type_error,
     )
 
 

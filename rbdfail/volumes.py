@@ -7,6 +7,7 @@ from typing import Any
 
 from rbdfail.cluster import Cluster, MirrorInfo, MirrorMode
 from rbdfail.config import Config
+from rbdfail.errors import ConfigError
 
 # Image metadata key that sets a volume's type, overriding the config's `volumes` rules.
 VOLUME_TYPE_KEY = "rbdfail.volume_type"
@@ -20,6 +21,7 @@ class Volume:
     mirror_mode: MirrorMode | None  # what the type asks for; None when not replicated
     mirroring: MirrorInfo | None  # what the site has; None when not mirrored
     snapshot_interval: str | None = None  # the type's mirror-snapshot schedule, if any
+    type_error: str | None = None  # its metadata names a type the config does not know
 
     def to_json(self) -> dict[str, Any]:
         mirroring = self.mirroring
@@ -32,6 +34,7 @@ class Volume:
             "mirrored_mode": mirroring.mode if mirroring else None,
             "primary": mirroring.primary if mirroring else None,
             "global_id": mirroring.global_id if mirroring else None,
+            "type_error": self.type_error,
         }
 
 
@@ -45,7 +48,22 @@ def list_volumes(
     overrides = cluster.metadata_values(VOLUME_TYPE_KEY)
     volumes = []
     for name in sorted(names):
-        volume_type = config.volume_type_for(name, overrides.get(name))
+        try:
+            volume_type = config.volume_type_for(name, overrides.get(name))
+        except ConfigError as exc:
+            # One mislabelled image must not hide the others: it is listed, untyped, with why.
+            hint = f" ({exc.hint})" if exc.hint else ""
+            volumes.append(
+                Volume(
+                    name,
+                    f"{overrides[name]}?",
+                    False,
+                    None,
+                    infos.get(name),
+                    type_error=f"{VOLUME_TYPE_KEY} names unknown type {overrides[name]!r}{hint}",
+                )
+            )
+            continue
         volumes.append(
             Volume(
                 name=name,

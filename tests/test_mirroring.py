@@ -212,3 +212,15 @@ def test_disable__non_primary_copy_is_refused_and_unmirrored_is_already_done(
     ]
     report = disable(primary, config, "plain-1")
     assert outcomes(report) == {"plain-1": "already-disabled"}
+
+
+def test_enable__a_volume_with_an_unknown_type_fails_alone(
+    primary: FakeCluster, config: Config
+) -> None:
+    primary.create_image("s-1", 1 << 20)
+    primary.create_image("s-odd", 1 << 20)
+    primary.set_metadata("s-odd", "rbdfail.volume_type", "snapp")
+    report = enable(primary, config, "s-1", "s-odd")
+    assert outcomes(report) == {"s-1": "enabled", "s-odd": "failed"}
+    detail = next(v.detail for v in report.volumes if v.name == "s-odd")
+    assert detail == "rbdfail.volume_type names unknown type 'snapp' (did you mean 'snap'?)"

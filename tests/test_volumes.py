@@ -8,7 +8,6 @@ import pytest
 
 from rbdfail.cluster import MirrorMode
 from rbdfail.config import Config, load_config
-from rbdfail.errors import ConfigError
 from rbdfail.volumes import VOLUME_TYPE_KEY, list_volumes
 from tests.conftest import fake_site
 from tests.fakeceph import FakeCeph, FakeCluster
@@ -74,11 +73,15 @@ def test_list_volumes__reads_the_pool_in_passes_with_no_call_per_image(
     assert next(v for v in volumes if v.name == "db-7").volume_type == "silver"
 
 
-def test_list_volumes__unknown_type_in_metadata_names_the_volume(
+def test_list_volumes__an_unknown_type_in_metadata_is_that_volumes_problem_only(
     config: Config, primary: FakeCluster
 ) -> None:
     primary.create_image("db-x", 1 << 20)
+    primary.create_image("db-y", 1 << 20)
     primary.set_metadata("db-x", VOLUME_TYPE_KEY, "golld")
-    with pytest.raises(ConfigError, match="volume 'db-x'") as caught:
-        list_volumes(primary, config)
-    assert caught.value.hint == "did you mean 'gold'?"
+    volumes = {v.name: v for v in list_volumes(primary, config)}
+    assert volumes["db-y"].volume_type == "gold"
+    assert (volumes["db-x"].volume_type, volumes["db-x"].replicated) == ("golld?", False)
+    assert volumes["db-x"].type_error == (
+        "rbdfail.volume_type names unknown type 'golld' (did you mean 'gold'?)"
+    )
