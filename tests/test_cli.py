@@ -128,6 +128,7 @@ def test_volumes__on_the_lab__json_names_each_volume_with_its_type(
         "mirrored_mode": "snapshot",
         "primary": True,
         "global_id": None,
+        "type_error": None,
     }
     assert by_name[f"vm-{image_name}"]["volume_type"] == "standard"
     assert by_name[f"vm-{image_name}"]["mirrored"] is False

@@ -151,3 +151,22 @@ def test_status__a_user_without_any_mgr_caps_still_gets_status(
     path.write_text(yaml.safe_dump(config))
     [row] = json.loads(healthy(path, volume).stdout)["volumes"]
     assert row["sites"]["secondary"]["daemon_up"] is True
+
+
+def test_status__an_image_labelled_with_an_unknown_type_is_its_own_problem(
+    lab: RunningLab, image_name: str, volume: str
+) -> None:
+    odd = f"{image_name}-odd"
+    cluster = ceph.connect(lab.config.backend, 5)
+    try:
+        cluster.create_image(odd, 1 << 20)
+        cluster.set_metadata(odd, "rbdfail.volume_type", "replicatd")
+    finally:
+        cluster.close()
+    result = status(lab.lab.config_file, odd, volume)
+    assert result.exit_code == 3  # needs attention; not 2: the config itself is fine
+    problems = json.loads(result.stdout)["problems"]
+    assert (
+        "volume " + odd + ": rbdfail.volume_type names unknown type 'replicatd' "
+        "(did you mean 'replicated'?)" in problems
+    )
