@@ -288,7 +288,8 @@ def _site_image(name: str, view: SiteView) -> SiteImage:
         status.state if status else ReplayState.UNKNOWN,
         status.description if status else "no status reported yet",
         status.last_update if status else None,
-        status.up if status else None,
+        # Not yet reported by any daemon ("status not found", up False) says nothing about it.
+        status.up if status and status.last_update else None,
     )
 
 

@@ -35,7 +35,9 @@ show rbdfail enable-mirroring
 show rbdfail enable-mirroring --json
 
 step "Status of both sites: where each volume is primary, how its copy is doing"
-echo "(a new copy is reported 'replaying' about 30 s after it appears; until then status says so)"
+show rbdfail status || true
+echo "(the copies are just being created; rbd-mirror reports them replaying about 30 s later)"
+for _ in $(seq 45); do rbdfail status >/dev/null 2>&1 && break; sleep 2; done
 show rbdfail status || true
 
 step "Could a failover to the secondary start now? (pre-flight)"

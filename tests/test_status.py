@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rbdfail.cluster import MirrorMode
+from rbdfail.cluster import ImageStatus, MirrorMode, ReplayState
 from rbdfail.config import Config, load_config
 from rbdfail.state import STATE_FILE, State, read_state
 from rbdfail.status import StatusReport, gather
@@ -197,3 +197,15 @@ def test_status__a_stopped_rbd_mirror_is_reported_from_the_statuses_it_stamps(
     report = status(config, fake_ceph)
     assert report.to_json()["sites"]["secondary"]["rbd_mirror"] == "down"
     assert "site secondary: rbd-mirror is down" in report.problems
+
+
+def test_status__statuses_no_daemon_has_reported_yet_say_nothing_of_its_health(
+    config: Config, fake_ceph: FakeCeph, sites, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    primary, secondary = sites
+    mirrored(primary, secondary, "s-1", MirrorMode.SNAPSHOT)
+    not_reported = ImageStatus(ReplayState.UNKNOWN, "status not found", None, False)
+    monkeypatch.setattr(FakeCluster, "mirror_statuses", lambda self: {"s-1": not_reported})
+    report = status(config, fake_ceph)
+    assert report.to_json()["sites"]["default"]["rbd_mirror"] == "unknown"
+    assert not any("rbd-mirror is down" in p for p in report.problems)
