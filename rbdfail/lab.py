@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -48,6 +49,8 @@ REQUIRED_BINARIES = {
 
 CLI_TIMEOUT = 60  # seconds for one ceph/rbd command while the lab is set up
 READY_TIMEOUT = 120  # seconds for a daemon or the mirroring to come up
+# Monitor ports are drawn from here up to the ephemeral range; OSDs and mgrs bind 6800-7568.
+PORT_FLOOR = 10000
 
 Progress = Callable[[str], None]
 
@@ -564,15 +567,41 @@ admin socket =
 
 
 def _free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 right now (held open together so they are distinct)."""
-    sockets = [socket.socket() for _ in range(count)]
+    """Distinct ports free on 127.0.0.1 now, chosen below the kernel's ephemeral range.
+
+    A port the kernel handed out for bind(0) comes from the ephemeral range, which every
+    outgoing connection draws its source port from: between choosing it and the monitor
+    binding it, another lab's daemons (always connecting) can take it, and the monitor dies.
+    """
+    low = _ephemeral_port_low()
+    candidates = random.sample(range(PORT_FLOOR, low), k=min(200, low - PORT_FLOOR))
+    chosen: list[socket.socket] = []
     try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
+        for port in candidates:
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            chosen.append(s)
+            if len(chosen) == count:
+                return [c.getsockname()[1] for c in chosen]
+        raise LabError(
+            f"no {count} free ports between {PORT_FLOOR} and {low} on 127.0.0.1",
+            hint="stop other labs (`rbdfail lab down --dir ...`) or free some ports",
+        )
     finally:
-        for s in sockets:
-            s.close()
+        for c in chosen:
+            c.close()
+
+
+def _ephemeral_port_low() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    return max(low, PORT_FLOOR + 100)
 
 
 def _run(argv: list[str | Path], timeout: float = CLI_TIMEOUT) -> str:

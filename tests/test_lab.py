@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rbdfail.errors import LabError
-from rbdfail.lab import DAEMONS, SITES, Lab
+from rbdfail.lab import DAEMONS, PORT_FLOOR, SITES, Lab, _free_ports
 from tests.conftest import RunningLab
 
 pytestmark = pytest.mark.lab
@@ -92,3 +92,12 @@ def test_lab__up_without_ceph_binaries_names_the_packages(
         caught.value
     )
     assert os.listdir(tmp_path) == []  # nothing was created
+
+
+def test_lab__monitor_ports_are_distinct_and_outside_the_ephemeral_range() -> None:
+    # Ports from the ephemeral range can be taken, between choosing and binding, as the
+    # source port of any outgoing connection (a running lab makes many): the monitor dies.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = _free_ports(4)
+    assert len(set(ports)) == 4
+    assert all(PORT_FLOOR <= p < low for p in ports)
