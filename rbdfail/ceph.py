@@ -39,6 +39,7 @@ from rbdfail.errors import (
     ImageExists,
     ImageNotFound,
     InvalidState,
+    LockHeld,
     OperationTimedOut,
     PermissionDenied,
     SiteUnreachable,
@@ -54,6 +55,8 @@ except ImportError as exc:  # pragma: no cover - depends on the host
         "/usr/bin/python3 or a virtualenv made with --system-site-packages (`make venv`)",
     ) from exc
 
+_LOCK_MAY_RENEW = 1  # LIBRADOS_LOCK_FLAG_MAY_RENEW, which python-rados does not export
+_LOCK_HOLDER_XATTR = "rbdfail.holder"
 _BULK_READERS = 32  # threads for one-object-per-image reads (they release the GIL)
 
 _FEATURE_BITS = {
@@ -462,6 +465,30 @@ class CephCluster(Cluster):
             -errno.ETIMEDOUT: OperationTimedOut,
         }.get(ret, CephError)
         raise kind(f"{command['prefix']}: {reason}", site=self.site, image=image)
+
+    # ---- the lock ---------------------------------------------------------------------------
+    def lock(self, name: str, cookie: str, holder: str, duration: int) -> None:
+        # cls_lock creates the object; the holder goes into an xattr of it, because python-rados
+        # cannot list a lock's lockers (and a refused run must be able to say who holds it).
+        with self._op():
+            try:
+                self._ioctx.lock_exclusive(
+                    name, name, cookie, desc=cookie, duration=duration, flags=_LOCK_MAY_RENEW
+                )
+            except rados.ObjectBusy:  # another cookie holds it
+                raise LockHeld(
+                    f"lock {name!r} is held", site=self.site, holder=self._lock_holder(name)
+                ) from None
+            self._ioctx.set_xattr(name, _LOCK_HOLDER_XATTR, holder.encode())
+
+    def _lock_holder(self, name: str) -> str:
+        with suppress(rados.ObjectNotFound, rados.NoData):
+            return bytes(self._ioctx.get_xattr(name, _LOCK_HOLDER_XATTR)).decode()
+        return ""
+
+    def unlock(self, name: str, cookie: str) -> None:
+        with self._op(), suppress(rados.ObjectNotFound):  # ENOENT: not held by this cookie
+            self._ioctx.unlock(name, name, cookie)
 
 
 _REPLAY_STATES = list(ReplayState)  # librbd numbers them 0 (unknown) .. 6 (stopped), in order

@@ -328,13 +328,147 @@ def connection_info(app: AppContext, volume: str, as_json: bool) -> None:
     click.echo(f"  monitors: {', '.join(a for m in data['monitors'] for a in m['addresses'])}")
 
 
-# ---- per-image mirroring ----------------------------------------------------------------------
 concurrency_option = click.option(
     "--concurrency",
     type=click.IntRange(min=1),
     default=None,
     help="Volumes worked on at once (default: `concurrency` in the config).",
 )
+
+
+# ---- failover ---------------------------------------------------------------------------------
+@main.command()
+@click.option(
+    "--to",
+    "target",
+    metavar="BACKEND_ID",
+    required=True,
+    help="The replication device to fail over to (its `backend_id`).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Show the plan (what each volume would get); change nothing."
+)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (runbooks).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="A volume demoted but not promotable on the target within its timeout is "
+    "force-promoted there, instead of being promoted back on the source.",
+)
+@click.option(
+    "--timeout",
+    "volume_timeout",
+    type=click.FloatRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="Wall-clock budget of one volume (default: `volume_timeout` in the config).",
+)
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="Connect and per-call timeout (default: `replication_connect_timeout`).",
+)
+@concurrency_option
+@json_option
+@click.pass_obj
+def failover(
+    app: AppContext,
+    target: str,
+    dry_run: bool,
+    yes: bool,
+    force: bool,
+    volume_timeout: float | None,
+    connect_timeout: float | None,
+    concurrency: int | None,
+    as_json: bool,
+) -> None:
+    """Make every replicated volume primary on the site BACKEND_ID.
+
+    Each replicated volume is demoted on the backend's site and promoted on the target,
+    many at once. If the backend's site does not answer (from the start, or as soon as a
+    demotion times out), the rest are force-promoted without demoting them. A volume
+    demoted but not promotable in time is promoted back where it was: none is left primary
+    nowhere. Volumes that are not replicated become `error`, their status kept for
+    failback. Every step is journaled in `state_dir`; running the same command again
+    after a crash finishes what is left. A RADOS lock on the target refuses a second
+    failover from any host.
+
+    \b
+    Examples:
+      rbdfail failover --to secondary --dry-run
+      rbdfail failover --to secondary
+      rbdfail failover --to secondary --yes --json > failover.json   # runbook
+
+    Exit 0 when every replicated volume is primary on the target, 3 when some failed
+    (each named), 1 when nothing could be done (e.g. the target is unreachable: nothing
+    is changed), 130 when interrupted (re-run to finish).
+    """
+    from rbdfail import ceph, render
+    from rbdfail import failover as engine
+    from rbdfail.state import Journal, read_state
+
+    if not dry_run and not yes and not sys.stdin.isatty():
+        raise click.UsageError(
+            "refusing to fail over without confirmation: no terminal to ask on; "
+            "pass --yes (runbooks) or --dry-run"
+        )
+    config = app.config()
+    state = read_state(config.state_dir)
+    options = engine.Options(
+        connect_timeout=connect_timeout or config.replication_connect_timeout,
+        volume_timeout=volume_timeout or config.volume_timeout,
+        concurrency=concurrency or config.concurrency,
+        force=force,
+    )
+    say = _stderr_progress
+    say(
+        f"connecting to {target} and probing {config.backend.backend_id} "
+        f"(up to {options.connect_timeout:g}s)"
+    )
+    sites = engine.connect_sites(config, state, target, ceph.connect, options.connect_timeout)
+    if sites.source_error is not None:
+        say(f"{config.backend.backend_id} is unreachable: {sites.source_error.reason}")
+    report = None
+    try:
+        lock = None
+        if not dry_run:
+            run_id = engine.new_run_id()
+            journal = Journal(config.state_dir, run_id)  # an unusable state dir fails here
+            lock = engine.FailoverLock(sites.target, run_id, f"failover to {target}")
+            lock.acquire(say)
+        try:
+            plan = engine.plan_failover(config, sites, engine.unfinished_run(config, target))
+            if dry_run:
+                if as_json:
+                    _emit_json({"dry_run": True, **plan.to_json()})
+                else:
+                    render.failover_plan(plan)
+                return
+            if not yes:
+                render.failover_plan(plan, render.stderr)
+                click.confirm(f"Fail over to {target}?", abort=True, err=True)
+            with render.FailoverProgress(plan) as progress:
+                report = engine.execute(plan, sites, state, options, journal, config, progress)
+        finally:
+            if lock is not None:
+                lock.release()
+    finally:
+        # A call given up on is still inside librbd: shutting its connection down under it
+        # could crash the process. The process exit ends it instead.
+        if report is None or report.calls_left_running == 0:
+            sites.close()
+    if as_json:
+        _emit_json(report.to_json())
+    else:
+        render.failover_report(report)
+    if report.interrupted:
+        sys.exit(130)
+    sys.exit({"complete": EXIT_OK, "partial": EXIT_PARTIAL, "failed": EXIT_FAILED}[report.result])
+
+
+# ---- per-image mirroring ----------------------------------------------------------------------
 dry_run_option = click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
 
 

@@ -237,3 +237,15 @@ class Cluster(ABC):
     @abstractmethod
     def remove_snapshot_schedule(self, name: str, interval: str) -> None:
         """Idempotent."""
+
+    # a lock every host sees (a RADOS lock on an object of the pool)
+    @abstractmethod
+    def lock(self, name: str, cookie: str, holder: str, duration: int) -> None:
+        """Take the exclusive lock `name` for `duration` seconds, or renew it when `cookie`
+        holds it already; `holder` (who, where, since when) is kept beside it. LockHeld,
+        carrying the holder's text, while another cookie holds it. A lock whose holder died
+        lapses after its duration."""
+
+    @abstractmethod
+    def unlock(self, name: str, cookie: str) -> None:
+        """Release the lock; no error when `cookie` does not hold it (e.g. it lapsed)."""

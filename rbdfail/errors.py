@@ -80,3 +80,11 @@ class ImageBusy(CephError):
 
 class InvalidState(CephError):
     """Ceph answered EINVAL: e.g. promoting an image that is already primary."""
+
+
+class LockHeld(CephError):
+    """Another run holds rbdfail's lock on the site; `holder` is what it wrote there."""
+
+    def __init__(self, message: str, *, site: str, holder: str, hint: str | None = None) -> None:
+        super().__init__(message, site=site, hint=hint)
+        self.holder = holder

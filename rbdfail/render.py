@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from rbdfail.check import CheckItem
+from rbdfail.failover import Action, FailoverPlan, FailoverReport, Plan, VolumeOutcome
 from rbdfail.mirroring import Outcome, Report, VolumeResult
 from rbdfail.pools import SetupItem
 from rbdfail.status import SiteImage, StatusReport
@@ -201,3 +204,168 @@ def check_items(target: str, items: list[CheckItem]) -> None:
     stdout.print(table)
     failed = sum(item.verdict == "fail" for item in items)
     stdout.print("[green]ready[/]" if not failed else f"[red]not ready[/]: {failed} item(s) failed")
+
+
+# ---- failover ---------------------------------------------------------------------------------
+_PLAN_STYLE = {
+    Plan.DEMOTE_PROMOTE: "green",
+    Plan.PROMOTE: "green",
+    Plan.FORCE_PROMOTE: "yellow",
+    Plan.NOTHING: "dim",
+    Plan.MARK_ERROR: "dim",
+    Plan.CANNOT: "red",
+}
+_ACTION_STYLE = {
+    Action.DEMOTED_PROMOTED: "green",
+    Action.FORCE_PROMOTED: "yellow",
+    Action.ALREADY_PRIMARY: "dim",
+    Action.NOT_REPLICATED: "dim",
+    Action.FAILED: "red",
+    Action.NOT_STARTED: "yellow",
+}
+stderr = Console(stderr=True)
+
+
+def failover_plan(plan: FailoverPlan, console: Console = stdout) -> None:
+    table = Table(title=f"failover plan: {plan.source} -> {plan.target}", title_justify="left")
+    table.add_column("volume", overflow="fold")
+    table.add_column("type", overflow="fold")
+    table.add_column("plan", no_wrap=True)
+    table.add_column("why", overflow="fold")
+    for v in plan.volumes:
+        table.add_row(v.name, v.volume_type, f"[{_PLAN_STYLE[v.plan]}]{v.plan}[/]", v.reason)
+    console.print(table)
+    if not plan.source_reachable:
+        console.print(
+            f"[yellow]{plan.source} is unreachable ({plan.source_error}): replicated volumes "
+            f"will be force-promoted on {plan.target}, and volumes that exist only on "
+            f"{plan.source} cannot be listed or marked.[/]"
+        )
+    if plan.resumes:
+        console.print(f"finishing the failover run {plan.resumes}, which was cut off")
+    counts = ", ".join(f"{n} {p}" for p, n in sorted(plan.counts().items())) or "no volumes"
+    console.print(f"{len(plan.volumes)} volume(s): {counts}", highlight=False)
+
+
+class FailoverProgress:
+    """Live failover progress on stderr: on a terminal, an overall bar with the counts and
+    the volumes in flight longest; otherwise one timestamped line per event."""
+
+    SHOWN_IN_FLIGHT = 5
+
+    def __init__(self, plan: FailoverPlan) -> None:
+        self.console = Console(stderr=True)
+        self.total = sum(
+            v.plan in (Plan.DEMOTE_PROMOTE, Plan.PROMOTE, Plan.FORCE_PROMOTE) for v in plan.volumes
+        )
+        self.counts = {"demoted": 0, "promoted": 0, "forced": 0, "failed": 0}
+        self.in_flight: dict[str, tuple[str, float]] = {}  # volume -> (step, since)
+        self.lost: str | None = None
+        self._lock = threading.Lock()
+        self._live = self.console.is_terminal
+        self._bar = Progress(
+            TextColumn("[bold]failover to " + plan.target),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+        )
+        self._task = self._bar.add_task("", total=self.total, counts="")
+        self._display = Live(
+            console=self.console, get_renderable=self._renderable, refresh_per_second=4
+        )
+        self._target = plan.target
+
+    def __enter__(self) -> FailoverProgress:
+        if self._live:
+            self._display.start()
+        else:
+            self._line(f"failover to {self._target}: {self.total} volume(s) to move")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live:
+            self._display.stop()
+
+    def _renderable(self) -> RenderableType:
+        with self._lock:
+            longest = sorted(self.in_flight.items(), key=lambda item: item[1][1])
+        table = Table.grid(padding=(0, 2))
+        now = time.monotonic()
+        for name, (step, since) in longest[: self.SHOWN_IN_FLIGHT]:
+            table.add_row(f"  {name}", step, f"{now - since:.0f}s")
+        parts: list[RenderableType] = [self._bar, table]
+        if self.lost:
+            parts.insert(0, f"[yellow]{self.lost}: forcing the rest[/]")
+        return Group(*parts)
+
+    def step(self, name: str, step: str) -> None:
+        with self._lock:
+            since = self.in_flight.get(name, (step, time.monotonic()))[1]
+            self.in_flight[name] = (step, since)
+            counted = {"demoted": "demoted", "promoted": "promoted", "force-promoted": "forced"}
+            if step in counted:
+                self.counts[counted[step]] += 1
+            self._update()
+        if not self._live and step in ("roll-back", "rolled-back"):
+            self._line(f"{name}: {step}")
+
+    def finished(self, outcome: VolumeOutcome) -> None:
+        with self._lock:
+            self.in_flight.pop(outcome.name, None)
+            if outcome.action == Action.FAILED:
+                self.counts["failed"] += 1
+            self._update()
+            self._bar.advance(self._task)
+            done = self._bar.tasks[0].completed
+        if not self._live:
+            error = f": {outcome.error}" if outcome.error else ""
+            self._line(
+                f"[{done:.0f}/{self.total}] {outcome.name} {outcome.action}{error} "
+                f"({outcome.duration_s:.1f}s)"
+            )
+
+    def primary_lost(self, reason: str) -> None:
+        self.lost = reason
+        if not self._live:
+            self._line(f"{reason}: no more demotions, forcing the rest")
+
+    def _update(self) -> None:
+        self._bar.update(
+            self._task, counts=", ".join(f"{n} {what}" for what, n in self.counts.items())
+        )
+
+    def _line(self, text: str) -> None:
+        self.console.print(f"{time.strftime('%H:%M:%S')} {text}", highlight=False, markup=False)
+
+
+def failover_report(report: FailoverReport) -> None:
+    plan = report.plan
+    table = Table(
+        title=f"failover {plan.source} -> {plan.target}: {report.result}", title_justify="left"
+    )
+    table.add_column("volume", overflow="fold")
+    table.add_column("action", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
+    table.add_column("error / detail", overflow="fold")
+    for v in report.volumes:
+        style = _ACTION_STYLE[v.action]
+        table.add_row(
+            v.name,
+            f"[{style}]{v.action}[/]",
+            v.status or "-",
+            f"{v.duration_s:.1f}s",
+            f"[red]{v.error}[/]" if v.error else v.detail,
+        )
+    stdout.print(table)
+    if report.primary_lost:
+        stdout.print(f"[yellow]{report.primary_lost}[/]: the rest were force-promoted")
+    counts = ", ".join(f"{n} {a}" for a, n in sorted(report.counts().items()))
+    stdout.print(
+        f"{len(report.volumes)} volume(s): {counts} in {report.duration_s:.1f}s; "
+        f"active backend: {report.active_backend}; run {report.run_id}"
+        + (" (interrupted)" if report.interrupted else ""),
+        highlight=False,
+    )

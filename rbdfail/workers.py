@@ -1,15 +1,23 @@
-"""Run one piece of work per volume on a bounded pool of threads.
+"""Run one piece of work per volume on a bounded number of threads.
 
 python-rbd releases the GIL, so threads give real parallelism against Ceph (64 mirror enables
-took 0.73 s from 64 threads against about 64 s one after another, ceph-facts.md). A Ctrl-C
-stops new volumes from starting and lets the running ones finish: a librbd call cannot be
-cancelled, and abandoning it would leave its volume in an unknown state.
+took 0.73 s from 64 threads against about 64 s one after another, ceph-facts.md).
+
+A librbd call cannot be cancelled. So:
+- a Ctrl-C stops new volumes from starting and lets the running ones finish (abandoning one
+  would leave it in an unknown state); a second Ctrl-C gives up waiting;
+- with a time limit, a volume whose work outlives it is given up on: its result is what
+  `on_overrun` says, its thread (a daemon thread, which cannot keep the process alive) is left
+  to finish on its own, and its slot goes to the next volume, so one hung call can never hang
+  the command.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -21,6 +29,7 @@ R = TypeVar("R")
 class Finished(Generic[R]):
     results: list[R | None]  # in the order of the items; None for those never started
     interrupted: bool
+    overran: int = 0  # work given up on at its time limit, its thread possibly still running
 
 
 def run_all(
@@ -28,30 +37,73 @@ def run_all(
     work: Callable[[T], R],
     concurrency: int,
     on_done: Callable[[R], None] = lambda result: None,
+    time_limit: float | None = None,
+    on_overrun: Callable[[T, float], R] | None = None,
 ) -> Finished[R]:
-    """work(item) for every item, at most `concurrency` at once; on_done as each finishes."""
+    """work(item) for every item, at most `concurrency` at once; on_done as each finishes.
+
+    With `time_limit`, work still running that long after it started gets the result
+    on_overrun(item, seconds) instead.
+    """
     results: list[R | None] = [None] * len(items)
-    if not items:
-        return Finished(results, interrupted=False)
-    pool = ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items))))
-    futures: dict[Future[R], int] = {}
-    interrupted = False
+    finished: queue.Queue[tuple[int, R | None, BaseException | None]] = queue.Queue()
+    started_at: dict[int, float] = {}  # running, not yet given up on
+    next_item, interrupted, overran = 0, False, 0
+
+    def run(index: int) -> None:
+        try:
+            finished.put((index, work(items[index]), None))
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            finished.put((index, None, exc))
+
+    def settle(index: int, result: R) -> None:
+        results[index] = result
+        on_done(result)
+
+    while True:
+        while not interrupted and next_item < len(items) and len(started_at) < concurrency:
+            started_at[next_item] = time.monotonic()
+            threading.Thread(target=run, args=(next_item,), daemon=True).start()
+            next_item += 1
+        if not started_at:
+            break
+        try:
+            overran += _collect(finished, started_at, time_limit, settle, on_overrun, items)
+        except KeyboardInterrupt:
+            if interrupted:
+                raise  # the second Ctrl-C: stop waiting
+            interrupted = True
+    return Finished(results, interrupted, overran)
+
+
+def _collect(
+    finished: queue.Queue[tuple[int, R | None, BaseException | None]],
+    started_at: dict[int, float],
+    time_limit: float | None,
+    settle: Callable[[int, R], None],
+    on_overrun: Callable[[T, float], R] | None,
+    items: Sequence[T],
+) -> int:
+    """Wait for the next result, or give up on work past its time limit; how many given up."""
+    wait = None
+    if time_limit is not None:
+        wait = max(0.0, min(started_at.values()) + time_limit - time.monotonic())
     try:
-        futures = {pool.submit(work, item): index for index, item in enumerate(items)}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                results[futures[future]] = result = future.result()
-                on_done(result)
-    except KeyboardInterrupt:
-        interrupted = True
-        for future in futures:
-            future.cancel()  # only those not started yet
-        for future, index in futures.items():
-            if not future.cancelled() and results[index] is None:
-                results[index] = result = future.result()  # let the running ones finish
-                on_done(result)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return Finished(results, interrupted)
+        index, result, error = finished.get(timeout=wait)
+    except queue.Empty:
+        now, overran = time.monotonic(), 0
+        for index, began in list(started_at.items()):
+            if time_limit is not None and now - began >= time_limit:
+                del started_at[index]
+                overran += 1
+                assert on_overrun is not None, "a time limit needs on_overrun"
+                settle(index, on_overrun(items[index], now - began))
+        return overran
+    if index not in started_at:
+        return 0  # given up on already; its result came too late to count
+    del started_at[index]
+    if error is not None:
+        raise error
+    assert result is not None
+    settle(index, result)
+    return 0

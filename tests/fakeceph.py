@@ -45,6 +45,7 @@ from rbdfail.errors import (
     ImageExists,
     ImageNotFound,
     InvalidState,
+    LockHeld,
     OperationTimedOut,
     SiteUnreachable,
 )
@@ -83,6 +84,14 @@ class FakeSite:
     name_set: bool = False
     schedules: dict[str, list[str]] = field(default_factory=dict)  # image -> intervals
     calls: list[tuple[str, str]] = field(default_factory=list)  # (operation, image) in order
+    locks: dict[str, FakeLock] = field(default_factory=dict)
+
+
+@dataclass
+class FakeLock:
+    cookie: str
+    holder: str
+    expires_at: float  # on the world's clock
 
 
 class FakeCeph:
@@ -447,6 +456,20 @@ class FakeCluster(Cluster):
             state = self._enter("remove_snapshot_schedule", name)
             if interval in state.schedules.get(name, []):
                 state.schedules[name].remove(interval)
+
+    def lock(self, name: str, cookie: str, holder: str, duration: int) -> None:
+        with self.world.lock:
+            locks = self._enter("lock").locks
+            held = locks.get(name)
+            if held and held.cookie != cookie and held.expires_at > self.world.clock():
+                raise LockHeld(f"lock {name!r} is held", site=self.site, holder=held.holder)
+            locks[name] = FakeLock(cookie, holder, self.world.clock() + duration)
+
+    def unlock(self, name: str, cookie: str) -> None:
+        with self.world.lock:
+            locks = self._enter("unlock").locks
+            if (held := locks.get(name)) and held.cookie == cookie:
+                del locks[name]
 
 
 def _gated(method: Callable[..., Any]) -> Callable[..., Any]:

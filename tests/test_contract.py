@@ -29,6 +29,7 @@ from rbdfail.errors import (
     ImageExists,
     ImageNotFound,
     InvalidState,
+    LockHeld,
     OperationTimedOut,
     SiteUnreachable,
 )
@@ -337,6 +338,42 @@ def test_snapshot_schedule__add_list_remove_idempotent(sites: TwoSites, image_na
     sites.a.remove_snapshot_schedule(image_name, "1h")
     sites.a.remove_snapshot_schedule(image_name, "1h")
     assert sites.a.snapshot_schedules(image_name) == []
+
+
+# ---- the lock ------------------------------------------------------------------------------
+def test_lock__one_holder_renews__another_is_refused_with_the_holders_text(
+    sites: TwoSites, image_name: str
+) -> None:
+    name = f"{image_name}.lock"
+    sites.b.lock(name, "run-1", "ops@host-a pid 1", duration=30)
+    sites.b.lock(name, "run-1", "ops@host-a pid 1", duration=30)  # a renewal
+    other = sites.connect(sites.b_config, 5)  # another host: its own connection
+    try:
+        with pytest.raises(LockHeld) as caught:
+            other.lock(name, "run-2", "ops@host-b pid 2", duration=30)
+        assert caught.value.holder == "ops@host-a pid 1"
+        assert caught.value.site == "secondary"
+        sites.b.unlock(name, "run-1")
+        sites.b.unlock(name, "run-1")  # released already: no error
+        other.lock(name, "run-2", "ops@host-b pid 2", duration=30)
+        with pytest.raises(LockHeld) as caught:
+            sites.b.lock(name, "run-1", "ops@host-a pid 1", duration=30)
+        assert caught.value.holder == "ops@host-b pid 2"
+        other.unlock(name, "run-2")
+    finally:
+        other.close()
+
+
+def test_lock__of_a_holder_that_died_lapses_after_its_duration(
+    sites: TwoSites, image_name: str
+) -> None:
+    name = f"{image_name}.lock"
+    sites.b.lock(name, "run-1", "dead", duration=1)
+    # Measured on the lab: a 3 s lock was free again 5 s later (the OSD's clock granularity).
+    eventually(
+        lambda: sites.b.lock(name, "run-2", "alive", duration=30) is None, 10.0, (LockHeld,)
+    )
+    sites.b.unlock(name, "run-2")
 
 
 # ---- an unreachable site --------------------------------------------------------------------
