@@ -34,7 +34,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    stop_when_event_set,
+    wait_exponential,
+)
 
 from rbdfail.cluster import Cluster, MirrorInfo, MirrorState
 from rbdfail.config import Config, SiteConfig
@@ -205,6 +211,16 @@ class Options:
     volume_timeout: float
     concurrency: int
     force: bool = False  # a demoted volume not promotable in time is forced, not rolled back
+    # What a forced promote may take: 9-10 s on the lab while the target's rbd-mirror held the
+    # image's exclusive lock (ceph-facts.md). Part of the allowance after a volume's budget.
+    forced_promote_s: float = 15.0
+
+    @property
+    def hard_limit(self) -> float:
+        """When a volume's work is given up on: its budget, then room for what follows a
+        budget spent waiting (a roll-back's two calls, or a forced promote). Only a call that
+        hangs despite the timeouts reaches it."""
+        return self.volume_timeout + 2 * self.connect_timeout + self.forced_promote_s
 
 
 class Observer(Protocol):
@@ -527,9 +543,7 @@ def execute(
         lambda v: _fail_over_one(run, v),
         options.concurrency,
         run.observer.finished,
-        # The hard stop for a call that hangs despite the timeouts: its budget, plus time
-        # for a rollback's two calls.
-        time_limit=options.volume_timeout + 2 * options.connect_timeout,
+        time_limit=options.hard_limit,
         on_overrun=lambda v, seconds: _overrun(run, v, seconds),
     )
     outcomes = {o.name: o for o in finished.results if o is not None}
@@ -656,6 +670,15 @@ def _steps(
     try:
         _promote_when_propagated(run, name, deadline)
     except ImageBusy as exc:
+        if run.lost.is_set():
+            # Demoted, but the source died before its demotion reached the target: it never
+            # will now. The source's copy is not primary, so forcing splits no brain.
+            forced = _force_promote(run, name, outcome)
+            return replace(
+                forced,
+                detail=f"demoted, then {run.sites.source_id} was lost "
+                "before the demotion reached the target: forced",
+            )
         waited = f"not promotable on {target.site} within its {run.options.volume_timeout:g}s"
         if run.options.force:
             forced = _force_promote(run, name, outcome)
@@ -670,10 +693,14 @@ def _promote_when_propagated(run: _Run, name: str, deadline: float) -> None:
     """Non-forced promote, retried while the target says the demotion has not reached it."""
     target = run.sites.target
     run.step(name, "promote", site=target.site)
+    backoff = wait_exponential(multiplier=0.1, max=2)
     for attempt in Retrying(
         retry=retry_if_exception_type(ImageBusy),
-        stop=stop_after_delay(max(0.0, deadline - time.monotonic())),
-        wait=wait_exponential(multiplier=0.1, max=2),
+        # Stop early once the source is lost: its demotion will not arrive any more.
+        stop=stop_after_delay(max(0.0, deadline - time.monotonic()))
+        | stop_when_event_set(run.lost),
+        # Never sleep past the deadline.
+        wait=lambda state: min(backoff(state), max(0.0, deadline - time.monotonic())),
         reraise=True,
     ):
         with attempt:
@@ -709,6 +736,12 @@ def _roll_back(
         except ImageBusy:
             # The target never became primary, so forcing here cannot split the brain.
             source.promote(name, force=True)
+    except UNREACHABLE as exc:
+        # The source went away after the demotion: the target is the only place left to
+        # make it primary, and it is safe there (the source's copy is demoted).
+        run.lose_source(exc)
+        forced = _force_promote(run, name, outcome)
+        return replace(forced, detail=f"{why}; {source.site} lost before the roll-back: forced")
     except CephError as exc:
         return outcome(
             Action.FAILED,

@@ -71,10 +71,11 @@ def fake_site(backend_id: str) -> SiteConfig:
 
 
 @pytest.fixture
-def fake_ceph() -> FakeCeph:
+def fake_ceph() -> Iterator[FakeCeph]:
     world = FakeCeph(replication_delay=0.05)
     world.peer("default", "secondary")
-    return world
+    yield world
+    world.release_hangs()  # let threads left in a hung call end
 
 
 LAB_TESTS = pytest.StashKey[set[str]]()

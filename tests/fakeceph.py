@@ -110,7 +110,11 @@ class FakeCeph:
         # Seconds each operation takes (by method name), spent outside the lock so calls overlap.
         self.latency: dict[str, float] = {}
         # Errors to raise instead of running an operation: (site, method, image) -> error.
-        self.faults: dict[tuple[str, str, str], Exception] = {}
+        self.faults: dict[tuple[str, str, str], BaseException] = {}
+        # Calls that never return, whatever the timeout (until `release_hangs`): (site, method,
+        # image). Ceph's timeouts should prevent these; failover must survive them anyway.
+        self.hangs: set[tuple[str, str, str]] = set()
+        self._released = threading.Event()
         self.in_flight: dict[str, int] = {}
         self.max_in_flight: dict[str, int] = {}
         # (due time, source site, target site, action on the target's pool)
@@ -128,6 +132,9 @@ class FakeCeph:
 
     def thaw(self, site: str) -> None:
         self.sites[site].frozen = False
+
+    def release_hangs(self) -> None:
+        self._released.set()
 
     def connect(self, site: SiteConfig, timeout: float) -> FakeCluster:
         if self.sites[site.backend_id].frozen:
@@ -487,6 +494,8 @@ def _gated(method: Callable[..., Any]) -> Callable[..., Any]:
             )
         if fault := world.faults.get((self.site, operation, image)):
             raise fault
+        if (self.site, operation, image) in world.hangs:
+            world._released.wait()
         with world.lock:
             world.in_flight[operation] = world.in_flight.get(operation, 0) + 1
             world.max_in_flight[operation] = max(

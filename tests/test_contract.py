@@ -370,9 +370,7 @@ def test_lock__of_a_holder_that_died_lapses_after_its_duration(
     name = f"{image_name}.lock"
     sites.b.lock(name, "run-1", "dead", duration=1)
     # Measured on the lab: a 3 s lock was free again 5 s later (the OSD's clock granularity).
-    eventually(
-        lambda: sites.b.lock(name, "run-2", "alive", duration=30) is None, 10.0, (LockHeld,)
-    )
+    eventually(lambda: sites.b.lock(name, "run-2", "alive", duration=30) is None, 10.0, (LockHeld,))
     sites.b.unlock(name, "run-2")
 
 

@@ -1,0 +1,573 @@
+"""Failover on the fake two-site Ceph: the plan, demote-then-force-promote, timeouts, rollback,
+the journal and resuming, concurrency, Ctrl-C and the lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rbdfail import failover
+from rbdfail.cluster import MirrorMode
+from rbdfail.config import Config, load_config
+from rbdfail.errors import ImageNotFound, OperationTimedOut, RbdfailError
+from rbdfail.failover import (
+    Action,
+    FailoverLock,
+    FailoverReport,
+    Options,
+    Plan,
+    VolumeOutcome,
+)
+from rbdfail.state import Journal, State, VolumeRecord, journal_lines, read_state, write_state
+from tests.conftest import fake_site
+from tests.fakeceph import FakeCeph, FakeCluster
+from tests.helpers import eventually
+
+CONNECT_TIMEOUT = 0.3
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    (tmp_path / "rbdfail.yaml").write_text(
+        f"""\
+backend: {{pool: volumes, conf: /fake/default.conf}}
+replication_device: [{{backend_id: secondary, conf: /fake/secondary.conf}}]
+replication_connect_timeout: {CONNECT_TIMEOUT}
+volume_timeout: 5
+volume_types:
+  snap: {{replication_enabled: true, mirror_mode: snapshot}}
+  jour: {{replication_enabled: true, mirror_mode: journal}}
+  plain: {{}}
+volumes:
+  - {{match: "s-*", type: snap}}
+  - {{match: "j-*", type: jour}}
+  - {{match: "*", type: plain}}
+state_dir: {tmp_path / "state"}
+"""
+    )
+    return load_config(tmp_path / "rbdfail.yaml")
+
+
+@pytest.fixture
+def primary(fake_ceph: FakeCeph) -> FakeCluster:
+    return fake_ceph.connect(fake_site("default"), 1)
+
+
+@pytest.fixture
+def secondary(fake_ceph: FakeCeph) -> FakeCluster:
+    return fake_ceph.connect(fake_site("secondary"), 1)
+
+
+def replicated(
+    primary: FakeCluster, secondary: FakeCluster, names: list[str], data: bool = False
+) -> None:
+    for name in names:
+        primary.create_image(name, 1 << 20)
+        if data:
+            primary.write(name, 0, name.encode())
+        primary.enable_mirroring(
+            name, MirrorMode.JOURNAL if name[0] == "j" else MirrorMode.SNAPSHOT
+        )
+    eventually(lambda: set(names) <= set(secondary.list_images()), 2)
+
+
+def volumes(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}-{i:02d}" for i in range(count)]
+
+
+def run(
+    config: Config,
+    world: FakeCeph,
+    state: State | None = None,
+    observer: failover.Observer | None = None,
+    **overrides: object,
+) -> FailoverReport:
+    """One failover to the secondary, as the CLI runs it, lock included."""
+    state = state or read_state(config.state_dir)
+    options = Options(
+        **{  # type: ignore[arg-type]
+            "connect_timeout": CONNECT_TIMEOUT,
+            "volume_timeout": 5.0,
+            "concurrency": 8,
+            "forced_promote_s": 0.5,
+            **overrides,
+        }
+    )
+    sites = failover.connect_sites(config, state, "secondary", world.connect, CONNECT_TIMEOUT)
+    run_id = failover.new_run_id()
+    journal = Journal(config.state_dir, run_id)
+    lock = FailoverLock(sites.target, run_id, "failover to secondary")
+    lock.acquire()
+    try:
+        plan = failover.plan_failover(config, sites, failover.unfinished_run(config, "secondary"))
+        return failover.execute(plan, sites, state, options, journal, config, observer)
+    finally:
+        lock.release()
+
+
+def by_name(report: FailoverReport) -> dict[str, VolumeOutcome]:
+    return {v.name: v for v in report.volumes}
+
+
+def primary_on(cluster: FakeCluster, name: str) -> bool:
+    return cluster.mirror_info(name).primary
+
+
+def calls(world: FakeCeph, site: str, operation: str) -> list[str]:
+    return [image for op, image in world.sites[site].calls if op == operation]
+
+
+class Recorder:
+    """An observer that remembers, and can act at a given step (e.g. freeze a site)."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, str]] = []
+        self.finished_names: list[str] = []
+        self.lost: list[str] = []
+        self.on_step: Callable[[str, str], None] = lambda name, step: None
+        self.on_finished: Callable[[VolumeOutcome], None] = lambda outcome: None
+
+    def step(self, name: str, step: str) -> None:
+        self.steps.append((name, step))
+        self.on_step(name, step)
+
+    def finished(self, outcome: VolumeOutcome) -> None:
+        self.finished_names.append(outcome.name)
+        self.on_finished(outcome)
+
+    def primary_lost(self, reason: str) -> None:
+        self.lost.append(reason)
+
+
+# ---- clean ---------------------------------------------------------------------------------
+def test_clean__every_replicated_volume_demoted_then_promoted_with_its_data(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    names = ["s-1", "s-2", "j-1"]
+    replicated(primary, secondary, names, data=True)
+    primary.create_image("vm-1", 1 << 20)
+
+    report = run(config, fake_ceph)
+
+    assert report.result == "complete" and not report.forced and report.primary_lost is None
+    outcomes = by_name(report)
+    for name in names:
+        assert outcomes[name].action == Action.DEMOTED_PROMOTED, outcomes[name]
+        assert primary_on(secondary, name) and not primary_on(primary, name)
+        assert secondary.read(name, 0, len(name)) == name.encode()
+    assert outcomes["vm-1"].action == Action.NOT_REPLICATED
+    assert outcomes["vm-1"].status == "error"
+    assert calls(fake_ceph, "secondary", "promote").count("s-1") >= 1
+    state = read_state(config.state_dir)
+    assert state.active_backend == "secondary"
+    assert state.volume("vm-1") == VolumeRecord("error", "available")
+    assert report.to_json()["volumes"][0].keys() >= {
+        "name",
+        "action",
+        "status",
+        "error",
+        "duration_s",
+    }
+
+
+def test_clean__a_promote_answering_busy_until_the_demotion_arrives_is_retried_not_forced(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    fake_ceph.replication_delay = 0.6  # the demotion reaches the secondary 0.6 s later
+
+    report = run(config, fake_ceph)
+
+    assert by_name(report)["s-1"].action == Action.DEMOTED_PROMOTED
+    assert len(calls(fake_ceph, "secondary", "promote")) > 1  # ImageBusy, then success
+    assert by_name(report)["s-1"].duration_s >= 0.6
+
+
+def test_rerun__of_a_finished_failover_changes_nothing_and_keeps_previous_statuses(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    primary.create_image("vm-1", 1 << 20)
+    write_state(config.state_dir, State(volumes={"vm-1": VolumeRecord("in-use")}))
+    run(config, fake_ceph)
+    demotes = len(calls(fake_ceph, "default", "demote"))
+
+    again = run(config, fake_ceph)
+
+    assert by_name(again)["s-1"].action == Action.ALREADY_PRIMARY
+    assert again.result == "complete"
+    assert len(calls(fake_ceph, "default", "demote")) == demotes
+    # The second run must not take the first run's `error` as the status to restore.
+    assert read_state(config.state_dir).volume("vm-1") == VolumeRecord("error", "in-use")
+
+
+# ---- the source lost ------------------------------------------------------------------------
+def test_source_unreachable_from_the_start__all_forced_after_one_connect_timeout(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    names = volumes("s", 12)
+    replicated(primary, secondary, names)
+    fake_ceph.freeze("default")
+    fake_ceph.latency["promote"] = 0.05
+
+    started = time.monotonic()
+    report = run(config, fake_ceph, concurrency=4)
+    took = time.monotonic() - started
+
+    assert report.result == "complete" and report.forced
+    assert {v.action for v in report.volumes} == {Action.FORCE_PROMOTED}
+    assert not report.plan.source_reachable
+    assert all(primary_on(secondary, n) for n in names)
+    # One connect timeout, not one per volume: 12 volumes would take 3.6 s one by one.
+    assert took < CONNECT_TIMEOUT * 4, took
+    assert calls(fake_ceph, "default", "demote") == []
+
+
+def test_source_lost_during_the_demotions__no_more_demotes__the_rest_forced(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    names = volumes("s", 10)
+    replicated(primary, secondary, names)
+    recorder = Recorder()
+
+    def freeze_after_two_volumes(name: str, step: str) -> None:
+        if step == "promoted" and sum(s == "promoted" for _, s in recorder.steps) == 2:
+            fake_ceph.freeze("default")
+
+    recorder.on_step = freeze_after_two_volumes
+    report = run(config, fake_ceph, observer=recorder, concurrency=1)
+
+    outcomes = by_name(report)
+    demoted = [n for n in names if outcomes[n].action == Action.DEMOTED_PROMOTED]
+    forced = [n for n in names if outcomes[n].action == Action.FORCE_PROMOTED]
+    assert len(demoted) == 2 and len(forced) == 8, outcomes
+    assert report.primary_lost and "default" in report.primary_lost
+    assert len(recorder.lost) == 1
+    # After the demotion that timed out, no other demotion was started.
+    assert len(calls(fake_ceph, "default", "demote")) == 2  # the third timed out in the gate
+    assert all(primary_on(secondary, n) for n in names)
+    assert report.result == "complete"
+
+
+def test_source_lost_after_a_demotion_before_it_propagated__forced_not_left_nowhere(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1", "s-2"])
+    recorder = Recorder()
+
+    def freeze_at_first_demotion(name: str, step: str) -> None:
+        if step == "demoted":
+            fake_ceph.freeze("default")  # the demotion cannot reach the secondary any more
+
+    recorder.on_step = freeze_at_first_demotion
+    report = run(config, fake_ceph, observer=recorder, concurrency=1, volume_timeout=1.0)
+
+    first, second = report.volumes
+    assert first.action == Action.FORCE_PROMOTED, first
+    assert "default lost" in first.detail and "forced" in first.detail
+    assert second.action == Action.FORCE_PROMOTED
+    assert primary_on(secondary, "s-1") and primary_on(secondary, "s-2")
+    assert report.result == "complete"
+
+
+def test_target_unreachable__refused_and_nothing_touched(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    fake_ceph.freeze("secondary")
+    before = list(fake_ceph.sites["default"].calls)
+
+    with pytest.raises(RbdfailError, match="secondary") as caught:
+        run(config, fake_ceph)
+
+    assert "nothing was changed" in str(caught.value)
+    fake_ceph.thaw("secondary")
+    assert primary_on(primary, "s-1") and not primary_on(secondary, "s-1")
+    changing = {"demote", "promote", "write", "enable", "disable"}
+    assert not [c for c in fake_ceph.sites["default"].calls[len(before) :] if c[0] in changing]
+    assert not (config.state_dir / "state.json").exists()
+
+
+# ---- promotes that do not succeed -------------------------------------------------------------
+def test_promote_never_possible__rolled_back_to_the_source__reported_failed(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1", "s-2"])
+    fake_ceph.replication_delay = 3600  # the demotion never reaches the secondary
+
+    report = run(config, fake_ceph, volume_timeout=0.5)
+
+    for name in ("s-1", "s-2"):
+        outcome = by_name(report)[name]
+        assert outcome.action == Action.FAILED
+        assert outcome.error and "rolled back" in outcome.error
+        assert primary_on(primary, name) and not primary_on(secondary, name)  # never nowhere
+        assert outcome.status == "available"  # nothing moved: statuses are left alone
+    assert report.result == "failed"
+    assert read_state(config.state_dir).active_backend == "default"
+
+
+def test_promote_never_possible_with_force__forced_on_the_target(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    fake_ceph.replication_delay = 3600
+
+    report = run(config, fake_ceph, volume_timeout=0.5, force=True)
+
+    assert by_name(report)["s-1"].action == Action.FORCE_PROMOTED
+    assert primary_on(secondary, "s-1")
+
+
+def test_hung_call__volume_reported_timed_out__the_command_finishes(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1", "s-2", "s-3"])
+    fake_ceph.hangs.add(("secondary", "promote", "s-2"))
+
+    started = time.monotonic()
+    report = run(config, fake_ceph, volume_timeout=0.5)
+
+    assert time.monotonic() - started < 3
+    outcomes = by_name(report)
+    assert outcomes["s-2"].action == Action.FAILED
+    assert outcomes["s-2"].error and "timed out" in outcomes["s-2"].error
+    assert "promote" in outcomes["s-2"].error  # the step it was stuck in
+    assert outcomes["s-1"].action == outcomes["s-3"].action == Action.DEMOTED_PROMOTED
+    assert report.calls_left_running == 1
+    assert report.result == "partial"
+    assert read_state(config.state_dir).volume("s-2").status == "error"
+
+
+def test_image_vanished_from_the_source_mid_run__named_and_the_rest_done(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1", "s-2"])
+    fake_ceph.faults[("default", "demote", "s-1")] = ImageNotFound(
+        "image not found", site="default", image="s-1"
+    )
+
+    report = run(config, fake_ceph)
+
+    outcome = by_name(report)["s-1"]
+    assert outcome.action == Action.FAILED and outcome.error and "vanished" in outcome.error
+    assert by_name(report)["s-2"].action == Action.DEMOTED_PROMOTED
+    assert report.result == "partial"
+
+
+# ---- planning ----------------------------------------------------------------------------------
+def test_plan__replicated_but_not_mirrored_and_no_copy_yet_are_failures_named(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-ok"])
+    primary.create_image("s-unmirrored", 1 << 20)
+    fake_ceph.replication_delay = 3600
+    primary.create_image("s-nocopy", 1 << 20)
+    primary.enable_mirroring("s-nocopy", MirrorMode.SNAPSHOT)
+    sites = failover.connect_sites(config, State(), "secondary", fake_ceph.connect, 1)
+
+    plan = {v.name: v for v in failover.plan_failover(config, sites).volumes}
+
+    assert plan["s-ok"].plan == Plan.DEMOTE_PROMOTE
+    assert plan["s-unmirrored"].plan == Plan.CANNOT
+    assert "enable-mirroring" in plan["s-unmirrored"].reason
+    assert plan["s-nocopy"].plan == Plan.CANNOT and "no copy" in plan["s-nocopy"].reason
+
+
+def test_plan__failover_to_the_backend_itself_is_refused(
+    config: Config, fake_ceph: FakeCeph
+) -> None:
+    with pytest.raises(RbdfailError, match="failback"):
+        failover.connect_sites(config, State(), "default", fake_ceph.connect, 1)
+
+
+# ---- a kill, and the re-run --------------------------------------------------------------------
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs in the dying run (no `end`, no state)."""
+
+
+def test_kill_mid_run_then_rerun__finishes_without_repeating_anything(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    names = volumes("s", 6)
+    replicated(primary, secondary, names)
+    # Dies just after demoting s-03: it is demoted, primary nowhere.
+    fake_ceph.faults[("secondary", "promote", "s-03")] = Killed()
+
+    with pytest.raises(Killed):
+        run(config, fake_ceph, concurrency=1)
+    first_run = next(line["run"] for line in journal_lines(config.state_dir))
+    assert not primary_on(primary, "s-03") and not primary_on(secondary, "s-03")
+    done_before = [n for n in names if primary_on(secondary, n)]
+    assert done_before == ["s-00", "s-01", "s-02"]
+    demotes_before = calls(fake_ceph, "default", "demote")
+
+    del fake_ceph.faults[("secondary", "promote", "s-03")]
+    report = run(config, fake_ceph, concurrency=1)
+
+    assert report.plan.resumes == first_run
+    plans = {v.name: v.plan for v in report.plan.volumes}
+    assert [plans[n] for n in done_before] == [Plan.NOTHING] * 3
+    assert plans["s-03"] == Plan.PROMOTE
+    assert report.result == "complete"
+    assert all(primary_on(secondary, n) for n in names)
+    new_demotes = calls(fake_ceph, "default", "demote")[len(demotes_before) :]
+    assert new_demotes == ["s-04", "s-05"]  # nothing demoted twice
+    events = [line["event"] for line in journal_lines(config.state_dir)]
+    assert events.count("start") == 2 and events.count("end") == 1
+
+
+def test_journal__a_line_per_step_per_volume_in_order_and_no_key_material(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    run(config, fake_ceph)
+
+    lines = list(journal_lines(config.state_dir))
+    steps = [line["step"] for line in lines if line.get("volume") == "s-1"]
+    assert steps == ["demote", "demoted", "promote", "promoted"]
+    assert lines[0]["event"] == "start" and lines[-1]["event"] == "end"
+    text = (config.state_dir / "journal.jsonl").read_text()
+    assert "key" not in text.lower()
+
+
+# ---- concurrency, Ctrl-C ------------------------------------------------------------------------
+def test_concurrency__never_more_volumes_at_once_than_asked(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    names = volumes("s", 24)
+    replicated(primary, secondary, names)
+    fake_ceph.latency.update(demote=0.05, promote=0.05)
+
+    report = run(config, fake_ceph, concurrency=4)
+
+    assert report.result == "complete"
+    assert fake_ceph.max_in_flight["demote"] == 4
+    assert fake_ceph.max_in_flight["promote"] <= 4
+
+
+def test_ctrl_c__no_new_volumes__running_ones_finish__recorded(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    names = volumes("s", 10)
+    replicated(primary, secondary, names)
+    fake_ceph.latency.update(demote=0.1)
+    recorder = Recorder()
+
+    def interrupt_once(outcome: VolumeOutcome) -> None:
+        if len(recorder.finished_names) == 1:
+            raise KeyboardInterrupt
+
+    recorder.on_finished = interrupt_once
+    report = run(config, fake_ceph, observer=recorder, concurrency=2)
+
+    assert report.interrupted and report.result == "partial"
+    outcomes = by_name(report)
+    moved = [n for n in names if outcomes[n].action == Action.DEMOTED_PROMOTED]
+    untouched = [n for n in names if outcomes[n].action == Action.NOT_STARTED]
+    assert len(moved) == 2 and len(untouched) == 8  # the two running ones finished
+    assert all(primary_on(primary, n) for n in untouched)
+    assert all(primary_on(secondary, n) for n in moved)
+    assert list(journal_lines(config.state_dir))[-1]["interrupted"] is True
+    assert read_state(config.state_dir).active_backend == "secondary"
+
+
+# ---- the lock ----------------------------------------------------------------------------------
+def test_lock__a_second_failover_is_refused_naming_the_first(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    holder = json.dumps(
+        {
+            "user": "alice",
+            "host": "ops-host-2",
+            "pid": 4242,
+            "since": "2026-11-25T03:00:00",
+            "run": "r-1",
+            "what": "failover to secondary",
+        }
+    )
+    secondary.lock(failover.LOCK_NAME, "r-1", holder, 30)
+
+    with pytest.raises(RbdfailError, match="another failover is running") as caught:
+        run(config, fake_ceph)
+
+    assert "alice@ops-host-2" in str(caught.value) and "pid 4242" in str(caught.value)
+    assert primary_on(primary, "s-1")  # nothing done
+
+
+def test_lock__of_a_dead_run_on_this_host_is_waited_out(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    holder = json.dumps(
+        {
+            "user": "root",
+            "host": socket.gethostname(),
+            "pid": dead.pid,
+            "since": "earlier",
+            "run": "r-dead",
+            "what": "failover to secondary",
+        }
+    )
+    secondary.lock(failover.LOCK_NAME, "r-dead", holder, 1)  # lapses after 1 s
+    waits: list[str] = []
+    lock = FailoverLock(secondary, "r-new", "failover to secondary")
+
+    lock.acquire(waits.append)
+    lock.release()
+
+    assert waits and "dead run" in waits[0]
+
+
+def test_lock__released_at_the_end_so_the_next_run_may_start(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    run(config, fake_ceph)
+    assert fake_ceph.sites["secondary"].locks == {}
+
+
+# ---- the state dir -------------------------------------------------------------------------------
+def test_state_dir_unusable__refused_before_anything_changes(
+    tmp_path: Path,
+    config: Config,
+    fake_ceph: FakeCeph,
+    primary: FakeCluster,
+    secondary: FakeCluster,
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(RbdfailError, match="state dir"):
+        Journal(blocker / "state", "r")
+    assert primary_on(primary, "s-1")
+
+
+def test_record__non_replicated_previous_status_survives_a_partial_run(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1", "s-2"])
+    primary.create_image("vm-1", 1 << 20)
+    write_state(config.state_dir, State(volumes={"vm-1": VolumeRecord("in-use")}))
+    fake_ceph.faults[("secondary", "promote", "s-2")] = OperationTimedOut(
+        "no answer", site="secondary", image="s-2"
+    )
+
+    report = run(config, fake_ceph)
+
+    assert report.result == "partial"
+    state = read_state(config.state_dir)
+    assert state.volume("vm-1") == VolumeRecord("error", "in-use")
+    assert by_name(report)["s-2"].error and "rolled back" in str(by_name(report)["s-2"].error)
+    assert state.volume("s-2").status == "error"
+    assert os.path.exists(config.state_dir / "journal.jsonl")
