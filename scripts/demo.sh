@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: a guided tour of rbdfail on the real two-site lab.
 # It grows with each capability; today: the lab, setup, volumes of both kinds, mirroring
-# enabled on the replicated ones, and what a dead site looks like.
+# enabled on the replicated ones, what a dead site looks like, and a failover to the
+# secondary with the primary frozen.
 set -euo pipefail
 
 lab_dir=${RBDFAIL_LAB_DIR:-$HOME/.local/state/rbdfail/lab}
@@ -51,7 +52,19 @@ show rbdfail lab freeze primary
 start=$(date +%s)
 show rbdfail status || echo "(exit code $?, after $(( $(date +%s) - start ))s: the secondary is still shown)"
 show rbdfail check --to secondary || echo "(exit code $?: forced failover still possible, see the warning)"
+
+step "3 a.m.: the primary is down. Fail over: first the plan, then for real"
+show rbdfail failover --to secondary --dry-run
+show rbdfail failover --to secondary --yes || echo "(exit code $?)"
+echo "(every replicated volume is primary on the secondary; vm-* became 'error', their status kept)"
+show rbdfail connection-info db-orders
+show rbdfail status || true
+
+step "The primary comes back: its images are still primary there too (split brain)"
 show rbdfail lab thaw primary
+show rbdfail status || echo "(exit code $?: split brain is what failback resolves)"
+echo "The journal of every step, fsynced as it went:"
+show tail -n 4 "$lab_dir/state/journal.jsonl"
 
 step "Done. The lab keeps running for you to try things:"
 echo "  export RBDFAIL_CONFIG=$RBDFAIL_CONFIG"

@@ -115,6 +115,8 @@ class FakeCeph:
         # image). Ceph's timeouts should prevent these; failover must survive them anyway.
         self.hangs: set[tuple[str, str, str]] = set()
         self._released = threading.Event()
+        # Every wait for a frozen site's timeout: (site, operation), in order.
+        self.timeouts: list[tuple[str, str]] = []
         self.in_flight: dict[str, int] = {}
         self.max_in_flight: dict[str, int] = {}
         # (due time, source site, target site, action on the target's pool)
@@ -138,6 +140,8 @@ class FakeCeph:
 
     def connect(self, site: SiteConfig, timeout: float) -> FakeCluster:
         if self.sites[site.backend_id].frozen:
+            with self.lock:
+                self.timeouts.append((site.backend_id, "connect"))
             time.sleep(timeout)
             raise SiteUnreachable(
                 f"no answer from the monitors within {timeout:g}s", site=site.backend_id
@@ -488,6 +492,8 @@ def _gated(method: Callable[..., Any]) -> Callable[..., Any]:
         world, operation = self.world, method.__name__
         image = args[0] if args and isinstance(args[0], str) else ""
         if world.sites[self.site].frozen:
+            with world.lock:
+                world.timeouts.append((self.site, operation))
             time.sleep(self.timeout)
             raise OperationTimedOut(
                 f"no answer within {self.timeout:g}s", site=self.site, image=image or None

@@ -217,17 +217,14 @@ def test_source_unreachable_from_the_start__all_forced_after_one_connect_timeout
     fake_ceph.freeze("default")
     fake_ceph.latency["promote"] = 0.05
 
-    started = time.monotonic()
     report = run(config, fake_ceph, concurrency=4)
-    took = time.monotonic() - started
 
     assert report.result == "complete" and report.forced
     assert {v.action for v in report.volumes} == {Action.FORCE_PROMOTED}
     assert not report.plan.source_reachable
     assert all(primary_on(secondary, n) for n in names)
-    # One connect timeout, not one per volume: 12 volumes would take 3.6 s one by one.
-    assert took < CONNECT_TIMEOUT * 4, took
-    assert calls(fake_ceph, "default", "demote") == []
+    # One connect timeout waited, not one per volume.
+    assert fake_ceph.timeouts == [("default", "connect")]
 
 
 def test_source_lost_during_the_demotions__no_more_demotes__the_rest_forced(
@@ -250,8 +247,9 @@ def test_source_lost_during_the_demotions__no_more_demotes__the_rest_forced(
     assert len(demoted) == 2 and len(forced) == 8, outcomes
     assert report.primary_lost and "default" in report.primary_lost
     assert len(recorder.lost) == 1
-    # After the demotion that timed out, no other demotion was started.
-    assert len(calls(fake_ceph, "default", "demote")) == 2  # the third timed out in the gate
+    # The third demotion timed out; no other was started after it.
+    assert len(calls(fake_ceph, "default", "demote")) == 2
+    assert [t for t in fake_ceph.timeouts if t[1] == "demote"] == [("default", "demote")]
     assert all(primary_on(secondary, n) for n in names)
     assert report.result == "complete"
 
@@ -335,7 +333,9 @@ def test_hung_call__volume_reported_timed_out__the_command_finishes(
     started = time.monotonic()
     report = run(config, fake_ceph, volume_timeout=0.5)
 
-    assert time.monotonic() - started < 3
+    # Reaching this line is the point (the hung call is released only after the test); the
+    # bound only tells a slow finish from a hang when reading a failure.
+    assert time.monotonic() - started < 30
     outcomes = by_name(report)
     assert outcomes["s-2"].action == Action.FAILED
     assert outcomes["s-2"].error and "timed out" in outcomes["s-2"].error

@@ -1,0 +1,209 @@
+"""Failover on the real lab, through the command line: clean, and with the primary frozen.
+
+Data is written before, and read back on the target after: a clean failover carries every
+write (the demotion carries what was not mirrored yet); a forced one carries what had been
+mirrored when the primary stopped answering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from rbdfail import ceph
+from rbdfail.cli import main
+from rbdfail.cluster import Cluster, MirrorMode, MirrorState, ReplayState
+from rbdfail.errors import CephError, ImageNotFound
+from tests.conftest import RunningLab
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.lab
+
+MiB = 1 << 20
+CHUNK = 256 * 1024
+
+
+@pytest.fixture
+def config_file(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
+    """The lab's config, replicating only this test's images, with its own state dir."""
+    config = yaml.safe_load(lab.lab.config_file.read_text())
+    config["volumes"] = [
+        {"match": f"{image_name}-j*", "type": "replicated-journal"},
+        {"match": f"{image_name}-s*", "type": "replicated"},
+        {"match": "*", "type": "standard"},  # other tests' images: never touched
+    ]
+    config["state_dir"] = str(tmp_path / "state")
+    path = tmp_path / "rbdfail.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def sites(lab: RunningLab) -> Iterator[tuple[Cluster, Cluster]]:
+    primary = ceph.connect(lab.config.backend, 5)
+    secondary = ceph.connect(lab.config.replication_devices[0], 5)
+    yield primary, secondary
+    primary.close()
+    secondary.close()
+
+
+def rbdfail(config_file: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(main, ["-c", str(config_file), *args, "--json"])
+    assert result.stdout, result.stderr
+    return result.exit_code, json.loads(result.stdout)
+
+
+def write_chunk(cluster: Cluster, name: str, index: int) -> None:
+    cluster.write(name, index * CHUNK, os.urandom(CHUNK))
+
+
+def digest(cluster: Cluster, name: str) -> str:
+    return hashlib.sha256(cluster.read(name, 0, 4 * CHUNK)).hexdigest()
+
+
+def mirrored_and_replaying(
+    config_file: Path, primary: Cluster, secondary: Cluster, names: list[str]
+) -> None:
+    for name in names:
+        primary.create_image(name, 4 * MiB)
+        write_chunk(primary, name, 0)
+    code, report = rbdfail(config_file, "enable-mirroring")
+    assert code == 0, report
+
+    def replaying() -> bool:
+        statuses = secondary.mirror_statuses()
+        return all(n in statuses and statuses[n].state == ReplayState.REPLAYING for n in names)
+
+    # The lab's rbd-mirror took about 30 s to report a new copy as replaying.
+    eventually(replaying, 120, (ImageNotFound,), interval=1)
+
+
+def remove_everywhere(sites: tuple[Cluster, Cluster], names: list[str]) -> None:
+    """Leave no split brain behind for the tests that follow."""
+    for cluster in sites:
+        for name in names:
+            try:
+                if cluster.mirror_info(name).state != MirrorState.DISABLED:
+                    cluster.disable_mirroring(name, force=True)
+                cluster.remove_image(name)
+            except CephError:
+                pass  # a copy the other site's removal took with it
+
+
+def test_failover__clean__every_write_arrives_and_the_volumes_are_primary_on_the_target(
+    config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    primary, secondary = sites
+    names = [f"{image_name}-s1", f"{image_name}-s2", f"{image_name}-j1"]
+    plain = f"{image_name}-plain"
+    primary.create_image(plain, MiB)
+    try:
+        mirrored_and_replaying(config_file, primary, secondary, names)
+        for name in names:
+            write_chunk(primary, name, 1)  # after the last mirror snapshot: the demotion carries it
+        before = {name: digest(primary, name) for name in names}
+
+        code, report = rbdfail(config_file, "failover", "--to", "secondary", "--yes")
+
+        assert code == 0, report
+        actions = {v["name"]: v["action"] for v in report["volumes"]}
+        assert all(actions[n] == "demoted+promoted" for n in names), actions
+        assert actions[plain] == "not-replicated"
+        assert report["result"] == "complete" and report["forced"] is False
+        for name in names:
+            assert secondary.mirror_info(name).primary
+            assert not primary.mirror_info(name).primary
+            assert digest(secondary, name) == before[name], name
+        state = json.loads((config_file.parent / "state" / "state.json").read_text())
+        assert state["active_backend"] == "secondary"
+        assert state["volumes"][plain] == {"status": "error", "previous_status": "available"}
+
+        code, again = rbdfail(config_file, "failover", "--to", "secondary", "--yes")
+        assert code == 0
+        assert {v["action"] for v in again["volumes"] if v["name"] in names} == {"already-primary"}
+    finally:
+        remove_everywhere(sites, [*names, plain])
+
+
+def test_failover__primary_frozen__forced_with_what_was_mirrored_before_the_freeze(
+    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    primary, secondary = sites
+    snap, journal = f"{image_name}-s1", f"{image_name}-j1"
+    try:
+        mirrored_and_replaying(config_file, primary, secondary, [snap, journal])
+        # Journal mode mirrors every write; snapshot mode only what a mirror snapshot took.
+        write_chunk(primary, journal, 1)
+        expected_journal = digest(primary, journal)
+        eventually(lambda: digest(secondary, journal) == expected_journal, 60, interval=1)
+        expected_snap = digest(primary, snap)  # as enabled: the initial snapshot's content
+        write_chunk(primary, snap, 1)  # never mirrored: no snapshot after it
+
+        lab.lab.freeze("primary")
+        try:
+            code, report = rbdfail(
+                config_file, "failover", "--to", "secondary", "--yes", "--connect-timeout", "3"
+            )
+        finally:
+            lab.lab.thaw("primary")
+
+        assert code == 0, report
+        assert report["forced"] is True and report["primary_lost"]
+        actions = {v["name"]: v["action"] for v in report["volumes"]}
+        assert actions[snap] == actions[journal] == "force-promoted"
+        assert secondary.mirror_info(snap).primary and secondary.mirror_info(journal).primary
+        assert digest(secondary, journal) == expected_journal
+        assert digest(secondary, snap) == expected_snap
+    finally:
+        remove_everywhere(sites, [snap, journal])
+
+
+def test_failover__cli_dry_run_changes_nothing_and_a_held_lock_refuses(
+    config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    primary, secondary = sites
+    name = f"{image_name}-s1"
+    primary.create_image(name, MiB)
+    primary.enable_mirroring(name, MirrorMode.SNAPSHOT)
+    try:
+        eventually(
+            lambda: secondary.mirror_info(name).state == MirrorState.ENABLED,
+            60,
+            (ImageNotFound,),
+            interval=1,
+        )
+        code, plan = rbdfail(config_file, "failover", "--to", "secondary", "--dry-run")
+        assert code == 0
+        assert {v["name"]: v["plan"] for v in plan["volumes"]}[name] == "demote+promote"
+        assert primary.mirror_info(name).primary
+
+        holder = json.dumps(
+            {
+                "user": "bob",
+                "host": "elsewhere",
+                "pid": 1,
+                "since": "now",
+                "run": "r-x",
+                "what": "failover to secondary",
+            }
+        )
+        secondary.lock("rbdfail.failover", "r-x", holder, 30)
+        try:
+            result = CliRunner().invoke(
+                main, ["-c", str(config_file), "failover", "--to", "secondary", "--yes"]
+            )
+        finally:
+            secondary.unlock("rbdfail.failover", "r-x")
+        assert result.exit_code == 1
+        assert "another failover is running" in result.stderr and "bob@elsewhere" in result.stderr
+        assert primary.mirror_info(name).primary
+    finally:
+        remove_everywhere(sites, [name])

@@ -1,0 +1,75 @@
+"""The bounded runner: concurrency, a time limit that gives up on hung work, Ctrl-C."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from rbdfail.workers import run_all
+
+
+def test_run_all__results_in_order_and_never_more_at_once_than_asked() -> None:
+    running, most = 0, 0
+    lock = threading.Lock()
+    gate = threading.Semaphore(0)
+
+    def work(item: int) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        gate.acquire(timeout=0.05)  # overlap: hold the slot for a moment
+        with lock:
+            running -= 1
+        return item * 2
+
+    finished = run_all(list(range(20)), work, concurrency=3)
+    assert finished.results == [i * 2 for i in range(20)]
+    assert most == 3 and not finished.interrupted
+
+
+def test_run_all__work_past_its_time_limit_is_given_up_on_and_its_slot_reused() -> None:
+    release = threading.Event()
+
+    def work(item: str) -> str:
+        if item == "hangs":
+            release.wait()
+        return f"{item} done"
+
+    try:
+        finished = run_all(
+            ["hangs", "a", "b"],
+            work,
+            concurrency=1,
+            time_limit=0.2,
+            on_overrun=lambda item, seconds: f"{item} given up after {seconds:.1f}s",
+        )
+    finally:
+        release.set()
+    assert finished.results[0] is not None and finished.results[0].startswith("hangs given up")
+    assert finished.results[1:] == ["a done", "b done"]
+    assert finished.overran == 1
+
+
+def test_run_all__ctrl_c_starts_nothing_new_and_lets_the_running_finish() -> None:
+    seen: list[str] = []
+
+    def on_done(result: str) -> None:
+        seen.append(result)
+        if len(seen) == 1:
+            raise KeyboardInterrupt
+
+    finished = run_all([str(i) for i in range(10)], lambda item: item, 2, on_done)
+    assert finished.interrupted
+    started = [r for r in finished.results if r is not None]
+    assert 1 <= len(started) <= 2  # the one that finished, and the one running beside it
+    assert finished.results[2:] == [None] * 8
+
+
+def test_run_all__an_unexpected_error_in_work_reaches_the_caller() -> None:
+    def work(item: int) -> int:
+        raise ValueError(f"bug on {item}")
+
+    with pytest.raises(ValueError, match="bug on"):
+        run_all([1], work, 1)
