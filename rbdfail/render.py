@@ -267,11 +267,10 @@ class FailoverProgress:
             TextColumn("[bold]failover to " + plan.target),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[counts]}"),
             TimeElapsedColumn(),
             console=self.console,
         )
-        self._task = self._bar.add_task("", total=self.total, counts="")
+        self._task = self._bar.add_task("", total=self.total)
         self._display = Live(
             console=self.console, get_renderable=self._renderable, refresh_per_second=4
         )
@@ -295,7 +294,8 @@ class FailoverProgress:
         now = time.monotonic()
         for name, (step, since) in longest[: self.SHOWN_IN_FLIGHT]:
             table.add_row(f"  {name}", step, f"{now - since:.0f}s")
-        parts: list[RenderableType] = [self._bar, table]
+        counts = "  ".join(f"{what} {n}" for what, n in self.counts.items())
+        parts: list[RenderableType] = [self._bar, f"  {counts}", table]
         if self.lost:
             parts.insert(0, f"[yellow]{self.lost}: forcing the rest[/]")
         return Group(*parts)
@@ -307,7 +307,6 @@ class FailoverProgress:
             counted = {"demoted": "demoted", "promoted": "promoted", "force-promoted": "forced"}
             if step in counted:
                 self.counts[counted[step]] += 1
-            self._update()
         if not self._live and step in ("roll-back", "rolled-back"):
             self._line(f"{name}: {step}")
 
@@ -316,7 +315,6 @@ class FailoverProgress:
             self.in_flight.pop(outcome.name, None)
             if outcome.action == Action.FAILED:
                 self.counts["failed"] += 1
-            self._update()
             self._bar.advance(self._task)
             done = self._bar.tasks[0].completed
         if not self._live:
@@ -330,11 +328,6 @@ class FailoverProgress:
         self.lost = reason
         if not self._live:
             self._line(f"{reason}: no more demotions, forcing the rest")
-
-    def _update(self) -> None:
-        self._bar.update(
-            self._task, counts=", ".join(f"{n} {what}" for what, n in self.counts.items())
-        )
 
     def _line(self, text: str) -> None:
         self.console.print(f"{time.strftime('%H:%M:%S')} {text}", highlight=False, markup=False)

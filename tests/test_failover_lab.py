@@ -75,7 +75,7 @@ def mirrored_and_replaying(
     for name in names:
         primary.create_image(name, 4 * MiB)
         write_chunk(primary, name, 0)
-    code, report = rbdfail(config_file, "enable-mirroring")
+    code, report = rbdfail(config_file, "enable-mirroring", *names)  # others: not ours
     assert code == 0, report
 
     def replaying() -> bool:
