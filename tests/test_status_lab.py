@@ -161,12 +161,13 @@ def test_status__an_image_labelled_with_an_unknown_type_is_its_own_problem(
     try:
         cluster.create_image(odd, 1 << 20)
         cluster.set_metadata(odd, "rbdfail.volume_type", "replicatd")
+        result = status(lab.lab.config_file, odd, volume)
+        assert result.exit_code == 3  # needs attention; not 2: the config itself is fine
+        problems = json.loads(result.stdout)["problems"]
+        assert (
+            "volume " + odd + ": rbdfail.volume_type names unknown type 'replicatd' "
+            "(did you mean 'replicated'?)" in problems
+        )
     finally:
+        cluster.remove_image(odd)  # a mislabelled image would be every later test's problem
         cluster.close()
-    result = status(lab.lab.config_file, odd, volume)
-    assert result.exit_code == 3  # needs attention; not 2: the config itself is fine
-    problems = json.loads(result.stdout)["problems"]
-    assert (
-        "volume " + odd + ": rbdfail.volume_type names unknown type 'replicatd' "
-        "(did you mean 'replicated'?)" in problems
-    )
