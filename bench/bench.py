@@ -31,7 +31,12 @@ from rbdfail.config import Config, load_config
 from rbdfail.lab import Lab
 
 RBDFAIL = [sys.executable, "-m", "rbdfail"]
-SCENARIOS = {"help": "help_startup", "enable": "enable_mirroring", "status": "status"}
+SCENARIOS = {
+    "help": "help_startup",
+    "enable": "enable_mirroring",
+    "status": "status",
+    "forced": "forced_failover",
+}
 
 
 @dataclass
@@ -152,6 +157,75 @@ class Bench:
             statistics.median(runs["rbdfail"]),
             {"rbd pool status x2": statistics.median(runs["rbd pool status x2"])},
             "<= 0.3 (N=1000)",
+            runs,
+        )
+
+    def mirrored(self, prefix: str) -> list[str]:
+        """N new snapshot-mode volumes, mirrored, each with a usable copy on the secondary."""
+        names = self.images(prefix)
+        timed(self.rbdfail("enable-mirroring", "--concurrency", "200", *names))
+        secondary = ceph.connect(self.config.replication_devices[0], 10)
+        deadline = time.monotonic() + 900
+        try:
+            while True:
+                infos = secondary.mirror_infos()
+                ready = [n for n in names if n in infos and infos[n].state == "enabled"]
+                if len(ready) == len(names):
+                    return names
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {len(ready)} of {len(names)} copies in 15 min")
+                time.sleep(2)
+        finally:
+            secondary.close()
+
+    def forced_failover(self) -> Row:
+        """The primary frozen: `rbdfail failover` vs `rbd mirror pool promote --force` on the
+        secondary. Once each: a forced failover leaves its volumes primary on both sites."""
+        secondary = self.config.replication_devices[0]
+        runs: dict[str, list[float]] = {"rbdfail": [], "rbd pool promote --force": []}
+        lab = Lab(self.config_file.parent)
+        # Earlier scenarios' mirrored volumes would be promoted too: both sides must move N.
+        earlier = [n for n, info in self.primary.mirror_infos().items() if info.primary]
+        self.forget(earlier)
+        copies = ceph.connect(secondary, 10)
+        try:
+            deadline = time.monotonic() + 300
+            while set(earlier) & set(copies.mirror_infos()) and time.monotonic() < deadline:
+                time.sleep(2)
+        finally:
+            copies.close()
+        self.mirrored("db-forced-a")
+        lab.freeze("primary")
+        try:
+            runs["rbd pool promote --force"].append(
+                timed(
+                    [
+                        "rbd",
+                        "-c",
+                        str(secondary.conf),
+                        "--id",
+                        secondary.user,
+                        "mirror",
+                        "pool",
+                        "promote",
+                        "--force",
+                        secondary.pool,
+                    ]
+                )
+            )
+        finally:
+            lab.thaw("primary")
+        self.mirrored("db-forced-b")
+        lab.freeze("primary")
+        try:
+            runs["rbdfail"].append(timed(self.rbdfail("failover", "--to", "secondary", "--yes")))
+        finally:
+            lab.thaw("primary")
+        return Row(
+            f"failover, primary frozen, {self.n} volumes",
+            runs["rbdfail"][0],
+            {"rbd pool promote --force": runs["rbd pool promote --force"][0]},
+            "<= 0.5",
             runs,
         )
 

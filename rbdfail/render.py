@@ -353,8 +353,12 @@ def failover_report(report: FailoverReport) -> None:
             f"[red]{v.error}[/]" if v.error else v.detail,
         )
     stdout.print(table)
-    if report.primary_lost:
-        stdout.print(f"[yellow]{report.primary_lost}[/]: the rest were force-promoted")
+    if report.primary_lost and not plan.source_reachable:
+        stdout.print(f"[yellow]{report.primary_lost}[/]: replicated volumes were force-promoted")
+    elif report.primary_lost:
+        stdout.print(
+            f"[yellow]{report.primary_lost}[/]: the volumes not demoted by then were forced"
+        )
     counts = ", ".join(f"{n} {a}" for a, n in sorted(report.counts().items()))
     stdout.print(
         f"{len(report.volumes)} volume(s): {counts} in {report.duration_s:.1f}s; "
