@@ -135,8 +135,8 @@ def test_failover__clean__every_write_arrives_and_the_volumes_are_primary_on_the
         assert state["volumes"][plain] == {"status": "error", "previous_status": "available"}
 
         code, again = rbdfail(config_file, "failover", "--to", "secondary", "--yes")
-        assert code == 0
-        assert {v["action"] for v in again["volumes"] if v["name"] in names} == {"already-primary"}
+        actions = check_exit(code, again, image_name)
+        assert {actions[n] for n in names} == {"already-primary"}
     finally:
         remove_everywhere(sites, [*names, plain])
 
