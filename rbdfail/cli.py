@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -74,6 +74,15 @@ def _emit_json(document: object) -> None:
     click.echo(json.dumps(document, indent=2, default=str))
 
 
+def _remember_backend(config: Config, volumes: Sequence[Volume]) -> None:
+    """Keep the backend's full listing, for a failover that finds it lost (see state.py)."""
+    from rbdfail.state import remember_volumes
+
+    remember_volumes(
+        config.state_dir, config.backend.backend_id, {v.name: v.volume_type for v in volumes}
+    )
+
+
 def _stderr_progress(message: str) -> None:
     click.echo(f"{time.strftime('%H:%M:%S')} {message}", err=True)
 
@@ -133,6 +142,7 @@ def volumes(app: AppContext, as_json: bool) -> None:
         found = list_volumes(cluster, config)
     finally:
         cluster.close()
+    _remember_backend(config, found)
     if as_json:
         _emit_json([volume.to_json() for volume in found])
     else:
@@ -221,6 +231,9 @@ def status(app: AppContext, images: tuple[str, ...], watch: float | None, as_jso
 
     def show() -> StatusReport:
         report = gather(config, read_state(config.state_dir), ceph.connect, images)
+        backend = report.sites[config.backend.backend_id]
+        if backend.reachable and not images:
+            _remember_backend(config, backend.volumes)
         if as_json:
             click.echo(json.dumps(report.to_json(), default=str, indent=None if watch else 2))
         else:
@@ -286,7 +299,10 @@ def check(app: AppContext, target: str | None, max_lag: float | None, as_json: b
         active = state.active_backend
         target = config.replication_devices[0].backend_id if active == default else default
     config.site(target)  # an unknown id is a usage error, named, before any connection
-    items = run_checks(gather(config, state, ceph.connect), target, max_lag)
+    report = gather(config, state, ceph.connect)
+    if report.sites[config.backend.backend_id].reachable:
+        _remember_backend(config, report.sites[config.backend.backend_id].volumes)
+    items = run_checks(report, target, max_lag)
     if as_json:
         _emit_json(
             {"target": target, "ready": ready(items), "items": [item.to_json() for item in items]}

@@ -46,6 +46,7 @@ from rbdfail.cluster import Cluster, MirrorInfo, MirrorState
 from rbdfail.config import Config, SiteConfig
 from rbdfail.errors import (
     CephError,
+    ConfigError,
     ImageBusy,
     ImageNotFound,
     InvalidState,
@@ -54,7 +55,15 @@ from rbdfail.errors import (
     RbdfailError,
     SiteUnreachable,
 )
-from rbdfail.state import Journal, State, VolumeRecord, journal_lines, write_state
+from rbdfail.state import (
+    Journal,
+    State,
+    VolumeRecord,
+    journal_lines,
+    read_inventory,
+    remember_volumes,
+    write_state,
+)
 from rbdfail.volumes import Volume, list_volumes
 from rbdfail.workers import run_all
 
@@ -135,6 +144,7 @@ class FailoverPlan:
     source_error: str | None  # why the source is taken as lost from the start
     volumes: tuple[PlannedVolume, ...]
     resumes: str | None = None  # the id of the run this one finishes, if one was cut off
+    inventory_taken_at: str | None = None  # when the lost source was last listed, if used
 
     @property
     def forced(self) -> bool:
@@ -153,6 +163,7 @@ class FailoverPlan:
             "source_reachable": self.source_reachable,
             "source_error": self.source_error,
             "resumes": self.resumes,
+            "inventory_taken_at": self.inventory_taken_at,
             "counts": self.counts(),
             "volumes": [v.to_json() for v in self.volumes],
         }
@@ -310,32 +321,65 @@ def plan_failover(config: Config, sites: Sites, resumes: str | None = None) -> F
     if sites.source is not None:
         try:
             volumes = list_volumes(sites.source, config)
+            remember_volumes(
+                config.state_dir, sites.source_id, {v.name: v.volume_type for v in volumes}
+            )
         except UNREACHABLE as exc:  # answered the connect, then went away
             sites.source_error = exc
             sites.source = None
+    remembered: dict[str, str] = {}
+    inventory = None
     if sites.source is None:
-        # Only the copies on the target are known: volumes that exist only on the lost source
-        # (not replicated) cannot be listed, so they cannot be marked `error` now.
+        # Only the copies on the target can be listed; the volumes that exist only on the lost
+        # site (not replicated) come from the last full listing of it, if there is one.
         copies = set(target_infos)
         volumes = [v for v in list_volumes(sites.target, config, target_infos) if v.name in copies]
         volumes = [replace(v, mirroring=None) for v in volumes]
-    planned = tuple(
-        _plan_one(
-            v,
-            target_infos.get(v.name),
+        inventory = read_inventory(config.state_dir)
+        if inventory is not None and inventory.site != sites.source_id:
+            inventory = None
+        if inventory is not None:
+            for name, type_name in inventory.volume_types.items():
+                if name not in copies:
+                    volumes.append(_remembered_volume(config, name, type_name))
+                    remembered[name] = (
+                        f"listed {inventory.taken_at}, before {sites.source_id} was lost"
+                    )
+            volumes.sort(key=lambda v: v.name)
+    planned = []
+    for volume in volumes:
+        one = _plan_one(
+            volume,
+            target_infos.get(volume.name),
             sites.source is not None,
             sites.target.site,
             sites.source_id,
         )
-        for v in volumes
-    )
+        if volume.name in remembered:
+            one = replace(one, reason=f"{one.reason} ({remembered[volume.name]})")
+        planned.append(one)
     return FailoverPlan(
         sites.source_id,
         sites.target.site,
         sites.source is not None,
         None if sites.source_error is None else str(sites.source_error.reason),
-        planned,
+        tuple(planned),
         resumes,
+        inventory.taken_at if sites.source is None and inventory is not None else None,
+    )
+
+
+def _remembered_volume(config: Config, name: str, type_name: str) -> Volume:
+    try:
+        volume_type = config.volume_type(type_name)
+    except ConfigError:  # the type was renamed since: the rules decide
+        volume_type = config.volume_type_for(name)
+    return Volume(
+        name,
+        volume_type.name,
+        volume_type.replicated,
+        volume_type.mirror_mode if volume_type.replicated else None,
+        None,
     )
 
 

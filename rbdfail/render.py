@@ -236,10 +236,16 @@ def failover_plan(plan: FailoverPlan, console: Console = stdout) -> None:
         table.add_row(v.name, v.volume_type, f"[{_PLAN_STYLE[v.plan]}]{v.plan}[/]", v.reason)
     console.print(table)
     if not plan.source_reachable:
+        known = (
+            f"volumes that exist only on {plan.source} are those it had when last listed "
+            f"({plan.inventory_taken_at})"
+            if plan.inventory_taken_at
+            else f"volumes that exist only on {plan.source} are unknown (it was never listed "
+            "by rbdfail from here) and cannot be marked"
+        )
         console.print(
             f"[yellow]{plan.source} is unreachable ({plan.source_error}): replicated volumes "
-            f"will be force-promoted on {plan.target}, and volumes that exist only on "
-            f"{plan.source} cannot be listed or marked.[/]"
+            f"will be force-promoted on {plan.target}; {known}.[/]"
         )
     if plan.resumes:
         console.print(f"finishing the failover run {plan.resumes}, which was cut off")

@@ -5,6 +5,11 @@
 failback can restore it). Until a failover has run, the file does not exist: the backend
 `default` is active and every volume is `available`. It is replaced whole, atomically.
 
+`inventory.json` is the backend's volumes and their types as last listed in full (by `status`,
+`check`, `volumes` or a failover): when the backend's site is lost, a failover lists only the
+copies on the target, and this is how it still knows the volumes that exist only on the lost site
+(not replicated), to mark them `error` as Cinder would.
+
 `journal.jsonl` is append-only: a line per step per volume, flushed and fsynced before the
 next step, so that after a crash or a kill it says exactly what was done, and a re-run of the
 same failover can finish the rest. It never holds key material: nothing rbdfail handles does.
@@ -26,6 +31,7 @@ from rbdfail.errors import RbdfailError
 
 STATE_FILE = "state.json"
 JOURNAL_FILE = "journal.jsonl"
+INVENTORY_FILE = "inventory.json"
 AVAILABLE, ERROR = "available", "error"
 
 
@@ -76,19 +82,53 @@ def read_state(state_dir: Path) -> State:
 
 def write_state(state_dir: Path, state: State) -> None:
     """Replace state.json atomically: a crash leaves the old file or the new, never half."""
-    _ensure_dir(state_dir)
-    path = state_dir / STATE_FILE
-    temporary = path.with_suffix(".json.tmp")
     document = {
         "active_backend": state.active_backend,
         "volumes": {name: asdict(record) for name, record in sorted(state.volumes.items())},
     }
+    _write_atomically(state_dir, STATE_FILE, document)
+
+
+def _write_atomically(state_dir: Path, name: str, document: object) -> None:
+    _ensure_dir(state_dir)
+    path = state_dir / name
+    temporary = path.with_suffix(".tmp")
     with open(temporary, "w") as out:
         json.dump(document, out, indent=2)
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, path)
     _fsync_dir(state_dir)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    site: str
+    taken_at: str  # ISO 8601, UTC
+    volume_types: dict[str, str]  # volume name -> its type's name
+
+
+def remember_volumes(state_dir: Path, site: str, volume_types: dict[str, str]) -> bool:
+    """Record the backend's full listing; best effort (a read-only command run by a user who
+    may not write the state dir must still work): False when it could not be written."""
+    document = {
+        "site": site,
+        "taken_at": _now(),
+        "volume_types": dict(sorted(volume_types.items())),
+    }
+    try:
+        _write_atomically(state_dir, INVENTORY_FILE, document)
+    except (OSError, RbdfailError):
+        return False
+    return True
+
+
+def read_inventory(state_dir: Path) -> Inventory | None:
+    try:
+        raw = json.loads((state_dir / INVENTORY_FILE).read_text())
+        return Inventory(raw["site"], raw["taken_at"], dict(raw["volume_types"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none yet, or unreadable: a cache, never a reason to stop
 
 
 class Journal:

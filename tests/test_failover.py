@@ -571,3 +571,39 @@ def test_record__non_replicated_previous_status_survives_a_partial_run(
     assert by_name(report)["s-2"].error and "rolled back" in str(by_name(report)["s-2"].error)
     assert state.volume("s-2").status == "error"
     assert os.path.exists(config.state_dir / "journal.jsonl")
+
+
+# ---- the inventory: volumes only the lost site had ----------------------------------------
+def test_source_lost__volumes_only_it_had_are_marked_from_its_last_listing(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    primary.create_image("vm-1", 1 << 20)
+    primary.create_image("s-unmirrored", 1 << 20)
+    sites = failover.connect_sites(config, State(), "secondary", fake_ceph.connect, 1)
+    failover.plan_failover(config, sites)  # a dry run lists the backend: remembered
+    fake_ceph.freeze("default")
+
+    report = run(config, fake_ceph)
+
+    outcomes = by_name(report)
+    assert outcomes["s-1"].action == Action.FORCE_PROMOTED
+    assert outcomes["vm-1"].action == Action.NOT_REPLICATED
+    assert outcomes["vm-1"].status == "error" and "listed" in outcomes["vm-1"].detail
+    assert outcomes["s-unmirrored"].action == Action.FAILED  # replicated, no copy anywhere
+    assert report.plan.inventory_taken_at is not None
+    assert read_state(config.state_dir).volume("vm-1") == VolumeRecord("error", "available")
+
+
+def test_source_lost_and_never_listed__only_the_copies_are_known(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    primary.create_image("vm-1", 1 << 20)
+    fake_ceph.freeze("default")
+
+    report = run(config, fake_ceph)
+
+    assert [v.name for v in report.volumes] == ["s-1"]
+    assert report.plan.inventory_taken_at is None
+    assert report.result == "complete"

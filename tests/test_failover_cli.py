@@ -133,3 +133,15 @@ def test_cli__unknown_target_is_a_usage_error_naming_the_known_ones(config_file:
     code, _, err = failover(config_file, "--to", "tertiary", "--yes")
     assert code == 2
     assert "secondary" in err
+
+
+def test_cli__status_before_the_loss_lets_a_forced_failover_mark_the_unreplicated(
+    config_file: Path, fake_ceph: FakeCeph
+) -> None:
+    CliRunner().invoke(main, ["-c", str(config_file), "status", "--json"])
+    fake_ceph.freeze("default")
+    code, out, _ = failover(config_file, "--to", "secondary", "--yes", "--json")
+    assert code == 0
+    volumes = {v["name"]: v for v in json.loads(out)["volumes"]}
+    assert volumes["s-1"]["action"] == "force-promoted"
+    assert volumes["vm-1"]["action"] == "not-replicated" and volumes["vm-1"]["status"] == "error"
