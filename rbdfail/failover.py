@@ -432,6 +432,7 @@ def unfinished_run(config: Config, target: str) -> str | None:
     started: dict[str, str] = {}
     for line in journal_lines(config.state_dir):
         if line.get("event") == "start" and line.get("target") == target:
+            started.pop(line.get("resumes") or "", None)  # taken over by this run
             started[line["run"]] = target
         elif line.get("event") == "end":
             started.pop(line.get("run", ""), None)

@@ -422,6 +422,8 @@ def test_kill_mid_run_then_rerun__finishes_without_repeating_anything(
     assert new_demotes == ["s-04", "s-05"]  # nothing demoted twice
     events = [line["event"] for line in journal_lines(config.state_dir)]
     assert events.count("start") == 2 and events.count("end") == 1
+    # Finished by the second run: a third resumes nothing.
+    assert failover.unfinished_run(config, "secondary") is None
 
 
 def test_journal__a_line_per_step_per_volume_in_order_and_no_key_material(
