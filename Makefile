@@ -17,7 +17,7 @@ help:
 	@echo "make demo    install what is missing, start the lab and walk through rbdfail"
 	@echo "make unit    only the tests that need no Ceph"
 	@echo "make lint    ruff and mypy"
-	@echo "make bench   rbdfail against the alternatives on the lab (N=200 REPS=3)"
+	@echo "make bench   rbdfail against the alternatives on the lab (N=200 REPS=3 ONLY="forced status")"
 	@echo "make clean   stop the demo lab and remove the virtualenv"
 
 deps:
@@ -65,4 +65,4 @@ clean:
 N ?= 200
 REPS ?= 3
 bench: venv
-	$(VENV)/bin/python bench/bench.py --n $(N) --reps $(REPS)
+	$(VENV)/bin/python bench/bench.py --n $(N) --reps $(REPS) $(if $(ONLY),--only $(ONLY))
