@@ -346,6 +346,14 @@ class CephCluster(Cluster):
                     "demotion not propagated yet (read-only)", site=self.site, image=name
                 ) from exc
 
+    def resync(self, name: str) -> None:
+        with self._image(name) as image:
+            image.mirror_image_resync()
+
+    def mirror_status(self, name: str) -> ImageStatus:
+        with self._image(name, read_only=True) as image:
+            return _image_status(image.mirror_image_get_status())
+
     # ---- the pool as a whole ------------------------------------------------------------
     def mirror_infos(self) -> dict[str, MirrorInfo]:
         with self._op():

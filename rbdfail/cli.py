@@ -359,7 +359,8 @@ concurrency_option = click.option(
     "target",
     metavar="BACKEND_ID",
     required=True,
-    help="The replication device to fail over to (its `backend_id`).",
+    help="The replication device to fail over to (its `backend_id`); `default` means "
+    "`rbdfail failback`.",
 )
 @click.option(
     "--dry-run", is_flag=True, help="Show the plan (what each volume would get); change nothing."
@@ -421,13 +422,149 @@ def failover(
     (each named), 1 when nothing could be done (e.g. the target is unreachable: nothing
     is changed), 130 when interrupted (re-run to finish).
     """
+    if target == "default":
+        _switch(
+            app,
+            "failback",
+            None,
+            dry_run,
+            yes,
+            force,
+            (),
+            volume_timeout,
+            connect_timeout,
+            None,
+            concurrency,
+            as_json,
+        )
+    _switch(
+        app,
+        "failover",
+        target,
+        dry_run,
+        yes,
+        force,
+        (),
+        volume_timeout,
+        connect_timeout,
+        None,
+        concurrency,
+        as_json,
+    )
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (runbooks).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="A volume demoted but not promotable on `default` within its timeout is "
+    "force-promoted there, instead of being promoted back where it was.",
+)
+@click.option(
+    "--resync",
+    "resync",
+    multiple=True,
+    metavar="IMAGE",
+    help="Also resync IMAGE if it is primary on both sites (default: only those the journal "
+    "records as force-promoted). Its writes on `default` since the failover are thrown away.",
+)
+@click.option(
+    "--timeout",
+    "volume_timeout",
+    type=click.FloatRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="Wall-clock budget of one volume's switch (default: `volume_timeout`).",
+)
+@click.option(
+    "--resync-timeout",
+    type=click.FloatRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="How long a resync may take before its volume is given up on (default: 900).",
+)
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="Connect and per-call timeout (default: `replication_connect_timeout`).",
+)
+@concurrency_option
+@json_option
+@click.pass_obj
+def failback(
+    app: AppContext,
+    dry_run: bool,
+    yes: bool,
+    force: bool,
+    resync: tuple[str, ...],
+    volume_timeout: float | None,
+    resync_timeout: float | None,
+    connect_timeout: float | None,
+    concurrency: int | None,
+    as_json: bool,
+) -> None:
+    """Bring every replicated volume back to the original backend (`default`).
+
+    After a clean failover each volume is demoted on the active site and promoted on
+    `default`. After a forced one, `default` still holds its image as primary (split
+    brain): that copy is demoted, resynced from the active site (rbd-mirror copies it
+    anew: its writes since the failover are lost), and switched once it replays. Only
+    what the journal records as force-promoted is resynced, or what --resync names.
+    Volumes that failover set to `error` get their previous status back. Same plan,
+    confirmation, journal, lock and exit codes as failover; `failover --to default` is
+    the same command.
+
+    \b
+    Examples:
+      rbdfail failback --dry-run
+      rbdfail failback --yes --json > failback.json
+
+    Exit 0 when every replicated volume is primary on `default`, 3 when some failed,
+    1 when nothing could be done, 130 when interrupted (re-run to finish).
+    """
+    _switch(
+        app,
+        "failback",
+        None,
+        dry_run,
+        yes,
+        force,
+        resync,
+        volume_timeout,
+        connect_timeout,
+        resync_timeout,
+        concurrency,
+        as_json,
+    )
+
+
+def _switch(
+    app: AppContext,
+    operation: str,
+    target: str | None,
+    dry_run: bool,
+    yes: bool,
+    force: bool,
+    resync: tuple[str, ...],
+    volume_timeout: float | None,
+    connect_timeout: float | None,
+    resync_timeout: float | None,
+    concurrency: int | None,
+    as_json: bool,
+) -> NoReturn:
+    """Failover or failback: connect, lock, plan, confirm, execute with progress, report."""
     from rbdfail import ceph, render
+    from rbdfail import failback as back
     from rbdfail import failover as engine
     from rbdfail.state import Journal, read_state
 
     if not dry_run and not yes and not sys.stdin.isatty():
         raise click.UsageError(
-            "refusing to fail over without confirmation: no terminal to ask on; "
+            f"refusing to {operation} without confirmation: no terminal to ask on; "
             "pass --yes (runbooks) or --dry-run"
         )
     config = app.config()
@@ -437,34 +574,48 @@ def failover(
         volume_timeout=volume_timeout or config.volume_timeout,
         concurrency=concurrency or config.concurrency,
         force=force,
+        **({"resync_timeout": resync_timeout} if resync_timeout else {}),
     )
     say = _stderr_progress
-    say(
-        f"connecting to {target} and probing {config.backend.backend_id} "
-        f"(up to {options.connect_timeout:g}s)"
-    )
-    sites = engine.connect_sites(config, state, target, ceph.connect, options.connect_timeout)
+    if operation == "failback":
+        say(
+            f"connecting to {config.backend.backend_id} and probing {state.active_backend} "
+            f"(up to {options.connect_timeout:g}s)"
+        )
+        sites = back.connect_failback_sites(config, state, ceph.connect, options.connect_timeout)
+    else:
+        assert target is not None
+        say(
+            f"connecting to {target} and probing {config.backend.backend_id} "
+            f"(up to {options.connect_timeout:g}s)"
+        )
+        sites = engine.connect_sites(config, state, target, ceph.connect, options.connect_timeout)
     if sites.source_error is not None:
-        say(f"{config.backend.backend_id} is unreachable: {sites.source_error.reason}")
+        say(f"{sites.source_id} is unreachable: {sites.source_error.reason}")
+    target_id = sites.target.site
     report = None
     try:
         lock = None
         if not dry_run:
             run_id = engine.new_run_id()
             journal = Journal(config.state_dir, run_id)  # an unusable state dir fails here
-            lock = engine.FailoverLock(sites.target, run_id, f"failover to {target}")
+            lock = engine.FailoverLock(sites.target, run_id, f"{operation} to {target_id}")
             lock.acquire(say)
         try:
-            plan = engine.plan_failover(config, sites, engine.unfinished_run(config, target))
+            resumes = engine.unfinished_run(config, target_id)
+            if operation == "failback":
+                plan = back.plan_failback(config, sites, resync, resumes)
+            else:
+                plan = engine.plan_failover(config, sites, resumes)
             if dry_run:
                 if as_json:
                     _emit_json({"dry_run": True, **plan.to_json()})
                 else:
                     render.failover_plan(plan)
-                return
+                sys.exit(EXIT_OK)
             if not yes:
                 render.failover_plan(plan, render.stderr)
-                click.confirm(f"Fail over to {target}?", abort=True, err=True)
+                click.confirm(f"{operation.capitalize()} to {target_id}?", abort=True, err=True)
             with render.FailoverProgress(plan) as progress:
                 report = engine.execute(plan, sites, state, options, journal, config, progress)
         finally:

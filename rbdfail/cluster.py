@@ -188,6 +188,16 @@ class Cluster(ABC):
     @abstractmethod
     def promote(self, name: str, force: bool = False) -> None: ...
 
+    @abstractmethod
+    def resync(self, name: str) -> None:
+        """Have this site's rbd-mirror throw its copy away and copy the primary anew (for a
+        copy whose history split from the primary's). InvalidState on a primary image. The
+        copy may vanish from the pool's listing while it is re-copied."""
+
+    @abstractmethod
+    def mirror_status(self, name: str) -> ImageStatus:
+        """This site's rbd-mirror status of one image."""
+
     # the pool as a whole
     @abstractmethod
     def mirror_infos(self) -> dict[str, MirrorInfo]:

@@ -42,7 +42,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from rbdfail.cluster import Cluster, MirrorInfo, MirrorState
+from rbdfail.cluster import Cluster, MirrorInfo, MirrorState, ReplayState
 from rbdfail.config import Config, SiteConfig
 from rbdfail.errors import (
     CephError,
@@ -82,6 +82,8 @@ class Plan(StrEnum):
     FORCE_PROMOTE = "force-promote"  # the source is unreachable
     NOTHING = "nothing"  # primary on the target already
     MARK_ERROR = "mark-error"  # not replicated: becomes `error`, its previous status kept
+    RESTORE = "restore"  # failback of a volume that did not move: its status comes back
+    RESYNC = "resync+switch"  # split brain after a forced failover: resync the stale copy first
     CANNOT = "cannot"  # replicated by type, but cannot be failed over (the reason says why)
 
 
@@ -89,15 +91,27 @@ class Action(StrEnum):
     """What was done to one volume (the `action` of the JSON report)."""
 
     DEMOTED_PROMOTED = "demoted+promoted"
+    RESYNCED_PROMOTED = "resynced+promoted"
     FORCE_PROMOTED = "force-promoted"
     ALREADY_PRIMARY = "already-primary"
     NOT_REPLICATED = "not-replicated"
+    RESTORED = "restored"  # failback: not replicated, its status restored
     FAILED = "failed"
     NOT_STARTED = "not-started"  # Ctrl-C before its turn: untouched
 
     @property
     def succeeded(self) -> bool:
-        return self in (Action.DEMOTED_PROMOTED, Action.FORCE_PROMOTED, Action.ALREADY_PRIMARY)
+        return self in (
+            Action.DEMOTED_PROMOTED,
+            Action.RESYNCED_PROMOTED,
+            Action.FORCE_PROMOTED,
+            Action.ALREADY_PRIMARY,
+        )
+
+    @property
+    def moves(self) -> bool:
+        """False for the volumes that are not replicated: they only change status."""
+        return self not in (Action.NOT_REPLICATED, Action.RESTORED)
 
 
 @dataclass(frozen=True)
@@ -145,6 +159,7 @@ class FailoverPlan:
     volumes: tuple[PlannedVolume, ...]
     resumes: str | None = None  # the id of the run this one finishes, if one was cut off
     inventory_taken_at: str | None = None  # when the lost source was last listed, if used
+    operation: str = "failover"  # or "failback"
 
     @property
     def forced(self) -> bool:
@@ -158,6 +173,7 @@ class FailoverPlan:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "operation": self.operation,
             "source": self.source,
             "target": self.target,
             "source_reachable": self.source_reachable,
@@ -187,7 +203,7 @@ class FailoverReport:
     @property
     def result(self) -> str:
         """complete: every replicated volume is primary on the target; failed: none is."""
-        replicated = [v for v in self.volumes if v.action != Action.NOT_REPLICATED]
+        replicated = [v for v in self.volumes if v.action.moves]
         good = sum(v.action.succeeded for v in replicated)
         if good == len(replicated) and not self.interrupted:
             return "complete"
@@ -201,6 +217,7 @@ class FailoverReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "operation": self.plan.operation,
             "target": self.plan.target,
             "source": self.plan.source,
             "result": self.result,
@@ -225,6 +242,7 @@ class Options:
     # What a forced promote may take: 9-10 s on the lab while the target's rbd-mirror held the
     # image's exclusive lock (ceph-facts.md). Part of the allowance after a volume's budget.
     forced_promote_s: float = 15.0
+    resync_timeout: float = 900.0  # failback: a stale copy's re-copy, before its switch
 
     @property
     def hard_limit(self) -> float:
@@ -232,6 +250,9 @@ class Options:
         budget spent waiting (a roll-back's two calls, or a forced promote). Only a call that
         hangs despite the timeouts reaches it."""
         return self.volume_timeout + 2 * self.connect_timeout + self.forced_promote_s
+
+    def limit_for(self, volume: PlannedVolume) -> float:
+        return self.hard_limit + (self.resync_timeout if volume.plan == Plan.RESYNC else 0)
 
 
 class Observer(Protocol):
@@ -291,6 +312,13 @@ def connect_sites(
             f"the active backend is {state.active_backend!r}, not {source_site.backend_id!r}",
             hint="fail back first (`rbdfail failback`), then fail over to another device",
         )
+    return connect_pair(source_site, target_site, connect, timeout, "fail over")
+
+
+def connect_pair(
+    source_site: SiteConfig, target_site: SiteConfig, connect: Connect, timeout: float, what: str
+) -> Sites:
+    """Connect to the target and probe the source at once: one connect timeout in all."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         target_future = pool.submit(connect, target_site, timeout)
         source_future = pool.submit(connect, source_site, timeout)
@@ -300,7 +328,7 @@ def connect_sites(
         if source_error is None:
             source_future.result().close()
         raise RbdfailError(
-            f"cannot fail over: {target_error}",
+            f"cannot {what}: {target_error}",
             hint="nothing was changed on any site; the target must answer before any volume "
             "is demoted. Check it with `rbdfail status`",
         ) from target_error
@@ -574,6 +602,7 @@ def execute(
         run.lost_reason = f"{sites.source_id} unreachable: {sites.source_error.reason}"
     journal.write(
         "start",
+        operation=plan.operation,
         target=plan.target,
         source=plan.source,
         resumes=plan.resumes,
@@ -588,7 +617,7 @@ def execute(
         lambda v: _fail_over_one(run, v),
         options.concurrency,
         run.observer.finished,
-        time_limit=options.hard_limit,
+        time_limit=options.limit_for,
         on_overrun=lambda v, seconds: _overrun(run, v, seconds),
     )
     outcomes = {o.name: o for o in finished.results if o is not None}
@@ -615,18 +644,23 @@ def execute(
         finished.overran,
     )
     journal.write(
-        "end", result=report.result, counts=report.counts(), interrupted=finished.interrupted
+        "end",
+        operation=plan.operation,
+        result=report.result,
+        counts=report.counts(),
+        interrupted=finished.interrupted,
     )
     return report
 
 
-_WORK = (Plan.DEMOTE_PROMOTE, Plan.PROMOTE, Plan.FORCE_PROMOTE)
+_WORK = (Plan.DEMOTE_PROMOTE, Plan.PROMOTE, Plan.FORCE_PROMOTE, Plan.RESYNC)
 
 
 def _known_outcome(volume: PlannedVolume) -> VolumeOutcome:
     action = {
         Plan.NOTHING: Action.ALREADY_PRIMARY,
         Plan.MARK_ERROR: Action.NOT_REPLICATED,
+        Plan.RESTORE: Action.RESTORED,
         Plan.CANNOT: Action.FAILED,
     }[volume.plan]
     error = volume.reason if action == Action.FAILED else None
@@ -637,14 +671,14 @@ def _record(
     state: State, plan: FailoverPlan, outcomes: Sequence[VolumeOutcome]
 ) -> tuple[list[VolumeOutcome], State]:
     """Each volume's status afterwards, and the new state (the old one when nothing moved)."""
-    moved = any(o.action.succeeded for o in outcomes)
+    moved = any(o.action.succeeded or o.action == Action.RESTORED for o in outcomes)
     records = dict(state.volumes)
     final = []
     for outcome in outcomes:
         before = state.volume(outcome.name)
         if not moved or outcome.action == Action.NOT_STARTED:
             after = before
-        elif outcome.action.succeeded:
+        elif outcome.action.succeeded or outcome.action == Action.RESTORED:
             after = before.restored()
         else:
             after = before.as_error()
@@ -692,7 +726,14 @@ def _steps(
 ) -> VolumeOutcome:
     name, source, target = volume.name, run.sites.source, run.sites.target
     demoted = volume.plan == Plan.PROMOTE
-    if volume.plan == Plan.DEMOTE_PROMOTE and not run.lost.is_set():
+    resynced = False
+    if volume.plan == Plan.RESYNC and not run.lost.is_set():
+        stale = _resync_stale_copy(run, name)
+        if stale is not None:
+            return outcome(Action.FAILED, stale)
+        resynced = True
+        deadline = time.monotonic() + run.options.volume_timeout  # the switch's own budget
+    if volume.plan in (Plan.DEMOTE_PROMOTE, Plan.RESYNC) and not run.lost.is_set():
         assert source is not None
         run.step(name, "demote", site=source.site)
         try:
@@ -731,7 +772,37 @@ def _steps(
         return _roll_back(run, name, f"{waited} ({exc.reason})", outcome)
     except CephError as exc:
         return _roll_back(run, name, f"promote on {target.site} failed: {exc.reason}", outcome)
+    if resynced:
+        return outcome(Action.RESYNCED_PROMOTED, detail=f"resynced, primary on {target.site}")
     return outcome(Action.DEMOTED_PROMOTED, detail=f"primary on {target.site}")
+
+
+def _resync_stale_copy(run: _Run, name: str) -> str | None:
+    """Split brain: demote the target's stale primary, have it re-copied from the source, wait
+    until it replays. None when done; else why not (the source stays primary: not nowhere)."""
+    target = run.sites.target
+    if target.mirror_info(name).primary:
+        run.step(name, "demote-stale", site=target.site)
+        target.demote(name)
+    run.step(name, "resync", site=target.site)
+    target.resync(name)
+    deadline = time.monotonic() + run.options.resync_timeout
+    state = "not reported yet"
+    while time.monotonic() < deadline:
+        try:
+            status = target.mirror_status(name)
+            state = status.state
+            if status.state == ReplayState.REPLAYING:
+                run.step(name, "resynced", site=target.site)
+                return None
+        except ImageNotFound:
+            state = "being re-copied"  # the daemon deletes the copy, then copies it anew
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    return (
+        f"the resync on {target.site} did not finish within {run.options.resync_timeout:g}s "
+        f"(last: {state}); it is still primary on {run.sites.source_id}: run failback again "
+        "later, or raise --resync-timeout"
+    )
 
 
 def _promote_when_propagated(run: _Run, name: str, deadline: float) -> None:

@@ -213,13 +213,17 @@ _PLAN_STYLE = {
     Plan.FORCE_PROMOTE: "yellow",
     Plan.NOTHING: "dim",
     Plan.MARK_ERROR: "dim",
+    Plan.RESTORE: "dim",
+    Plan.RESYNC: "yellow",
     Plan.CANNOT: "red",
 }
 _ACTION_STYLE = {
     Action.DEMOTED_PROMOTED: "green",
+    Action.RESYNCED_PROMOTED: "green",
     Action.FORCE_PROMOTED: "yellow",
     Action.ALREADY_PRIMARY: "dim",
     Action.NOT_REPLICATED: "dim",
+    Action.RESTORED: "dim",
     Action.FAILED: "red",
     Action.NOT_STARTED: "yellow",
 }
@@ -262,7 +266,8 @@ class FailoverProgress:
     def __init__(self, plan: FailoverPlan) -> None:
         self.console = Console(stderr=True)
         self.total = sum(
-            v.plan in (Plan.DEMOTE_PROMOTE, Plan.PROMOTE, Plan.FORCE_PROMOTE) for v in plan.volumes
+            v.plan in (Plan.DEMOTE_PROMOTE, Plan.PROMOTE, Plan.FORCE_PROMOTE, Plan.RESYNC)
+            for v in plan.volumes
         )
         self.counts = {"demoted": 0, "promoted": 0, "forced": 0, "failed": 0}
         self.in_flight: dict[str, tuple[str, float]] = {}  # volume -> (step, since)
@@ -270,7 +275,7 @@ class FailoverProgress:
         self._lock = threading.Lock()
         self._live = self.console.is_terminal
         self._bar = Progress(
-            TextColumn("[bold]failover to " + plan.target),
+            TextColumn(f"[bold]{plan.operation} to {plan.target}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -281,12 +286,13 @@ class FailoverProgress:
             console=self.console, get_renderable=self._renderable, refresh_per_second=4
         )
         self._target = plan.target
+        self._operation = plan.operation
 
     def __enter__(self) -> FailoverProgress:
         if self._live:
             self._display.start()
         else:
-            self._line(f"failover to {self._target}: {self.total} volume(s) to move")
+            self._line(f"{self._operation} to {self._target}: {self.total} volume(s) to move")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -313,7 +319,7 @@ class FailoverProgress:
             counted = {"demoted": "demoted", "promoted": "promoted", "force-promoted": "forced"}
             if step in counted:
                 self.counts[counted[step]] += 1
-        if not self._live and step in ("roll-back", "rolled-back"):
+        if not self._live and step in ("roll-back", "rolled-back", "resync", "resynced"):
             self._line(f"{name}: {step}")
 
     def finished(self, outcome: VolumeOutcome) -> None:
@@ -342,7 +348,8 @@ class FailoverProgress:
 def failover_report(report: FailoverReport) -> None:
     plan = report.plan
     table = Table(
-        title=f"failover {plan.source} -> {plan.target}: {report.result}", title_justify="left"
+        title=f"{plan.operation} {plan.source} -> {plan.target}: {report.result}",
+        title_justify="left",
     )
     table.add_column("volume", overflow="fold")
     table.add_column("action", no_wrap=True)

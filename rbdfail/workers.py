@@ -37,17 +37,24 @@ def run_all(
     work: Callable[[T], R],
     concurrency: int,
     on_done: Callable[[R], None] = lambda result: None,
-    time_limit: float | None = None,
+    time_limit: float | Callable[[T], float] | None = None,
     on_overrun: Callable[[T, float], R] | None = None,
 ) -> Finished[R]:
     """work(item) for every item, at most `concurrency` at once; on_done as each finishes.
 
-    With `time_limit`, work still running that long after it started gets the result
-    on_overrun(item, seconds) instead.
+    With `time_limit` (seconds, or seconds per item), work still running that long after it
+    started gets the result on_overrun(item, seconds) instead.
     """
+    limit_of: Callable[[T], float] | None = (
+        None
+        if time_limit is None
+        else time_limit
+        if callable(time_limit)
+        else lambda item: time_limit
+    )
     results: list[R | None] = [None] * len(items)
     finished: queue.Queue[tuple[int, R | None, BaseException | None]] = queue.Queue()
-    started_at: dict[int, float] = {}  # running, not yet given up on
+    deadlines: dict[int, float] = {}  # running, not yet given up on: index -> give up at
     next_item, interrupted, overran = 0, False, 0
 
     def run(index: int) -> None:
@@ -61,14 +68,15 @@ def run_all(
         on_done(result)
 
     while True:
-        while not interrupted and next_item < len(items) and len(started_at) < concurrency:
-            started_at[next_item] = time.monotonic()
+        while not interrupted and next_item < len(items) and len(deadlines) < concurrency:
+            limit = limit_of(items[next_item]) if limit_of else float("inf")
+            deadlines[next_item] = time.monotonic() + limit
             threading.Thread(target=run, args=(next_item,), daemon=True).start()
             next_item += 1
-        if not started_at:
+        if not deadlines:
             break
         try:
-            overran += _collect(finished, started_at, time_limit, settle, on_overrun, items)
+            overran += _collect(finished, deadlines, settle, on_overrun, items, limit_of)
         except KeyboardInterrupt:
             if interrupted:
                 raise  # the second Ctrl-C: stop waiting
@@ -78,30 +86,30 @@ def run_all(
 
 def _collect(
     finished: queue.Queue[tuple[int, R | None, BaseException | None]],
-    started_at: dict[int, float],
-    time_limit: float | None,
+    deadlines: dict[int, float],
     settle: Callable[[int, R], None],
     on_overrun: Callable[[T, float], R] | None,
     items: Sequence[T],
+    limit_of: Callable[[T], float] | None,
 ) -> int:
     """Wait for the next result, or give up on work past its time limit; how many given up."""
-    wait = None
-    if time_limit is not None:
-        wait = max(0.0, min(started_at.values()) + time_limit - time.monotonic())
+    soonest = min(deadlines.values())
+    wait = None if soonest == float("inf") else max(0.0, soonest - time.monotonic())
     try:
         index, result, error = finished.get(timeout=wait)
     except queue.Empty:
         now, overran = time.monotonic(), 0
-        for index, began in list(started_at.items()):
-            if time_limit is not None and now - began >= time_limit:
-                del started_at[index]
+        for index, give_up_at in list(deadlines.items()):
+            if now >= give_up_at:
+                del deadlines[index]
                 overran += 1
-                assert on_overrun is not None, "a time limit needs on_overrun"
-                settle(index, on_overrun(items[index], now - began))
+                assert on_overrun is not None and limit_of is not None, "limit needs on_overrun"
+                limit = limit_of(items[index])
+                settle(index, on_overrun(items[index], now - give_up_at + limit))
         return overran
-    if index not in started_at:
+    if index not in deadlines:
         return 0  # given up on already; its result came too late to count
-    del started_at[index]
+    del deadlines[index]
     if error is not None:
         raise error
     assert result is not None

@@ -69,6 +69,10 @@ class FakeImage:
     # replicated to it (journal mode reports the difference in entries, snapshot mode in time).
     version: int = 0
     written_at: float = 0.0
+    # Its history split from the primary's (it was primary while the peer was force-promoted):
+    # it cannot replay, nor take the peer's demotion, until resynced.
+    split_brain: bool = False
+    resyncing: bool = False
 
 
 @dataclass
@@ -352,8 +356,36 @@ class FakeCluster(Cluster):
                     site=self.site,
                     image=name,
                 )
-            image.primary, image.orphan = True, False
+            for other in self._peer_images(image.global_id):
+                if other.primary:  # forced while the peer is primary: their histories split
+                    other.split_brain = True
+            image.primary, image.orphan, image.split_brain = True, False, False
             self.world.replicate_later(self.site, _peer_promoted(image.global_id))
+
+    def resync(self, name: str) -> None:
+        with self.world.lock:
+            image = self._get(self._enter("resync", name), name)
+            if image.primary:
+                raise InvalidState("cannot resync a primary image", site=self.site, image=name)
+            image.resyncing = True
+            for site in self.world.sites.values():
+                source = _by_global_id(site, image.global_id)
+                if site.backend_id != self.site and source is not None and source.primary:
+                    self.world.replicate_later(site.backend_id, _resynced(image.global_id, source))
+
+    def mirror_status(self, name: str) -> ImageStatus:
+        with self.world.lock:
+            image = self._get(self._enter("mirror_status", name), name)
+            if image.mirror_state == MirrorState.DISABLED:
+                raise ImageNotFound("image is not mirrored", site=self.site, image=name)
+            return self._status(image, datetime.now(UTC))
+
+    def _peer_images(self, global_id: str) -> list[FakeImage]:
+        return [
+            image
+            for site in self.world.sites.values()
+            if site.backend_id != self.site and (image := _by_global_id(site, global_id))
+        ]
 
     # ---- the pool ---------------------------------------------------------------------------
     def mirror_infos(self) -> dict[str, MirrorInfo]:
@@ -379,6 +411,10 @@ class FakeCluster(Cluster):
     def _daemon_status(self, image: FakeImage, now: datetime) -> ImageStatus:
         if image.primary:
             return ImageStatus(ReplayState.STOPPED, "local image is primary", now, True)
+        if image.resyncing:
+            return ImageStatus(ReplayState.SYNCING, "syncing", now, True)
+        if image.split_brain:
+            return ImageStatus(ReplayState.ERROR, "split-brain", now, True)
         primary = next(
             (
                 (site, other)
@@ -573,7 +609,8 @@ def _set_data(source: FakeImage) -> Callable[[FakeSite], None]:
 
 def _peer_demoted(global_id: str) -> Callable[[FakeSite], None]:
     def apply(site: FakeSite) -> None:
-        if (image := _by_global_id(site, global_id)) and not image.primary:
+        image = _by_global_id(site, global_id)
+        if image and not image.primary and not image.split_brain:
             image.orphan = True
 
     return apply
@@ -583,6 +620,20 @@ def _peer_promoted(global_id: str) -> Callable[[FakeSite], None]:
     def apply(site: FakeSite) -> None:
         if (image := _by_global_id(site, global_id)) and not image.primary:
             image.orphan = False
+
+    return apply
+
+
+def _resynced(global_id: str, source: FakeImage) -> Callable[[FakeSite], None]:
+    """The copy is thrown away and copied anew from the primary, as it is when applied."""
+
+    def apply(site: FakeSite) -> None:
+        image = _by_global_id(site, global_id)
+        if image is None or image.primary or not image.resyncing or not source.primary:
+            return
+        image.data = bytearray(source.data)
+        image.version, image.written_at = source.version, source.written_at
+        image.split_brain = image.resyncing = image.orphan = False
 
     return apply
 

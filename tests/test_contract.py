@@ -278,6 +278,35 @@ def test_forced_promote__while_peer_is_primary__leaves_both_primary(
     assert sites.a.mirror_info(image_name).primary is True  # split brain
 
 
+def test_split_brain__demote_resync_then_switch_back__the_copy_takes_the_primarys_data(
+    sites: TwoSites, image_name: str
+) -> None:
+    """The failback after a forced failover, as measured on the lab (ceph-facts.md)."""
+    mirrored(sites, image_name)
+    sites.b.promote(image_name, force=True)  # a forced failover: both primary
+    payload = b"written on b after the failover" * 64
+    sites.b.write(image_name, 0, payload)
+    sites.a.write(image_name, 0, b"lost on a" * 64)  # a's own history from here on
+    sites.a.demote(image_name)
+    sites.a.resync(image_name)
+
+    def replaying() -> bool:
+        return sites.a.mirror_status(image_name).state == ReplayState.REPLAYING
+
+    # While re-copied, a's image may vanish from its pool for a moment.
+    eventually(replaying, sites.patience * 2, (ImageNotFound,), interval=1)
+    sites.b.demote(image_name)
+    eventually(lambda: sites.a.promote(image_name) is None, sites.patience, (ImageBusy,))
+    assert sites.a.read(image_name, 0, len(payload)) == payload
+    assert sites.a.mirror_info(image_name).primary and not sites.b.mirror_info(image_name).primary
+
+
+def test_resync_of_a_primary_image_is_invalid(sites: TwoSites, image_name: str) -> None:
+    mirrored(sites, image_name)
+    with pytest.raises(InvalidState):
+        sites.a.resync(image_name)
+
+
 def test_disable_on_primary__removes_the_peer_copy(sites: TwoSites, image_name: str) -> None:
     mirrored(sites, image_name)
     sites.a.disable_mirroring(image_name)

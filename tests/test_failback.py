@@ -1,0 +1,207 @@
+"""Failback on the fake two-site Ceph: after a clean and after a forced failover, the resync
+of what split, one that does not finish in time, a kill and the re-run, statuses restored."""
+
+from __future__ import annotations
+
+import pytest
+
+from rbdfail import failback, failover
+from rbdfail.config import Config
+from rbdfail.failover import Action, FailoverLock, FailoverReport, Options, Plan
+from rbdfail.state import Journal, State, VolumeRecord, read_state, write_state
+from tests.fakeceph import FakeCeph, FakeCluster
+from tests.helpers import eventually
+from tests.test_failover import (  # noqa: F401 - fixtures
+    CONNECT_TIMEOUT,
+    by_name,
+    calls,
+    config,
+    primary,
+    primary_on,
+    replicated,
+    run,
+    secondary,
+)
+
+
+def back(
+    config: Config, world: FakeCeph, resync: tuple[str, ...] = (), **overrides: object
+) -> FailoverReport:
+    """One failback, as the CLI runs it, lock included."""
+    state = read_state(config.state_dir)
+    options = Options(
+        **{  # type: ignore[arg-type]
+            "connect_timeout": CONNECT_TIMEOUT,
+            "volume_timeout": 5.0,
+            "concurrency": 8,
+            "forced_promote_s": 0.5,
+            "resync_timeout": 5.0,
+            **overrides,
+        }
+    )
+    sites = failback.connect_failback_sites(config, state, world.connect, CONNECT_TIMEOUT)
+    run_id = failover.new_run_id()
+    journal = Journal(config.state_dir, run_id)
+    lock = FailoverLock(sites.target, run_id, "failback to default")
+    lock.acquire()
+    try:
+        plan = failback.plan_failback(
+            config, sites, resync, failover.unfinished_run(config, "default")
+        )
+        return failover.execute(plan, sites, state, options, journal, config)
+    finally:
+        lock.release()
+
+
+def forced_failover(config: Config, world: FakeCeph, names: list[str]) -> None:
+    world.freeze("default")
+    report = run(config, world)
+    world.thaw("default")
+    assert {by_name(report)[n].action for n in names} == {Action.FORCE_PROMOTED}
+
+
+def test_failback__after_a_clean_failover__switched_home_with_the_writes_made_away(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    names = ["s-1", "j-1"]
+    replicated(primary, secondary, names)
+    primary.create_image("vm-1", 1 << 20)
+    write_state(config.state_dir, State(volumes={"vm-1": VolumeRecord("in-use")}))
+    assert run(config, fake_ceph).result == "complete"
+    for name in names:
+        secondary.write(name, 0, f"written on secondary: {name}".encode())
+    # Failing back within the replication delay of the failover would race the secondary's
+    # promotion reaching default (so it would on Ceph): let it replicate, as status shows.
+    eventually(lambda: all(primary.read(n, 0, 9) == b"written o" for n in names), 2)
+
+    report = back(config, fake_ceph)
+
+    assert report.result == "complete" and report.plan.operation == "failback"
+    outcomes = by_name(report)
+    for name in names:
+        assert outcomes[name].action == Action.DEMOTED_PROMOTED
+        assert primary_on(primary, name) and not primary_on(secondary, name)
+        data = f"written on secondary: {name}".encode()
+        assert primary.read(name, 0, len(data)) == data
+    assert calls(fake_ceph, "default", "resync") == []  # no resync after a clean failover
+    assert outcomes["vm-1"].action == Action.RESTORED
+    state = read_state(config.state_dir)
+    assert state.active_backend == "default"
+    assert state.volume("vm-1") == VolumeRecord("in-use")
+
+
+def test_failback__after_a_forced_failover__the_split_copy_is_resynced_then_switched(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    names = ["s-1", "s-2"]
+    replicated(primary, secondary, names)
+    forced_failover(config, fake_ceph, names)
+    for name in names:
+        secondary.write(name, 0, b"kept: written on secondary")
+        primary.write(name, 0, b"lost: written on the stale primary")  # split brain
+
+    report = back(config, fake_ceph)
+
+    assert report.result == "complete", report.volumes
+    assert {v.plan for v in report.plan.volumes} == {Plan.RESYNC}
+    for name in names:
+        assert by_name(report)[name].action == Action.RESYNCED_PROMOTED
+        assert primary_on(primary, name) and not primary_on(secondary, name)
+        assert primary.read(name, 0, 26) == b"kept: written on secondary"
+    assert sorted(calls(fake_ceph, "default", "resync")) == names
+
+
+def test_failback__split_brain_not_journaled_as_forced_is_only_resynced_when_named(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1", "s-2"])
+    for name in ("s-1", "s-2"):
+        secondary.promote(name, force=True)  # by hand, outside rbdfail: no journal line
+    write_state(config.state_dir, State(active_backend="secondary"))
+
+    report = back(config, fake_ceph, resync=("s-2",))
+
+    outcomes = by_name(report)
+    assert outcomes["s-1"].action == Action.FAILED and "--resync" in str(outcomes["s-1"].error)
+    assert primary_on(secondary, "s-1")  # untouched
+    assert outcomes["s-2"].action == Action.RESYNCED_PROMOTED
+    assert calls(fake_ceph, "default", "resync") == ["s-2"]
+    assert report.result == "partial"
+
+
+def test_failback__a_resync_that_does_not_finish_in_time_leaves_it_primary_away(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    forced_failover(config, fake_ceph, ["s-1"])
+    fake_ceph.replication_delay = 3600  # the re-copy never completes
+
+    report = back(config, fake_ceph, resync_timeout=0.5)
+
+    outcome = by_name(report)["s-1"]
+    assert outcome.action == Action.FAILED
+    assert (
+        outcome.error
+        and "resync" in outcome.error
+        and "still primary on secondary" in (outcome.error)
+    )
+    assert primary_on(secondary, "s-1")  # never primary nowhere
+    assert report.result == "failed"
+    assert read_state(config.state_dir).active_backend == "secondary"
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL."""
+
+
+def test_failback__kill_in_the_middle_then_rerun_completes_without_repeating(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    names = [f"s-{i}" for i in range(4)]
+    replicated(primary, secondary, names)
+    forced_failover(config, fake_ceph, names)
+    fake_ceph.faults[("default", "promote", "s-2")] = Killed()
+
+    with pytest.raises(Killed):
+        back(config, fake_ceph, concurrency=1)
+    resyncs_before = calls(fake_ceph, "default", "resync")
+    assert resyncs_before == ["s-0", "s-1", "s-2"]
+
+    del fake_ceph.faults[("default", "promote", "s-2")]
+    report = back(config, fake_ceph, concurrency=1)
+
+    plans = {v.name: v.plan for v in report.plan.volumes}
+    assert plans == {
+        "s-0": Plan.NOTHING,
+        "s-1": Plan.NOTHING,
+        "s-2": Plan.PROMOTE,
+        "s-3": Plan.RESYNC,
+    }
+    assert calls(fake_ceph, "default", "resync") == [*resyncs_before, "s-3"]  # none twice
+    assert report.result == "complete" and report.plan.resumes is not None
+    assert all(primary_on(primary, n) and not primary_on(secondary, n) for n in names)
+
+
+def test_failback__home_unreachable__refused_and_nothing_touched(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    run(config, fake_ceph)
+    fake_ceph.freeze("default")
+    with pytest.raises(failover.RbdfailError, match="nothing was changed"):
+        back(config, fake_ceph)
+    fake_ceph.thaw("default")
+    assert primary_on(secondary, "s-1")
+
+
+def test_failback__twice_in_a_row_after_forced_failovers(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    for round_ in range(2):
+        forced_failover(config, fake_ceph, ["s-1"])
+        secondary.write("s-1", 0, f"round {round_}".encode())
+        report = back(config, fake_ceph)
+        assert by_name(report)["s-1"].action == Action.RESYNCED_PROMOTED, round_
+        assert primary.read("s-1", 0, 7) == f"round {round_}".encode()
+    assert calls(fake_ceph, "default", "resync") == ["s-1", "s-1"]
