@@ -7,6 +7,7 @@ import pytest
 
 from rbdfail import failback, failover
 from rbdfail.config import Config
+from rbdfail.errors import RbdfailError
 from rbdfail.failover import Action, FailoverLock, FailoverReport, Options, Plan
 from rbdfail.state import Journal, State, VolumeRecord, read_state, write_state
 from tests.fakeceph import FakeCeph, FakeCluster
@@ -188,7 +189,7 @@ def test_failback__home_unreachable__refused_and_nothing_touched(
     replicated(primary, secondary, ["s-1"])
     run(config, fake_ceph)
     fake_ceph.freeze("default")
-    with pytest.raises(failover.RbdfailError, match="nothing was changed"):
+    with pytest.raises(RbdfailError, match="nothing was changed"):
         back(config, fake_ceph)
     fake_ceph.thaw("default")
     assert primary_on(secondary, "s-1")
