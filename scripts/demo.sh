@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: a guided tour of rbdfail on the real two-site lab.
 # It grows with each capability; today: the lab, setup, volumes of both kinds, mirroring
-# enabled on the replicated ones, what a dead site looks like, and a failover to the
-# secondary with the primary frozen.
+# enabled on the replicated ones, what a dead site looks like, a failover to the secondary
+# with the primary frozen, and the failback that resyncs what split.
 set -euo pipefail
 
 lab_dir=${RBDFAIL_LAB_DIR:-$HOME/.local/state/rbdfail/lab}
@@ -65,6 +65,15 @@ show rbdfail lab thaw primary
 show rbdfail status || echo "(exit code $?: split brain is what failback resolves)"
 echo "The journal of every step, fsynced as it went:"
 show tail -n 4 "$lab_dir/state/journal.jsonl"
+
+step "Quiet hours: write on the secondary, then fail back (resyncing what split)"
+rbd_secondary=(rbd -c "$lab_dir/secondary/ceph.conf" --id cinder)
+show "${rbd_secondary[@]}" bench --io-type write --io-total 4M volumes/db-orders
+show rbdfail failback --dry-run
+show rbdfail failback --yes || echo "(exit code $?)"
+echo "(rbd-mirror on the secondary reports its copies replaying about 30 s after the switch)"
+for _ in $(seq 45); do rbdfail status >/dev/null 2>&1 && break; sleep 2; done
+show rbdfail status || true
 
 step "Done. The lab keeps running for you to try things:"
 echo "  export RBDFAIL_CONFIG=$RBDFAIL_CONFIG"

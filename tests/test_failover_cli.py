@@ -145,3 +145,32 @@ def test_cli__status_before_the_loss_lets_a_forced_failover_mark_the_unreplicate
     volumes = {v["name"]: v for v in json.loads(out)["volumes"]}
     assert volumes["s-1"]["action"] == "force-promoted"
     assert volumes["vm-1"]["action"] == "not-replicated" and volumes["vm-1"]["status"] == "error"
+
+
+def test_cli__failback_after_failover__json_exit_0_and_failover_to_default_is_the_same(
+    config_file: Path, fake_ceph: FakeCeph
+) -> None:
+    assert failover(config_file, "--to", "secondary", "--yes")[0] == 0
+    secondary = fake_ceph.connect(fake_site("secondary"), 1)
+    secondary.write("s-1", 0, b"away")
+    primary = fake_ceph.connect(fake_site("default"), 1)
+    eventually(lambda: primary.read("s-1", 0, 4) == b"away", 2)
+
+    result = CliRunner().invoke(main, ["-c", str(config_file), "failback", "--dry-run", "--json"])
+    assert result.exit_code == 0
+    plan = json.loads(result.stdout)
+    assert plan["operation"] == "failback" and plan["target"] == "default"
+    assert {v["name"]: v["plan"] for v in plan["volumes"]} == {
+        "s-1": "demote+promote",
+        "s-2": "demote+promote",
+        "vm-1": "restore",
+    }
+
+    code, out, _ = failover(config_file, "--to", "default", "--yes", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["operation"] == "failback" and report["active_backend"] == "default"
+    volumes = {v["name"]: v for v in report["volumes"]}
+    assert volumes["s-1"]["action"] == "demoted+promoted"
+    assert volumes["vm-1"]["action"] == "restored" and volumes["vm-1"]["status"] == "available"
+    assert primary_on(fake_ceph, "default", "s-1") and primary.read("s-1", 0, 4) == b"away"
