@@ -1,5 +1,8 @@
 """Failover: plan from both sites, then demote-then-force-promote, concurrently, journaled.
 
+This module is also the engine failback runs on (failback.py plans, `execute` carries out):
+moving volumes from a source site to a target site is the same work both ways.
+
 The model is the Cinder RBD driver's: each replicated volume is demoted on the source and
 promoted on the target; as soon as one demotion fails because the source does not answer, the
 source is taken as lost, no more demotions are started and every volume not demoted yet is
