@@ -204,9 +204,24 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
     metavar="SECONDS",
     help="Refresh every SECONDS until Ctrl-C (with --json: one document per line).",
 )
+@click.option(
+    "--prometheus",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    callback=lambda ctx, param, path: _writable_place(path),
+    metavar="FILE",
+    help="Also write the figures to FILE in Prometheus' text format, replaced atomically "
+    "(for node_exporter's textfile collector; with --watch, at every refresh).",
+)
 @json_option
 @click.pass_obj
-def status(app: AppContext, images: tuple[str, ...], watch: float | None, as_json: bool) -> None:
+def status(
+    app: AppContext,
+    images: tuple[str, ...],
+    watch: float | None,
+    prometheus: Path | None,
+    as_json: bool,
+) -> None:
     """Where every volume is primary, and how its replication is doing on each site.
 
     Every site is read at once, in one pass per pool, within the connect timeout: an
@@ -219,6 +234,7 @@ def status(app: AppContext, images: tuple[str, ...], watch: float | None, as_jso
       rbdfail status
       rbdfail status db-orders --json | jq '.volumes[0].primary_site'
       rbdfail status --watch 5
+      rbdfail status --watch 60 --prometheus /var/lib/node_exporter/rbdfail.prom
 
     Exit 0 when everything is healthy, 3 when something needs attention (listed); with
     --watch, as of the last refresh.
@@ -230,10 +246,13 @@ def status(app: AppContext, images: tuple[str, ...], watch: float | None, as_jso
     config = app.config()
 
     def show() -> StatusReport:
+        taken_at = time.time()
         report = gather(config, read_state(config.state_dir), ceph.connect, images)
         backend = report.sites[config.backend.backend_id]
         if backend.reachable and not images:
             _remember_backend(config, backend.volumes)
+        if prometheus is not None:
+            _write_metrics(report, prometheus, taken_at)
         if as_json:
             click.echo(json.dumps(report.to_json(), default=str, indent=None if watch else 2))
         else:
@@ -252,6 +271,31 @@ def status(app: AppContext, images: tuple[str, ...], watch: float | None, as_jso
         pass
     if report.problems:
         sys.exit(EXIT_PARTIAL)
+
+
+def _writable_place(path: Path | None) -> Path | None:
+    """Refuse a file that could not be written before any site is read."""
+    import os
+
+    if path is not None and not os.access(path.parent, os.W_OK | os.X_OK):
+        raise click.BadParameter(
+            f"{path.parent} is not a directory this user may write in", param_hint="--prometheus"
+        )
+    return path
+
+
+def _write_metrics(report: StatusReport, path: Path, taken_at: float) -> None:
+    from rbdfail.errors import RbdfailError
+    from rbdfail.metrics import write_textfile
+
+    try:
+        write_textfile(report, path, taken_at)
+    except OSError as exc:
+        raise RbdfailError(
+            f"cannot write the Prometheus file {path}: {exc.strerror or exc}",
+            hint="give a file in an existing directory that this user may write "
+            "(node_exporter's --collector.textfile.directory)",
+        ) from exc
 
 
 @main.command()

@@ -1,0 +1,71 @@
+"""`status --prometheus FILE`: the status figures for node_exporter's textfile collector.
+
+prometheus_client writes the text format (escaping, HELP/TYPE lines) and replaces the file
+atomically, so the collector never reads half a file. Every series is a gauge of the reading
+just taken; a figure Ceph did not give (lag before the first sync, rbd-mirror health the user
+may not read) is left out rather than written as 0, which would read as "fine".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+from rbdfail.status import StatusReport
+
+
+def write_textfile(report: StatusReport, path: Path, taken_at: float) -> None:
+    registry = CollectorRegistry()
+
+    def gauge(name: str, documentation: str, *labels: str) -> Gauge:
+        return Gauge(f"rbdfail_{name}", documentation, labels, registry=registry)
+
+    gauge("status_timestamp_seconds", "When this status was read (Unix time).").set(taken_at)
+    gauge("healthy", "1 when status found nothing that needs attention.").set(
+        0 if report.problems else 1
+    )
+    gauge("active_backend", "The backend the state dir names as active.", "backend").labels(
+        report.active_backend
+    ).set(1)
+
+    reachable = gauge("site_reachable", "1 when the site answered in time.", "site")
+    daemon = gauge(
+        "site_rbd_mirror_up",
+        "1 when the site's rbd-mirror stamps its image statuses as up, 0 when as down; "
+        "absent when unknown.",
+        "site",
+    )
+    for site, view in report.sites.items():
+        reachable.labels(site).set(1 if view.reachable else 0)
+        health = report.mirror_daemon(site)[0]
+        if health != "unknown":
+            daemon.labels(site).set(1 if health == "up" else 0)
+
+    primary = gauge(
+        "volume_primary_site",
+        "Where the volume is primary: a backend id, none, split-brain or unknown.",
+        "volume",
+        "primary_site",
+    )
+    state = gauge(
+        "volume_mirror_state", "The volume's mirror state on each site.", "volume", "site", "state"
+    )
+    error = gauge("volume_error", "1 when the volume's status is error.", "volume")
+    lag = gauge(
+        "volume_lag_seconds", "Snapshot mode: age of the copy's last synced snapshot.", "volume"
+    )
+    behind = gauge(
+        "volume_entries_behind", "Journal mode: entries the copy has not replayed.", "volume"
+    )
+    for volume in report.volumes:
+        primary.labels(volume.name, volume.primary_site).set(1)
+        error.labels(volume.name).set(1 if volume.status == "error" else 0)
+        for site, image in volume.sites.items():
+            state.labels(volume.name, site, str(image.state)).set(1)
+        if volume.lag_seconds is not None:
+            lag.labels(volume.name).set(volume.lag_seconds)
+        if volume.entries_behind is not None:
+            behind.labels(volume.name).set(volume.entries_behind)
+
+    write_to_textfile(str(path), registry)
