@@ -171,3 +171,32 @@ def test_status__an_image_labelled_with_an_unknown_type_is_its_own_problem(
     finally:
         cluster.remove_image(odd)  # a mislabelled image would be every later test's problem
         cluster.close()
+
+
+def test_status__a_journal_copy_held_back_is_reported_entries_behind(
+    lab: RunningLab, image_name: str
+) -> None:
+    """Lag as Ceph reports it: the copy's rbd-mirror replays only journal entries older than
+    `rbd_mirroring_replay_delay` (set on the image, which carries it to the copy), so writes
+    pile up behind; the daemon rewrites the copy's status about every 30 s."""
+    name = f"journal-{image_name}"
+    cluster = ceph.connect(lab.config.backend, 5)
+    try:
+        cluster.create_image(name, 4 << 20)
+        cluster.enable_mirroring(name, MirrorMode.JOURNAL)
+        cluster.set_metadata(name, "conf_rbd_mirroring_replay_delay", "600")
+
+        def lagging() -> dict | None:
+            cluster.write(name, 0, b"x" * 4096)
+            [row] = json.loads(status(lab.lab.config_file, name).stdout)["volumes"]
+            return row if row["entries_behind"] else None
+
+        row = eventually(lagging, 120, interval=2)
+        assert row["primary_site"] == "default"
+        assert row["sites"]["secondary"]["state"] == "replaying"
+        assert row["entries_behind"] > 0 and row["lag_seconds"] is None
+    finally:
+        # A copy 600 s behind would hold up a later test's failover: gone with its image.
+        cluster.disable_mirroring(name)
+        cluster.remove_image(name)
+        cluster.close()
