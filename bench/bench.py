@@ -22,12 +22,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
 from rbdfail import ceph
-from rbdfail.cluster import Cluster
-from rbdfail.config import Config, load_config
+from rbdfail.cluster import Cluster, MirrorInfo
+from rbdfail.config import Config, SiteConfig, load_config
+from rbdfail.errors import ImageBusy, ImageNotFound
 from rbdfail.lab import Lab
 
 RBDFAIL = [sys.executable, "-m", "rbdfail"]
@@ -35,8 +39,19 @@ SCENARIOS = {
     "help": "help_startup",
     "enable": "enable_mirroring",
     "status": "status",
+    "clean": "clean_failover",
     "forced": "forced_failover",
 }
+# Cinder's defaults for reaching a cluster: replication_connect_timeout (5 s, used here for the
+# primary too, where Cinder's own rados_connect_timeout of -1 would wait out client_mount_timeout,
+# 300 s), rados_connection_retries (3) and rados_connection_interval (5 s).
+CINDER_CONNECT_TIMEOUT_S = 5
+CINDER_CONNECT_RETRIES = 3
+CINDER_CONNECT_INTERVAL_S = 5
+# rbd's own rbd_concurrent_management_ops default, which `rbd mirror pool ...` uses.
+RBD_DEFAULT_CONCURRENCY = 10
+# Forced promotes one after another take ~10 s a volume (ceph-facts.md): this many are timed.
+SERIAL_FORCED_N = 20
 
 
 @dataclass
@@ -70,8 +85,8 @@ class Bench:
         self.primary: Cluster = ceph.connect(config.backend, 10)
         self.pool = config.backend.pool
 
-    def images(self, prefix: str) -> list[str]:
-        names = [f"{prefix}-{i:04}" for i in range(self.n)]
+    def images(self, prefix: str, n: int | None = None) -> list[str]:
+        names = [f"{prefix}-{i:04}" for i in range(self.n if n is None else n)]
         with ThreadPoolExecutor(64) as pool:
             list(pool.map(lambda name: self.primary.create_image(name, 16 << 20), names))
         return names
@@ -160,9 +175,9 @@ class Bench:
             runs,
         )
 
-    def mirrored(self, prefix: str) -> list[str]:
+    def mirrored(self, prefix: str, n: int | None = None) -> list[str]:
         """N new snapshot-mode volumes, mirrored, each with a usable copy on the secondary."""
-        names = self.images(prefix)
+        names = self.images(prefix, n)
         timed(self.rbdfail("enable-mirroring", "--concurrency", "200", *names))
         secondary = ceph.connect(self.config.replication_devices[0], 10)
         deadline = time.monotonic() + 900
@@ -178,54 +193,188 @@ class Bench:
         finally:
             secondary.close()
 
+    def rbd(self, site: SiteConfig, *args: str) -> list[str]:
+        return ["rbd", "-c", str(site.conf), "--id", site.user, *args]
+
+    def reset(self) -> None:
+        """Remove every image on both sites and forget rbdfail's state, so runs start alike.
+
+        Mirroring is disabled first (forced on copies, so the peer's rbd-mirror need not be
+        waited for); the bench's images are all it has.
+        """
+        clusters = [ceph.connect(site, 10) for site in self.config.sites]
+        try:
+            with ThreadPoolExecutor(64) as pool:
+                for cluster in clusters:
+                    infos = cluster.mirror_infos()
+                    list(
+                        pool.map(
+                            lambda name, c=cluster, i=infos: _drop(c, name, i.get(name)),
+                            cluster.list_images(),
+                        )
+                    )
+        finally:
+            for cluster in clusters:
+                cluster.close()
+        shutil.rmtree(self.config.state_dir, ignore_errors=True)
+
+    def clean_failover(self) -> Row:
+        """Both sites up: `rbdfail failover` vs Ceph's pool demote + promote (rbd's default
+        concurrency, and rbdfail's) vs demoting each volume, then promoting each (Cinder)."""
+        secondary = self.config.replication_devices[0]
+        concurrency = self.config.concurrency
+        pool_default, pool_equal = "rbd pool cmds", f"rbd pool cmds -j{concurrency}"
+        serial = "one after another"
+        runs: dict[str, list[float]] = {"rbdfail": [], pool_default: [], pool_equal: [], serial: []}
+        retries: dict[str, list[int]] = {name: [] for name in runs}
+
+        def pool_commands(names: list[str], *extra: str) -> tuple[float, int]:
+            started = time.monotonic()
+            _run(self.rbd(self.config.backend, *extra, "mirror", "pool", "demote", self.pool))
+            # A promote before the demotion has reached the secondary is refused for that image
+            # (the command says so and exits non-zero): an operator runs it again.
+            failed = _until_ok(
+                self.rbd(secondary, *extra, "mirror", "pool", "promote", self.pool), 600
+            )
+            return time.monotonic() - started, failed
+
+        def one_after_another(names: list[str]) -> tuple[float, int]:
+            started, failed = time.monotonic(), 0
+            for name in names:
+                _run(
+                    self.rbd(
+                        self.config.backend, "mirror", "image", "demote", f"{self.pool}/{name}"
+                    )
+                )
+            for name in names:
+                # Cinder promotes once and marks the volume in error when the demotion has not
+                # arrived yet; retrying is kinder to it than what it does.
+                failed += _until_ok(
+                    self.rbd(secondary, "mirror", "image", "promote", f"{self.pool}/{name}"), 600
+                )
+            return time.monotonic() - started, failed
+
+        def with_rbdfail(names: list[str]) -> tuple[float, int]:
+            return timed(self.rbdfail("failover", "--to", "secondary", "--yes")), 0
+
+        contenders: dict[str, Callable[[list[str]], tuple[float, int]]] = {
+            "rbdfail": with_rbdfail,
+            pool_default: pool_commands,
+            pool_equal: lambda names: pool_commands(
+                names, "--rbd-concurrent-management-ops", str(concurrency)
+            ),
+            serial: one_after_another,
+        }
+        self.reset()
+        for rep in range(self.reps):
+            for index, (name, run) in enumerate(contenders.items()):
+                if name == serial and rep > 0:
+                    continue  # minutes per run, and linear: once is enough
+                names = self.mirrored(f"db-clean{rep}{index}")
+                seconds, failed = run(names)
+                runs[name].append(seconds)
+                retries[name].append(failed)
+                self.check_primary(secondary, names)
+                self.reset()
+        return Row(
+            f"clean failover, {self.n} volumes",
+            statistics.median(runs["rbdfail"]),
+            {name: statistics.median(v) for name, v in runs.items() if name != "rbdfail"},
+            f"<= 0.5 of pool cmds, <= 1.1 at -j{concurrency}, <= 1/10 of one after another",
+            runs
+            | {f"{name}: refused promotes": [float(r) for r in v] for name, v in retries.items()},
+        )
+
+    def check_primary(self, site: SiteConfig, names: list[str]) -> None:
+        """A contender that left a volume behind did not fail over: its time would be a lie."""
+        cluster = ceph.connect(site, 10)
+        try:
+            infos = cluster.mirror_infos()
+        finally:
+            cluster.close()
+        behind = [name for name in names if not (name in infos and infos[name].primary)]
+        if behind:
+            raise RuntimeError(
+                f"{len(behind)} volumes not primary on {site.backend_id}: {behind[:3]}"
+            )
+
     def forced_failover(self) -> Row:
         """The primary frozen: `rbdfail failover` vs `rbd mirror pool promote --force` on the
-        secondary. Once each: a forced failover leaves its volumes primary on both sites."""
+        secondary vs Cinder (its connect retries on the primary, then a forced promote per
+        volume). Once each: a forced failover leaves its volumes primary on both sites."""
         secondary = self.config.replication_devices[0]
-        runs: dict[str, list[float]] = {"rbdfail": [], "rbd pool promote --force": []}
+        cinder = f"Cinder one by one ({min(self.n, SERIAL_FORCED_N)} timed)"
+        runs: dict[str, list[float]] = {"rbdfail": [], "rbd pool promote --force": [], cinder: []}
         lab = Lab(self.config_file.parent)
-        # Earlier scenarios' mirrored volumes would be promoted too: both sides must move N.
-        earlier = [n for n, info in self.primary.mirror_infos().items() if info.primary]
-        self.forget(earlier)
-        copies = ceph.connect(secondary, 10)
-        try:
-            deadline = time.monotonic() + 300
-            while set(earlier) & set(copies.mirror_infos()) and time.monotonic() < deadline:
-                time.sleep(2)
-        finally:
-            copies.close()
-        self.mirrored("db-forced-a")
-        lab.freeze("primary")
-        try:
-            runs["rbd pool promote --force"].append(
-                timed(
-                    [
-                        "rbd",
-                        "-c",
-                        str(secondary.conf),
-                        "--id",
-                        secondary.user,
-                        "mirror",
-                        "pool",
-                        "promote",
-                        "--force",
-                        secondary.pool,
-                    ]
+
+        def frozen(prefix: str, run: Callable[[list[str]], float], n: int | None = None) -> float:
+            names = self.mirrored(prefix, n)
+            lab.freeze("primary")
+            try:
+                seconds = run(names)
+            finally:
+                lab.thaw("primary")
+            self.check_primary(secondary, names)
+            self.reset()
+            return seconds
+
+        def cinder_style(names: list[str]) -> float:
+            # Cinder demotes until the first failure: one volume's connect retries, then it
+            # force-promotes every volume, one after another, on the secondary.
+            timeouts = [
+                f"--{option}={CINDER_CONNECT_TIMEOUT_S}"
+                for option in (
+                    "client_mount_timeout",
+                    "rados_mon_op_timeout",
+                    "rados_osd_op_timeout",
                 )
+            ]
+            started = time.monotonic()
+            demote = self.rbd(
+                self.config.backend,
+                *timeouts,
+                "mirror",
+                "image",
+                "demote",
+                f"{self.pool}/{names[0]}",
             )
-        finally:
-            lab.thaw("primary")
-        self.mirrored("db-forced-b")
-        lab.freeze("primary")
-        try:
-            runs["rbdfail"].append(timed(self.rbdfail("failover", "--to", "secondary", "--yes")))
-        finally:
-            lab.thaw("primary")
+            for attempt in range(CINDER_CONNECT_RETRIES):
+                if subprocess.run(demote, capture_output=True).returncode == 0:
+                    raise RuntimeError("the frozen primary answered a demote")
+                if attempt < CINDER_CONNECT_RETRIES - 1:
+                    time.sleep(CINDER_CONNECT_INTERVAL_S)
+            given_up = time.monotonic() - started
+            for name in names:
+                _run(
+                    self.rbd(
+                        secondary, "mirror", "image", "promote", "--force", f"{self.pool}/{name}"
+                    )
+                )
+            per_volume = (time.monotonic() - started - given_up) / len(names)
+            # Linear by construction, and ~10 s a volume: timed on a few, scaled to N.
+            return given_up + per_volume * self.n
+
+        self.reset()
+        runs[cinder].append(frozen("db-forced-c", cinder_style, min(self.n, SERIAL_FORCED_N)))
+        runs["rbd pool promote --force"].append(
+            frozen(
+                "db-forced-a",
+                lambda names: timed(
+                    self.rbd(secondary, "mirror", "pool", "promote", "--force", self.pool)
+                ),
+            )
+        )
+        runs["rbdfail"].append(
+            frozen(
+                "db-forced-b",
+                lambda names: timed(self.rbdfail("failover", "--to", "secondary", "--yes")),
+            )
+        )
         return Row(
             f"failover, primary frozen, {self.n} volumes",
             runs["rbdfail"][0],
-            {"rbd pool promote --force": runs["rbd pool promote --force"][0]},
-            "<= 0.5",
+            {name: v[0] for name, v in runs.items() if name != "rbdfail"},
+            "<= 0.5 of pool promote --force",
             runs,
         )
 
@@ -282,6 +431,39 @@ def main() -> None:
         )
     )
     print(f"\nwritten to {out}")
+
+
+def _run(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr}")
+
+
+def _until_ok(argv: list[str], within_s: float) -> int:
+    """Run `argv` until it succeeds; how many runs failed first."""
+    deadline = time.monotonic() + within_s
+    failed = 0
+    while subprocess.run(argv, capture_output=True).returncode != 0:
+        failed += 1
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{' '.join(argv)} still failing after {within_s:.0f}s")
+        time.sleep(0.5)
+    return failed
+
+
+@retry(
+    retry=retry_if_exception_type(ImageBusy),
+    stop=stop_after_delay(120),
+    wait=wait_fixed(1),
+    reraise=True,
+)
+def _drop(cluster: Cluster, name: str, info: MirrorInfo | None) -> None:
+    """Disable mirroring of `name` (forced on a copy) and remove it; gone already is fine.
+    Busy while rbd-mirror still holds it: tried again."""
+    with suppress(ImageNotFound):
+        if info is not None:
+            cluster.disable_mirroring(name, force=not info.primary)
+        cluster.remove_image(name)
 
 
 def _cores() -> int:

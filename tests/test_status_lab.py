@@ -6,6 +6,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -186,12 +187,13 @@ def test_status__a_journal_copy_held_back_is_reported_entries_behind(
         cluster.enable_mirroring(name, MirrorMode.JOURNAL)
         cluster.set_metadata(name, "conf_rbd_mirroring_replay_delay", "600")
 
-        def lagging() -> dict | None:
+        def lagging() -> dict[str, Any] | None:
             cluster.write(name, 0, b"x" * 4096)
             [row] = json.loads(status(lab.lab.config_file, name).stdout)["volumes"]
             return row if row["entries_behind"] else None
 
         row = eventually(lagging, 120, interval=2)
+        assert row is not None
         assert row["primary_site"] == "default"
         assert row["sites"]["secondary"]["state"] == "replaying"
         assert row["entries_behind"] > 0 and row["lag_seconds"] is None
