@@ -226,8 +226,9 @@ def status(
 
     Every site is read at once, in one pass per pool, within the connect timeout: an
     unreachable site is shown as such and the others are still shown in full. `primary` is
-    a backend id, `none`, `split-brain` or `unknown`; lag is the age of the copy's last
-    synced snapshot (snapshot mode) or the entries it has not replayed (journal mode).
+    a backend id, `none`, `split-brain` or `unknown`; lag is how far the copy's last
+    synced snapshot is behind the primary's newest (snapshot mode), or the entries the copy
+    has not replayed (journal mode), as the copy's rbd-mirror last reported (about every 30 s).
 
     \b
     Examples:

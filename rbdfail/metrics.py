@@ -53,7 +53,9 @@ def write_textfile(report: StatusReport, path: Path, taken_at: float) -> None:
     )
     error = gauge("volume_error", "1 when the volume's status is error.", "volume")
     lag = gauge(
-        "volume_lag_seconds", "Snapshot mode: age of the copy's last synced snapshot.", "volume"
+        "volume_lag_seconds",
+        "Snapshot mode: how far the copy's last synced snapshot is behind the primary's newest.",
+        "volume",
     )
     behind = gauge(
         "volume_entries_behind", "Journal mode: entries the copy has not replayed.", "volume"

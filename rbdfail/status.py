@@ -101,7 +101,7 @@ class VolumeStatus:
     previous_status: str | None
     primary_site: str  # a backend id, "none", "split-brain" or "unknown"
     sites: dict[str, SiteImage]
-    lag_seconds: float | None  # snapshot mode: how old the copy's last synced snapshot is
+    lag_seconds: float | None  # snapshot mode: newest primary snapshot - last synced
     entries_behind: int | None  # journal mode: entries the copy has not replayed
     type_error: str | None = None
 
