@@ -202,7 +202,8 @@ class Bench:
         Mirroring is disabled first (forced on copies, so the peer's rbd-mirror need not be
         waited for); the bench's images are all it has.
         """
-        clusters = [ceph.connect(site, 10) for site in self.config.sites]
+        # A generous timeout: a site just thawed takes a while to answer again.
+        clusters = [ceph.connect(site, 60) for site in self.config.sites]
         try:
             with ThreadPoolExecutor(64) as pool:
                 for cluster in clusters:
@@ -272,6 +273,7 @@ class Bench:
                     continue  # minutes per run, and linear: once is enough
                 names = self.mirrored(f"db-clean{rep}{index}")
                 seconds, failed = run(names)
+                say(f"clean failover, {name}: {seconds:.2f}s ({failed} refused promotes)")
                 runs[name].append(seconds)
                 retries[name].append(failed)
                 self.check_primary(secondary, names)
@@ -314,6 +316,7 @@ class Bench:
                 seconds = run(names)
             finally:
                 lab.thaw("primary")
+            say(f"forced failover, {prefix}: {seconds:.2f}s")
             self.check_primary(secondary, names)
             self.reset()
             return seconds
@@ -344,6 +347,7 @@ class Bench:
                 if attempt < CINDER_CONNECT_RETRIES - 1:
                     time.sleep(CINDER_CONNECT_INTERVAL_S)
             given_up = time.monotonic() - started
+            say(f"Cinder gave up demoting after {given_up:.1f}s")
             for name in names:
                 _run(
                     self.rbd(
@@ -431,6 +435,10 @@ def main() -> None:
         )
     )
     print(f"\nwritten to {out}")
+
+
+def say(message: str) -> None:
+    print(f"  {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
 def _run(argv: list[str]) -> None:
