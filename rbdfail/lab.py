@@ -49,6 +49,7 @@ REQUIRED_BINARIES = {
 
 CLI_TIMEOUT = 60  # seconds for one ceph/rbd command while the lab is set up
 READY_TIMEOUT = 120  # seconds for a daemon or the mirroring to come up
+READ_LEASE_S = 10  # a freeze longer than this may leave PGs laggy (the lease is 16 s)
 # Monitor ports are drawn from here up to the ephemeral range; OSDs and mgrs bind 6800-7568.
 PORT_FLOOR = 10000
 
@@ -78,6 +79,7 @@ class SiteState:
     mon_ports: tuple[int, int]  # msgr2, msgr1
     pids: dict[str, int] = field(default_factory=dict)
     frozen: bool = False
+    frozen_at: float = 0.0  # time.time() of the last freeze
 
     @property
     def conf(self) -> Path:
@@ -501,9 +503,23 @@ state_dir: {self.root / "state"}
         self._signal_site(site_name, signal.SIGSTOP, frozen=True)
 
     def thaw(self, site_name: str) -> None:
-        self._signal_site(site_name, signal.SIGCONT, frozen=False)
+        """SIGCONT, and after a long freeze make sure the site serves reads again.
 
-    def _signal_site(self, site_name: str, sig: signal.Signals, frozen: bool) -> None:
+        Measured on the lab: after a freeze longer than the PGs' read lease (16 s by default),
+        some of the lone OSD's PGs can stay `active+clean+laggy` and hold every read for
+        minutes (a one-replica PG has no peer to renew its lease; ceph/ceph-container#1682).
+        A real partition heals with the OSD marked down and re-peered: do the same.
+        """
+        site, frozen_for = self._signal_site(site_name, signal.SIGCONT, frozen=False)
+        if frozen_for > READ_LEASE_S:
+            self._progress(f"{site.name}: re-peering its OSD after a {frozen_for:.0f}s freeze")
+            _ceph(site, "osd", "down", "0", check=True)
+            self._wait(site, "OSD to serve again after the thaw", lambda: _serves(site))
+
+    def _signal_site(
+        self, site_name: str, sig: signal.Signals, frozen: bool
+    ) -> tuple[SiteState, float]:
+        """Signal every daemon of the site; the site, and for how long it had been frozen."""
         name = SITE_ALIASES.get(site_name, site_name)
         with self._locked_state() as sites:
             if name not in sites:
@@ -518,7 +534,11 @@ state_dir: {self.root / "state"}
                 )
             for pid in running:
                 os.kill(pid, sig)
+            frozen_for = time.time() - site.frozen_at if site.frozen else 0.0
             site.frozen = frozen
+            if frozen:
+                site.frozen_at = time.time()
+            return site, frozen_for
 
 
 _STATE_LOCK = threading.Lock()
@@ -636,6 +656,17 @@ def _ceph(site: SiteState, *args: str, check: bool = False) -> str | None:
 
 def _rbd(site: SiteState, *args: str) -> str:
     return _run(["rbd", "-c", site.conf, *args])
+
+
+def _serves(site: SiteState) -> bool:
+    """The OSD is up and every PG active+clean (none laggy or peering), as the mgr sees it."""
+    if _osds_up(site) < 1:
+        return False
+    out = _ceph(site, "pg", "stat", "--format", "json")
+    if not out:
+        return False
+    states = json.loads(out).get("pg_summary", {}).get("num_pg_by_state", [])
+    return bool(states) and all(s.get("name") == "active+clean" for s in states)
 
 
 def _osds_up(site: SiteState) -> int:
