@@ -812,7 +812,9 @@ def _promote_when_propagated(run: _Run, name: str, deadline: float) -> None:
     """Non-forced promote, retried while the target says the demotion has not reached it."""
     target = run.sites.target
     run.step(name, "promote", site=target.site)
-    backoff = wait_exponential(multiplier=0.1, max=2)
+    # Propagation takes seconds (the target's rbd-mirror replays the demotion); retries are a
+    # cheap open+promote each, so a short cap keeps the overshoot after it arrives small.
+    backoff = wait_exponential(multiplier=0.1, max=0.5)
     for attempt in Retrying(
         retry=retry_if_exception_type(ImageBusy),
         # Stop early once the source is lost: its demotion will not arrive any more.
