@@ -305,7 +305,8 @@ class Bench:
         secondary vs Cinder (its connect retries on the primary, then a forced promote per
         volume). Once each: a forced failover leaves its volumes primary on both sites."""
         secondary = self.config.replication_devices[0]
-        cinder = f"Cinder one by one ({min(self.n, SERIAL_FORCED_N)} timed)"
+        timed_n = min(self.n, SERIAL_FORCED_N)
+        cinder = "Cinder one by one" + (f" ({timed_n} timed, scaled)" if timed_n < self.n else "")
         runs: dict[str, list[float]] = {"rbdfail": [], "rbd pool promote --force": [], cinder: []}
         lab = Lab(self.config_file.parent)
 
@@ -414,13 +415,16 @@ def main() -> None:
         f"\nrbdfail benchmark: N={args.n}, median of {args.reps}, "
         f"{platform.node()} ({_cores()} cores), {time.monotonic() - started:.0f}s in all\n"
     )
-    print(f"{'what':<48} {'rbdfail':>9}  {'alternative':<16} {'time':>9} {'ratio':>7}  target")
+    width = max([len(name) for row in rows for name in row.alternatives] + [11])
+    print(f"{'what':<44} {'rbdfail':>9}  {'alternative':<{width}} {'time':>9} {'ratio':>7}  target")
     for row in rows:
         alternatives = list(row.alternatives.items()) or [("", 0.0)]
         for index, (name, seconds) in enumerate(alternatives):
-            head = f"{row.what:<48} {row.rbdfail_s:>8.2f}s" if index == 0 else " " * 58
-            alt = f"{name:<16} {seconds:>8.2f}s {row.rbdfail_s / seconds:>7.3f}" if name else ""
-            print(f"{head}  {alt:<35}  {row.target if index == 0 else ''}")
+            head = f"{row.what:<44} {row.rbdfail_s:>8.2f}s" if index == 0 else " " * 54
+            alt = (
+                f"{name:<{width}} {seconds:>8.2f}s {row.rbdfail_s / seconds:>7.3f}" if name else ""
+            )
+            print(f"{head}  {alt:<{width + 19}}  {row.target if index == 0 else ''}")
     out = args.out or Path("bench/results") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
