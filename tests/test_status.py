@@ -1,4 +1,5 @@
-"""rbdfail status on the fake: primary site, lag, split brain, an unreachable site, the state."""
+"""rbdfail status on the fake: primary site, lag, split brain, an unreachable site, the state,
+and the Prometheus file."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
+from rbdfail import ceph
+from rbdfail.cli import main
 from rbdfail.cluster import ImageStatus, MirrorMode, ReplayState
 from rbdfail.config import Config, load_config
+from rbdfail.metrics import write_textfile
 from rbdfail.state import STATE_FILE, State, read_state
 from rbdfail.status import StatusReport, gather
 from tests.conftest import fake_site
@@ -32,9 +38,15 @@ volumes:
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
-    (tmp_path / "rbdfail.yaml").write_text(CONFIG)
-    return load_config(tmp_path / "rbdfail.yaml")
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "rbdfail.yaml"
+    path.write_text(CONFIG + f"state_dir: {tmp_path / 'state'}\n")
+    return path
+
+
+@pytest.fixture
+def config(config_file: Path) -> Config:
+    return load_config(config_file)
 
 
 @pytest.fixture
@@ -209,3 +221,98 @@ def test_status__statuses_no_daemon_has_reported_yet_say_nothing_of_its_health(
     report = status(config, fake_ceph)
     assert report.to_json()["sites"]["default"]["rbd_mirror"] == "unknown"
     assert not any("rbd-mirror is down" in p for p in report.problems)
+
+
+# ---- status --prometheus: the file node_exporter's textfile collector reads, parsed back
+# with prometheus_client's own parser ----
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def samples(path: Path) -> Samples:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(path.read_text())
+        for s in family.samples
+    }
+
+
+def test_metrics__lag_split_brain_and_errors_are_series(
+    config: Config, fake_ceph: FakeCeph, sites, tmp_path: Path
+) -> None:
+    primary, secondary = sites
+    mirrored(primary, secondary, "s-lag", MirrorMode.SNAPSHOT)
+    mirrored(primary, secondary, "j-lag", MirrorMode.JOURNAL)
+    mirrored(primary, secondary, "s-split", MirrorMode.SNAPSHOT)
+    fake_ceph.replication_delay = 60
+    time.sleep(1.1)  # the snapshot timestamps count whole seconds
+    primary.write("s-lag", 0, b"x")
+    for _ in range(2):
+        primary.write("j-lag", 0, b"x")
+    secondary.promote("s-split", force=True)
+    out = tmp_path / "rbdfail.prom"
+
+    write_textfile(status(config, fake_ceph), out, 1700.0)
+
+    got = samples(out)
+    assert got[("rbdfail_healthy", frozenset())] == 0
+    assert got[("rbdfail_status_timestamp_seconds", frozenset())] == 1700.0
+    assert got[("rbdfail_volume_lag_seconds", frozenset({("volume", "s-lag")}))] >= 1
+    assert got[("rbdfail_volume_entries_behind", frozenset({("volume", "j-lag")}))] == 2
+    split = {("volume", "s-split"), ("primary_site", "split-brain")}
+    assert got[("rbdfail_volume_primary_site", frozenset(split))] == 1
+    replaying = {("volume", "s-lag"), ("site", "secondary"), ("state", "replaying")}
+    assert got[("rbdfail_volume_mirror_state", frozenset(replaying))] == 1
+    for site in ("default", "secondary"):
+        assert got[("rbdfail_site_reachable", frozenset({("site", site)}))] == 1
+
+
+def test_metrics__unreachable_site_is_0_and_unknown_figures_are_left_out(
+    config: Config, fake_ceph: FakeCeph, sites, tmp_path: Path
+) -> None:
+    primary, secondary = sites
+    mirrored(primary, secondary, "s-1", MirrorMode.SNAPSHOT)
+    fake_ceph.freeze("default")
+    out = tmp_path / "rbdfail.prom"
+
+    write_textfile(status(config, fake_ceph), out, 0.0)
+
+    got = samples(out)
+    assert got[("rbdfail_site_reachable", frozenset({("site", "default")}))] == 0
+    assert got[("rbdfail_site_reachable", frozenset({("site", "secondary")}))] == 1
+    primary_unknown = {("volume", "s-1"), ("primary_site", "unknown")}
+    assert got[("rbdfail_volume_primary_site", frozenset(primary_unknown))] == 1
+    assert ("rbdfail_site_rbd_mirror_up", frozenset({("site", "default")})) not in got
+
+
+def test_cli__status_prometheus_writes_the_file_beside_the_json(
+    config_file: Path, fake_ceph: FakeCeph, sites, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ceph, "connect", fake_ceph.connect)
+    primary, secondary = sites
+    mirrored(primary, secondary, "s-1", MirrorMode.SNAPSHOT)
+    out = tmp_path / "rbdfail.prom"
+
+    result = CliRunner().invoke(
+        main, ["-c", str(config_file), "status", "--json", "--prometheus", str(out)]
+    )
+
+    assert result.exit_code == 0, result.output
+    got = samples(out)
+    assert got[("rbdfail_healthy", frozenset())] == 1
+    assert got[("rbdfail_active_backend", frozenset({("backend", "default")}))] == 1
+    assert not list(tmp_path.glob("rbdfail.prom.*"))  # no temporary file left beside it
+
+
+def test_cli__status_prometheus_into_a_missing_directory__exit_2_before_any_site_is_read(
+    config_file: Path, fake_ceph: FakeCeph, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ceph, "connect", fake_ceph.connect)
+    calls_before = len(fake_ceph.sites["default"].calls)
+
+    result = CliRunner().invoke(
+        main, ["-c", str(config_file), "status", "--prometheus", str(tmp_path / "no" / "x.prom")]
+    )
+
+    assert result.exit_code == 2
+    assert "--prometheus" in result.stderr and str(tmp_path / "no") in result.stderr
+    assert len(fake_ceph.sites["default"].calls) == calls_before
