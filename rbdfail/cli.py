@@ -10,6 +10,7 @@ Imports of rich, the Ceph bindings and the core happen inside the commands, so t
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -276,8 +277,6 @@ def status(
 
 def _writable_place(path: Path | None) -> Path | None:
     """Refuse a file that could not be written before any site is read."""
-    import os
-
     if path is not None and not os.access(path.parent, os.W_OK | os.X_OK):
         raise click.BadParameter(
             f"{path.parent} is not a directory this user may write in", param_hint="--prometheus"
