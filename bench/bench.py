@@ -224,7 +224,8 @@ class Bench:
         concurrency, and rbdfail's) vs demoting each volume, then promoting each (Cinder)."""
         secondary = self.config.replication_devices[0]
         concurrency = self.config.concurrency
-        pool_default, pool_equal = "rbd pool cmds", f"rbd pool cmds -j{concurrency}"
+        pool_default = f"rbd pool cmds (default -j{RBD_DEFAULT_CONCURRENCY})"
+        pool_equal = f"rbd pool cmds -j{concurrency}"
         serial = "one after another"
         runs: dict[str, list[float]] = {"rbdfail": [], pool_default: [], pool_equal: [], serial: []}
         retries: dict[str, list[int]] = {name: [] for name in runs}
