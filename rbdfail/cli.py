@@ -618,7 +618,7 @@ def _switch(
         volume_timeout=volume_timeout or config.volume_timeout,
         concurrency=concurrency or config.concurrency,
         force=force,
-        **({"resync_timeout": resync_timeout} if resync_timeout else {}),
+        resync_timeout=resync_timeout or engine.Options.resync_timeout,
     )
     say = _stderr_progress
     if operation == "failback":

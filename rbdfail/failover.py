@@ -35,7 +35,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from tenacity import (
     Retrying,
@@ -246,12 +246,18 @@ class Options:
     # image's exclusive lock (ceph-facts.md). Part of the allowance after a volume's budget.
     forced_promote_s: float = 15.0
     resync_timeout: float = 900.0  # failback: a stale copy's re-copy, before its switch
+    # Volumes in progress per call slot while the source answers: a clean switch spends most
+    # of its time waiting for the demotion to reach the target (about 3 s, against about 1 s
+    # a call), and that wait holds no slot. Measured, 200 volumes: one volume per slot took
+    # 23.4 s against 13.3 s for `rbd mirror pool demote` + `promote` at the same concurrency.
+    volumes_per_slot: int = 4
 
     @property
     def hard_limit(self) -> float:
         """When a volume's work is given up on: its budget, then room for what follows a
-        budget spent waiting (a roll-back's two calls, or a forced promote). Only a call that
-        hangs despite the timeouts reaches it."""
+        budget spent waiting (a roll-back's two calls, or a forced promote). Time spent
+        queued for a call slot is added on top (`CallSlots.queued`). Only a call that hangs
+        despite the timeouts reaches it."""
         return self.volume_timeout + 2 * self.connect_timeout + self.forced_promote_s
 
     def limit_for(self, volume: PlannedVolume) -> float:
@@ -560,6 +566,84 @@ def _dead_here(holder: str) -> bool:
 
 
 # ---- executing -----------------------------------------------------------------------------
+class CallSlots:
+    """At most `concurrency` Ceph calls at once across a run's volumes.
+
+    A volume given up on while inside a call (it hangs) has its slot written off, so the
+    calls of the others are never held up by it; the hung call, if it ever returns, does not
+    give the slot back a second time.
+    """
+
+    def __init__(self, concurrency: int) -> None:
+        self._free = threading.Semaphore(concurrency)
+        self._lock = threading.Lock()
+        self._written_off: dict[int, bool] = {}  # thread in a call -> its slot written off
+        self._queued: dict[int, float] = {}  # thread -> seconds spent queued, finished waits
+        self._queued_since: dict[int, float] = {}  # thread queued now -> since when
+
+    def begin(self, thread: int) -> None:
+        """A thread starts on a new volume (thread ids are reused): its queued time is 0."""
+        with self._lock:
+            self._queued.pop(thread, None)
+
+    def queued(self, thread: int | None) -> float:
+        """Seconds the thread has spent waiting for slots, the wait going on included."""
+        with self._lock:
+            since = self._queued_since.get(thread or 0)
+            return self._queued.get(thread or 0, 0.0) + (
+                time.monotonic() - since if since is not None else 0.0
+            )
+
+    def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        me = threading.get_ident()
+        with self._lock:
+            self._queued_since[me] = time.monotonic()
+        self._free.acquire()
+        with self._lock:
+            self._queued[me] = self._queued.get(me, 0.0) + (
+                time.monotonic() - self._queued_since.pop(me)
+            )
+            self._written_off[me] = False
+        try:
+            return function(*args, **kwargs)
+        finally:
+            with self._lock:
+                written_off = self._written_off.pop(me)
+            if not written_off:
+                self._free.release()
+
+    def write_off(self, thread: int | None) -> None:
+        with self._lock:
+            if thread in self._written_off and not self._written_off[thread]:
+                self._written_off[thread] = True
+                self._free.release()
+
+
+class _Throttled:
+    """A site whose every call takes one of the run's call slots."""
+
+    def __init__(self, cluster: Cluster, slots: CallSlots) -> None:
+        self._cluster, self._slots = cluster, slots
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._cluster, name)
+        if not callable(attribute):
+            return attribute
+        return lambda *args, **kwargs: self._slots.call(attribute, *args, **kwargs)
+
+
+def _throttled(sites: Sites, slots: CallSlots) -> Sites:
+    def wrap(cluster: Cluster) -> Cluster:
+        return cast(Cluster, _Throttled(cluster, slots))
+
+    return Sites(
+        sites.source_id,
+        wrap(sites.target),
+        None if sites.source is None else wrap(sites.source),
+        sites.source_error,
+    )
+
+
 @dataclass
 class _Run:
     """What the workers of one run share."""
@@ -571,6 +655,8 @@ class _Run:
     lost: threading.Event = field(default_factory=threading.Event)
     lost_reason: str | None = None
     steps: dict[str, str] = field(default_factory=dict)  # volume -> its step now
+    slots: CallSlots | None = None
+    threads: dict[str, int] = field(default_factory=dict)  # volume -> the thread working on it
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def step(self, name: str, step: str, **fields: Any) -> None:
@@ -599,7 +685,8 @@ def execute(
 ) -> FailoverReport:
     """Carry the plan out and record it; the caller holds the lock."""
     started = time.monotonic()
-    run = _Run(sites, options, journal, observer or _Silent())
+    slots = CallSlots(options.concurrency)
+    run = _Run(_throttled(sites, slots), options, journal, observer or _Silent(), slots=slots)
     if sites.source is None and sites.source_error is not None:
         run.lost.set()
         run.lost_reason = f"{sites.source_id} unreachable: {sites.source_error.reason}"
@@ -615,12 +702,16 @@ def execute(
         pid=os.getpid(),
     )
     todo = [v for v in plan.volumes if v.plan in _WORK]
+    # Forced promotes wait on nothing but their own call: more volumes in progress than
+    # slots only pays while demotions have to propagate.
+    per_slot = options.volumes_per_slot if sites.source is not None else 1
     finished = run_all(
         todo,
         lambda v: _fail_over_one(run, v),
-        options.concurrency,
+        options.concurrency * per_slot,
         run.observer.finished,
-        time_limit=options.limit_for,
+        # Waiting behind other volumes for call slots is not this volume's time.
+        time_limit=lambda v: options.limit_for(v) + slots.queued(run.threads.get(v.name)),
         on_overrun=lambda v, seconds: _overrun(run, v, seconds),
     )
     outcomes = {o.name: o for o in finished.results if o is not None}
@@ -694,6 +785,8 @@ def _record(
 
 
 def _overrun(run: _Run, volume: PlannedVolume, seconds: float) -> VolumeOutcome:
+    if run.slots is not None:
+        run.slots.write_off(run.threads.get(volume.name))
     step = run.steps.get(volume.name, "starting")
     run.journal.write("given-up", volume=volume.name, last_step=step, after_s=round(seconds, 1))
     return VolumeOutcome(
@@ -707,6 +800,9 @@ def _overrun(run: _Run, volume: PlannedVolume, seconds: float) -> VolumeOutcome:
 
 
 def _fail_over_one(run: _Run, volume: PlannedVolume) -> VolumeOutcome:
+    run.threads[volume.name] = threading.get_ident()
+    if run.slots is not None:
+        run.slots.begin(threading.get_ident())
     begun = time.monotonic()
     deadline = begun + run.options.volume_timeout
 

@@ -43,7 +43,8 @@ def run_all(
     """work(item) for every item, at most `concurrency` at once; on_done as each finishes.
 
     With `time_limit` (seconds, or seconds per item), work still running that long after it
-    started gets the result on_overrun(item, seconds) instead.
+    started gets the result on_overrun(item, seconds) instead. A per-item limit is asked
+    again at every check, so it may grow while the work runs (never shrink).
     """
     limit_of: Callable[[T], float] | None = (
         None
@@ -54,7 +55,7 @@ def run_all(
     )
     results: list[R | None] = [None] * len(items)
     finished: queue.Queue[tuple[int, R | None, BaseException | None]] = queue.Queue()
-    deadlines: dict[int, float] = {}  # running, not yet given up on: index -> give up at
+    started: dict[int, float] = {}  # running, not yet given up on: index -> when it started
     next_item, interrupted, overran = 0, False, 0
 
     def run(index: int) -> None:
@@ -68,15 +69,14 @@ def run_all(
         on_done(result)
 
     while True:
-        while not interrupted and next_item < len(items) and len(deadlines) < concurrency:
-            limit = limit_of(items[next_item]) if limit_of else float("inf")
-            deadlines[next_item] = time.monotonic() + limit
+        while not interrupted and next_item < len(items) and len(started) < concurrency:
+            started[next_item] = time.monotonic()
             threading.Thread(target=run, args=(next_item,), daemon=True).start()
             next_item += 1
-        if not deadlines:
+        if not started:
             break
         try:
-            overran += _collect(finished, deadlines, settle, on_overrun, items, limit_of)
+            overran += _collect(finished, started, settle, on_overrun, items, limit_of)
         except KeyboardInterrupt:
             if interrupted:
                 raise  # the second Ctrl-C: stop waiting
@@ -86,30 +86,33 @@ def run_all(
 
 def _collect(
     finished: queue.Queue[tuple[int, R | None, BaseException | None]],
-    deadlines: dict[int, float],
+    started: dict[int, float],
     settle: Callable[[int, R], None],
     on_overrun: Callable[[T, float], R] | None,
     items: Sequence[T],
     limit_of: Callable[[T], float] | None,
 ) -> int:
     """Wait for the next result, or give up on work past its time limit; how many given up."""
-    soonest = min(deadlines.values())
+    give_up_at = {
+        index: began + (limit_of(items[index]) if limit_of else float("inf"))
+        for index, began in started.items()
+    }
+    soonest = min(give_up_at.values())
     wait = None if soonest == float("inf") else max(0.0, soonest - time.monotonic())
     try:
         index, result, error = finished.get(timeout=wait)
     except queue.Empty:
         now, overran = time.monotonic(), 0
-        for index, give_up_at in list(deadlines.items()):
-            if now >= give_up_at:
-                del deadlines[index]
+        for index, began in list(started.items()):
+            assert on_overrun is not None and limit_of is not None, "limit needs on_overrun"
+            if now >= began + limit_of(items[index]):  # asked again: it may have grown
+                del started[index]
                 overran += 1
-                assert on_overrun is not None and limit_of is not None, "limit needs on_overrun"
-                limit = limit_of(items[index])
-                settle(index, on_overrun(items[index], now - give_up_at + limit))
+                settle(index, on_overrun(items[index], now - began))
         return overran
-    if index not in deadlines:
+    if index not in started:
         return 0  # given up on already; its result came too late to count
-    del deadlines[index]
+    del started[index]
     if error is not None:
         raise error
     assert result is not None

@@ -164,7 +164,7 @@ def test_failback__kill_in_the_middle_then_rerun_completes_without_repeating(
     fake_ceph.faults[("default", "promote", "s-2")] = Killed()
 
     with pytest.raises(Killed):
-        back(config, fake_ceph, concurrency=1)
+        back(config, fake_ceph, concurrency=1, volumes_per_slot=1)  # killed at a known point
     resyncs_before = calls(fake_ceph, "default", "resync")
     assert resyncs_before == ["s-0", "s-1", "s-2"]
 

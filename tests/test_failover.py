@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -239,7 +240,8 @@ def test_source_lost_during_the_demotions__no_more_demotes__the_rest_forced(
             fake_ceph.freeze("default")
 
     recorder.on_step = freeze_after_two_volumes
-    report = run(config, fake_ceph, observer=recorder, concurrency=1)
+    # One volume at a time, so the loss lands at a known point.
+    report = run(config, fake_ceph, observer=recorder, concurrency=1, volumes_per_slot=1)
 
     outcomes = by_name(report)
     demoted = [n for n in names if outcomes[n].action == Action.DEMOTED_PROMOTED]
@@ -402,7 +404,7 @@ def test_kill_mid_run_then_rerun__finishes_without_repeating_anything(
     fake_ceph.faults[("secondary", "promote", "s-03")] = Killed()
 
     with pytest.raises(Killed):
-        run(config, fake_ceph, concurrency=1)
+        run(config, fake_ceph, concurrency=1, volumes_per_slot=1)  # killed at a known point
     first_run = next(line["run"] for line in journal_lines(config.state_dir))
     assert not primary_on(primary, "s-03") and not primary_on(secondary, "s-03")
     done_before = [n for n in names if primary_on(secondary, n)]
@@ -455,6 +457,68 @@ def test_concurrency__never_more_volumes_at_once_than_asked(
     assert fake_ceph.max_in_flight["promote"] <= 4
 
 
+def test_concurrency__volumes_waiting_for_their_demotion_to_arrive_hold_no_call_slot(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    names = volumes("s", 16)
+    replicated(primary, secondary, names)
+    fake_ceph.replication_delay = 0.3  # each demotion reaches the secondary 0.3 s later
+    recorder = Recorder()
+    waiting: set[str] = set()
+    most_waiting = 0
+
+    def count_waiting(name: str, step: str) -> None:
+        nonlocal most_waiting
+        if step == "demoted":
+            waiting.add(name)
+        elif step == "promoted":
+            waiting.discard(name)
+        most_waiting = max(most_waiting, len(waiting))
+
+    recorder.on_step = count_waiting
+    report = run(config, fake_ceph, observer=recorder, concurrency=2)
+
+    assert report.result == "complete"
+    assert fake_ceph.max_in_flight["demote"] <= 2 and fake_ceph.max_in_flight["promote"] <= 2
+    assert most_waiting > 2  # more volumes waited at once than there are call slots
+
+
+def test_call_slots__a_hung_call_written_off_frees_its_slot_once() -> None:
+    slots = failover.CallSlots(1)
+    hung, release = threading.Event(), threading.Event()
+
+    def hang() -> None:
+        hung.set()
+        release.wait()
+
+    hung_thread = threading.Thread(target=slots.call, args=(hang,))
+    hung_thread.start()
+    hung.wait()
+    slots.write_off(hung_thread.ident)
+
+    assert slots.call(lambda: "through") == "through"  # not held up by the hung call
+    release.set()
+    hung_thread.join()
+    in_call, most = 0, 0
+    lock = threading.Lock()
+
+    def one_call() -> None:
+        nonlocal in_call, most
+        with lock:
+            in_call += 1
+            most = max(most, in_call)
+        time.sleep(0.02)
+        with lock:
+            in_call -= 1
+
+    threads = [threading.Thread(target=slots.call, args=(one_call,)) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most == 1  # the late return of the hung call gave no second slot back
+
+
 def test_ctrl_c__no_new_volumes__running_ones_finish__recorded(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:
@@ -468,7 +532,8 @@ def test_ctrl_c__no_new_volumes__running_ones_finish__recorded(
             raise KeyboardInterrupt
 
     recorder.on_finished = interrupt_once
-    report = run(config, fake_ceph, observer=recorder, concurrency=2)
+    # Two volumes in progress (one per call slot): the two running when Ctrl-C comes.
+    report = run(config, fake_ceph, observer=recorder, concurrency=2, volumes_per_slot=1)
 
     assert report.interrupted and report.result == "partial"
     outcomes = by_name(report)
