@@ -392,7 +392,7 @@ concurrency_option = click.option(
     "--concurrency",
     type=click.IntRange(min=1),
     default=None,
-    help="Volumes worked on at once (default: `concurrency` in the config).",
+    help="Ceph calls in flight at once (default: `concurrency` in the config).",
 )
 
 
