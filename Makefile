@@ -65,4 +65,4 @@ clean:
 N ?= 200
 REPS ?= 3
 bench: venv
-	$(VENV)/bin/python bench/bench.py --n $(N) --reps $(REPS) $(if $(ONLY),--only $(ONLY))
+	$(VENV)/bin/python bench/bench.py --n $(N) --reps $(REPS) $(if $(ONLY),--only $(ONLY)) $(if $(NO_SERIAL),--no-serial)
