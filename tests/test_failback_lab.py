@@ -48,8 +48,18 @@ def test_failback__forced_failover_and_failback_twice__data_and_health_at_the_en
         for round_ in range(2):
             lab.lab.freeze("primary")
             try:
+                # Forced promotes take ~10 s; once in the full suite two took over the default
+                # 81 s limit (rbdfail reported them failed, as it should): room for that here.
                 code, report = rbdfail(
-                    config_file, "failover", "--to", "secondary", "--yes", "--connect-timeout", "3"
+                    config_file,
+                    "failover",
+                    "--to",
+                    "secondary",
+                    "--yes",
+                    "--connect-timeout",
+                    "3",
+                    "--timeout",
+                    "120",
                 )
             finally:
                 lab.lab.thaw("primary")
