@@ -31,7 +31,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 from rbdfail import ceph
 from rbdfail.cluster import Cluster, MirrorInfo
 from rbdfail.config import Config, SiteConfig, load_config
-from rbdfail.errors import ImageBusy, ImageNotFound
+from rbdfail.errors import ImageBusy, ImageNotFound, InvalidState
 from rbdfail.lab import Lab
 
 RBDFAIL = [sys.executable, "-m", "rbdfail"]
@@ -207,15 +207,16 @@ class Bench:
         # A generous timeout: a site just thawed takes a while to answer again.
         clusters = [ceph.connect(site, 60) for site in self.config.sites]
         try:
+            images = [
+                (cluster, name, infos.get(name))
+                for cluster in clusters
+                for infos in [cluster.mirror_infos()]
+                for name in cluster.list_images()
+            ]
+            # Primaries first: their peers' rbd-mirror then deletes the copies by itself.
+            images.sort(key=lambda image: image[2] is not None and not image[2].primary)
             with ThreadPoolExecutor(64) as pool:
-                for cluster in clusters:
-                    infos = cluster.mirror_infos()
-                    list(
-                        pool.map(
-                            lambda name, c=cluster, i=infos: _drop(c, name, i.get(name)),
-                            cluster.list_images(),
-                        )
-                    )
+                list(pool.map(lambda image: _drop(*image), images))
         finally:
             for cluster in clusters:
                 cluster.close()
@@ -477,7 +478,9 @@ def _until_ok(argv: list[str], within_s: float) -> int:
 
 
 @retry(
-    retry=retry_if_exception_type(ImageBusy),
+    # Busy while rbd-mirror holds it; a demoted copy may refuse even a forced disable (EROFS)
+    # until its peer's rbd-mirror deletes it.
+    retry=retry_if_exception_type((ImageBusy, InvalidState)),
     stop=stop_after_delay(120),
     wait=wait_fixed(1),
     reraise=True,
