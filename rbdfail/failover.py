@@ -652,10 +652,10 @@ class _Run:
     options: Options
     journal: Journal
     observer: Observer
+    slots: CallSlots
     lost: threading.Event = field(default_factory=threading.Event)
     lost_reason: str | None = None
     steps: dict[str, str] = field(default_factory=dict)  # volume -> its step now
-    slots: CallSlots | None = None
     threads: dict[str, int] = field(default_factory=dict)  # volume -> the thread working on it
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -686,7 +686,7 @@ def execute(
     """Carry the plan out and record it; the caller holds the lock."""
     started = time.monotonic()
     slots = CallSlots(options.concurrency)
-    run = _Run(_throttled(sites, slots), options, journal, observer or _Silent(), slots=slots)
+    run = _Run(_throttled(sites, slots), options, journal, observer or _Silent(), slots)
     if sites.source is None and sites.source_error is not None:
         run.lost.set()
         run.lost_reason = f"{sites.source_id} unreachable: {sites.source_error.reason}"
@@ -785,8 +785,7 @@ def _record(
 
 
 def _overrun(run: _Run, volume: PlannedVolume, seconds: float) -> VolumeOutcome:
-    if run.slots is not None:
-        run.slots.write_off(run.threads.get(volume.name))
+    run.slots.write_off(run.threads.get(volume.name))
     step = run.steps.get(volume.name, "starting")
     run.journal.write("given-up", volume=volume.name, last_step=step, after_s=round(seconds, 1))
     return VolumeOutcome(
@@ -801,8 +800,7 @@ def _overrun(run: _Run, volume: PlannedVolume, seconds: float) -> VolumeOutcome:
 
 def _fail_over_one(run: _Run, volume: PlannedVolume) -> VolumeOutcome:
     run.threads[volume.name] = threading.get_ident()
-    if run.slots is not None:
-        run.slots.begin(threading.get_ident())
+    run.slots.begin(threading.get_ident())
     begun = time.monotonic()
     deadline = begun + run.options.volume_timeout
 
