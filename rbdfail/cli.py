@@ -69,6 +69,23 @@ def _fail(message: str, code: int) -> NoReturn:
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="One JSON document on stdout; logs go to stderr."
 )
+dry_run_option = click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+yes_option = click.option(
+    "-y", "--yes", is_flag=True, help="Do not ask for confirmation (runbooks)."
+)
+concurrency_option = click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ceph calls in flight at once (default: `concurrency` in the config).",
+)
+connect_timeout_option = click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="Connect and per-call timeout (default: `replication_connect_timeout`).",
+)
 
 
 def _emit_json(document: object) -> None:
@@ -388,14 +405,6 @@ def connection_info(app: AppContext, volume: str, as_json: bool) -> None:
     click.echo(f"  monitors: {', '.join(a for m in data['monitors'] for a in m['addresses'])}")
 
 
-concurrency_option = click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Ceph calls in flight at once (default: `concurrency` in the config).",
-)
-
-
 # ---- failover ---------------------------------------------------------------------------------
 @main.command()
 @click.option(
@@ -406,10 +415,8 @@ concurrency_option = click.option(
     help="The replication device to fail over to (its `backend_id`); `default` means "
     "`rbdfail failback`.",
 )
-@click.option(
-    "--dry-run", is_flag=True, help="Show the plan (what each volume would get); change nothing."
-)
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (runbooks).")
+@dry_run_option
+@yes_option
 @click.option(
     "--force",
     is_flag=True,
@@ -424,13 +431,7 @@ concurrency_option = click.option(
     metavar="SECONDS",
     help="Wall-clock budget of one volume (default: `volume_timeout` in the config).",
 )
-@click.option(
-    "--connect-timeout",
-    type=click.FloatRange(min=1),
-    default=None,
-    metavar="SECONDS",
-    help="Connect and per-call timeout (default: `replication_connect_timeout`).",
-)
+@connect_timeout_option
 @concurrency_option
 @json_option
 @click.pass_obj
@@ -498,8 +499,8 @@ def failover(
 
 
 @main.command()
-@click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (runbooks).")
+@dry_run_option
+@yes_option
 @click.option(
     "--force",
     is_flag=True,
@@ -529,13 +530,7 @@ def failover(
     metavar="SECONDS",
     help="How long a resync may take before its volume is given up on (default: 900).",
 )
-@click.option(
-    "--connect-timeout",
-    type=click.FloatRange(min=1),
-    default=None,
-    metavar="SECONDS",
-    help="Connect and per-call timeout (default: `replication_connect_timeout`).",
-)
+@connect_timeout_option
 @concurrency_option
 @json_option
 @click.pass_obj
@@ -680,9 +675,6 @@ def _switch(
 
 
 # ---- per-image mirroring ----------------------------------------------------------------------
-dry_run_option = click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
-
-
 @main.command("enable-mirroring")
 @click.argument("images", nargs=-1)
 @dry_run_option
