@@ -31,7 +31,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 from rbdfail import ceph
 from rbdfail.cluster import Cluster, MirrorInfo
 from rbdfail.config import Config, SiteConfig, load_config
-from rbdfail.errors import ImageBusy, ImageNotFound, InvalidState
+from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState
 from rbdfail.lab import Lab
 
 RBDFAIL = [sys.executable, "-m", "rbdfail"]
@@ -291,6 +291,26 @@ class Bench:
             | {f"{name}: refused promotes": [float(r) for r in v] for name, v in retries.items()},
         )
 
+    def wait_writable(self, site: SiteConfig) -> None:
+        """Until a new connection can create an image there: a thawed site has been seen to
+        answer reads (what `lab thaw` waits for) and still time out creating images."""
+        started = time.monotonic()
+        while True:
+            probe = f"bench-thaw-probe-{time.time_ns()}"  # one left behind goes with reset()
+            try:
+                cluster = ceph.connect(site, 10)
+                try:
+                    cluster.create_image(probe, 1 << 20)
+                    cluster.remove_image(probe)
+                finally:
+                    cluster.close()
+                break
+            except CephError as exc:
+                if time.monotonic() - started > 600:
+                    raise RuntimeError(f"{site.backend_id} still not writable: {exc}") from exc
+                say(f"{site.backend_id} not writable yet after the thaw: {exc}")
+        say(f"{site.backend_id} writable {time.monotonic() - started:.1f}s after the thaw")
+
     def check_primary(self, site: SiteConfig, names: list[str]) -> None:
         """A contender that left a volume behind did not fail over: its time would be a lie."""
         cluster = ceph.connect(site, 10)
@@ -323,6 +343,7 @@ class Bench:
                 seconds = run(names)
             finally:
                 lab.thaw("primary")
+                self.wait_writable(self.config.backend)
             say(f"forced failover, {prefix}: {seconds:.2f}s")
             self.check_primary(secondary, names)
             self.reset()
@@ -418,6 +439,7 @@ def main() -> None:
     lab = Lab(lab_dir, progress=lambda m: print(f"  lab: {m}", file=sys.stderr))
     started = time.monotonic()
     config_file = lab.up()
+    keep = False
     try:
         bench = Bench(load_config(config_file), config_file, args.n, args.reps)
         bench.serial = not args.no_serial
@@ -426,9 +448,17 @@ def main() -> None:
             rows.append(getattr(bench, SCENARIOS[name])())
             say(f"{rows[-1].what}: rbdfail {rows[-1].rbdfail_s:.2f}s, {rows[-1].alternatives}")
             write_results(out, args, rows)  # a later scenario that fails loses nothing
+    except Exception:
+        # What the sites said when it failed, and their logs, are what explain it.
+        _show_health(lab_dir)
+        keep = True
+        raise
     finally:
         lab.down()
-        shutil.rmtree(lab_dir, ignore_errors=True)
+        if keep:
+            say(f"the lab's folder, daemon logs included, is kept: {lab_dir}")
+        else:
+            shutil.rmtree(lab_dir, ignore_errors=True)
 
     print(
         f"\nrbdfail benchmark: N={args.n}, median of {args.reps}, "
@@ -456,6 +486,14 @@ def write_results(out: Path, args: argparse.Namespace, rows: list[Row]) -> None:
         "rows": [asdict(r) | {"ratios": r.ratios()} for r in rows],
     }
     out.write_text(json.dumps(document, indent=2))
+
+
+def _show_health(lab_dir: Path) -> None:
+    for site_dir in sorted(path.parent for path in lab_dir.glob("*/ceph.conf")):
+        for args in (["-s"], ["health", "detail"]):
+            argv = ["ceph", "-c", str(site_dir / "ceph.conf"), "--connect-timeout", "10", *args]
+            done = subprocess.run(argv, capture_output=True, text=True)
+            say(f"{site_dir.name}: ceph {' '.join(args)}:\n{done.stdout}{done.stderr}")
 
 
 def say(message: str) -> None:
