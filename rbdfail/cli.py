@@ -22,7 +22,7 @@ import click
 
 if TYPE_CHECKING:
     from rbdfail.cluster import Cluster
-    from rbdfail.config import Config
+    from rbdfail.config import Config, SiteConfig
     from rbdfail.lab import Lab
     from rbdfail.mirroring import Report, Step, VolumeResult
     from rbdfail.status import StatusReport
@@ -79,6 +79,14 @@ concurrency_option = click.option(
     default=None,
     help="Ceph calls in flight at once (default: `concurrency` in the config).",
 )
+site_option = click.option(
+    "--site",
+    "site_id",
+    metavar="BACKEND_ID",
+    default=None,
+    help="The site to act on (default: the active one: the backend, or where the last "
+    "failover went).",
+)
 connect_timeout_option = click.option(
     "--connect-timeout",
     type=click.FloatRange(min=1),
@@ -92,13 +100,21 @@ def _emit_json(document: object) -> None:
     click.echo(json.dumps(document, indent=2, default=str))
 
 
-def _remember_backend(config: Config, volumes: Sequence[Volume]) -> None:
-    """Keep the backend's full listing, for a failover that finds it lost (see state.py)."""
-    from rbdfail.state import remember_volumes
+def _acting_site(config: Config, site_id: str | None) -> SiteConfig:
+    """The site named, else the active one: after a failover, volumes are created and
+    mirrored there, not on the backend (which may be the site that was lost)."""
+    from rbdfail.state import read_state
 
-    remember_volumes(
-        config.state_dir, config.backend.backend_id, {v.name: v.volume_type for v in volumes}
-    )
+    return config.site(site_id or read_state(config.state_dir).active_backend)
+
+
+def _remember_listing(config: Config, site_id: str, volumes: Sequence[Volume]) -> None:
+    """Keep the active site's full listing, for a failover that finds it lost (see state.py);
+    another site's listing would replace the one that matters."""
+    from rbdfail.state import read_state, remember_volumes
+
+    if site_id == read_state(config.state_dir).active_backend:
+        remember_volumes(config.state_dir, site_id, {v.name: v.volume_type for v in volumes})
 
 
 def _stderr_progress(message: str) -> None:
@@ -139,32 +155,35 @@ def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
 
 
 @main.command()
+@site_option
 @json_option
 @click.pass_obj
-def volumes(app: AppContext, as_json: bool) -> None:
-    """List the backend's volumes: type, replicated or not, mirroring.
+def volumes(app: AppContext, site_id: str | None, as_json: bool) -> None:
+    """List the active site's volumes: type, replicated or not, mirroring.
 
-    Each RBD image in the backend's pool is a volume; its type comes from the image's
+    Each RBD image in the site's pool is a volume; its type comes from the image's
     `rbdfail.volume_type` metadata, else from the first `volumes` rule whose glob matches.
 
     \b
-    Example:
+    Examples:
       rbdfail volumes --json | jq '.[] | select(.replicated)'
+      rbdfail volumes --site secondary
     """
     from rbdfail import ceph, render
     from rbdfail.volumes import list_volumes
 
     config = app.config()
-    cluster = ceph.connect(config.backend, config.replication_connect_timeout)
+    site = _acting_site(config, site_id)
+    cluster = ceph.connect(site, config.replication_connect_timeout)
     try:
         found = list_volumes(cluster, config)
     finally:
         cluster.close()
-    _remember_backend(config, found)
+    _remember_listing(config, site.backend_id, found)
     if as_json:
         _emit_json([volume.to_json() for volume in found])
     else:
-        render.volumes_table(found, site=config.backend.backend_id)
+        render.volumes_table(found, site=site.backend_id)
 
 
 @main.command()
@@ -269,7 +288,7 @@ def status(
         report = gather(config, read_state(config.state_dir), ceph.connect, images)
         backend = report.sites[config.backend.backend_id]
         if backend.reachable and not images:
-            _remember_backend(config, backend.volumes)
+            _remember_listing(config, backend.backend_id, backend.volumes)
         if prometheus is not None:
             _write_metrics(report, prometheus, taken_at)
         if as_json:
@@ -361,8 +380,9 @@ def check(app: AppContext, target: str | None, max_lag: float | None, as_json: b
         target = config.replication_devices[0].backend_id if active == default else default
     config.site(target)  # an unknown id is a usage error, named, before any connection
     report = gather(config, state, ceph.connect)
-    if report.sites[config.backend.backend_id].reachable:
-        _remember_backend(config, report.sites[config.backend.backend_id].volumes)
+    backend = report.sites[config.backend.backend_id]
+    if backend.reachable:
+        _remember_listing(config, backend.backend_id, backend.volumes)
     items = run_checks(report, target, max_lag)
     if as_json:
         _emit_json(
@@ -677,6 +697,7 @@ def _switch(
 # ---- per-image mirroring ----------------------------------------------------------------------
 @main.command("enable-mirroring")
 @click.argument("images", nargs=-1)
+@site_option
 @dry_run_option
 @concurrency_option
 @json_option
@@ -684,11 +705,13 @@ def _switch(
 def enable_mirroring(
     app: AppContext,
     images: tuple[str, ...],
+    site_id: str | None,
     dry_run: bool,
     concurrency: int | None,
     as_json: bool,
 ) -> None:
-    """Enable per-image mirroring for every replicated volume, or the IMAGES named.
+    """Enable per-image mirroring for every replicated volume, or the IMAGES named, on the
+    active site (the backend, or where the last failover went; --site picks another).
 
     Each volume is mirrored in its type's mode. Journal mode needs the exclusive-lock and
     journaling features: the missing ones are added and recorded on the image, so that
@@ -712,6 +735,7 @@ def enable_mirroring(
         "enable-mirroring",
         lambda volumes: mirroring.plan_enable(volumes, images),
         mirroring.enable,
+        site_id,
         dry_run,
         concurrency,
         as_json,
@@ -720,6 +744,7 @@ def enable_mirroring(
 
 @main.command("disable-mirroring")
 @click.argument("images", nargs=-1, required=True)
+@site_option
 @dry_run_option
 @concurrency_option
 @json_option
@@ -727,14 +752,15 @@ def enable_mirroring(
 def disable_mirroring(
     app: AppContext,
     images: tuple[str, ...],
+    site_id: str | None,
     dry_run: bool,
     concurrency: int | None,
     as_json: bool,
 ) -> None:
     """Disable mirroring of the IMAGES named, removing only the features rbdfail added.
 
-    Run it where the images are primary; the peer site deletes its copies. Snapshot
-    schedules of the images are removed too.
+    Runs on the active site (--site picks another), where the images must be primary; the
+    peer site deletes its copies. Snapshot schedules of the images are removed too.
 
     \b
     Example:
@@ -748,6 +774,7 @@ def disable_mirroring(
         "disable-mirroring",
         lambda volumes: mirroring.plan_disable(volumes, images),
         mirroring.disable,
+        site_id,
         dry_run,
         concurrency,
         as_json,
@@ -759,16 +786,17 @@ def _per_image_mirroring(
     operation: str,
     plan: Callable[[list[Volume]], list[Step]],
     apply: Callable[[Cluster, list[Step], int, Callable[[VolumeResult], None]], Report],
+    site_id: str | None,
     dry_run: bool,
     concurrency: int | None,
     as_json: bool,
 ) -> None:
-    """Connect to the backend, take its inventory, plan, then show the plan or apply it."""
+    """Connect to the acting site, take its inventory, plan, then show the plan or apply it."""
     from rbdfail import ceph, mirroring, render
     from rbdfail.volumes import list_volumes
 
     config = app.config()
-    cluster = ceph.connect(config.backend, config.replication_connect_timeout)
+    cluster = ceph.connect(_acting_site(config, site_id), config.replication_connect_timeout)
     try:
         steps = plan(list_volumes(cluster, config))
         if dry_run:

@@ -5,8 +5,8 @@
 failback can restore it). Until a failover has run, the file does not exist: the backend
 `default` is active and every volume is `available`. It is replaced whole, atomically.
 
-`inventory.json` is the backend's volumes and their types as last listed in full (by `status`,
-`check`, `volumes` or a failover): when the backend's site is lost, a failover lists only the
+`inventory.json` is the active site's volumes and their types as last listed in full (by
+`status`, `check`, `volumes` or a failover): when that site is lost, a failover lists only the
 copies on the target, and this is how it still knows the volumes that exist only on the lost site
 (not replicated), to mark them `error` as Cinder would.
 
@@ -109,8 +109,8 @@ class Inventory:
 
 
 def remember_volumes(state_dir: Path, site: str, volume_types: dict[str, str]) -> bool:
-    """Record the backend's full listing; best effort (a read-only command run by a user who
-    may not write the state dir must still work): False when it could not be written."""
+    """Record a site's full listing, replacing the last one; best effort (a read-only command
+    run by a user who may not write the state dir must still work): False when not written."""
     document = {
         "site": site,
         "taken_at": _now(),

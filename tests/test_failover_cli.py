@@ -174,3 +174,47 @@ def test_cli__failback_after_failover__json_exit_0_and_failover_to_default_is_th
     assert volumes["s-1"]["action"] == "demoted+promoted"
     assert volumes["vm-1"]["action"] == "restored" and volumes["vm-1"]["status"] == "available"
     assert primary_on(fake_ceph, "default", "s-1") and primary.read("s-1", 0, 4) == b"away"
+
+
+def test_cli__after_failover__volumes_and_mirroring_act_on_the_active_site(
+    config_file: Path, fake_ceph: FakeCeph
+) -> None:
+    assert failover(config_file, "--to", "secondary", "--yes")[0] == 0
+    secondary = fake_ceph.connect(fake_site("secondary"), 1)
+    secondary.create_image("s-new", 1 << 20)  # made where the volumes live now
+    primary = fake_ceph.connect(fake_site("default"), 1)
+
+    listed = CliRunner().invoke(main, ["-c", str(config_file), "volumes", "--json"])
+    assert listed.exit_code == 0
+    assert {v["name"] for v in json.loads(listed.stdout)} == {"s-1", "s-2", "s-new"}
+
+    invoke = ["-c", str(config_file), "enable-mirroring", "s-new", "--json"]
+    enabled = CliRunner().invoke(main, invoke)
+    assert enabled.exit_code == 0, enabled.output
+    assert json.loads(enabled.stdout)["site"] == "secondary"
+    assert primary_on(fake_ceph, "secondary", "s-new")
+    eventually(lambda: "s-new" in primary.list_images(), 2)  # mirrored back to the backend
+
+    elsewhere = CliRunner().invoke(main, [*invoke[:-2], "vm-1", "--site", "default", "--json"])
+    assert json.loads(elsewhere.stdout)["site"] == "default"
+    unknown = CliRunner().invoke(main, [*invoke, "--site", "tertiary"])
+    assert unknown.exit_code == 2 and "secondary" in unknown.stderr
+
+
+def test_cli__listing_a_site_that_is_not_active_keeps_the_active_sites_inventory(
+    config_file: Path,
+) -> None:
+    from rbdfail.config import load_config
+    from rbdfail.state import read_inventory
+
+    state_dir = load_config(config_file).state_dir
+    assert CliRunner().invoke(main, ["-c", str(config_file), "volumes"]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(main, ["-c", str(config_file), "volumes", "--site", "secondary"])
+        .exit_code
+        == 0
+    )
+    inventory = read_inventory(state_dir)
+    assert inventory is not None and inventory.site == "default"
+    assert set(inventory.volume_types) == {"s-1", "s-2", "vm-1"}
