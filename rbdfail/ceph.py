@@ -20,6 +20,7 @@ from datetime import UTC
 from typing import Any, NoReturn
 
 from rbdfail.cluster import (
+    NOTHING_TO_PROMOTE,
     Cluster,
     Feature,
     ImageStatus,
@@ -345,6 +346,12 @@ class CephCluster(Cluster):
                 raise ImageBusy(
                     "demotion not propagated yet (read-only)", site=self.site, image=name
                 ) from exc
+            except rbd.InvalidArgument as exc:
+                if force and not any(
+                    snap.get("mirror", {}).get("complete") for snap in image.list_snaps()
+                ):
+                    raise InvalidState(NOTHING_TO_PROMOTE, site=self.site, image=name) from exc
+                raise
 
     def resync(self, name: str) -> None:
         with self._image(name) as image:

@@ -8,8 +8,8 @@ held to it by tests/test_contract.py:
   copy appears on the peer, its writes arrive there, and its demotion reaches the peer, each
   `replication_delay` seconds after it happened, and only while neither site is frozen;
 - a non-forced promote answers ImageBusy until this site has seen the peer's demotion (or this
-  site demoted the image itself); a forced promote always succeeds, possibly leaving both sites
-  primary (split brain);
+  site demoted the image itself); a forced promote succeeds, possibly leaving both sites
+  primary (split brain), except on a snapshot-mode copy whose first sync never finished;
 - promote of a primary image, demote of a non-primary one, enabling in the other mode: InvalidState;
 - a frozen site takes the connect timeout to answer each call, then times out.
 """
@@ -28,6 +28,7 @@ from typing import Any
 
 from rbdfail.cluster import (
     DEFAULT_FEATURES,
+    NOTHING_TO_PROMOTE,
     Cluster,
     Feature,
     ImageStatus,
@@ -73,6 +74,9 @@ class FakeImage:
     # it cannot replay, nor take the peer's demotion, until resynced.
     split_brain: bool = False
     resyncing: bool = False
+    # A snapshot-mode copy holds a whole mirror snapshot once its first sync is done (the
+    # fake's copies are synced as they appear; a test clears it to stand for one mid-sync).
+    first_sync_done: bool = True
 
 
 @dataclass
@@ -350,6 +354,8 @@ class FakeCluster(Cluster):
                 raise InvalidState(
                     "image is already primary or not mirrored", site=self.site, image=name
                 )
+            if force and image.mode == MirrorMode.SNAPSHOT and not image.first_sync_done:
+                raise InvalidState(NOTHING_TO_PROMOTE, site=self.site, image=name)
             if not force and not image.orphan:
                 raise ImageBusy(
                     "the peer is still primary or its demotion has not propagated yet",

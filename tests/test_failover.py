@@ -228,6 +228,26 @@ def test_source_unreachable_from_the_start__all_forced_after_one_connect_timeout
     assert fake_ceph.timeouts == [("default", "connect")]
 
 
+def test_source_unreachable__a_copy_mid_first_sync_fails_named__the_others_forced(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    names = volumes("s", 6)
+    replicated(primary, secondary, names)
+    fake_ceph.sites["secondary"].images["s-03"].first_sync_done = False
+    fake_ceph.freeze("default")
+
+    report = run(config, fake_ceph)
+
+    assert report.result == "partial"
+    outcome = by_name(report)["s-03"]
+    assert outcome.action == Action.FAILED
+    assert "s-03" in (outcome.error or "") and "first sync" in (outcome.error or "")
+    assert not primary_on(secondary, "s-03")  # nothing consistent there: left as it was
+    others = [n for n in names if n != "s-03"]
+    assert all(by_name(report)[n].action == Action.FORCE_PROMOTED for n in others)
+    assert all(primary_on(secondary, n) for n in others)
+
+
 def test_source_lost_during_the_demotions__no_more_demotes__the_rest_forced(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:
