@@ -29,7 +29,7 @@ from pathlib import Path
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from rbdfail import ceph
-from rbdfail.cluster import Cluster, MirrorInfo
+from rbdfail.cluster import Cluster, ImageStatus, MirrorInfo
 from rbdfail.config import Config, SiteConfig, load_config
 from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState
 from rbdfail.lab import Lab
@@ -178,15 +178,17 @@ class Bench:
         )
 
     def mirrored(self, prefix: str, n: int | None = None) -> list[str]:
-        """N new snapshot-mode volumes, mirrored, each with a usable copy on the secondary."""
+        """N new snapshot-mode volumes, mirrored, each copy on the secondary through its first
+        sync: a copy mid-sync cannot be force-promoted (it holds nothing consistent yet), and
+        a bench that froze the primary then would time refusals (it did: 40 of 200)."""
         names = self.images(prefix, n)
         timed(self.rbdfail("enable-mirroring", "--concurrency", "200", *names))
         secondary = ceph.connect(self.config.replication_devices[0], 10)
         deadline = time.monotonic() + 900
         try:
             while True:
-                infos = secondary.mirror_infos()
-                ready = [n for n in names if n in infos and infos[n].state == "enabled"]
+                statuses = secondary.mirror_statuses()
+                ready = [n for n in names if n in statuses and _first_sync_done(statuses[n])]
                 if len(ready) == len(names):
                     return names
                 if time.monotonic() > deadline:
@@ -454,7 +456,7 @@ def main() -> None:
         keep = True
         raise
     finally:
-        lab.down()
+        lab.down(keep=keep)
         if keep:
             say(f"the lab's folder, daemon logs included, is kept: {lab_dir}")
         else:
@@ -526,6 +528,16 @@ def _until_ok(argv: list[str], within_s: float) -> int:
     wait=wait_fixed(1),
     reraise=True,
 )
+def _first_sync_done(status: ImageStatus) -> bool:
+    """rbd-mirror describes a snapshot-mode copy as `replaying, {json}`, the JSON naming the
+    last snapshot synced once there is one (it refreshes the description about every 30 s)."""
+    _, _, tail = status.description.partition(", ")
+    try:
+        return bool(json.loads(tail).get("local_snapshot_timestamp"))
+    except ValueError:
+        return False
+
+
 def _drop(cluster: Cluster, name: str, info: MirrorInfo | None) -> None:
     """Disable mirroring of `name` (forced on a copy) and remove it; gone already is fine.
     Busy while rbd-mirror still holds it: tried again."""
