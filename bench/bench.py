@@ -520,14 +520,6 @@ def _until_ok(argv: list[str], within_s: float) -> int:
     return failed
 
 
-@retry(
-    # Busy while rbd-mirror holds it; a demoted copy may refuse even a forced disable (EROFS)
-    # until its peer's rbd-mirror deletes it.
-    retry=retry_if_exception_type((ImageBusy, InvalidState)),
-    stop=stop_after_delay(120),
-    wait=wait_fixed(1),
-    reraise=True,
-)
 def _first_sync_done(status: ImageStatus) -> bool:
     """rbd-mirror describes a snapshot-mode copy as `replaying, {json}`, the JSON naming the
     last snapshot synced once there is one (it refreshes the description about every 30 s)."""
@@ -538,6 +530,14 @@ def _first_sync_done(status: ImageStatus) -> bool:
         return False
 
 
+@retry(
+    # Busy while rbd-mirror holds it; a demoted copy may refuse even a forced disable (EROFS)
+    # until its peer's rbd-mirror deletes it.
+    retry=retry_if_exception_type((ImageBusy, InvalidState)),
+    stop=stop_after_delay(120),
+    wait=wait_fixed(1),
+    reraise=True,
+)
 def _drop(cluster: Cluster, name: str, info: MirrorInfo | None) -> None:
     """Disable mirroring of `name` (forced on a copy) and remove it; gone already is fine.
     Busy while rbd-mirror still holds it: tried again."""
