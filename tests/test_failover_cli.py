@@ -12,6 +12,8 @@ from click.testing import CliRunner
 from rbdfail import ceph
 from rbdfail.cli import main
 from rbdfail.cluster import MirrorMode
+from rbdfail.config import load_config
+from rbdfail.state import read_inventory
 from tests.conftest import fake_site
 from tests.fakeceph import FakeCeph
 from tests.helpers import eventually
@@ -204,17 +206,9 @@ def test_cli__after_failover__volumes_and_mirroring_act_on_the_active_site(
 def test_cli__listing_a_site_that_is_not_active_keeps_the_active_sites_inventory(
     config_file: Path,
 ) -> None:
-    from rbdfail.config import load_config
-    from rbdfail.state import read_inventory
-
-    state_dir = load_config(config_file).state_dir
-    assert CliRunner().invoke(main, ["-c", str(config_file), "volumes"]).exit_code == 0
-    assert (
-        CliRunner()
-        .invoke(main, ["-c", str(config_file), "volumes", "--site", "secondary"])
-        .exit_code
-        == 0
-    )
-    inventory = read_inventory(state_dir)
+    for site in ([], ["--site", "secondary"]):
+        listed = CliRunner().invoke(main, ["-c", str(config_file), "volumes", *site])
+        assert listed.exit_code == 0
+    inventory = read_inventory(load_config(config_file).state_dir)
     assert inventory is not None and inventory.site == "default"
     assert set(inventory.volume_types) == {"s-1", "s-2", "vm-1"}
