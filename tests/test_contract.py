@@ -61,6 +61,16 @@ class TwoSites:
         assert copy is not None
         return copy
 
+    def replaying_on_b(self, name: str) -> None:
+        """Wait until b's rbd-mirror reports the copy replaying: past its bootstrap. Once, in a
+        full run, a copy force-promoted right after it appeared (a alive) refused the next
+        write as read-only; probably its rbd-mirror finished the bootstrap over the promotion."""
+
+        def replaying() -> bool:
+            return self.b.mirror_status(name).state == ReplayState.REPLAYING
+
+        eventually(replaying, self.patience, (ImageNotFound,), interval=1)
+
 
 @pytest.fixture(params=["fake", pytest.param("lab", marks=pytest.mark.lab)])
 def sites(request: pytest.FixtureRequest) -> Iterator[TwoSites]:
@@ -283,6 +293,7 @@ def test_split_brain__demote_resync_then_switch_back__the_copy_takes_the_primary
 ) -> None:
     """The failback after a forced failover, as measured on the lab (ceph-facts.md)."""
     mirrored(sites, image_name)
+    sites.replaying_on_b(image_name)
     sites.b.promote(image_name, force=True)  # a forced failover: both primary
     payload = b"written on b after the failover" * 64
     sites.b.write(image_name, 0, payload)
