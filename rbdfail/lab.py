@@ -5,8 +5,9 @@ packages, all on 127.0.0.1 with ports chosen free at start, every file under the
 folder. The two sites' `volumes` pools mirror in `image` mode and are peered both ways.
 
 Freezing a site stops its daemons with SIGSTOP: calls to it hang rather than get refused, the
-way a network partition behaves. Everything the lab started is recorded by pid in `lab.json`,
-and `down` stops exactly those processes.
+way a network partition behaves. Everything the lab started is recorded in `lab.json` by pid and
+start time (together, a process's identity: a pid alone can be reused), and `down` stops exactly
+those processes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import psutil
 
 from rbdfail.errors import LabError
 
@@ -79,6 +82,7 @@ class SiteState:
     fsid: str
     mon_ports: tuple[int, int]  # msgr2, msgr1
     pids: dict[str, int] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)  # each daemon's process start time
     frozen: bool = False
     frozen_at: float = 0.0  # time.time() of the last freeze
 
@@ -140,7 +144,7 @@ class Lab:
 
     def status(self) -> list[DaemonStatus]:
         return [
-            DaemonStatus(site.name, daemon, pid, _is_ours(pid, site), site.frozen)
+            DaemonStatus(site.name, daemon, pid, _running(site, daemon) is not None, site.frozen)
             for site in self.sites().values()
             for daemon, pid in site.pids.items()
         ]
@@ -450,9 +454,13 @@ state_dir: {self.root / "state"}
                 env=env,
                 start_new_session=True,  # a Ctrl-C in the terminal must not reach the daemons
             )
+        # Until it is reaped (proc is still referenced) the child's start time stays readable.
+        started = psutil.Process(proc.pid).create_time()
         with self._locked_state() as sites:
             sites[site.name].pids[daemon] = proc.pid
+            sites[site.name].started[daemon] = started
         site.pids[daemon] = proc.pid
+        site.started[daemon] = started
 
     @contextmanager
     def _locked_state(self) -> Iterator[dict[str, SiteState]]:
@@ -465,10 +473,15 @@ state_dir: {self.root / "state"}
     def _wait(self, site: SiteState, what: str, ready: Callable[[], bool]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
-            dead = [d for d, pid in site.pids.items() if not _is_ours(pid, site)]
+            dead = [d for d in site.pids if _running(site, d) is None]
             if dead:
+                last_words = "".join(
+                    f"\n{d}.out, last lines:\n{_tail(Path(site.dir) / 'log' / f'{d}.out')}"
+                    for d in dead
+                )
                 raise LabError(
-                    f"{site.name}: {', '.join(dead)} exited while waiting for the {what}",
+                    f"{site.name}: {', '.join(dead)} exited while waiting for the {what}"
+                    + last_words,
                     hint=f"see the logs in {Path(site.dir) / 'log'}",
                 )
             if ready():
@@ -482,14 +495,15 @@ state_dir: {self.root / "state"}
     # ---- down, freeze, thaw -------------------------------------------------------------
     def down(self, keep: bool = False) -> list[DaemonStatus]:
         """Stop every daemon the lab started (by pid, only if it is still ours)."""
-        stopped = [
-            DaemonStatus(site.name, daemon, pid, False, False)
+        running = [
+            (DaemonStatus(site.name, daemon, proc.pid, False, False), proc)
             for site in self.sites().values()
-            for daemon, pid in site.pids.items()
-            if _is_ours(pid, site)
+            for daemon in site.pids
+            if (proc := _running(site, daemon))
         ]
-        self._progress(f"stopping {len(stopped)} daemon(s)")
-        _stop([d.pid for d in stopped])
+        self._progress(f"stopping {len(running)} daemon(s)")
+        _stop([proc for _, proc in running])
+        stopped = [status for status, _ in running]
         if not keep and self.root.exists():
             shutil.rmtree(self.root)
         elif self.state_file.exists():
@@ -527,14 +541,14 @@ state_dir: {self.root / "state"}
                 known = ", ".join(sites) or "none: the lab is not up"
                 raise LabError(f"no lab site named {site_name!r} (sites: {known})")
             site = sites[name]
-            running = [pid for pid in site.pids.values() if _is_ours(pid, site)]
+            running = [proc for daemon in site.pids if (proc := _running(site, daemon))]
             if not running:
                 raise LabError(
                     f"site {name!r} has no running daemons",
                     hint=f"start the lab with `rbdfail lab up --dir {self.root}`",
                 )
-            for pid in running:
-                os.kill(pid, sig)
+            for proc in running:
+                proc.send_signal(sig)
             frozen_for = time.time() - site.frozen_at if site.frozen else 0.0
             site.frozen = frozen
             if frozen:
@@ -676,40 +690,40 @@ def _osds_up(site: SiteState) -> int:
     return int(json.loads(out).get("num_up_osds", 0)) if out else 0
 
 
-def _is_ours(pid: int, site: SiteState) -> bool:
-    """Is pid alive and one of this site's daemons? Guards against pid reuse."""
-    if not _alive(pid):
-        return False
+def _running(site: SiteState, daemon: str) -> psutil.Process | None:
+    """The daemon's process while it runs; None once it exited or its pid is another process's.
+
+    Identity is pid and start time. Not the command line: /proc/PID/cmdline of a busy, live
+    daemon now and then reads empty (9 times in 2 lab starts, polled every 5 ms), and a check
+    on it once took a starting OSD for dead.
+    """
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
-    return str(site.conf) in cmdline
+        proc = psutil.Process(site.pids[daemon])
+        if proc.create_time() != site.started.get(daemon):
+            return None
+        return None if proc.status() == psutil.STATUS_ZOMBIE else proc
+    except psutil.NoSuchProcess:
+        return None
 
 
-def _stop(pids: list[int], grace: float = 5.0) -> None:
+def _stop(procs: list[psutil.Process], grace: float = 5.0) -> None:
     """SIGCONT (a frozen daemon cannot act on SIGTERM) and SIGTERM to all, SIGKILL to those
     still there after grace; all at once, so a lab stops in one grace period at most."""
-    for pid in pids:
-        for sig in (signal.SIGCONT, signal.SIGTERM):
-            with suppress(ProcessLookupError):
-                os.kill(pid, sig)
-    deadline = time.monotonic() + grace
-    while (left := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in left:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    while any(_alive(p) for p in left):
-        time.sleep(0.05)
+    for proc in procs:
+        with suppress(psutil.NoSuchProcess):
+            proc.resume()
+            proc.terminate()
+    _, left = psutil.wait_procs(procs, timeout=grace)
+    for proc in left:
+        with suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(left)
 
 
-def _alive(pid: int) -> bool:
-    """Alive and not a zombie (kill(pid, 0) succeeds on zombies, so read /proc)."""
-    with suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+def _tail(path: Path, lines: int = 5) -> str:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"  (cannot read: {exc.strerror})"
+    kept = [line for line in text.splitlines() if line.strip()][-lines:]
+    return "\n".join(f"  {line}" for line in kept) or "  (empty)"

@@ -81,6 +81,12 @@ def fake_ceph() -> Iterator[FakeCeph]:
 LAB_TESTS = pytest.StashKey[set[str]]()
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # A test that takes the lab is a lab test, declared or not (before `-m` selects).
+    if "lab" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.lab)
+
+
 @pytest.hookimpl(trylast=True)  # after -k/-m have deselected
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     config.stash[LAB_TESTS] = {item.nodeid for item in items if item.get_closest_marker("lab")}

@@ -7,29 +7,37 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from rbdfail import ceph
 from rbdfail.errors import LabError
-from rbdfail.lab import DAEMONS, PORT_FLOOR, READ_LEASE_S, SITES, Lab, _free_ports
+from rbdfail.lab import (
+    DAEMONS,
+    PORT_FLOOR,
+    READ_LEASE_S,
+    SITES,
+    Lab,
+    SiteState,
+    _free_ports,
+    _running,
+)
 from tests.conftest import RunningLab
-
-pytestmark = pytest.mark.lab
 
 
 def processes_under(root: Path) -> list[int]:
-    """Pids of live processes whose command line mentions root (zombies excluded)."""
+    """Pids of live processes whose output goes to a file under root: every lab daemon's does.
+
+    By their open stdout, not their command line, which now and then reads empty for a live
+    daemon."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for proc in psutil.process_iter():
         try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
+            stdout = os.readlink(f"/proc/{proc.pid}/fd/1")
+            if stdout.startswith(f"{root}/") and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except (OSError, psutil.NoSuchProcess):
             continue
-        if str(root) in cmdline and state != "Z":
-            found.append(int(entry.name))
     return found
 
 
@@ -120,3 +128,42 @@ def test_lab__monitor_ports_are_distinct_and_outside_the_ephemeral_range() -> No
     ports = _free_ports(4)
     assert len(set(ports)) == 4
     assert all(PORT_FLOOR <= p < low for p in ports)
+
+
+def test_lab__a_daemon_is_known_by_pid_and_start_time(tmp_path: Path) -> None:
+    """Not by command line: a live daemon's reads empty now and then (once an OSD starting up
+    was taken for dead, and the lab refused to start)."""
+    child = subprocess.Popen(["sleep", "60"])
+    site = SiteState(
+        "primary",
+        str(tmp_path),
+        "fsid",
+        (1, 2),
+        pids={"mon": child.pid},
+        started={"mon": psutil.Process(child.pid).create_time()},
+    )
+    try:
+        assert _running(site, "mon") is not None
+        reused = SiteState(**{**vars(site), "started": {"mon": site.started["mon"] - 1}})
+        assert _running(reused, "mon") is None, "the same pid started at another time is not it"
+    finally:
+        child.kill()
+    while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.01)
+    assert _running(site, "mon") is None, "a zombie has exited"
+    child.wait()
+    assert _running(site, "mon") is None
+
+
+def test_lab__a_daemon_that_exits_while_starting_is_named_with_its_last_words(
+    tmp_path: Path,
+) -> None:
+    lab = Lab(tmp_path)
+    site = SiteState("secondary", str(tmp_path / "secondary"), "fsid", (1, 2))
+    (tmp_path / "secondary" / "log").mkdir(parents=True)
+    lab._save({site.name: site})
+    lab._spawn(site, "osd", ["sh", "-c", "echo 'osd init failed: (98) Address in use' >&2"])
+    with pytest.raises(LabError) as caught:
+        lab._wait(site, "OSD", lambda: False)
+    assert "secondary: osd exited while waiting for the OSD" in str(caught.value)
+    assert "osd init failed: (98) Address in use" in str(caught.value)
