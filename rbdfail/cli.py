@@ -658,7 +658,7 @@ def _switch(
         if not dry_run:
             run_id = engine.new_run_id()
             journal = Journal(config.state_dir, run_id)  # an unusable state dir fails here
-            lock = engine.FailoverLock(sites.target, run_id, f"{operation} to {target_id}")
+            lock = engine.FailoverLock(sites, run_id, f"{operation} to {target_id}")
             lock.acquire(say)
         try:
             resumes = engine.unfinished_run(config, target_id)
@@ -679,7 +679,7 @@ def _switch(
                 report = engine.execute(plan, sites, state, options, journal, config, progress)
         finally:
             if lock is not None:
-                lock.release()
+                lock.release(source_lost=report is not None and report.primary_lost is not None)
     finally:
         # A call given up on is still inside librbd: shutting its connection down under it
         # could crash the process. The process exit ends it instead.

@@ -478,14 +478,20 @@ def unfinished_run(config: Config, target: str) -> str | None:
 
 # ---- the lock ----------------------------------------------------------------------------
 class FailoverLock:
-    """rbdfail's RADOS lock on the target pool, renewed in the background while held.
+    """rbdfail's RADOS lock on each site's pool, held while a run moves volumes between them.
 
-    A run killed without releasing it leaves a lock that lapses after LOCK_DURATION; when its
-    holder was on this host and its process is gone, `acquire` waits for that.
+    On both sites, so that two runs in opposite directions (a failover and a failback started
+    at once) cannot both go on: whichever comes second is refused. Taken in a fixed order
+    (by site name), so two such runs never hold one each. The target's is required; the
+    source's is taken when the source answers, which a forced failover does without.
+
+    Each lock is renewed in the background while held. A run killed without releasing leaves
+    locks that lapse after LOCK_DURATION; when their holder was on this host and its process
+    is gone, `acquire` waits for that.
     """
 
-    def __init__(self, cluster: Cluster, run_id: str, what: str) -> None:
-        self.cluster = cluster
+    def __init__(self, sites: Sites, run_id: str, what: str) -> None:
+        self.sites = sites
         self.run_id = run_id
         self.holder = json.dumps(
             {
@@ -497,40 +503,65 @@ class FailoverLock:
                 "what": what,
             }
         )
+        self._held: list[Cluster] = []
         self._stop = threading.Event()
-        self._renewer: threading.Thread | None = None
 
     def acquire(self, on_wait: Callable[[str], None] = lambda message: None) -> None:
+        reachable = [c for c in (self.sites.target, self.sites.source) if c is not None]
+        try:
+            for cluster in sorted(reachable, key=lambda c: c.site):
+                try:
+                    self._acquire_on(cluster, on_wait)
+                except CephError as exc:  # a lock held by another run is RbdfailError
+                    if cluster is self.sites.target:
+                        raise
+                    on_wait(
+                        f"{cluster.site}: its lock could not be taken ({exc.reason}); "
+                        "going on with the target's only"
+                    )
+        except BaseException:
+            self.release()
+            raise
+        for cluster in self._held:
+            threading.Thread(target=self._renew, args=(cluster,), daemon=True).start()
+
+    def _acquire_on(self, cluster: Cluster, on_wait: Callable[[str], None]) -> None:
         deadline = time.monotonic() + LOCK_DURATION + 10
         while True:
             try:
-                self.cluster.lock(LOCK_NAME, self.run_id, self.holder, LOCK_DURATION)
-                break
+                cluster.lock(LOCK_NAME, self.run_id, self.holder, LOCK_DURATION)
+                self._held.append(cluster)
+                return
             except LockHeld as exc:
                 who = _describe_holder(exc.holder)
                 if not _dead_here(exc.holder) or time.monotonic() > deadline:
                     raise RbdfailError(
                         f"another failover is running: {who}",
                         hint=f"wait for it to end (`rbdfail status` shows its progress). A run "
-                        f"that was killed leaves a lock on {self.cluster.site!r} that lapses "
+                        f"that was killed leaves a lock on {cluster.site!r} that lapses "
                         f"within {LOCK_DURATION}s; then run the same command again to finish it",
                     ) from exc
                 on_wait(f"waiting up to {LOCK_DURATION}s for the lock of a dead run ({who})")
                 time.sleep(1)
-        self._renewer = threading.Thread(target=self._renew, daemon=True)
-        self._renewer.start()
 
-    def _renew(self) -> None:
+    def _renew(self, cluster: Cluster) -> None:
+        # One thread per site: a source that stops answering must not hold up the target's.
         while not self._stop.wait(LOCK_DURATION / 3):
             try:
-                self.cluster.lock(LOCK_NAME, self.run_id, self.holder, LOCK_DURATION)
+                cluster.lock(LOCK_NAME, self.run_id, self.holder, LOCK_DURATION)
             except CephError:
-                continue  # a slow target: try again; the lock outlives two misses
+                continue  # a slow site: try again; the lock outlives two misses
 
-    def release(self) -> None:
+    def release(self, source_lost: bool = False) -> None:
+        """Unlock every site held; a source the run took as lost is left to its lapse (an
+        unlock there would only wait out its timeout)."""
         self._stop.set()
-        with suppress(CephError):  # it lapses by itself
-            self.cluster.unlock(LOCK_NAME, self.run_id)
+        for cluster in self._held:
+            if source_lost and cluster is self.sites.source:
+                continue
+            with suppress(CephError):  # it lapses by itself
+                cluster.unlock(LOCK_NAME, self.run_id)
+        self._held.clear()
 
 
 def _user() -> str:

@@ -43,7 +43,7 @@ def back(
     sites = failback.connect_failback_sites(config, state, world.connect, CONNECT_TIMEOUT)
     run_id = failover.new_run_id()
     journal = Journal(config.state_dir, run_id)
-    lock = FailoverLock(sites.target, run_id, "failback to default")
+    lock = FailoverLock(sites, run_id, "failback to default")
     lock.acquire()
     try:
         plan = failback.plan_failback(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rbdfail import failover
+from rbdfail import failback, failover
 from rbdfail.cluster import MirrorMode
 from rbdfail.config import Config, load_config
 from rbdfail.errors import ImageNotFound, OperationTimedOut, RbdfailError
@@ -104,13 +104,15 @@ def run(
     sites = failover.connect_sites(config, state, "secondary", world.connect, CONNECT_TIMEOUT)
     run_id = failover.new_run_id()
     journal = Journal(config.state_dir, run_id)
-    lock = FailoverLock(sites.target, run_id, "failover to secondary")
+    lock = FailoverLock(sites, run_id, "failover to secondary")
     lock.acquire()
+    report = None
     try:
         plan = failover.plan_failover(config, sites, failover.unfinished_run(config, "secondary"))
-        return failover.execute(plan, sites, state, options, journal, config, observer)
+        report = failover.execute(plan, sites, state, options, journal, config, observer)
+        return report
     finally:
-        lock.release()
+        lock.release(source_lost=report is not None and report.primary_lost is not None)
 
 
 def by_name(report: FailoverReport) -> dict[str, VolumeOutcome]:
@@ -608,7 +610,9 @@ def test_lock__of_a_dead_run_on_this_host_is_waited_out(
     )
     secondary.lock(failover.LOCK_NAME, "r-dead", holder, 1)  # lapses after 1 s
     waits: list[str] = []
-    lock = FailoverLock(secondary, "r-new", "failover to secondary")
+    lock = FailoverLock(
+        failover.Sites("default", secondary, None, None), "r-new", "failover to secondary"
+    )
 
     lock.acquire(waits.append)
     lock.release()
@@ -622,6 +626,63 @@ def test_lock__released_at_the_end_so_the_next_run_may_start(
     replicated(primary, secondary, ["s-1"])
     run(config, fake_ceph)
     assert fake_ceph.sites["secondary"].locks == {}
+    assert fake_ceph.sites["default"].locks == {}
+
+
+def test_lock__a_failback_started_while_a_failover_runs_is_refused(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Opposite targets: each run locks both sites, so the second is refused whichever it is."""
+    replicated(primary, secondary, ["s-1"])
+    away = failover.connect_sites(config, State(), "secondary", fake_ceph.connect, CONNECT_TIMEOUT)
+    home = failback.connect_failback_sites(
+        config, State(active_backend="secondary"), fake_ceph.connect, CONNECT_TIMEOUT
+    )
+    going = FailoverLock(away, "r-1", "failover to secondary")
+    going.acquire()
+    try:
+        with pytest.raises(RbdfailError, match="another failover is running: failover to"):
+            FailoverLock(home, "r-2", "failback to default").acquire()
+        for site in ("default", "secondary"):
+            assert fake_ceph.sites[site].locks[failover.LOCK_NAME].cookie == "r-1"
+    finally:
+        going.release()
+    coming = FailoverLock(home, "r-3", "failback to default")
+    coming.acquire()  # free again once the first has ended
+    coming.release()
+
+
+def test_lock__a_source_whose_lock_times_out_is_gone_on_without__the_target_still_locked(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    fake_ceph.faults[("default", "lock", failover.LOCK_NAME)] = OperationTimedOut(
+        "no answer", site="default"
+    )
+    sites = failover.connect_sites(config, State(), "secondary", fake_ceph.connect, 1)
+    said: list[str] = []
+    lock = FailoverLock(sites, "r-1", "failover to secondary")
+    lock.acquire(said.append)
+    try:
+        assert said == [
+            "default: its lock could not be taken (no answer); going on with the target's only"
+        ]
+        assert failover.LOCK_NAME in fake_ceph.sites["secondary"].locks
+    finally:
+        lock.release()
+
+
+def test_lock__a_source_lost_in_the_run_is_left_to_its_lapse_not_waited_on(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    sites = failover.connect_sites(config, State(), "secondary", fake_ceph.connect, 1)
+    lock = FailoverLock(sites, "r-1", "failover to secondary")
+    lock.acquire()
+    fake_ceph.freeze("default")
+    lock.release(source_lost=True)
+    assert fake_ceph.sites["secondary"].locks == {}
+    assert ("default", "unlock") not in fake_ceph.timeouts, "no unlock waited out on it"
 
 
 # ---- the state dir -------------------------------------------------------------------------------

@@ -173,7 +173,7 @@ def test_failover__primary_frozen__forced_with_what_was_mirrored_before_the_free
         remove_everywhere(sites, [snap, journal])
 
 
-def test_failover__cli_dry_run_changes_nothing_and_a_held_lock_refuses(
+def test_failover__cli_dry_run_changes_nothing_and_a_lock_held_on_either_site_refuses(
     config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     primary, secondary = sites
@@ -192,25 +192,28 @@ def test_failover__cli_dry_run_changes_nothing_and_a_held_lock_refuses(
         assert {v["name"]: v["plan"] for v in plan["volumes"]}[name] == "demote+promote"
         assert primary.mirror_info(name).primary
 
-        holder = json.dumps(
-            {
-                "user": "bob",
-                "host": "elsewhere",
-                "pid": 1,
-                "since": "now",
-                "run": "r-x",
-                "what": "failover to secondary",
-            }
-        )
-        secondary.lock("rbdfail.failover", "r-x", holder, 30)
-        try:
-            result = CliRunner().invoke(
-                main, ["-c", str(config_file), "failover", "--to", "secondary", "--yes"]
+        # Held on the target by another failover, or on the source by a failback under way.
+        for site, what in ((secondary, "failover to secondary"), (primary, "failback to default")):
+            holder = json.dumps(
+                {
+                    "user": "bob",
+                    "host": "elsewhere",
+                    "pid": 1,
+                    "since": "now",
+                    "run": "r-x",
+                    "what": what,
+                }
             )
-        finally:
-            secondary.unlock("rbdfail.failover", "r-x")
-        assert result.exit_code == 1
-        assert "another failover is running" in result.stderr and "bob@elsewhere" in result.stderr
+            site.lock("rbdfail.failover", "r-x", holder, 30)
+            try:
+                result = CliRunner().invoke(
+                    main, ["-c", str(config_file), "failover", "--to", "secondary", "--yes"]
+                )
+            finally:
+                site.unlock("rbdfail.failover", "r-x")
+            assert result.exit_code == 1
+            assert f"another failover is running: {what} by bob@elsewhere" in result.stderr
+            assert primary.mirror_info(name).primary
         assert primary.mirror_info(name).primary
     finally:
         remove_everywhere(sites, [name])
