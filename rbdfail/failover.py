@@ -504,6 +504,7 @@ class FailoverLock:
             }
         )
         self._held: list[Cluster] = []
+        self._renewers: dict[str, threading.Thread] = {}  # site -> its renewing thread
         self._stop = threading.Event()
 
     def acquire(self, on_wait: Callable[[str], None] = lambda message: None) -> None:
@@ -523,7 +524,9 @@ class FailoverLock:
             self.release()
             raise
         for cluster in self._held:
-            threading.Thread(target=self._renew, args=(cluster,), daemon=True).start()
+            renewer = threading.Thread(target=self._renew, args=(cluster,), daemon=True)
+            renewer.start()
+            self._renewers[cluster.site] = renewer
 
     def _acquire_on(self, cluster: Cluster, on_wait: Callable[[str], None]) -> None:
         deadline = time.monotonic() + LOCK_DURATION + 10
@@ -559,6 +562,8 @@ class FailoverLock:
         for cluster in self._held:
             if source_lost and cluster is self.sites.source:
                 continue
+            if renewer := self._renewers.get(cluster.site):
+                renewer.join()  # a renewal landing after the unlock would take the lock again
             with suppress(CephError):  # it lapses by itself
                 cluster.unlock(LOCK_NAME, self.run_id)
         self._held.clear()
