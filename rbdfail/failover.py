@@ -354,16 +354,18 @@ def connect_pair(
 
 def plan_failover(config: Config, sites: Sites, resumes: str | None = None) -> FailoverPlan:
     """Classify every volume from what both sites say now (three passes per site)."""
-    target_infos = sites.target.mirror_infos()
-    if sites.source is not None:
-        try:
-            volumes = list_volumes(sites.source, config)
-            remember_volumes(
-                config.state_dir, sites.source_id, {v.name: v.volume_type for v in volumes}
-            )
-        except UNREACHABLE as exc:  # answered the connect, then went away
-            sites.source_error = exc
-            sites.source = None
+    with ThreadPoolExecutor(1) as reader:  # the two sites are read at once
+        target_reading = reader.submit(sites.target.mirror_infos)
+        if sites.source is not None:
+            try:
+                volumes = list_volumes(sites.source, config)
+                remember_volumes(
+                    config.state_dir, sites.source_id, {v.name: v.volume_type for v in volumes}
+                )
+            except UNREACHABLE as exc:  # answered the connect, then went away
+                sites.source_error = exc
+                sites.source = None
+        target_infos = target_reading.result()
     remembered: dict[str, str] = {}
     inventory = None
     if sites.source is None:
