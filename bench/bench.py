@@ -346,6 +346,11 @@ class Bench:
             finally:
                 lab.thaw("primary")
                 self.wait_writable(self.config.backend)
+                # The bench's own connection lived through the freeze: twice after the Cinder
+                # run's ~130 s freeze it timed out creating images while new connections
+                # created them at once. A new one, as every rbdfail command makes.
+                self.primary.close()
+                self.primary = ceph.connect(self.config.backend, 60)
             say(f"forced failover, {prefix}: {seconds:.2f}s")
             self.check_primary(secondary, names)
             self.reset()
