@@ -594,6 +594,9 @@ mgr data = {d}/mgr
 osd data = {d}/osd
 osd objectstore = memstore
 memstore device bytes = 2147483648
+# `thaw` marks the OSD down after each long freeze; by default an OSD marked down more than 5
+# times in 10 minutes shuts itself down (seen: the 6th thaw of a bench-like run ended the lab).
+osd max markdown count = 1000
 
 [client]
 # rbdfail, rbd and ceph run as clients: no admin socket each, so parallel runs do not clash.

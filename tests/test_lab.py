@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -57,6 +58,21 @@ def test_lab__rbdfail_connects_as_a_restricted_user_not_admin(lab: RunningLab) -
     ).stdout
     assert 'caps mon = "profile rbd"' in caps
     assert "allow *" not in caps
+
+
+def test_lab__the_osd_does_not_quit_after_being_marked_down_by_many_thaws(
+    lab: RunningLab,
+) -> None:
+    """Ceph's default (5 in 10 minutes) stopped a lab's OSD at the 6th long freeze and thaw."""
+    for site in lab.lab.sites().values():
+        asok = Path(site.dir) / "run" / "osd.0.asok"
+        shown = subprocess.run(
+            ["ceph", "--admin-daemon", str(asok), "config", "get", "osd_max_markdown_count"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert json.loads(shown.stdout) == {"osd_max_markdown_count": "1000"}
 
 
 def test_lab__second_up_in_the_same_dir_is_refused(lab: RunningLab) -> None:
