@@ -1,7 +1,9 @@
 """The command line: parse, load the config, call one use case, render, exit with a code.
 
 Exit codes (for runbooks): 0 done; 1 nothing could be done; 2 usage or configuration error;
-3 partial (some volumes need attention, each named in the report).
+3 partial (some volumes need attention, each named in the report); 4 failover/failback refused:
+another run holds the lock; 5 failover/failback refused: the target site is unreachable
+(nothing changed); 130 interrupted.
 
 Imports of rich, the Ceph bindings and the core happen inside the commands, so that
 `rbdfail --help` answers without loading them.
@@ -22,20 +24,32 @@ import click
 
 if TYPE_CHECKING:
     from rbdfail.cluster import Cluster
-    from rbdfail.config import Config, SiteConfig
+    from rbdfail.config import Config, Connect, SiteConfig
     from rbdfail.lab import Lab
     from rbdfail.mirroring import Report, Step, VolumeResult
     from rbdfail.status import StatusReport
+    from rbdfail.switch.model import FailoverPlan, Options
     from rbdfail.volumes import Volume
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# 4 and 5 are the exit_code of errors.LockedByAnotherRun and errors.TargetUnreachable.
+_RESULT_EXIT = {"complete": EXIT_OK, "partial": EXIT_PARTIAL, "failed": EXIT_FAILED}
 
 
 @dataclass
 class AppContext:
     config_path: str | None
     debug: bool
+    # How commands reach a site; the one place tests point at their fake (CliRunner's obj=).
+    connect_with: Connect | None = None
     _config: Config | None = None
+
+    def connect(self, site: SiteConfig, timeout: float) -> Cluster:
+        if self.connect_with is None:
+            from rbdfail import ceph
+
+            self.connect_with = ceph.connect
+        return self.connect_with(site, timeout)
 
     def config(self) -> Config:
         from rbdfail.config import find_config_path, load_config
@@ -54,15 +68,17 @@ class RbdfailGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RbdfailError as exc:
-            if ctx.obj is not None and ctx.obj.debug:
+            if isinstance(ctx.obj, AppContext) and ctx.obj.debug:
                 raise
-            _fail(str(exc), exc.exit_code)
+            _fail(str(exc), exc.exit_code, exc.hint)
         except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            _fail("interrupted", EXIT_INTERRUPTED)
 
 
-def _fail(message: str, code: int) -> NoReturn:
+def _fail(message: str, code: int, hint: str | None = None) -> NoReturn:
     click.secho(f"rbdfail: error: {message}", fg="red", err=True)
+    if hint:
+        click.secho(f"  hint: {hint}", fg="red", err=True)
     sys.exit(code)
 
 
@@ -111,10 +127,11 @@ def _acting_site(config: Config, site_id: str | None) -> SiteConfig:
 def _remember_listing(config: Config, site_id: str, volumes: Sequence[Volume]) -> None:
     """Keep the active site's full listing, for a failover that finds it lost (see state.py);
     another site's listing would replace the one that matters."""
-    from rbdfail.state import read_state, remember_volumes
+    from rbdfail.state import read_state
+    from rbdfail.volumes import remember_listing
 
     if site_id == read_state(config.state_dir).active_backend:
-        remember_volumes(config.state_dir, site_id, {v.name: v.volume_type for v in volumes})
+        remember_listing(config.state_dir, site_id, volumes)
 
 
 def _stderr_progress(message: str) -> None:
@@ -150,8 +167,12 @@ def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
       1 nothing could be done
       2 usage or configuration error
       3 partial (some volumes need attention, each named in the report)
+      4 failover/failback refused: another run holds the lock (someone else is running)
+      5 failover/failback refused: the target site is unreachable (nothing changed)
+      130 interrupted (re-run to finish)
     """
-    ctx.obj = AppContext(config_path, debug)
+    # A caller (a test) may hand the connect function in as click's obj.
+    ctx.obj = AppContext(config_path, debug, connect_with=ctx.obj)
 
 
 @main.command()
@@ -169,12 +190,12 @@ def volumes(app: AppContext, site_id: str | None, as_json: bool) -> None:
       rbdfail volumes --json | jq '.[] | select(.replicated)'
       rbdfail volumes --site secondary
     """
-    from rbdfail import ceph, render
+    from rbdfail import render
     from rbdfail.volumes import list_volumes
 
     config = app.config()
     site = _acting_site(config, site_id)
-    cluster = ceph.connect(site, config.replication_connect_timeout)
+    cluster = app.connect(site, config.replication_connect_timeout)
     try:
         found = list_volumes(cluster, config)
     finally:
@@ -277,7 +298,7 @@ def status(
     Exit 0 when everything is healthy, 3 when something needs attention (listed); with
     --watch, as of the last refresh.
     """
-    from rbdfail import ceph, render
+    from rbdfail import render
     from rbdfail.state import read_state
     from rbdfail.status import gather
 
@@ -285,7 +306,7 @@ def status(
 
     def show() -> StatusReport:
         taken_at = time.time()
-        report = gather(config, read_state(config.state_dir), ceph.connect, images)
+        report = gather(config, read_state(config.state_dir), app.connect, images)
         backend = report.sites[config.backend.backend_id]
         if backend.reachable and not images:
             _remember_listing(config, backend.backend_id, backend.volumes)
@@ -367,7 +388,7 @@ def check(app: AppContext, target: str | None, max_lag: float | None, as_json: b
 
     Exit 0 ready (warnings allowed), 1 not ready.
     """
-    from rbdfail import ceph, render
+    from rbdfail import render
     from rbdfail.check import ready, run_checks
     from rbdfail.state import read_state
     from rbdfail.status import gather
@@ -379,7 +400,7 @@ def check(app: AppContext, target: str | None, max_lag: float | None, as_json: b
         active = state.active_backend
         target = config.replication_devices[0].backend_id if active == default else default
     config.site(target)  # an unknown id is a usage error, named, before any connection
-    report = gather(config, state, ceph.connect)
+    report = gather(config, state, app.connect)
     backend = report.sites[config.backend.backend_id]
     if backend.reachable:
         _remember_listing(config, backend.backend_id, backend.volumes)
@@ -411,10 +432,9 @@ def connection_info(app: AppContext, volume: str, as_json: bool) -> None:
       rbdfail connection-info db-orders
       rbdfail connection-info db-orders --json | jq -r '.data.hosts[]'
     """
-    from rbdfail import ceph
     from rbdfail.connection import connection_info as describe
 
-    info = describe(app.config(), ceph.connect, volume)
+    info = describe(app.config(), app.connect, volume)
     if as_json:
         _emit_json(info)
         return
@@ -483,37 +503,24 @@ def failover(
       rbdfail failover --to secondary
       rbdfail failover --to secondary --yes --json > failover.json   # runbook
 
-    Exit 0 when every replicated volume is primary on the target, 3 when some failed
-    (each named), 1 when nothing could be done (e.g. the target is unreachable: nothing
-    is changed), 130 when interrupted (re-run to finish).
+    \b
+    Exit codes:
+      0 every replicated volume is primary on the target
+      1 no volume could be moved
+      2 usage or configuration error, or no --yes without a terminal
+      3 some volumes failed, each named
+      4 refused: another failover or failback holds the lock (someone else is running)
+      5 refused: the target is unreachable (nothing was changed anywhere)
+      130 interrupted (re-run to finish)
     """
-    if target == "default":
-        _switch(
-            app,
-            "failback",
-            None,
-            dry_run,
-            yes,
-            force,
-            (),
-            volume_timeout,
-            connect_timeout,
-            None,
-            concurrency,
-            as_json,
-        )
     _switch(
         app,
-        "failover",
+        "failback" if target == "default" else "failover",
         target,
         dry_run,
         yes,
-        force,
+        _switch_options(app, force, volume_timeout, connect_timeout, None, concurrency),
         (),
-        volume_timeout,
-        connect_timeout,
-        None,
-        concurrency,
         as_json,
     )
 
@@ -582,8 +589,15 @@ def failback(
       rbdfail failback --dry-run
       rbdfail failback --yes --json > failback.json
 
-    Exit 0 when every replicated volume is primary on `default`, 3 when some failed,
-    1 when nothing could be done, 130 when interrupted (re-run to finish).
+    \b
+    Exit codes:
+      0 every replicated volume is primary on `default`
+      1 no volume could be moved
+      2 usage or configuration error, or no --yes without a terminal
+      3 some volumes failed, each named
+      4 refused: another failover or failback holds the lock (someone else is running)
+      5 refused: `default` is unreachable (nothing was changed anywhere)
+      130 interrupted (re-run to finish)
     """
     _switch(
         app,
@@ -591,13 +605,29 @@ def failback(
         None,
         dry_run,
         yes,
-        force,
+        _switch_options(app, force, volume_timeout, connect_timeout, resync_timeout, concurrency),
         resync,
-        volume_timeout,
-        connect_timeout,
-        resync_timeout,
-        concurrency,
         as_json,
+    )
+
+
+def _switch_options(
+    app: AppContext,
+    force: bool,
+    volume_timeout: float | None,
+    connect_timeout: float | None,
+    resync_timeout: float | None,
+    concurrency: int | None,
+) -> Options:
+    from rbdfail.switch.model import options_for
+
+    return options_for(
+        app.config(),
+        connect_timeout=connect_timeout,
+        volume_timeout=volume_timeout,
+        concurrency=concurrency,
+        force=force,
+        resync_timeout=resync_timeout,
     )
 
 
@@ -607,91 +637,51 @@ def _switch(
     target: str | None,
     dry_run: bool,
     yes: bool,
-    force: bool,
+    options: Options,
     resync: tuple[str, ...],
-    volume_timeout: float | None,
-    connect_timeout: float | None,
-    resync_timeout: float | None,
-    concurrency: int | None,
     as_json: bool,
 ) -> NoReturn:
-    """Failover or failback: connect, lock, plan, confirm, execute with progress, report."""
-    from rbdfail import ceph, render
-    from rbdfail import failback as back
-    from rbdfail import failover as engine
-    from rbdfail.state import Journal, read_state
+    """Failover or failback: ask the use case, show the plan or the report, exit with a code."""
+    from rbdfail import render
+    from rbdfail.switch.model import Operation, SwitchRequest
+    from rbdfail.switch.usecase import run_switch
 
     if not dry_run and not yes and not sys.stdin.isatty():
         raise click.UsageError(
             f"refusing to {operation} without confirmation: no terminal to ask on; "
             "pass --yes (runbooks) or --dry-run"
         )
-    config = app.config()
-    state = read_state(config.state_dir)
-    options = engine.Options(
-        connect_timeout=connect_timeout or config.replication_connect_timeout,
-        volume_timeout=volume_timeout or config.volume_timeout,
-        concurrency=concurrency or config.concurrency,
-        force=force,
-        resync_timeout=resync_timeout or engine.Options.resync_timeout,
+
+    def confirm(plan: FailoverPlan) -> bool:
+        if yes:
+            return True
+        render.failover_plan(plan, render.stderr)
+        return click.confirm(f"{operation.capitalize()} to {plan.target}?", err=True)
+
+    request = SwitchRequest(Operation(operation), options, target, dry_run, resync)
+    result = run_switch(
+        app.config(),
+        request,
+        connect=app.connect,
+        confirm=confirm,
+        observer=render.SwitchProgress(_stderr_progress),
     )
-    say = _stderr_progress
-    if operation == "failback":
-        say(
-            f"connecting to {config.backend.backend_id} and probing {state.active_backend} "
-            f"(up to {options.connect_timeout:g}s)"
-        )
-        sites = back.connect_failback_sites(config, state, ceph.connect, options.connect_timeout)
-    else:
-        assert target is not None
-        say(
-            f"connecting to {target} and probing {config.backend.backend_id} "
-            f"(up to {options.connect_timeout:g}s)"
-        )
-        sites = engine.connect_sites(config, state, target, ceph.connect, options.connect_timeout)
-    if sites.source_error is not None:
-        say(f"{sites.source_id} is unreachable: {sites.source_error.reason}")
-    target_id = sites.target.site
-    report = None
-    try:
-        lock = None
-        if not dry_run:
-            run_id = engine.new_run_id()
-            journal = Journal(config.state_dir, run_id)  # an unusable state dir fails here
-            lock = engine.FailoverLock(sites, run_id, f"{operation} to {target_id}")
-            lock.acquire(say)
-        try:
-            resumes = engine.unfinished_run(config, target_id)
-            if operation == "failback":
-                plan = back.plan_failback(config, sites, resync, resumes)
-            else:
-                plan = engine.plan_failover(config, sites, resumes)
-            if dry_run:
-                if as_json:
-                    _emit_json({"dry_run": True, **plan.to_json()})
-                else:
-                    render.failover_plan(plan)
-                sys.exit(EXIT_OK)
-            if not yes:
-                render.failover_plan(plan, render.stderr)
-                click.confirm(f"{operation.capitalize()} to {target_id}?", abort=True, err=True)
-            with render.FailoverProgress(plan) as progress:
-                report = engine.execute(plan, sites, state, options, journal, config, progress)
-        finally:
-            if lock is not None:
-                lock.release(source_lost=report is not None and report.primary_lost is not None)
-    finally:
-        # A call given up on is still inside librbd: shutting its connection down under it
-        # could crash the process. The process exit ends it instead.
-        if report is None or report.calls_left_running == 0:
-            sites.close()
+    report = result.report
+    if report is None and dry_run:
+        if as_json:
+            _emit_json({"dry_run": True, **result.plan.to_json()})
+        else:
+            render.failover_plan(result.plan)
+        sys.exit(EXIT_OK)
+    if report is None:
+        raise click.Abort()
     if as_json:
         _emit_json(report.to_json())
     else:
         render.failover_report(report)
     if report.interrupted:
-        sys.exit(130)
-    sys.exit({"complete": EXIT_OK, "partial": EXIT_PARTIAL, "failed": EXIT_FAILED}[report.result])
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(_RESULT_EXIT[report.result])
 
 
 # ---- per-image mirroring ----------------------------------------------------------------------
@@ -792,11 +782,11 @@ def _per_image_mirroring(
     as_json: bool,
 ) -> None:
     """Connect to the acting site, take its inventory, plan, then show the plan or apply it."""
-    from rbdfail import ceph, mirroring, render
+    from rbdfail import mirroring, render
     from rbdfail.volumes import list_volumes
 
     config = app.config()
-    cluster = ceph.connect(_acting_site(config, site_id), config.replication_connect_timeout)
+    cluster = app.connect(_acting_site(config, site_id), config.replication_connect_timeout)
     try:
         steps = plan(list_volumes(cluster, config))
         if dry_run:
@@ -811,7 +801,7 @@ def _per_image_mirroring(
     else:
         render.mirroring_report(report)
     if report.interrupted:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     if report.result != "complete" and not dry_run:
         sys.exit(EXIT_PARTIAL)
 

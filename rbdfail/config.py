@@ -12,14 +12,14 @@ import fnmatch
 import math
 import os
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from rbdfail.cluster import MirrorMode
+from rbdfail.cluster import Cluster, MirrorMode
 from rbdfail.errors import ConfigError
 
 SYSTEM_CONFIG = Path("/etc/rbdfail/rbdfail.yaml")  # the last place looked; tests patch it
@@ -40,6 +40,10 @@ class SiteConfig:
     pool: str
     cluster_name: str = "ceph"
     keyring: Path | None = None
+
+
+# How every use case reaches a site: ceph.connect on a real host, FakeCeph.connect in tests.
+Connect = Callable[[SiteConfig, float], Cluster]
 
 
 @dataclass(frozen=True)

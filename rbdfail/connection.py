@@ -11,9 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rbdfail.cluster import Cluster, MirrorInfo
-from rbdfail.config import Config, SiteConfig
+from rbdfail.config import Config, Connect, SiteConfig
 from rbdfail.errors import CephError, ImageNotFound, RbdfailError
-from rbdfail.status import Connect
 
 
 def connection_info(config: Config, connect: Connect, volume: str) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """rbdfail's own exceptions.
 
 Every error carries a human diagnosis (what happened, to which site/volume/key) and a hint
-(what to do next). The CLI prints those two and maps the class to an exit code; nothing below
-the CLI prints.
+(what to do next). `str(error)` is the diagnosis alone, one line that fits a JSON field or a
+report's cell; the hint is a field of its own. The CLI prints both and maps the class to an
+exit code; nothing below the CLI prints.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ class RbdfailError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"reason": self.message, "hint": self.hint}
 
 
 class ConfigError(RbdfailError):
@@ -88,3 +92,15 @@ class LockHeld(CephError):
     def __init__(self, message: str, *, site: str, holder: str, hint: str | None = None) -> None:
         super().__init__(message, site=site, hint=hint)
         self.holder = holder
+
+
+class LockedByAnotherRun(RbdfailError):
+    """Another failover or failback holds a site's switch lock: someone else is running."""
+
+    exit_code = 4
+
+
+class TargetUnreachable(RbdfailError):
+    """The site a switch would move volumes to does not answer: nothing was changed."""
+
+    exit_code = 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -11,10 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rbdfail.check import CheckItem
-from rbdfail.failover import Action, FailoverPlan, FailoverReport, Plan, VolumeOutcome
 from rbdfail.mirroring import Outcome, Report, VolumeResult
 from rbdfail.pools import SetupItem
 from rbdfail.status import SiteImage, StatusReport
+from rbdfail.switch.model import Action, FailoverPlan, FailoverReport, Plan, VolumeOutcome
 from rbdfail.volumes import Volume
 
 stdout = Console()
@@ -257,23 +258,33 @@ def failover_plan(plan: FailoverPlan, console: Console = stdout) -> None:
     console.print(f"{len(plan.volumes)} volume(s): {counts}", highlight=False)
 
 
-class FailoverProgress:
-    """Live failover progress on stderr: on a terminal, an overall bar with the counts and
-    the volumes in flight longest; otherwise one timestamped line per event."""
+class SwitchProgress:
+    """Live switch progress on stderr: on a terminal, an overall bar with the counts and
+    the volumes in flight longest; otherwise one timestamped line per event. Before the
+    volumes move, what the switch is doing goes to `say`."""
 
     SHOWN_IN_FLIGHT = 5
 
-    def __init__(self, plan: FailoverPlan) -> None:
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.note = say
         self.console = Console(stderr=True)
-        self.total = sum(
-            v.plan in (Plan.DEMOTE_PROMOTE, Plan.PROMOTE, Plan.FORCE_PROMOTE, Plan.RESYNC)
-            for v in plan.volumes
-        )
+        self.total = 0
         self.counts = {"demoted": 0, "promoted": 0, "forced": 0, "failed": 0}
         self.in_flight: dict[str, tuple[str, float]] = {}  # volume -> (step, since)
         self.lost: str | None = None
         self._lock = threading.Lock()
         self._live = self.console.is_terminal
+        self._bar = Progress(console=self.console)
+        self._task = self._bar.add_task("")
+        self._display = Live(
+            console=self.console, get_renderable=self._renderable, refresh_per_second=4
+        )
+
+    def started(self, plan: FailoverPlan) -> None:
+        self.total = sum(
+            v.plan in (Plan.DEMOTE_PROMOTE, Plan.PROMOTE, Plan.FORCE_PROMOTE, Plan.RESYNC)
+            for v in plan.volumes
+        )
         self._bar = Progress(
             TextColumn(f"[bold]{plan.operation} to {plan.target}"),
             BarColumn(),
@@ -282,20 +293,12 @@ class FailoverProgress:
             console=self.console,
         )
         self._task = self._bar.add_task("", total=self.total)
-        self._display = Live(
-            console=self.console, get_renderable=self._renderable, refresh_per_second=4
-        )
-        self._target = plan.target
-        self._operation = plan.operation
-
-    def __enter__(self) -> FailoverProgress:
         if self._live:
             self._display.start()
         else:
-            self._line(f"{self._operation} to {self._target}: {self.total} volume(s) to move")
-        return self
+            self._line(f"{plan.operation} to {plan.target}: {self.total} volume(s) to move")
 
-    def __exit__(self, *exc: object) -> None:
+    def ended(self) -> None:
         if self._live:
             self._display.stop()
 

@@ -8,14 +8,13 @@ complete. Nothing here prints.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from rbdfail.cluster import (
-    Cluster,
     ImageStatus,
     MirrorInfo,
     MirrorMode,
@@ -23,12 +22,10 @@ from rbdfail.cluster import (
     PoolMirrorMode,
     ReplayState,
 )
-from rbdfail.config import Config, SiteConfig
+from rbdfail.config import Config, Connect, SiteConfig
 from rbdfail.errors import CephError
 from rbdfail.state import State
 from rbdfail.volumes import Volume, list_volumes
-
-Connect = Callable[[SiteConfig, float], Cluster]
 
 
 @dataclass(frozen=True)

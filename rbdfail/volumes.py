@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rbdfail.cluster import Cluster, MirrorInfo, MirrorMode
 from rbdfail.config import Config
 from rbdfail.errors import ConfigError
+from rbdfail.state import remember_volumes
 
 # Image metadata key that sets a volume's type, overriding the config's `volumes` rules.
 VOLUME_TYPE_KEY = "rbdfail.volume_type"
@@ -75,3 +78,9 @@ def list_volumes(
             )
         )
     return volumes
+
+
+def remember_listing(state_dir: Path, site: str, volumes: Sequence[Volume]) -> None:
+    """Keep a site's full listing as the inventory a failover needs when that site is lost
+    (state.py); best effort: a read-only command must work for a user who cannot write."""
+    remember_volumes(state_dir, site, {v.name: v.volume_type for v in volumes})

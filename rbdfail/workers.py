@@ -10,6 +10,9 @@ A librbd call cannot be cancelled. So:
   `on_overrun` says, its thread (a daemon thread, which cannot keep the process alive) is left
   to finish on its own, and its slot goes to the next volume, so one hung call can never hang
   the command.
+
+Beside the pool, `CallSlots` bound the calls in flight rather than the items: an item that
+waits (for a demotion to propagate, say) holds no slot.
 """
 
 from __future__ import annotations
@@ -19,10 +22,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class RunResult(StrEnum):
+    """What a run over many volumes came to, as its report and exit code say it."""
+
+    COMPLETE = "complete"  # every volume as asked
+    PARTIAL = "partial"  # some need attention, each named
+    FAILED = "failed"  # none could be done
 
 
 @dataclass(frozen=True)
@@ -118,3 +130,69 @@ def _collect(
     assert result is not None
     settle(index, result)
     return 0
+
+
+class CallSlots:
+    """At most `concurrency` Ceph calls at once across a run's volumes.
+
+    A volume given up on while inside a call (it hangs) has its slot written off, so the
+    calls of the others are never held up by it; the hung call, if it ever returns, does not
+    give the slot back a second time.
+    """
+
+    def __init__(self, concurrency: int) -> None:
+        self._free = threading.Semaphore(concurrency)
+        self._lock = threading.Lock()
+        self._written_off: dict[int, bool] = {}  # thread in a call -> its slot written off
+        self._queued: dict[int, float] = {}  # thread -> seconds spent queued, finished waits
+        self._queued_since: dict[int, float] = {}  # thread queued now -> since when
+
+    def begin(self, thread: int) -> None:
+        """A thread starts on a new volume (thread ids are reused): its queued time is 0."""
+        with self._lock:
+            self._queued.pop(thread, None)
+
+    def queued(self, thread: int | None) -> float:
+        """Seconds the thread has spent waiting for slots, the wait going on included."""
+        with self._lock:
+            since = self._queued_since.get(thread or 0)
+            return self._queued.get(thread or 0, 0.0) + (
+                time.monotonic() - since if since is not None else 0.0
+            )
+
+    def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        me = threading.get_ident()
+        with self._lock:
+            self._queued_since[me] = time.monotonic()
+        self._free.acquire()
+        with self._lock:
+            self._queued[me] = self._queued.get(me, 0.0) + (
+                time.monotonic() - self._queued_since.pop(me)
+            )
+            self._written_off[me] = False
+        try:
+            return function(*args, **kwargs)
+        finally:
+            with self._lock:
+                written_off = self._written_off.pop(me)
+            if not written_off:
+                self._free.release()
+
+    def write_off(self, thread: int | None) -> None:
+        with self._lock:
+            if thread in self._written_off and not self._written_off[thread]:
+                self._written_off[thread] = True
+                self._free.release()
+
+
+class Throttled:
+    """An object (a site) whose every method call takes one of the run's call slots."""
+
+    def __init__(self, inner: object, slots: CallSlots) -> None:
+        self._inner, self._slots = inner, slots
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if not callable(attribute):
+            return attribute
+        return lambda *args, **kwargs: self._slots.call(attribute, *args, **kwargs)

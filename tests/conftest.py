@@ -1,4 +1,5 @@
-"""Shared fixtures: the two-site lab (one per test session) and the fake two-site Ceph."""
+"""Shared fixtures: the two-site lab (one per test session), the fake two-site Ceph, and the
+configuration every unit test on the fake starts from."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +17,25 @@ from rbdfail.cluster import Cluster
 from rbdfail.config import Config, SiteConfig, load_config
 from rbdfail.errors import LabError
 from rbdfail.lab import Lab
-from tests.fakeceph import FakeCeph
+from tests.fakeceph import FakeCeph, FakeCluster
 
-Connect = Callable[[SiteConfig, float], Cluster]
+CONNECT_TIMEOUT = 0.3
+
+# Two fake sites: `s-*` replicate in snapshot mode, `j-*` in journal mode, the rest do not.
+TWO_SITES = f"""\
+backend: {{pool: volumes, conf: /fake/default.conf}}
+replication_device: [{{backend_id: secondary, conf: /fake/secondary.conf}}]
+replication_connect_timeout: {CONNECT_TIMEOUT}
+volume_timeout: 5
+volume_types:
+  snap: {{replication_enabled: true, mirror_mode: snapshot}}
+  jour: {{replication_enabled: true, mirror_mode: journal}}
+  plain: {{}}
+volumes:
+  - {{match: "s-*", type: snap}}
+  - {{match: "j-*", type: jour}}
+  - {{match: "*", type: plain}}
+"""
 
 
 @dataclass
@@ -76,6 +93,33 @@ def fake_ceph() -> Iterator[FakeCeph]:
     world.peer("default", "secondary")
     yield world
     world.release_hangs()  # let threads left in a hung call end
+
+
+@pytest.fixture
+def primary(fake_ceph: FakeCeph) -> FakeCluster:
+    return fake_ceph.connect(fake_site("default"), 1)
+
+
+@pytest.fixture
+def secondary(fake_ceph: FakeCeph) -> FakeCluster:
+    return fake_ceph.connect(fake_site("secondary"), 1)
+
+
+def write_config(tmp_path: Path, text: str = TWO_SITES) -> Path:
+    """rbdfail.yaml in tmp_path, with its own state dir there."""
+    path = tmp_path / "rbdfail.yaml"
+    path.write_text(text + f"state_dir: {tmp_path / 'state'}\n")
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    return write_config(tmp_path)
+
+
+@pytest.fixture
+def config(config_file: Path) -> Config:
+    return load_config(config_file)
 
 
 LAB_TESTS = pytest.StashKey[set[str]]()

@@ -23,7 +23,7 @@ from rbdfail.cluster import (
     PoolMirrorMode,
     ReplayState,
 )
-from rbdfail.config import SiteConfig
+from rbdfail.config import Connect, SiteConfig
 from rbdfail.errors import (
     ImageBusy,
     ImageExists,
@@ -33,7 +33,7 @@ from rbdfail.errors import (
     OperationTimedOut,
     SiteUnreachable,
 )
-from tests.conftest import Connect, fake_site
+from tests.conftest import fake_site
 from tests.helpers import eventually
 
 MiB = 1 << 20

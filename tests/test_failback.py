@@ -3,55 +3,25 @@ of what split, one that does not finish in time, a kill and the re-run, statuses
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from rbdfail import failback, failover
 from rbdfail.config import Config
-from rbdfail.errors import RbdfailError
-from rbdfail.failover import Action, FailoverLock, FailoverReport, Options, Plan
-from rbdfail.state import Journal, State, VolumeRecord, read_state, write_state
+from rbdfail.errors import TargetUnreachable
+from rbdfail.state import State, VolumeRecord, read_state, write_state
+from rbdfail.switch.model import Action, FailoverReport, Operation, Plan
 from tests.fakeceph import FakeCeph, FakeCluster
 from tests.helpers import eventually
-from tests.test_failover import (  # noqa: F401 - fixtures
-    CONNECT_TIMEOUT,
-    by_name,
-    calls,
-    config,
-    primary,
-    primary_on,
-    replicated,
-    run,
-    secondary,
-)
+from tests.test_failover import by_name, calls, primary_on, replicated, run, switch
 
 
 def back(
-    config: Config, world: FakeCeph, resync: tuple[str, ...] = (), **overrides: object
+    config: Config, world: FakeCeph, resync: tuple[str, ...] = (), **overrides: Any
 ) -> FailoverReport:
-    """One failback, as the CLI runs it, lock included."""
-    state = read_state(config.state_dir)
-    options = Options(
-        **{  # type: ignore[arg-type]
-            "connect_timeout": CONNECT_TIMEOUT,
-            "volume_timeout": 5.0,
-            "concurrency": 8,
-            "forced_promote_s": 0.5,
-            "resync_timeout": 5.0,
-            **overrides,
-        }
-    )
-    sites = failback.connect_failback_sites(config, state, world.connect, CONNECT_TIMEOUT)
-    run_id = failover.new_run_id()
-    journal = Journal(config.state_dir, run_id)
-    lock = FailoverLock(sites, run_id, "failback to default")
-    lock.acquire()
-    try:
-        plan = failback.plan_failback(
-            config, sites, resync, failover.unfinished_run(config, "default")
-        )
-        return failover.execute(plan, sites, state, options, journal, config)
-    finally:
-        lock.release()
+    """One failback to `default`."""
+    overrides = {"resync_timeout": 5.0, **overrides}
+    return switch(config, world, Operation.FAILBACK, resync=resync, **overrides)
 
 
 def forced_failover(config: Config, world: FakeCeph, names: list[str]) -> None:
@@ -189,8 +159,9 @@ def test_failback__home_unreachable__refused_and_nothing_touched(
     replicated(primary, secondary, ["s-1"])
     run(config, fake_ceph)
     fake_ceph.freeze("default")
-    with pytest.raises(RbdfailError, match="nothing was changed"):
+    with pytest.raises(TargetUnreachable, match="cannot fail back") as caught:
         back(config, fake_ceph)
+    assert "nothing was changed" in (caught.value.hint or "")
     fake_ceph.thaw("default")
     assert primary_on(secondary, "s-1")
 

@@ -10,60 +10,47 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from rbdfail import failback, failover
 from rbdfail.cluster import MirrorMode
-from rbdfail.config import Config, load_config
-from rbdfail.errors import ImageNotFound, OperationTimedOut, RbdfailError
-from rbdfail.failover import (
-    Action,
-    FailoverLock,
-    FailoverReport,
-    Options,
-    Plan,
-    VolumeOutcome,
+from rbdfail.config import Config
+from rbdfail.errors import (
+    ImageNotFound,
+    LockedByAnotherRun,
+    OperationTimedOut,
+    RbdfailError,
+    TargetUnreachable,
 )
 from rbdfail.state import Journal, State, VolumeRecord, journal_lines, read_state, write_state
-from tests.conftest import fake_site
+from rbdfail.switch.history import unfinished_run
+from rbdfail.switch.lock import LOCK_NAME, FailoverLock
+from rbdfail.switch.model import (
+    Action,
+    FailoverReport,
+    Observer,
+    Operation,
+    Options,
+    Plan,
+    Silent,
+    SwitchRequest,
+    VolumeOutcome,
+)
+from rbdfail.switch.plan_failover import plan_failover
+from rbdfail.switch.sites import Sites, connect_failback_sites, connect_sites, read_for_failover
+from rbdfail.switch.usecase import run_switch
+from rbdfail.workers import CallSlots
+from tests.conftest import CONNECT_TIMEOUT
 from tests.fakeceph import FakeCeph, FakeCluster
 from tests.helpers import eventually
 
-CONNECT_TIMEOUT = 0.3
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Config:
-    (tmp_path / "rbdfail.yaml").write_text(
-        f"""\
-backend: {{pool: volumes, conf: /fake/default.conf}}
-replication_device: [{{backend_id: secondary, conf: /fake/secondary.conf}}]
-replication_connect_timeout: {CONNECT_TIMEOUT}
-volume_timeout: 5
-volume_types:
-  snap: {{replication_enabled: true, mirror_mode: snapshot}}
-  jour: {{replication_enabled: true, mirror_mode: journal}}
-  plain: {{}}
-volumes:
-  - {{match: "s-*", type: snap}}
-  - {{match: "j-*", type: jour}}
-  - {{match: "*", type: plain}}
-state_dir: {tmp_path / "state"}
-"""
-    )
-    return load_config(tmp_path / "rbdfail.yaml")
-
-
-@pytest.fixture
-def primary(fake_ceph: FakeCeph) -> FakeCluster:
-    return fake_ceph.connect(fake_site("default"), 1)
-
-
-@pytest.fixture
-def secondary(fake_ceph: FakeCeph) -> FakeCluster:
-    return fake_ceph.connect(fake_site("secondary"), 1)
+# Short budgets: a forced promote on the fake takes no time at all.
+OPTIONS = Options(
+    connect_timeout=CONNECT_TIMEOUT, volume_timeout=5.0, concurrency=8, forced_promote_s=0.5
+)
 
 
 def replicated(
@@ -83,36 +70,28 @@ def volumes(prefix: str, count: int) -> list[str]:
     return [f"{prefix}-{i:02d}" for i in range(count)]
 
 
-def run(
+def switch(
     config: Config,
     world: FakeCeph,
-    state: State | None = None,
-    observer: failover.Observer | None = None,
-    **overrides: object,
+    operation: Operation,
+    observer: Observer | None = None,
+    resync: tuple[str, ...] = (),
+    **overrides: Any,
 ) -> FailoverReport:
-    """One failover to the secondary, as the CLI runs it, lock included."""
-    state = state or read_state(config.state_dir)
-    options = Options(
-        **{  # type: ignore[arg-type]
-            "connect_timeout": CONNECT_TIMEOUT,
-            "volume_timeout": 5.0,
-            "concurrency": 8,
-            "forced_promote_s": 0.5,
-            **overrides,
-        }
-    )
-    sites = failover.connect_sites(config, state, "secondary", world.connect, CONNECT_TIMEOUT)
-    run_id = failover.new_run_id()
-    journal = Journal(config.state_dir, run_id)
-    lock = FailoverLock(sites, run_id, "failover to secondary")
-    lock.acquire()
-    report = None
-    try:
-        plan = failover.plan_failover(config, sites, failover.unfinished_run(config, "secondary"))
-        report = failover.execute(plan, sites, state, options, journal, config, observer)
-        return report
-    finally:
-        lock.release(source_lost=report is not None and report.primary_lost is not None)
+    """One switch through the use case the CLI calls: connect, lock, plan, execute, release."""
+    options = replace(OPTIONS, **overrides)
+    target = "secondary" if operation == Operation.FAILOVER else None
+    request = SwitchRequest(operation, options, target, resync=resync)
+    result = run_switch(config, request, connect=world.connect, observer=observer)
+    assert result.report is not None
+    return result.report
+
+
+def run(
+    config: Config, world: FakeCeph, observer: Observer | None = None, **overrides: Any
+) -> FailoverReport:
+    """One failover to the secondary."""
+    return switch(config, world, Operation.FAILOVER, observer, **overrides)
 
 
 def by_name(report: FailoverReport) -> dict[str, VolumeOutcome]:
@@ -127,7 +106,7 @@ def calls(world: FakeCeph, site: str, operation: str) -> list[str]:
     return [image for op, image in world.sites[site].calls if op == operation]
 
 
-class Recorder:
+class Recorder(Silent):
     """An observer that remembers, and can act at a given step (e.g. freeze a site)."""
 
     def __init__(self) -> None:
@@ -306,10 +285,10 @@ def test_target_unreachable__refused_and_nothing_touched(
     fake_ceph.freeze("secondary")
     before = list(fake_ceph.sites["default"].calls)
 
-    with pytest.raises(RbdfailError, match="secondary") as caught:
+    with pytest.raises(TargetUnreachable, match="secondary") as caught:
         run(config, fake_ceph)
 
-    assert "nothing was changed" in str(caught.value)
+    assert "nothing was changed" in (caught.value.hint or "")
     fake_ceph.thaw("secondary")
     assert primary_on(primary, "s-1") and not primary_on(secondary, "s-1")
     changing = {"demote", "promote", "write", "enable", "disable"}
@@ -395,9 +374,9 @@ def test_plan__replicated_but_not_mirrored_and_no_copy_yet_are_failures_named(
     fake_ceph.replication_delay = 3600
     primary.create_image("s-nocopy", 1 << 20)
     primary.enable_mirroring("s-nocopy", MirrorMode.SNAPSHOT)
-    sites = failover.connect_sites(config, State(), "secondary", fake_ceph.connect, 1)
+    sites = connect_sites(config, State(), "secondary", fake_ceph.connect, 1)
 
-    plan = {v.name: v for v in failover.plan_failover(config, sites).volumes}
+    plan = {v.name: v for v in plan_failover(config, read_for_failover(config, sites)).volumes}
 
     assert plan["s-ok"].plan == Plan.DEMOTE_PROMOTE
     assert plan["s-unmirrored"].plan == Plan.CANNOT
@@ -408,8 +387,9 @@ def test_plan__replicated_but_not_mirrored_and_no_copy_yet_are_failures_named(
 def test_plan__failover_to_the_backend_itself_is_refused(
     config: Config, fake_ceph: FakeCeph
 ) -> None:
-    with pytest.raises(RbdfailError, match="failback"):
-        failover.connect_sites(config, State(), "default", fake_ceph.connect, 1)
+    with pytest.raises(RbdfailError, match="the backend itself") as caught:
+        connect_sites(config, State(), "default", fake_ceph.connect, 1)
+    assert "rbdfail failback" in (caught.value.hint or "")
 
 
 # ---- a kill, and the re-run --------------------------------------------------------------------
@@ -447,7 +427,7 @@ def test_kill_mid_run_then_rerun__finishes_without_repeating_anything(
     events = [line["event"] for line in journal_lines(config.state_dir)]
     assert events.count("start") == 2 and events.count("end") == 1
     # Finished by the second run: a third resumes nothing.
-    assert failover.unfinished_run(config, "secondary") is None
+    assert unfinished_run(config.state_dir, "secondary") is None
 
 
 def test_journal__a_line_per_step_per_volume_in_order_and_no_key_material(
@@ -506,7 +486,7 @@ def test_concurrency__volumes_waiting_for_their_demotion_to_arrive_hold_no_call_
 
 
 def test_call_slots__a_hung_call_written_off_frees_its_slot_once() -> None:
-    slots = failover.CallSlots(1)
+    slots = CallSlots(1)
     hung, release = threading.Event(), threading.Event()
 
     def hang() -> None:
@@ -583,9 +563,9 @@ def test_lock__a_second_failover_is_refused_naming_the_first(
             "what": "failover to secondary",
         }
     )
-    secondary.lock(failover.LOCK_NAME, "r-1", holder, 30)
+    secondary.lock(LOCK_NAME, "r-1", holder, 30)
 
-    with pytest.raises(RbdfailError, match="another failover is running") as caught:
+    with pytest.raises(LockedByAnotherRun, match="another failover is running") as caught:
         run(config, fake_ceph)
 
     assert "alice@ops-host-2" in str(caught.value) and "pid 4242" in str(caught.value)
@@ -608,11 +588,9 @@ def test_lock__of_a_dead_run_on_this_host_is_waited_out(
             "what": "failover to secondary",
         }
     )
-    secondary.lock(failover.LOCK_NAME, "r-dead", holder, 1)  # lapses after 1 s
+    secondary.lock(LOCK_NAME, "r-dead", holder, 1)  # lapses after 1 s
     waits: list[str] = []
-    lock = FailoverLock(
-        failover.Sites("default", secondary, None, None), "r-new", "failover to secondary"
-    )
+    lock = FailoverLock(Sites("default", secondary, None, None), "r-new", "failover to secondary")
 
     lock.acquire(waits.append)
     lock.release()
@@ -634,8 +612,8 @@ def test_lock__a_failback_started_while_a_failover_runs_is_refused(
 ) -> None:
     """Opposite targets: each run locks both sites, so the second is refused whichever it is."""
     replicated(primary, secondary, ["s-1"])
-    away = failover.connect_sites(config, State(), "secondary", fake_ceph.connect, CONNECT_TIMEOUT)
-    home = failback.connect_failback_sites(
+    away = connect_sites(config, State(), "secondary", fake_ceph.connect, CONNECT_TIMEOUT)
+    home = connect_failback_sites(
         config, State(active_backend="secondary"), fake_ceph.connect, CONNECT_TIMEOUT
     )
     going = FailoverLock(away, "r-1", "failover to secondary")
@@ -644,7 +622,7 @@ def test_lock__a_failback_started_while_a_failover_runs_is_refused(
         with pytest.raises(RbdfailError, match="another failover is running: failover to"):
             FailoverLock(home, "r-2", "failback to default").acquire()
         for site in ("default", "secondary"):
-            assert fake_ceph.sites[site].locks[failover.LOCK_NAME].cookie == "r-1"
+            assert fake_ceph.sites[site].locks[LOCK_NAME].cookie == "r-1"
     finally:
         going.release()
     coming = FailoverLock(home, "r-3", "failback to default")
@@ -656,10 +634,10 @@ def test_lock__a_source_whose_lock_times_out_is_gone_on_without__the_target_stil
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:
     replicated(primary, secondary, ["s-1"])
-    fake_ceph.faults[("default", "lock", failover.LOCK_NAME)] = OperationTimedOut(
+    fake_ceph.faults[("default", "lock", LOCK_NAME)] = OperationTimedOut(
         "no answer", site="default"
     )
-    sites = failover.connect_sites(config, State(), "secondary", fake_ceph.connect, 1)
+    sites = connect_sites(config, State(), "secondary", fake_ceph.connect, 1)
     said: list[str] = []
     lock = FailoverLock(sites, "r-1", "failover to secondary")
     lock.acquire(said.append)
@@ -667,7 +645,7 @@ def test_lock__a_source_whose_lock_times_out_is_gone_on_without__the_target_stil
         assert said == [
             "default: its lock could not be taken (no answer); going on with the target's only"
         ]
-        assert failover.LOCK_NAME in fake_ceph.sites["secondary"].locks
+        assert LOCK_NAME in fake_ceph.sites["secondary"].locks
     finally:
         lock.release()
 
@@ -676,7 +654,7 @@ def test_lock__a_source_lost_in_the_run_is_left_to_its_lapse_not_waited_on(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:
     replicated(primary, secondary, ["s-1"])
-    sites = failover.connect_sites(config, State(), "secondary", fake_ceph.connect, 1)
+    sites = connect_sites(config, State(), "secondary", fake_ceph.connect, 1)
     lock = FailoverLock(sites, "r-1", "failover to secondary")
     lock.acquire()
     fake_ceph.freeze("default")
@@ -728,8 +706,8 @@ def test_source_lost__volumes_only_it_had_are_marked_from_its_last_listing(
     replicated(primary, secondary, ["s-1"])
     primary.create_image("vm-1", 1 << 20)
     primary.create_image("s-unmirrored", 1 << 20)
-    sites = failover.connect_sites(config, State(), "secondary", fake_ceph.connect, 1)
-    failover.plan_failover(config, sites)  # a dry run lists the backend: remembered
+    sites = connect_sites(config, State(), "secondary", fake_ceph.connect, 1)
+    read_for_failover(config, sites)  # a dry run lists the backend: remembered
     fake_ceph.freeze("default")
 
     report = run(config, fake_ceph)

@@ -1,8 +1,4 @@
-"""Failback: every replicated volume back to the original backend (`default`).
-
-The Cinder RBD driver could not fail back ("requires admin intervention"); rbdfail plans it
-from what the two sites and the journal say, and carries it out with the failover engine
-(failover.py): the same concurrency, budgets, roll-back, journal, lock and records.
+"""Plan a failback: every volume of the backend back home (`default`), from what both sites said.
 
 After a clean failover, a volume is switched back: demoted on the active site, promoted on
 `default` once the demotion has arrived. After a forced one, `default` still holds its image as
@@ -10,6 +6,9 @@ primary (split brain): that stale copy is demoted, resynced from the active site
 throws it away and copies it anew) and, once it replays, switched as above. Only what the
 journal records as force-promoted there is resynced, or what the operator names with
 `--resync`: an unneeded resync re-copies a whole image, and a wrong one throws away writes.
+
+The Cinder RBD driver could not fail back ("requires admin intervention"). Like the failover
+planner, this is a pure function: the engine (engine.py) carries its plan out.
 """
 
 from __future__ import annotations
@@ -17,80 +16,39 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from rbdfail.cluster import MirrorInfo, MirrorState
-from rbdfail.config import Config
 from rbdfail.errors import RbdfailError
-from rbdfail.failover import (
-    UNREACHABLE,
-    Connect,
-    FailoverPlan,
-    Plan,
-    PlannedVolume,
-    Sites,
-    connect_pair,
-)
-from rbdfail.state import State, journal_lines, remember_volumes
-from rbdfail.volumes import Volume, list_volumes
-
-
-def connect_failback_sites(config: Config, state: State, connect: Connect, timeout: float) -> Sites:
-    """The active site as the source, `default` as the target (which must answer)."""
-    default = config.backend.backend_id
-    source_id = state.active_backend
-    if source_id == default:  # a re-run of a finished failback: everything is home already
-        if not config.replication_devices:
-            raise RbdfailError("no replication_device is configured: nothing to fail back from")
-        source_id = config.replication_devices[0].backend_id
-    return connect_pair(config.site(source_id), config.backend, connect, timeout, "fail back")
-
-
-def forced_on(config: Config, site: str) -> set[str]:
-    """Volumes the journal says were force-promoted on `site` and not brought home since."""
-    forced: set[str] = set()
-    for line in journal_lines(config.state_dir):
-        if line.get("event") != "step":
-            continue
-        if line.get("step") == "force-promoted" and line.get("site") == site:
-            forced.add(line["volume"])
-        elif line.get("step") == "promoted" and line.get("site") == config.backend.backend_id:
-            forced.discard(line["volume"])
-    return forced
+from rbdfail.switch.model import FailoverPlan, Operation, Plan, PlannedVolume
+from rbdfail.switch.sites import SitesSaid
+from rbdfail.volumes import Volume
 
 
 def plan_failback(
-    config: Config,
-    sites: Sites,
+    said: SitesSaid,
+    forced: Collection[str] = (),
     resync: Collection[str] = (),
     resumes: str | None = None,
 ) -> FailoverPlan:
-    """Classify every volume of the backend from both sites and the journal."""
-    home = sites.target
-    volumes = list_volumes(home, config)  # the backend's pool: every volume, typed
-    remember_volumes(config.state_dir, home.site, {v.name: v.volume_type for v in volumes})
-    away: dict[str, MirrorInfo] = {}
-    if sites.source is not None:
-        try:
-            away = sites.source.mirror_infos()
-        except UNREACHABLE as exc:
-            sites.source_error, sites.source = exc, None
-    unknown = set(resync) - {v.name for v in volumes}
+    """Classify every volume of the backend; `forced` are those the journal says were
+    force-promoted on the source, `resync` those the operator names."""
+    unknown = set(resync) - {v.name for v in said.volumes}
     if unknown:
         raise RbdfailError(
-            f"--resync names volumes {home.site!r} does not have: {', '.join(sorted(unknown))}",
+            f"--resync names volumes {said.target!r} does not have: {', '.join(sorted(unknown))}",
             hint="name volumes as `rbdfail status` lists them",
         )
-    forced = forced_on(config, sites.source_id) | set(resync)
+    to_resync = set(forced) | set(resync)
     planned = tuple(
-        _plan_back(v, away.get(v.name), sites.source is not None, forced, sites.source_id)
-        for v in volumes
+        _plan_back(v, said.other_side.get(v.name), said.source_reachable, to_resync, said.source)
+        for v in said.volumes
     )
     return FailoverPlan(
-        sites.source_id,
-        home.site,
-        sites.source is not None,
-        None if sites.source_error is None else str(sites.source_error.reason),
+        said.source,
+        said.target,
+        said.source_reachable,
+        said.source_error,
         planned,
         resumes,
-        operation="failback",
+        operation=Operation.FAILBACK,
     )
 
 

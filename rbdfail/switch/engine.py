@@ -1,0 +1,399 @@
+"""The switch engine: carry a plan out, demote-then-force-promote, concurrently, journaled.
+
+Failover and failback both run on it (plan_failover.py and plan_failback.py plan, `execute`
+carries out): moving volumes from a source site to a target site is the same work both ways.
+
+The model is the Cinder RBD driver's: each replicated volume is demoted on the source and
+promoted on the target; as soon as one demotion fails because the source does not answer, the
+source is taken as lost, no more demotions are started and every volume not demoted yet is
+force-promoted. Beyond Cinder:
+
+- volumes are worked on concurrently, each within its own wall-clock budget, and a call that
+  hangs past it is given up on (see workers.py), so the command always finishes;
+- no volume is left primary nowhere: one demoted but not promotable on the target in time is
+  promoted back on the source (or, with `force`, force-promoted on the target);
+- every step is journaled before and after it happens (state.py), so that re-running the same
+  failover after a crash finishes what is left: the plan is made from what both sites say now,
+  so a finished volume is `already-primary` and a demoted one is only promoted;
+- a RADOS lock on both sites' pools refuses a second failover, from any host (lock.py).
+
+Nothing here prints: progress goes to an observer, the outcome is a `FailoverReport`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
+
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    stop_when_event_set,
+    wait_exponential,
+)
+
+from rbdfail.cluster import Cluster, ReplayState
+from rbdfail.config import Config
+from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState
+from rbdfail.state import Journal, State, VolumeRecord, write_state
+from rbdfail.switch.model import (
+    Action,
+    FailoverPlan,
+    FailoverReport,
+    Observer,
+    Options,
+    Plan,
+    PlannedVolume,
+    Silent,
+    VolumeOutcome,
+)
+from rbdfail.switch.sites import UNREACHABLE, Sites
+from rbdfail.workers import CallSlots, Throttled, run_all
+
+
+def throttled(sites: Sites, slots: CallSlots) -> Sites:
+    """The same sites, each call through one of the run's call slots."""
+
+    def wrap(cluster: Cluster) -> Cluster:
+        return cast(Cluster, Throttled(cluster, slots))
+
+    return Sites(
+        sites.source_id,
+        wrap(sites.target),
+        None if sites.source is None else wrap(sites.source),
+        sites.source_error,
+    )
+
+
+@dataclass
+class _Run:
+    """What the workers of one run share."""
+
+    sites: Sites
+    options: Options
+    journal: Journal
+    observer: Observer
+    slots: CallSlots
+    lost: threading.Event = field(default_factory=threading.Event)
+    lost_reason: str | None = None
+    steps: dict[str, str] = field(default_factory=dict)  # volume -> its step now
+    threads: dict[str, int] = field(default_factory=dict)  # volume -> the thread working on it
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def step(self, name: str, step: str, **fields: Any) -> None:
+        self.steps[name] = step
+        self.journal.write("step", volume=name, step=step, **fields)
+        self.observer.step(name, step)
+
+    def lose_source(self, error: CephError) -> None:
+        with self._lock:
+            if self.lost.is_set():
+                return
+            self.lost_reason = f"{self.sites.source_id} stopped answering: {error.reason}"
+            self.lost.set()
+        self.journal.write("primary-lost", error=error.reason)
+        self.observer.primary_lost(self.lost_reason)
+
+
+def execute(
+    plan: FailoverPlan,
+    sites: Sites,
+    state: State,
+    options: Options,
+    journal: Journal,
+    config: Config,
+    observer: Observer | None = None,
+) -> FailoverReport:
+    """Carry the plan out and record it; the caller holds the lock."""
+    started = time.monotonic()
+    slots = CallSlots(options.concurrency)
+    run = _Run(throttled(sites, slots), options, journal, observer or Silent(), slots)
+    if sites.source is None and sites.source_error is not None:
+        run.lost.set()
+        run.lost_reason = f"{sites.source_id} unreachable: {sites.source_error.reason}"
+    journal.write(
+        "start",
+        operation=plan.operation,
+        target=plan.target,
+        source=plan.source,
+        resumes=plan.resumes,
+        source_reachable=plan.source_reachable,
+        plan={v.name: v.plan for v in plan.volumes},
+        host=socket.gethostname(),
+        pid=os.getpid(),
+    )
+    todo = [v for v in plan.volumes if v.plan in _WORK]
+    # Forced promotes wait on nothing but their own call: more volumes in progress than
+    # slots only pays while demotions have to propagate.
+    per_slot = options.volumes_per_slot if sites.source is not None else 1
+    finished = run_all(
+        todo,
+        lambda v: _fail_over_one(run, v),
+        options.concurrency * per_slot,
+        run.observer.finished,
+        # Waiting behind other volumes for call slots is not this volume's time.
+        time_limit=lambda v: options.limit_for(v) + slots.queued(run.threads.get(v.name)),
+        on_overrun=lambda v, seconds: _overrun(run, v, seconds),
+    )
+    outcomes = {o.name: o for o in finished.results if o is not None}
+    report_volumes = []
+    for volume in plan.volumes:
+        if volume.plan in _WORK:
+            outcome = outcomes.get(volume.name) or VolumeOutcome(
+                volume.name, Action.NOT_STARTED, "", "interrupted before its turn", 0.0
+            )
+        else:
+            outcome = _known_outcome(volume)
+        report_volumes.append(outcome)
+    report_volumes, new_state = _record(state, plan, report_volumes)
+    if new_state is not state:
+        write_state(config.state_dir, new_state)
+    report = FailoverReport(
+        journal.run_id,
+        plan,
+        tuple(report_volumes),
+        time.monotonic() - started,
+        run.lost_reason,
+        finished.interrupted,
+        new_state.active_backend,
+        finished.overran,
+    )
+    journal.write(
+        "end",
+        operation=plan.operation,
+        result=report.result,
+        counts=report.counts(),
+        interrupted=finished.interrupted,
+    )
+    return report
+
+
+_WORK = (Plan.DEMOTE_PROMOTE, Plan.PROMOTE, Plan.FORCE_PROMOTE, Plan.RESYNC)
+
+
+def _known_outcome(volume: PlannedVolume) -> VolumeOutcome:
+    action = {
+        Plan.NOTHING: Action.ALREADY_PRIMARY,
+        Plan.MARK_ERROR: Action.NOT_REPLICATED,
+        Plan.RESTORE: Action.RESTORED,
+        Plan.CANNOT: Action.FAILED,
+    }[volume.plan]
+    error = volume.reason if action == Action.FAILED else None
+    return VolumeOutcome(volume.name, action, "", error, 0.0, volume.reason)
+
+
+def _record(
+    state: State, plan: FailoverPlan, outcomes: Sequence[VolumeOutcome]
+) -> tuple[list[VolumeOutcome], State]:
+    """Each volume's status afterwards, and the new state (the old one when nothing moved)."""
+    moved = any(o.action.succeeded or o.action == Action.RESTORED for o in outcomes)
+    records = dict(state.volumes)
+    final = []
+    for outcome in outcomes:
+        before = state.volume(outcome.name)
+        if not moved or outcome.action == Action.NOT_STARTED:
+            after = before
+        elif outcome.action.succeeded or outcome.action == Action.RESTORED:
+            after = before.restored()
+        else:
+            after = before.as_error()
+        if after != VolumeRecord() or outcome.name in records:
+            records[outcome.name] = after
+        final.append(replace(outcome, status=after.status))
+    if not moved:
+        return final, state
+    return final, State(plan.target, records)
+
+
+def _overrun(run: _Run, volume: PlannedVolume, seconds: float) -> VolumeOutcome:
+    run.slots.write_off(run.threads.get(volume.name))
+    step = run.steps.get(volume.name, "starting")
+    run.journal.write("given-up", volume=volume.name, last_step=step, after_s=round(seconds, 1))
+    return VolumeOutcome(
+        volume.name,
+        Action.FAILED,
+        "",
+        f"timed out after {seconds:.0f}s, a call still running at step {step!r}: check it "
+        f"with `rbdfail status {volume.name}`",
+        seconds,
+    )
+
+
+def _fail_over_one(run: _Run, volume: PlannedVolume) -> VolumeOutcome:
+    run.threads[volume.name] = threading.get_ident()
+    run.slots.begin(threading.get_ident())
+    begun = time.monotonic()
+    deadline = begun + run.options.volume_timeout
+
+    def outcome(action: Action, error: str | None = None, detail: str = "") -> VolumeOutcome:
+        if error is not None:
+            run.journal.write("failed", volume=volume.name, error=error)
+        return VolumeOutcome(volume.name, action, "", error, time.monotonic() - begun, detail)
+
+    try:
+        return _steps(run, volume, deadline, outcome)
+    except CephError as exc:
+        return replace(outcome(Action.FAILED, str(exc)), hint=exc.hint)
+
+
+def _steps(
+    run: _Run,
+    volume: PlannedVolume,
+    deadline: float,
+    outcome: Callable[..., VolumeOutcome],
+) -> VolumeOutcome:
+    name, source, target = volume.name, run.sites.source, run.sites.target
+    demoted = volume.plan == Plan.PROMOTE
+    resynced = False
+    if volume.plan == Plan.RESYNC and not run.lost.is_set():
+        stale = _resync_stale_copy(run, name)
+        if stale is not None:
+            return outcome(Action.FAILED, stale)
+        resynced = True
+        deadline = time.monotonic() + run.options.volume_timeout  # the switch's own budget
+    if volume.plan in (Plan.DEMOTE_PROMOTE, Plan.RESYNC) and not run.lost.is_set():
+        assert source is not None
+        run.step(name, "demote", site=source.site)
+        try:
+            source.demote(name)
+            demoted = True
+            run.step(name, "demoted", site=source.site)
+        except UNREACHABLE as exc:
+            run.lose_source(exc)
+        except InvalidState:
+            demoted = True  # not primary there any more: someone demoted it meanwhile
+            run.step(name, "demoted", site=source.site, note="was not primary any more")
+        except ImageNotFound:
+            return outcome(
+                Action.FAILED,
+                f"vanished from {source.site} during the failover; its copy on "
+                f"{target.site} was left as it is",
+            )
+    if not demoted:
+        return _force_promote(run, name, outcome)
+    try:
+        _promote_when_propagated(run, name, deadline)
+    except ImageBusy as exc:
+        if run.lost.is_set():
+            # Demoted, but the source died before its demotion reached the target: it never
+            # will now. The source's copy is not primary, so forcing splits no brain.
+            forced = _force_promote(run, name, outcome)
+            return replace(
+                forced,
+                detail=f"demoted, then {run.sites.source_id} was lost "
+                "before the demotion reached the target: forced",
+            )
+        waited = f"not promotable on {target.site} within its {run.options.volume_timeout:g}s"
+        if run.options.force:
+            forced = _force_promote(run, name, outcome)
+            return replace(forced, detail=f"{waited} ({exc.reason}): forced")
+        return _roll_back(run, name, f"{waited} ({exc.reason})", outcome)
+    except CephError as exc:
+        return _roll_back(run, name, f"promote on {target.site} failed: {exc.reason}", outcome)
+    if resynced:
+        return outcome(Action.RESYNCED_PROMOTED, detail=f"resynced, primary on {target.site}")
+    return outcome(Action.DEMOTED_PROMOTED, detail=f"primary on {target.site}")
+
+
+def _resync_stale_copy(run: _Run, name: str) -> str | None:
+    """Split brain: demote the target's stale primary, have it re-copied from the source, wait
+    until it replays. None when done; else why not (the source stays primary: not nowhere)."""
+    target = run.sites.target
+    if target.mirror_info(name).primary:
+        run.step(name, "demote-stale", site=target.site)
+        target.demote(name)
+    run.step(name, "resync", site=target.site)
+    target.resync(name)
+    deadline = time.monotonic() + run.options.resync_timeout
+    state = "not reported yet"
+    while time.monotonic() < deadline:
+        try:
+            status = target.mirror_status(name)
+            state = status.state
+            if status.state == ReplayState.REPLAYING:
+                run.step(name, "resynced", site=target.site)
+                return None
+        except ImageNotFound:
+            state = "being re-copied"  # the daemon deletes the copy, then copies it anew
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    return (
+        f"the resync on {target.site} did not finish within {run.options.resync_timeout:g}s "
+        f"(last: {state}); it is still primary on {run.sites.source_id}: run failback again "
+        "later, or raise --resync-timeout"
+    )
+
+
+def _promote_when_propagated(run: _Run, name: str, deadline: float) -> None:
+    """Non-forced promote, retried while the target says the demotion has not reached it."""
+    target = run.sites.target
+    run.step(name, "promote", site=target.site)
+    # Propagation takes seconds (the target's rbd-mirror replays the demotion); retries are a
+    # cheap open+promote each, so a short cap keeps the overshoot after it arrives small.
+    backoff = wait_exponential(multiplier=0.1, max=0.5)
+    for attempt in Retrying(
+        retry=retry_if_exception_type(ImageBusy),
+        # Stop early once the source is lost: its demotion will not arrive any more.
+        stop=stop_after_delay(max(0.0, deadline - time.monotonic()))
+        | stop_when_event_set(run.lost),
+        # Never sleep past the deadline.
+        wait=lambda state: min(backoff(state), max(0.0, deadline - time.monotonic())),
+        reraise=True,
+    ):
+        with attempt:
+            target.promote(name)
+    run.step(name, "promoted", site=target.site)
+
+
+def _force_promote(run: _Run, name: str, outcome: Callable[..., VolumeOutcome]) -> VolumeOutcome:
+    target = run.sites.target
+    run.step(name, "force-promote", site=target.site)
+    try:
+        target.promote(name, force=True)
+    except InvalidState:
+        if not target.mirror_info(name).primary:
+            raise
+    run.step(name, "force-promoted", site=target.site)
+    return outcome(
+        Action.FORCE_PROMOTED,
+        detail=f"primary on {target.site}; {run.sites.source_id} may still hold it as primary",
+    )
+
+
+def _roll_back(
+    run: _Run, name: str, why: str, outcome: Callable[..., VolumeOutcome]
+) -> VolumeOutcome:
+    """Promote back on the source: the volume was demoted there and is primary nowhere."""
+    source, target = run.sites.source, run.sites.target
+    assert source is not None
+    run.step(name, "roll-back", site=source.site)
+    try:
+        try:
+            source.promote(name)
+        except ImageBusy:
+            # The target never became primary, so forcing here cannot split the brain.
+            source.promote(name, force=True)
+    except UNREACHABLE as exc:
+        # The source went away after the demotion: the target is the only place left to
+        # make it primary, and it is safe there (the source's copy is demoted).
+        run.lose_source(exc)
+        forced = _force_promote(run, name, outcome)
+        return replace(forced, detail=f"{why}; {source.site} lost before the roll-back: forced")
+    except CephError as exc:
+        return outcome(
+            Action.FAILED,
+            f"{why}; promoting it back on {source.site} failed too ({exc.reason}): it is "
+            f"primary nowhere. Promote it by hand: `rbd mirror image promote --force` on "
+            f"{target.site} or {source.site}",
+        )
+    run.step(name, "rolled-back", site=source.site)
+    return outcome(
+        Action.FAILED,
+        f"{why}; rolled back: primary on {source.site} again",
+        detail=f"rolled back to {source.site}",
+    )

@@ -1,0 +1,36 @@
+"""What the journal says of earlier switches: a run that was cut off, volumes forced away.
+
+Read before planning, so that a re-run resumes the run it finishes and a failback resyncs only
+what a forced failover split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rbdfail.state import journal_lines
+
+
+def unfinished_run(state_dir: Path, target: str) -> str | None:
+    """The id of the last failover to `target` that started and never ended, if any."""
+    started: dict[str, str] = {}
+    for line in journal_lines(state_dir):
+        if line.get("event") == "start" and line.get("target") == target:
+            started.pop(line.get("resumes") or "", None)  # taken over by this run
+            started[line["run"]] = target
+        elif line.get("event") == "end":
+            started.pop(line.get("run", ""), None)
+    return next(reversed(started), None) if started else None
+
+
+def forced_on(state_dir: Path, site: str, home: str) -> set[str]:
+    """Volumes the journal says were force-promoted on `site` and not brought `home` since."""
+    forced: set[str] = set()
+    for line in journal_lines(state_dir):
+        if line.get("event") != "step":
+            continue
+        if line.get("step") == "force-promoted" and line.get("site") == site:
+            forced.add(line["volume"])
+        elif line.get("step") == "promoted" and line.get("site") == home:
+            forced.discard(line["volume"])
+    return forced

@@ -1,0 +1,290 @@
+"""What a switch (failover or failback) is made of: its request, plans, outcomes and report.
+
+Plain values, shared by the planners, the engine, the use case and the renderer: nothing here
+talks to a site or writes a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from rbdfail.config import Config
+from rbdfail.workers import RunResult
+
+
+class Operation(StrEnum):
+    """Which way a switch goes: away from the backend, or back home to it."""
+
+    FAILOVER = "failover"
+    FAILBACK = "failback"
+
+
+class Plan(StrEnum):
+    """What failover will do to one volume, decided before anything is touched."""
+
+    DEMOTE_PROMOTE = "demote+promote"
+    PROMOTE = "promote"  # demoted already (an earlier run was cut off): promote only
+    FORCE_PROMOTE = "force-promote"  # the source is unreachable
+    NOTHING = "nothing"  # primary on the target already
+    MARK_ERROR = "mark-error"  # not replicated: becomes `error`, its previous status kept
+    RESTORE = "restore"  # failback of a volume that did not move: its status comes back
+    RESYNC = "resync+switch"  # split brain after a forced failover: resync the stale copy first
+    CANNOT = "cannot"  # replicated by type, but cannot be failed over (the reason says why)
+
+
+class Action(StrEnum):
+    """What was done to one volume (the `action` of the JSON report)."""
+
+    DEMOTED_PROMOTED = "demoted+promoted"
+    RESYNCED_PROMOTED = "resynced+promoted"
+    FORCE_PROMOTED = "force-promoted"
+    ALREADY_PRIMARY = "already-primary"
+    NOT_REPLICATED = "not-replicated"
+    RESTORED = "restored"  # failback: not replicated, its status restored
+    FAILED = "failed"
+    NOT_STARTED = "not-started"  # Ctrl-C before its turn: untouched
+
+    @property
+    def succeeded(self) -> bool:
+        return self in (
+            Action.DEMOTED_PROMOTED,
+            Action.RESYNCED_PROMOTED,
+            Action.FORCE_PROMOTED,
+            Action.ALREADY_PRIMARY,
+        )
+
+    @property
+    def moves(self) -> bool:
+        """False for the volumes that are not replicated: they only change status."""
+        return self not in (Action.NOT_REPLICATED, Action.RESTORED)
+
+
+@dataclass(frozen=True)
+class PlannedVolume:
+    name: str
+    volume_type: str
+    plan: Plan
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "volume_type": self.volume_type,
+            "plan": self.plan,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class VolumeOutcome:
+    name: str
+    action: Action
+    status: str  # the volume's status afterwards, as state.json records it
+    error: str | None
+    duration_s: float
+    detail: str = ""  # what happened, for an operator (e.g. "rolled back to default")
+    hint: str | None = None  # with an error: what to do next, when the error says
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "action": self.action,
+            "status": self.status,
+            "error": self.error,
+            "hint": self.hint,
+            "detail": self.detail,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+@dataclass(frozen=True)
+class FailoverPlan:
+    source: str
+    target: str
+    source_reachable: bool
+    source_error: str | None  # why the source is taken as lost from the start
+    volumes: tuple[PlannedVolume, ...]
+    resumes: str | None = None  # the id of the run this one finishes, if one was cut off
+    inventory_taken_at: str | None = None  # when the lost source was last listed, if used
+    operation: Operation = Operation.FAILOVER
+
+    @property
+    def forced(self) -> bool:
+        return any(v.plan == Plan.FORCE_PROMOTE for v in self.volumes)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for volume in self.volumes:
+            counts[volume.plan] = counts.get(volume.plan, 0) + 1
+        return counts
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "source": self.source,
+            "target": self.target,
+            "source_reachable": self.source_reachable,
+            "source_error": self.source_error,
+            "resumes": self.resumes,
+            "inventory_taken_at": self.inventory_taken_at,
+            "counts": self.counts(),
+            "volumes": [v.to_json() for v in self.volumes],
+        }
+
+
+@dataclass(frozen=True)
+class FailoverReport:
+    run_id: str
+    plan: FailoverPlan
+    volumes: tuple[VolumeOutcome, ...]
+    duration_s: float
+    primary_lost: str | None  # why the source was taken as lost, if it was
+    interrupted: bool
+    active_backend: str  # as state.json says now
+    calls_left_running: int = 0  # given up on at their time limit, still inside librbd
+
+    @property
+    def forced(self) -> bool:
+        return any(v.action == Action.FORCE_PROMOTED for v in self.volumes)
+
+    @property
+    def result(self) -> RunResult:
+        """complete: every replicated volume is primary on the target; failed: none is."""
+        replicated = [v for v in self.volumes if v.action.moves]
+        good = sum(v.action.succeeded for v in replicated)
+        if good == len(replicated) and not self.interrupted:
+            return RunResult.COMPLETE
+        return RunResult.FAILED if good == 0 else RunResult.PARTIAL
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for volume in self.volumes:
+            counts[volume.action] = counts.get(volume.action, 0) + 1
+        return counts
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "operation": self.plan.operation,
+            "target": self.plan.target,
+            "source": self.plan.source,
+            "result": self.result,
+            "forced": self.forced,
+            "duration_s": round(self.duration_s, 3),
+            "run_id": self.run_id,
+            "resumes": self.plan.resumes,
+            "primary_lost": self.primary_lost,
+            "interrupted": self.interrupted,
+            "active_backend": self.active_backend,
+            "counts": self.counts(),
+            "volumes": [v.to_json() for v in self.volumes],
+        }
+
+
+@dataclass(frozen=True)
+class Options:
+    connect_timeout: float
+    volume_timeout: float
+    concurrency: int
+    force: bool = False  # a demoted volume not promotable in time is forced, not rolled back
+    # What a forced promote may take: 9-10 s on the lab while the target's rbd-mirror held the
+    # image's exclusive lock (ceph-facts.md). Part of the allowance after a volume's budget.
+    forced_promote_s: float = 15.0
+    resync_timeout: float = 900.0  # failback: a stale copy's re-copy, before its switch
+    # Volumes in progress per call slot while the source answers: a clean switch spends most
+    # of its time waiting for the demotion to reach the target (about 3 s, against about 1 s
+    # a call), and that wait holds no slot. Measured, 200 volumes: one volume per slot took
+    # 23.4 s against 13.3 s for `rbd mirror pool demote` + `promote` at the same concurrency.
+    volumes_per_slot: int = 4
+
+    @property
+    def hard_limit(self) -> float:
+        """When a volume's work is given up on: its budget, then room for what follows a
+        budget spent waiting (a roll-back's two calls, or a forced promote). Time spent
+        queued for a call slot is added on top (`CallSlots.queued`). Only a call that hangs
+        despite the timeouts reaches it."""
+        return self.volume_timeout + 2 * self.connect_timeout + self.forced_promote_s
+
+    def limit_for(self, volume: PlannedVolume) -> float:
+        return self.hard_limit + (self.resync_timeout if volume.plan == Plan.RESYNC else 0)
+
+
+def options_for(
+    config: Config,
+    *,
+    connect_timeout: float | None = None,
+    volume_timeout: float | None = None,
+    concurrency: int | None = None,
+    force: bool = False,
+    resync_timeout: float | None = None,
+) -> Options:
+    """The run's options: what the operator gave on the command line, else the config's."""
+    return Options(
+        connect_timeout=connect_timeout or config.replication_connect_timeout,
+        volume_timeout=volume_timeout or config.volume_timeout,
+        concurrency=concurrency or config.concurrency,
+        force=force,
+        resync_timeout=resync_timeout or Options.resync_timeout,
+    )
+
+
+class Observer(Protocol):
+    """Progress of a switch; `step`, `finished` and `primary_lost` are called from worker
+    threads."""
+
+    def note(self, message: str) -> None:
+        """What the switch is doing before volumes move (connecting, waiting for a lock)."""
+
+    def started(self, plan: FailoverPlan) -> None:
+        """The plan is confirmed: volumes start moving."""
+
+    def step(self, name: str, step: str) -> None: ...
+
+    def finished(self, outcome: VolumeOutcome) -> None: ...
+
+    def primary_lost(self, reason: str) -> None: ...
+
+    def ended(self) -> None:
+        """No volume moves any more (also after Ctrl-C or an error)."""
+
+
+class Silent:
+    """An observer that ignores everything; subclass it to hear only some events."""
+
+    def note(self, message: str) -> None:
+        pass
+
+    def started(self, plan: FailoverPlan) -> None:
+        pass
+
+    def step(self, name: str, step: str) -> None:
+        pass
+
+    def finished(self, outcome: VolumeOutcome) -> None:
+        pass
+
+    def primary_lost(self, reason: str) -> None:
+        pass
+
+    def ended(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class SwitchRequest:
+    """What the operator asked for: one switch, its direction, and how to run it."""
+
+    operation: Operation
+    options: Options
+    target: str | None = None  # failover: the replication device; failback: always `default`
+    dry_run: bool = False  # plan only: no lock, no journal, nothing changed
+    resync: tuple[str, ...] = ()  # failback: also resync these if primary on both sites
+
+
+@dataclass(frozen=True)
+class SwitchResult:
+    """The plan, and the report when it was carried out (None: a dry run, or not confirmed)."""
+
+    plan: FailoverPlan
+    report: FailoverReport | None

@@ -1,0 +1,171 @@
+"""The two sites of a switch: connect to them, and read what they say before planning.
+
+Connecting probes the source while it connects to the target: one connect timeout in all.
+Reading lists both sites at once, remembers a full listing of the site the volumes leave (the
+inventory a later failover may need, see state.py) and takes a source that stops answering
+meanwhile as lost. The planners then work on what was read, never on the connections.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+from rbdfail.cluster import Cluster, MirrorInfo
+from rbdfail.config import Config, Connect, SiteConfig
+from rbdfail.errors import (
+    CephError,
+    OperationTimedOut,
+    RbdfailError,
+    SiteUnreachable,
+    TargetUnreachable,
+)
+from rbdfail.state import State
+from rbdfail.volumes import Volume, list_volumes, remember_listing
+
+UNREACHABLE = (SiteUnreachable, OperationTimedOut)
+
+
+@dataclass
+class Sites:
+    """The two connections of a failover; `source` is None when it could not be reached."""
+
+    source_id: str
+    target: Cluster
+    source: Cluster | None
+    source_error: CephError | None
+
+    def lose_source(self, error: CephError) -> None:
+        """The source answered the connect, then went away: go on as if it never had."""
+        self.source_error, self.source = error, None
+
+    def close(self) -> None:
+        for cluster in (self.target, self.source):
+            if cluster is not None:
+                cluster.close()
+
+
+def connect_sites(
+    config: Config, state: State, target_id: str, connect: Connect, timeout: float
+) -> Sites:
+    """Connect to the target and probe the source at once: one connect timeout in all.
+
+    An unreachable target is fatal (demoting with nowhere to promote would leave no primary);
+    an unreachable source is what a forced failover is for.
+    """
+    target_site = config.site(target_id)
+    source_site = config.backend
+    if target_id == source_site.backend_id:
+        raise RbdfailError(
+            f"{target_id!r} is the backend itself, not a replication device",
+            hint="to go back to the original site, use `rbdfail failback`",
+        )
+    if state.active_backend not in (source_site.backend_id, target_id):
+        raise RbdfailError(
+            f"the active backend is {state.active_backend!r}, not {source_site.backend_id!r}",
+            hint="fail back first (`rbdfail failback`), then fail over to another device",
+        )
+    return connect_pair(source_site, target_site, connect, timeout, "fail over")
+
+
+def connect_failback_sites(config: Config, state: State, connect: Connect, timeout: float) -> Sites:
+    """The active site as the source, `default` as the target (which must answer)."""
+    default = config.backend.backend_id
+    source_id = state.active_backend
+    if source_id == default:  # a re-run of a finished failback: everything is home already
+        if not config.replication_devices:
+            raise RbdfailError("no replication_device is configured: nothing to fail back from")
+        source_id = config.replication_devices[0].backend_id
+    return connect_pair(config.site(source_id), config.backend, connect, timeout, "fail back")
+
+
+def connect_pair(
+    source_site: SiteConfig, target_site: SiteConfig, connect: Connect, timeout: float, what: str
+) -> Sites:
+    """Connect to the target and probe the source at once: one connect timeout in all."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        target_future = pool.submit(connect, target_site, timeout)
+        source_future = pool.submit(connect, source_site, timeout)
+        source_error = source_future.exception()
+        target_error = target_future.exception()
+    if target_error is not None:
+        if source_error is None:
+            source_future.result().close()
+        raise TargetUnreachable(
+            f"cannot {what}: {target_error}",
+            hint="nothing was changed on any site; the target must answer before any volume "
+            "is demoted. Check it with `rbdfail status`",
+        ) from target_error
+    if source_error is not None and not isinstance(source_error, CephError):
+        target_future.result().close()
+        raise source_error
+    return Sites(
+        source_site.backend_id,
+        target_future.result(),
+        None if source_error else source_future.result(),
+        source_error if isinstance(source_error, CephError) else None,
+    )
+
+
+@dataclass(frozen=True)
+class SitesSaid:
+    """What the two sites said, for a planner: the volumes to consider, each with its mirroring
+    where they are primary now, and the mirror state of each image on the other site."""
+
+    source: str
+    target: str
+    source_error: str | None  # why the source is taken as lost; None while it answers
+    volumes: tuple[Volume, ...]
+    other_side: dict[str, MirrorInfo]  # failover: the target's images; failback: the source's
+
+    @property
+    def source_reachable(self) -> bool:
+        return self.source_error is None
+
+
+def read_for_failover(config: Config, sites: Sites) -> SitesSaid:
+    """The source's volumes and the target's copies, read at once (three passes per site).
+
+    With the source lost, only the copies on the target can be listed: they are the volumes,
+    typed by the target's view, with no mirroring known on the source.
+    """
+    source_volumes: list[Volume] | None = None
+    with ThreadPoolExecutor(1) as reader:  # the two sites are read at once
+        target_reading = reader.submit(sites.target.mirror_infos)
+        if sites.source is not None:
+            try:
+                source_volumes = list_volumes(sites.source, config)
+            except UNREACHABLE as exc:  # answered the connect, then went away
+                sites.lose_source(exc)
+        target_infos = target_reading.result()
+    if source_volumes is not None:
+        remember_listing(config.state_dir, sites.source_id, source_volumes)
+        volumes = source_volumes
+    else:
+        copies = set(target_infos)
+        listed = list_volumes(sites.target, config, target_infos)
+        volumes = [replace(v, mirroring=None) for v in listed if v.name in copies]
+    return _said(sites, volumes, target_infos)
+
+
+def read_for_failback(config: Config, sites: Sites) -> SitesSaid:
+    """Every volume of the backend (the target, home) typed, and the source's images."""
+    volumes = list_volumes(sites.target, config)  # the backend's pool: every volume, typed
+    remember_listing(config.state_dir, sites.target.site, volumes)
+    away: dict[str, MirrorInfo] = {}
+    if sites.source is not None:
+        try:
+            away = sites.source.mirror_infos()
+        except UNREACHABLE as exc:
+            sites.lose_source(exc)
+    return _said(sites, volumes, away)
+
+
+def _said(sites: Sites, volumes: list[Volume], other_side: dict[str, MirrorInfo]) -> SitesSaid:
+    return SitesSaid(
+        sites.source_id,
+        sites.target.site,
+        None if sites.source_error is None else str(sites.source_error.reason),
+        tuple(volumes),
+        other_side,
+    )

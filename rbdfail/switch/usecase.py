@@ -1,0 +1,118 @@
+"""One switch, failover or failback, from the operator's request to its report.
+
+The one use case the CLI calls and the tests run: connect to both sites, open the journal,
+take the lock, read the sites, plan, ask for confirmation, execute, release, close. Whatever
+happens in between, the lock is released and the connections are closed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from rbdfail.config import Config, Connect
+from rbdfail.state import Journal, State, read_inventory, read_state
+from rbdfail.switch.engine import execute
+from rbdfail.switch.history import forced_on, unfinished_run
+from rbdfail.switch.lock import FailoverLock
+from rbdfail.switch.model import (
+    FailoverPlan,
+    FailoverReport,
+    Observer,
+    Operation,
+    Silent,
+    SwitchRequest,
+    SwitchResult,
+)
+from rbdfail.switch.plan_failback import plan_failback
+from rbdfail.switch.plan_failover import plan_failover
+from rbdfail.switch.sites import (
+    Sites,
+    connect_failback_sites,
+    connect_sites,
+    read_for_failback,
+    read_for_failover,
+)
+
+
+def run_switch(
+    config: Config,
+    request: SwitchRequest,
+    *,
+    connect: Connect,
+    confirm: Callable[[FailoverPlan], bool] = lambda plan: True,
+    observer: Observer | None = None,
+) -> SwitchResult:
+    """Plan the switch, and unless it is a dry run or `confirm(plan)` says no, carry it out.
+
+    Raises TargetUnreachable before anything changed, and LockedByAnotherRun when another
+    failover or failback holds a site's lock.
+    """
+    observer = observer or Silent()
+    state = read_state(config.state_dir)
+    sites = _connect(config, state, request, connect, observer)
+    target = sites.target.site
+    report: FailoverReport | None = None
+    try:
+        lock = None
+        try:
+            if not request.dry_run:
+                run_id = new_run_id()
+                journal = Journal(config.state_dir, run_id)  # an unusable state dir fails here
+                lock = FailoverLock(sites, run_id, f"{request.operation} to {target}")
+                lock.acquire(observer.note)
+            plan = _plan(config, request, sites)
+            if request.dry_run or not confirm(plan):
+                return SwitchResult(plan, None)
+            observer.started(plan)
+            try:
+                report = execute(plan, sites, state, request.options, journal, config, observer)
+            finally:
+                observer.ended()
+        finally:
+            if lock is not None:
+                lock.release(source_lost=report is not None and report.primary_lost is not None)
+    finally:
+        # A call given up on is still inside librbd: shutting its connection down under it
+        # could crash the process. The process exit ends it instead.
+        if report is None or report.calls_left_running == 0:
+            sites.close()
+    return SwitchResult(plan, report)
+
+
+def _connect(
+    config: Config, state: State, request: SwitchRequest, connect: Connect, observer: Observer
+) -> Sites:
+    timeout = request.options.connect_timeout
+    if request.operation == Operation.FAILBACK:
+        observer.note(
+            f"connecting to {config.backend.backend_id} and probing {state.active_backend} "
+            f"(up to {timeout:g}s)"
+        )
+        sites = connect_failback_sites(config, state, connect, timeout)
+    else:
+        assert request.target is not None, "a failover names its target"
+        observer.note(
+            f"connecting to {request.target} and probing {config.backend.backend_id} "
+            f"(up to {timeout:g}s)"
+        )
+        sites = connect_sites(config, state, request.target, connect, timeout)
+    if sites.source_error is not None:
+        observer.note(f"{sites.source_id} is unreachable: {sites.source_error.reason}")
+    return sites
+
+
+def _plan(config: Config, request: SwitchRequest, sites: Sites) -> FailoverPlan:
+    """Read what both sites say now, then plan from that alone."""
+    resumes = unfinished_run(config.state_dir, sites.target.site)
+    if request.operation == Operation.FAILBACK:
+        said = read_for_failback(config, sites)
+        forced = forced_on(config.state_dir, said.source, config.backend.backend_id)
+        return plan_failback(said, forced, request.resync, resumes)
+    said = read_for_failover(config, sites)
+    return plan_failover(config, said, read_inventory(config.state_dir), resumes)
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
