@@ -113,7 +113,9 @@ class FakeCeph:
     ) -> None:
         self.sites = {name: FakeSite(name, site_name=name) for name in sites}
         self.replication_delay = replication_delay
-        self.clock = clock
+        self._clock = clock
+        self._ahead = 0.0  # seconds `advance` moved the world's time on
+        self._epoch = time.time() - clock()  # wall-clock time follows `clock` too
         self.lock = threading.RLock()
         # Seconds each operation takes (by method name), spent outside the lock so calls overlap.
         self.latency: dict[str, float] = {}
@@ -131,6 +133,18 @@ class FakeCeph:
         self._pending: list[tuple[float, str, str, Callable[[FakeSite], None]]] = []
 
     # ---- the world -----------------------------------------------------------------------
+    def clock(self) -> float:
+        """The world's time: replication delays and lock lapses run on it."""
+        return self._clock() + self._ahead
+
+    def now(self) -> float:
+        """Wall-clock seconds on the world's time: write and snapshot timestamps, statuses."""
+        return self._epoch + self.clock()
+
+    def advance(self, seconds: float) -> None:
+        """Move the world's time on, instead of sleeping through it."""
+        self._ahead += seconds
+
     def peer(self, a: str, b: str) -> None:
         for one, other in ((a, b), (b, a)):
             peers = self.sites[one].peers
@@ -282,7 +296,7 @@ class FakeCluster(Cluster):
         with self.world.lock:
             image = self._primary(self._enter("write", name), name, "write")
             _write(image.data, offset, data)
-            image.version, image.written_at = image.version + 1, time.time()
+            image.version, image.written_at = image.version + 1, self.world.now()
             if image.mirror_state == MirrorState.ENABLED:
                 self.world.replicate_later(self.site, _set_data(image))
 
@@ -317,7 +331,7 @@ class FakeCluster(Cluster):
                 # librbd adds what journaling needs itself (measured).
                 image.features |= {Feature.EXCLUSIVE_LOCK, Feature.JOURNALING}
             image.mirror_state, image.mode, image.primary = MirrorState.ENABLED, mode, True
-            image.written_at = image.written_at or time.time()  # Ceph snapshots at enable
+            image.written_at = image.written_at or self.world.now()  # Ceph snapshots at enable
             image.global_id, image.orphan = str(uuid.uuid4()), False
             self.world.replicate_later(self.site, _create_copy(image))
 
@@ -384,7 +398,7 @@ class FakeCluster(Cluster):
             image = self._get(self._enter("mirror_status", name), name)
             if image.mirror_state == MirrorState.DISABLED:
                 raise ImageNotFound("image is not mirrored", site=self.site, image=name)
-            return self._status(image, datetime.now(UTC))
+            return self._status(image, datetime.fromtimestamp(self.world.now(), UTC))
 
     def _peer_images(self, global_id: str) -> list[FakeImage]:
         return [
@@ -402,7 +416,7 @@ class FakeCluster(Cluster):
     def mirror_statuses(self) -> dict[str, ImageStatus]:
         with self.world.lock:
             images = self._enter("mirror_statuses").images.values()
-            now = datetime.now(UTC)
+            now = datetime.fromtimestamp(self.world.now(), UTC)
             return {
                 i.name: self._status(i, now)
                 for i in images

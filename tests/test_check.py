@@ -13,36 +13,16 @@ from click.testing import CliRunner
 from rbdfail.check import ready, run_checks
 from rbdfail.cli import main
 from rbdfail.cluster import MirrorMode
-from rbdfail.config import Config, load_config
+from rbdfail.config import Config
 from rbdfail.state import State
 from rbdfail.status import gather
-from tests.conftest import RunningLab, fake_site
+from tests.conftest import RunningLab
 from tests.fakeceph import FakeCeph, FakeCluster
 from tests.helpers import eventually
 
-CONFIG = """\
-backend: {pool: volumes, conf: /fake/default.conf}
-replication_device: [{backend_id: secondary, conf: /fake/secondary.conf}]
-replication_connect_timeout: 0.2
-volume_types:
-  snap: {replication_enabled: true, mirror_mode: snapshot}
-  plain: {}
-volumes:
-  - {match: "s-*", type: snap}
-  - {match: "*", type: plain}
-"""
-
 
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
-    (tmp_path / "rbdfail.yaml").write_text(CONFIG)
-    return load_config(tmp_path / "rbdfail.yaml")
-
-
-@pytest.fixture
-def sites(fake_ceph: FakeCeph) -> tuple[FakeCluster, FakeCluster]:
-    primary = fake_ceph.connect(fake_site("default"), 1)
-    secondary = fake_ceph.connect(fake_site("secondary"), 1)
+def sites(primary: FakeCluster, secondary: FakeCluster) -> tuple[FakeCluster, FakeCluster]:
     for name in ("s-1", "s-2"):
         primary.create_image(name, 1 << 20)
         primary.enable_mirroring(name, MirrorMode.SNAPSHOT)
@@ -104,7 +84,7 @@ def test_check__split_brain_and_unmirrored_volumes_fail(
 def test_check__lag_over_the_limit_fails(config: Config, fake_ceph: FakeCeph, sites) -> None:
     primary, _ = sites
     fake_ceph.replication_delay = 60
-    time.sleep(2.1)
+    fake_ceph.advance(2.1)  # the snapshot timestamps count whole seconds
     primary.write("s-1", 0, b"new")
     assert verdicts(config, fake_ceph, max_lag=1)["replication lag"] == "fail"
     assert verdicts(config, fake_ceph, max_lag=30)["replication lag"] == "pass"
@@ -132,11 +112,8 @@ def test_check__on_the_lab_a_frozen_target_is_not_ready_exit_1(
     assert elapsed < 2 + 3
 
 
-def test_check__unknown_target_is_a_usage_error(tmp_path: Path) -> None:
-    (tmp_path / "rbdfail.yaml").write_text(CONFIG)
-    result = CliRunner().invoke(
-        main, ["-c", str(tmp_path / "rbdfail.yaml"), "check", "--to", "secondry"]
-    )
+def test_check__unknown_target_is_a_usage_error(config_file: Path) -> None:
+    result = CliRunner().invoke(main, ["-c", str(config_file), "check", "--to", "secondry"])
     assert result.exit_code == 2
     assert "did you mean 'secondary'?" in result.stderr
 

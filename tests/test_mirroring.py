@@ -194,7 +194,7 @@ def test_enable__runs_concurrently_within_the_bound(
     fake_ceph.latency["enable_mirroring"] = 0.05
     report = enable(primary, config, concurrency=6)
     assert report.counts == {"enabled": 24}
-    assert fake_ceph.max_in_flight["enable_mirroring"] == 6
+    assert 1 < fake_ceph.max_in_flight["enable_mirroring"] <= 6
     assert report.duration_s < 24 * 0.05  # not one after another
 
 

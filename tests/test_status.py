@@ -11,47 +11,19 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from rbdfail import ceph
 from rbdfail.cli import main
 from rbdfail.cluster import ImageStatus, MirrorMode, ReplayState
-from rbdfail.config import Config, load_config
+from rbdfail.config import Config
 from rbdfail.metrics import write_textfile
 from rbdfail.state import STATE_FILE, State, read_state
 from rbdfail.status import StatusReport, gather
-from tests.conftest import fake_site
 from tests.fakeceph import FakeCeph, FakeCluster
 from tests.helpers import eventually
 
-CONFIG = """\
-backend: {pool: volumes, conf: /fake/default.conf}
-replication_device: [{backend_id: secondary, conf: /fake/secondary.conf}]
-replication_connect_timeout: 0.2
-volume_types:
-  snap: {replication_enabled: true, mirror_mode: snapshot}
-  jour: {replication_enabled: true, mirror_mode: journal}
-  plain: {}
-volumes:
-  - {match: "s-*", type: snap}
-  - {match: "j-*", type: jour}
-  - {match: "*", type: plain}
-"""
-
 
 @pytest.fixture
-def config_file(tmp_path: Path) -> Path:
-    path = tmp_path / "rbdfail.yaml"
-    path.write_text(CONFIG + f"state_dir: {tmp_path / 'state'}\n")
-    return path
-
-
-@pytest.fixture
-def config(config_file: Path) -> Config:
-    return load_config(config_file)
-
-
-@pytest.fixture
-def sites(fake_ceph: FakeCeph) -> tuple[FakeCluster, FakeCluster]:
-    return fake_ceph.connect(fake_site("default"), 1), fake_ceph.connect(fake_site("secondary"), 1)
+def sites(primary: FakeCluster, secondary: FakeCluster) -> tuple[FakeCluster, FakeCluster]:
+    return primary, secondary
 
 
 def status(config: Config, world: FakeCeph, state: State | None = None) -> StatusReport:
@@ -94,7 +66,7 @@ def test_status__lag_while_writes_have_not_reached_the_copy(
     mirrored(primary, secondary, "s-1", MirrorMode.SNAPSHOT)
     mirrored(primary, secondary, "j-1", MirrorMode.JOURNAL)
     fake_ceph.replication_delay = 60
-    time.sleep(1.1)  # the snapshot timestamps count whole seconds
+    fake_ceph.advance(1.1)  # the snapshot timestamps count whole seconds
     for _ in range(3):
         primary.write("j-1", 0, b"x")
     primary.write("s-1", 0, b"x")
@@ -139,7 +111,8 @@ def test_status__frozen_site_costs_one_timeout_and_the_other_is_shown(
 
     assert elapsed < 3 * config.replication_connect_timeout
     assert report.sites["secondary"].reachable is False
-    assert "site secondary: unreachable: no answer from the monitors within 0.2s" in (
+    timeout = config.replication_connect_timeout
+    assert f"site secondary: unreachable: no answer from the monitors within {timeout:g}s" in (
         report.problems
     )
     rows = {v.name: v for v in report.volumes}
@@ -244,7 +217,7 @@ def test_metrics__lag_split_brain_and_errors_are_series(
     mirrored(primary, secondary, "j-lag", MirrorMode.JOURNAL)
     mirrored(primary, secondary, "s-split", MirrorMode.SNAPSHOT)
     fake_ceph.replication_delay = 60
-    time.sleep(1.1)  # the snapshot timestamps count whole seconds
+    fake_ceph.advance(1.1)  # the snapshot timestamps count whole seconds
     primary.write("s-lag", 0, b"x")
     for _ in range(2):
         primary.write("j-lag", 0, b"x")
@@ -285,15 +258,16 @@ def test_metrics__unreachable_site_is_0_and_unknown_figures_are_left_out(
 
 
 def test_cli__status_prometheus_writes_the_file_beside_the_json(
-    config_file: Path, fake_ceph: FakeCeph, sites, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    config_file: Path, fake_ceph: FakeCeph, sites, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(ceph, "connect", fake_ceph.connect)
     primary, secondary = sites
     mirrored(primary, secondary, "s-1", MirrorMode.SNAPSHOT)
     out = tmp_path / "rbdfail.prom"
 
     result = CliRunner().invoke(
-        main, ["-c", str(config_file), "status", "--json", "--prometheus", str(out)]
+        main,
+        ["-c", str(config_file), "status", "--json", "--prometheus", str(out)],
+        obj=fake_ceph.connect,
     )
 
     assert result.exit_code == 0, result.output
@@ -304,13 +278,14 @@ def test_cli__status_prometheus_writes_the_file_beside_the_json(
 
 
 def test_cli__status_prometheus_into_a_missing_directory__exit_2_before_any_site_is_read(
-    config_file: Path, fake_ceph: FakeCeph, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    config_file: Path, fake_ceph: FakeCeph, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(ceph, "connect", fake_ceph.connect)
     calls_before = len(fake_ceph.sites["default"].calls)
 
     result = CliRunner().invoke(
-        main, ["-c", str(config_file), "status", "--prometheus", str(tmp_path / "no" / "x.prom")]
+        main,
+        ["-c", str(config_file), "status", "--prometheus", str(tmp_path / "no" / "x.prom")],
+        obj=fake_ceph.connect,
     )
 
     assert result.exit_code == 2

@@ -26,7 +26,7 @@ def test_run_all__results_in_order_and_never_more_at_once_than_asked() -> None:
 
     finished = run_all(list(range(20)), work, concurrency=3)
     assert finished.results == [i * 2 for i in range(20)]
-    assert most == 3 and not finished.interrupted
+    assert 1 < most <= 3 and not finished.interrupted
 
 
 def test_run_all__work_past_its_time_limit_is_given_up_on_and_its_slot_reused() -> None:
