@@ -8,18 +8,28 @@ forced failover is still possible).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from rbdfail.cluster import ReplayState
 from rbdfail.status import StatusReport, VolumeStatus
 
-PASS, WARN, FAIL = "pass", "warn", "fail"
+
+class Verdict(StrEnum):
+    """One check item's answer: `fail` means not ready, `warn` ready but not clean."""
+
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+PASS, WARN, FAIL = Verdict.PASS, Verdict.WARN, Verdict.FAIL
 
 
 @dataclass(frozen=True)
 class CheckItem:
     name: str
-    verdict: str  # pass, warn or fail
+    verdict: Verdict
     reason: str
 
     def to_json(self) -> dict[str, Any]:
@@ -150,7 +160,9 @@ def _daemon(report: StatusReport, target: str) -> CheckItem:
     return CheckItem(name, FAIL, "down: the image statuses say its daemon is not running")
 
 
-def _listed(name: str, bad: list[str], problem: str, fine: str, severity: str = FAIL) -> CheckItem:
+def _listed(
+    name: str, bad: list[str], problem: str, fine: str, severity: Verdict = FAIL
+) -> CheckItem:
     if not bad:
         return CheckItem(name, PASS, fine)
     shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")

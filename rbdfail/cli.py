@@ -7,6 +7,9 @@ another run holds the lock; 5 failover/failback refused: the target site is unre
 
 Imports of rich, the Ceph bindings and the core happen inside the commands, so that
 `rbdfail --help` answers without loading them.
+
+Longer than the other modules for one reason: each command's docstring is its `--help`, with
+examples and exit codes, and most of these lines are that text and the option declarations.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # 4 and 5 are the exit_code of errors.LockedByAnotherRun and errors.TargetUnreachable.
-_RESULT_EXIT = {"complete": EXIT_OK, "partial": EXIT_PARTIAL, "failed": EXIT_FAILED}
 
 
 @dataclass
@@ -249,7 +251,7 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
         _emit_json({"items": [item.to_json() for item in items]})
     else:
         render.setup_items(items)
-    if any(item.action == "failed" for item in items):
+    if any(item.action == pools.SetupAction.FAILED for item in items):
         sys.exit(EXIT_PARTIAL)
 
 
@@ -645,6 +647,7 @@ def _switch(
     from rbdfail import render
     from rbdfail.switch.model import Operation, SwitchRequest
     from rbdfail.switch.usecase import run_switch
+    from rbdfail.workers import RunResult
 
     if not dry_run and not yes and not sys.stdin.isatty():
         raise click.UsageError(
@@ -681,7 +684,8 @@ def _switch(
         render.failover_report(report)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
-    sys.exit(_RESULT_EXIT[report.result])
+    exits = {RunResult.COMPLETE: EXIT_OK, RunResult.PARTIAL: EXIT_PARTIAL}
+    sys.exit(exits.get(report.result, EXIT_FAILED))
 
 
 # ---- per-image mirroring ----------------------------------------------------------------------

@@ -11,17 +11,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from rbdfail.cluster import Cluster, PoolMirrorMode
 from rbdfail.errors import CephError, PermissionDenied
 
 
+class SetupAction(StrEnum):
+    """What `setup` did to one item."""
+
+    CHANGED = "changed"
+    IN_PLACE = "in place"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class SetupItem:
     site: str
     item: str  # "pool mirroring mode" or "peer <backend_id>"
-    action: str  # "changed", "in place" or "failed"
+    action: SetupAction
     detail: str
 
     def to_json(self) -> dict[str, Any]:
@@ -31,7 +40,7 @@ class SetupItem:
 def prepare(backend: Cluster, devices: Sequence[Cluster]) -> list[SetupItem]:
     """Ensure image mode everywhere, then peer the backend with each device."""
     items = [_ensure_image_mode(site) for site in (backend, *devices)]
-    ready = {i.site for i in items if i.action != "failed"}
+    ready = {i.site for i in items if i.action != SetupAction.FAILED}
     for device in devices:
         if {backend.site, device.site} <= ready:
             items.append(_ensure_peered(backend, device))
@@ -43,20 +52,24 @@ def _ensure_image_mode(site: Cluster) -> SetupItem:
     try:
         mode = site.pool_mirror_mode()
         if mode == PoolMirrorMode.IMAGE:
-            return SetupItem(site.site, item, "in place", f"pool {site.pool!r} in image mode")
+            return SetupItem(
+                site.site, item, SetupAction.IN_PLACE, f"pool {site.pool!r} in image mode"
+            )
         if mode == PoolMirrorMode.POOL:
             # Every image is mirrored in pool mode; switching would change what is replicated.
             return SetupItem(
                 site.site,
                 item,
-                "failed",
+                SetupAction.FAILED,
                 f"pool {site.pool!r} mirrors in pool mode; rbdfail needs image mode "
                 "(volume types decide): change it by hand if that is intended",
             )
         site.set_pool_mirror_mode(PoolMirrorMode.IMAGE)
-        return SetupItem(site.site, item, "changed", f"pool {site.pool!r} set to image mode")
+        return SetupItem(
+            site.site, item, SetupAction.CHANGED, f"pool {site.pool!r} set to image mode"
+        )
     except CephError as exc:
-        return SetupItem(site.site, item, "failed", exc.reason)
+        return SetupItem(site.site, item, SetupAction.FAILED, exc.reason)
 
 
 def _ensure_peered(backend: Cluster, device: Cluster) -> SetupItem:
@@ -67,7 +80,7 @@ def _ensure_peered(backend: Cluster, device: Cluster) -> SetupItem:
             return SetupItem(
                 backend.site,
                 item,
-                "in place",
+                SetupAction.IN_PLACE,
                 f"pools of {backend.site!r} and {device.site!r} are peered",
             )
         # A site with no peer yet is referenced by no one: naming it after its backend id
@@ -79,19 +92,19 @@ def _ensure_peered(backend: Cluster, device: Cluster) -> SetupItem:
         return SetupItem(
             backend.site,
             item,
-            "changed",
+            SetupAction.CHANGED,
             f"peered {backend.site!r} and {device.site!r} both ways (rx-tx)",
         )
     except PermissionDenied as exc:
         return SetupItem(
             backend.site,
             item,
-            "failed",
+            SetupAction.FAILED,
             f"{exc.reason}: peering needs a user that may create cephx users; run "
             "`rbdfail setup --user admin`",
         )
     except CephError as exc:
-        return SetupItem(backend.site, item, "failed", exc.reason)
+        return SetupItem(backend.site, item, SetupAction.FAILED, exc.reason)
 
 
 def _peered(a: Cluster, a_peers: list[Any], b: Cluster, b_peers: list[Any]) -> bool:

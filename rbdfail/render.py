@@ -11,9 +11,9 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rbdfail.check import CheckItem
+from rbdfail.check import CheckItem, Verdict
 from rbdfail.mirroring import Outcome, Report, VolumeResult
-from rbdfail.pools import SetupItem
+from rbdfail.pools import SetupAction, SetupItem
 from rbdfail.status import SiteImage, StatusReport
 from rbdfail.switch.model import Action, FailoverPlan, FailoverReport, Plan, VolumeOutcome
 from rbdfail.volumes import Volume
@@ -135,7 +135,7 @@ def setup_items(items: list[SetupItem]) -> None:
     table = Table(title="setup", title_justify="left")
     for column in ("site", "item", "action", "detail"):
         table.add_column(column, overflow="fold")
-    styles = {"changed": "green", "in place": "dim", "failed": "red"}
+    styles = {SetupAction.CHANGED: "green", SetupAction.IN_PLACE: "dim", SetupAction.FAILED: "red"}
     for item in items:
         table.add_row(item.site, item.item, f"[{styles[item.action]}]{item.action}[/]", item.detail)
     stdout.print(table)
@@ -203,7 +203,7 @@ def check_items(target: str, items: list[CheckItem]) -> None:
     for item in items:
         table.add_row(item.name, f"[{styles[item.verdict]}]{item.verdict}[/]", item.reason)
     stdout.print(table)
-    failed = sum(item.verdict == "fail" for item in items)
+    failed = sum(item.verdict == Verdict.FAIL for item in items)
     stdout.print("[green]ready[/]" if not failed else f"[red]not ready[/]: {failed} item(s) failed")
 
 
