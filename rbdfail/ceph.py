@@ -1,11 +1,17 @@
 """The only module that imports librados/librbd: `CephCluster`, the real `Cluster`.
 
 One connection per site, opened once and shared by every worker thread (librados handles are
-thread-safe, and python-rbd releases the GIL, so threads run in parallel). The connect timeout is
-applied the way Cinder applies `replication_connect_timeout`: as the mount, monitor-op and
-OSD-op timeouts of the connection, so every call to a dead or partitioned site fails in bounded
-time. Measured on the lab: with 3 s, connect, listing and opening an image on a frozen site each
-raised a timeout after 3.0 s, and shutting the connection down returned at once.
+thread-safe, and python-rbd releases the GIL, so threads run in parallel).
+
+Two kinds of time (design.md), set apart on the connection:
+- liveness, "is this site there?": the monitors must answer within the connect timeout
+  (`replication_connect_timeout`), which bounds `client_mount_timeout` and
+  `rados_mon_op_timeout`. A dead or partitioned site is found in that time: connect, monitor
+  commands and the first OSD map all go through the monitors.
+- work, "how long may an operation on a live site take": `rados_osd_op_timeout` is never below
+  OSD_OP_FLOOR_S. Cinder sets it to the connect timeout, and that turns a forced promote into
+  a hang (see OSD_OP_FLOOR_S). The engine bounds each volume's work with its own budget and hard
+  limit, and a call that outlasts both is given up on (workers.py).
 """
 
 from __future__ import annotations
@@ -56,6 +62,16 @@ except ImportError as exc:  # pragma: no cover - depends on the host
         "/usr/bin/python3 or a virtualenv made with --system-site-packages (`make venv`)",
     ) from exc
 
+# Why OSD ops are never cut short of this (measured on the lab, Ceph 16.2.15): a forced
+# promote of a snapshot-mode copy must take the copy's exclusive lock from this site's
+# rbd-mirror, which librbd asks for with a watch/notify round trip to the holder. With
+# `rados_osd_op_timeout` 3 s, the promotes of all 12 copies still hung after 81 s in 3 of 3
+# runs, while the same promote without that timeout took 3-9 s. MECHANISM.
+OSD_OP_FLOOR_S = 30
+# How long Ceph blocklists the holder of a lock that `break_image_lock` breaks: this site's
+# rbd-mirror when the peer is lost. Measured: the daemon resumed by itself once the entry
+# lapsed (its pool replayer retries every 5 s); Ceph's default is an hour.
+BLOCKLIST_S = 60
 _LOCK_MAY_RENEW = 1  # LIBRADOS_LOCK_FLAG_MAY_RENEW, which python-rados does not export
 _LOCK_HOLDER_XATTR = "rbdfail.holder"
 _BULK_READERS = 32  # threads for one-object-per-image reads (they release the GIL)
@@ -107,9 +123,10 @@ def connect(site: SiteConfig, timeout: float) -> CephCluster:
         )
     seconds = str(max(1, math.ceil(timeout)))
     options = {
-        "rados_mon_op_timeout": seconds,
-        "rados_osd_op_timeout": seconds,
         "client_mount_timeout": seconds,
+        "rados_mon_op_timeout": seconds,
+        "rados_osd_op_timeout": str(max(OSD_OP_FLOOR_S, math.ceil(timeout))),
+        "rbd_blocklist_expire_seconds": str(BLOCKLIST_S),
     }
     if site.keyring:
         options["keyring"] = str(site.keyring)
@@ -205,7 +222,8 @@ class CephCluster(Cluster):
         site, text = self.site, str(exc)
         if isinstance(exc, rbd.Timeout | rados.TimedOut):
             raise OperationTimedOut(
-                f"no answer within {self.timeout:g}s ({text})",
+                f"timed out ({text}; monitors get {self.timeout:g}s, OSD ops "
+                f"{max(OSD_OP_FLOOR_S, self.timeout):g}s)",
                 site=site,
                 image=image,
                 hint="the site may be down or partitioned",
@@ -352,6 +370,17 @@ class CephCluster(Cluster):
                 ):
                     raise InvalidState(NOTHING_TO_PROMOTE, site=self.site, image=name) from exc
                 raise
+
+    def break_image_lock(self, name: str) -> list[str]:
+        # python-rbd's lock_get_owners answers EINVAL on a non-primary copy (measured), so
+        # the holders come from the lock itself; break_lock blocklists each one for
+        # BLOCKLIST_S (`rbd_blocklist_expire_seconds` of this connection) before breaking.
+        with self._image(name, read_only=True) as image:
+            holders = (image.list_lockers() or {}).get("lockers", [])
+            for client, cookie, _address in holders:
+                with suppress(rbd.ImageNotFound):  # released meanwhile
+                    image.break_lock(client, cookie)
+        return [str(client) for client, _cookie, _address in holders]
 
     def resync(self, name: str) -> None:
         with self._image(name) as image:

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from rbdfail.lab import Disaster
+
 if TYPE_CHECKING:
     from rbdfail.cluster import Cluster
     from rbdfail.config import Config, Connect, SiteConfig
@@ -110,7 +112,18 @@ connect_timeout_option = click.option(
     type=click.FloatRange(min=1),
     default=None,
     metavar="SECONDS",
-    help="Connect and per-call timeout (default: `replication_connect_timeout`).",
+    help="How long a site may take to answer before it is taken as down: connect and "
+    "monitor calls (default: `replication_connect_timeout`). Work on a live site is not cut "
+    "by it: each volume has its own --timeout.",
+)
+break_locks_option = click.option(
+    "--break-locks/--no-break-locks",
+    default=True,
+    show_default=True,
+    help="Once the source is lost, take each copy's lock from the target's rbd-mirror "
+    "before forcing its promote (Ceph blocklists the daemon for a minute). Without it a "
+    "forced promote waits for the daemon to hand the lock over, which it may never do "
+    "while stuck on the lost site.",
 )
 
 
@@ -473,6 +486,7 @@ def connection_info(app: AppContext, volume: str, as_json: bool) -> None:
     metavar="SECONDS",
     help="Wall-clock budget of one volume (default: `volume_timeout` in the config).",
 )
+@break_locks_option
 @connect_timeout_option
 @concurrency_option
 @json_option
@@ -484,6 +498,7 @@ def failover(
     yes: bool,
     force: bool,
     volume_timeout: float | None,
+    break_locks: bool,
     connect_timeout: float | None,
     concurrency: int | None,
     as_json: bool,
@@ -521,7 +536,9 @@ def failover(
         target,
         dry_run,
         yes,
-        _switch_options(app, force, volume_timeout, connect_timeout, None, concurrency),
+        _switch_options(
+            app, force, break_locks, volume_timeout, connect_timeout, None, concurrency
+        ),
         (),
         as_json,
     )
@@ -559,6 +576,7 @@ def failover(
     metavar="SECONDS",
     help="How long a resync may take before its volume is given up on (default: 900).",
 )
+@break_locks_option
 @connect_timeout_option
 @concurrency_option
 @json_option
@@ -571,6 +589,7 @@ def failback(
     resync: tuple[str, ...],
     volume_timeout: float | None,
     resync_timeout: float | None,
+    break_locks: bool,
     connect_timeout: float | None,
     concurrency: int | None,
     as_json: bool,
@@ -607,7 +626,9 @@ def failback(
         None,
         dry_run,
         yes,
-        _switch_options(app, force, volume_timeout, connect_timeout, resync_timeout, concurrency),
+        _switch_options(
+            app, force, break_locks, volume_timeout, connect_timeout, resync_timeout, concurrency
+        ),
         resync,
         as_json,
     )
@@ -616,6 +637,7 @@ def failback(
 def _switch_options(
     app: AppContext,
     force: bool,
+    break_locks: bool,
     volume_timeout: float | None,
     connect_timeout: float | None,
     resync_timeout: float | None,
@@ -629,6 +651,7 @@ def _switch_options(
         volume_timeout=volume_timeout,
         concurrency=concurrency,
         force=force,
+        break_locks=break_locks,
         resync_timeout=resync_timeout,
     )
 
@@ -907,4 +930,38 @@ def lab_freeze(lab_dir: Path | None, site: str) -> None:
 def lab_thaw(lab_dir: Path | None, site: str) -> None:
     """Bring a frozen SITE back (SIGCONT on its daemons)."""
     _lab(lab_dir).thaw(site)
+    click.echo(f"{site} is answering again")
+
+
+@lab.command("fail")
+@lab_dir_option
+@click.argument("site", type=click.Choice(["primary", "secondary", "default"]))
+@click.option(
+    "--how",
+    type=click.Choice([d.value for d in Disaster]),
+    default=Disaster.PARTITION.value,
+    show_default=True,
+    help="partition: every daemon stopped, calls hang; storage-dead: mon, mgr and OSD "
+    "stopped, its rbd-mirror runs on; killed: every daemon killed, connections refused (no "
+    "way back: start a new lab); slow: the OSD stopped 3 tenths of a second in every 4.",
+)
+def lab_fail(lab_dir: Path | None, site: str, how: str) -> None:
+    """Fail SITE the way a real disaster would, for drills and tests.
+
+    \b
+    Examples:
+      rbdfail lab fail primary --how storage-dead
+      rbdfail lab fail secondary --how slow
+      rbdfail lab recover primary
+    """
+    _lab(lab_dir).fail(site, Disaster(how))
+    click.echo(f"{site} is {how}; `rbdfail lab recover {site}` brings it back")
+
+
+@lab.command("recover")
+@lab_dir_option
+@click.argument("site", type=click.Choice(["primary", "secondary", "default"]))
+def lab_recover(lab_dir: Path | None, site: str) -> None:
+    """Bring a failed SITE back (any disaster but `killed`)."""
+    _lab(lab_dir, _stderr_progress).recover(site)
     click.echo(f"{site} is answering again")

@@ -197,6 +197,12 @@ class Cluster(ABC):
     def promote(self, name: str, force: bool = False) -> None: ...
 
     @abstractmethod
+    def break_image_lock(self, name: str) -> list[str]:
+        """Take the image's exclusive lock from whoever holds it (on a copy: this site's
+        rbd-mirror). Ceph blocklists each holder for a while, so it cannot write after. The
+        holders' client ids; [] when nobody held it."""
+
+    @abstractmethod
     def resync(self, name: str) -> None:
         """Have this site's rbd-mirror throw its copy away and copy the primary anew (for a
         copy whose history split from the primary's). InvalidState on a primary image. The

@@ -4,10 +4,12 @@ Each site is a monitor, a manager, one memstore OSD and an rbd-mirror daemon fro
 packages, all on 127.0.0.1 with ports chosen free at start, every file under the site's own
 folder. The two sites' `volumes` pools mirror in `image` mode and are peered both ways.
 
-Freezing a site stops its daemons with SIGSTOP: calls to it hang rather than get refused, the
-way a network partition behaves. Everything the lab started is recorded in `lab.json` by pid and
-start time (together, a process's identity: a pid alone can be reused), and `down` stops exactly
-those processes.
+A site can be failed in the shapes operators meet (`Disaster`): partitioned (every daemon
+stopped with SIGSTOP: calls hang rather than get refused), its storage dead while its rbd-mirror
+still runs and still reaches the peer, its daemons killed (connections refused), or slow (its
+OSD stopped most of the time). `recover` brings a failed site back, except a killed one.
+Everything the lab started is recorded in `lab.json` by pid and start time (together, a
+process's identity: a pid alone can be reused), and `down` stops exactly those processes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import psutil
@@ -60,6 +63,28 @@ PORT_FLOOR = 10000
 Progress = Callable[[str], None]
 
 
+class Disaster(StrEnum):
+    """The ways the lab can fail a site (`Lab.fail`)."""
+
+    PARTITION = "partition"  # every daemon stopped (SIGSTOP): calls hang, as across a cut link
+    STORAGE_DEAD = "storage-dead"  # mon, mgr and OSD stopped; its rbd-mirror runs on
+    KILLED = "killed"  # every daemon killed: connections refused; no way back (memstore)
+    SLOW = "slow"  # alive, but its OSD stopped 3 tenths of every 4: every op is slow
+
+    @property
+    def stopped(self) -> tuple[str, ...]:
+        """The daemons this disaster stops (SIGSTOP) or kills."""
+        if self == Disaster.STORAGE_DEAD:
+            return ("mon", "mgr", "osd")
+        if self == Disaster.SLOW:
+            return ()
+        return DAEMONS
+
+
+# SLOW: the OSD is stopped this long, then runs this long, over and over.
+SLOW_STOPPED_S, SLOW_RUNNING_S = 0.3, 0.1
+
+
 def default_lab_dir() -> Path:
     """$RBDFAIL_LAB_DIR, else the XDG state dir (~/.local/state/rbdfail/lab)."""
     if explicit := os.environ.get("RBDFAIL_LAB_DIR"):
@@ -83,8 +108,9 @@ class SiteState:
     mon_ports: tuple[int, int]  # msgr2, msgr1
     pids: dict[str, int] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)  # each daemon's process start time
-    frozen: bool = False
+    frozen: bool = False  # some of its daemons are stopped (a disaster other than KILLED)
     frozen_at: float = 0.0  # time.time() of the last freeze
+    disaster: str = ""  # the Disaster it is in, "" when healthy
 
     @property
     def conf(self) -> Path:
@@ -144,7 +170,13 @@ class Lab:
 
     def status(self) -> list[DaemonStatus]:
         return [
-            DaemonStatus(site.name, daemon, pid, _running(site, daemon) is not None, site.frozen)
+            DaemonStatus(
+                site.name,
+                daemon,
+                pid,
+                _running(site, daemon) is not None,
+                bool(site.disaster) and daemon in Disaster(site.disaster).stopped,
+            )
             for site in self.sites().values()
             for daemon, pid in site.pids.items()
         ]
@@ -510,50 +542,87 @@ state_dir: {self.root / "state"}
             with self._locked_state() as sites:
                 for site in sites.values():
                     site.pids.clear()
-                    site.frozen = False
+                    site.frozen, site.disaster = False, ""
         return stopped
 
     def freeze(self, site_name: str) -> None:
         """Make a site hang like a partitioned one: SIGSTOP on all its daemons."""
-        self._signal_site(site_name, signal.SIGSTOP, frozen=True)
+        self.fail(site_name, Disaster.PARTITION)
 
     def thaw(self, site_name: str) -> None:
-        """SIGCONT, and after a long freeze make sure the site serves reads again.
+        """Bring a failed site back (`recover`)."""
+        self.recover(site_name)
+
+    def fail(self, site_name: str, disaster: Disaster) -> None:
+        """Put a healthy site in `disaster`."""
+        with self._locked_state() as sites:
+            site = self._site(sites, site_name)
+            if site.disaster:
+                raise LabError(
+                    f"site {site.name!r} is {site.disaster} already",
+                    hint=f"bring it back first with `rbdfail lab recover {site.name}`",
+                )
+            running = {d: proc for d in site.pids if (proc := _running(site, d))}
+            if not running:
+                raise LabError(
+                    f"site {site.name!r} has no running daemons",
+                    hint=f"start the lab with `rbdfail lab up --dir {self.root}`",
+                )
+            victims = [proc for daemon, proc in running.items() if daemon in disaster.stopped]
+            for proc in victims:
+                proc.send_signal(signal.SIGKILL if disaster == Disaster.KILLED else signal.SIGSTOP)
+            if disaster == Disaster.KILLED:
+                psutil.wait_procs(victims, timeout=5)
+            site.disaster = disaster
+            site.frozen = disaster in (Disaster.PARTITION, Disaster.STORAGE_DEAD)
+            site.frozen_at = time.time()
+        if disaster == Disaster.SLOW:
+            osd = running["osd"].pid
+            # A shell loop, recorded like a daemon: `recover` and `down` stop it (and SIGCONT
+            # the OSD, which it may leave stopped).
+            loop = (
+                f"while kill -STOP {osd} && sleep {SLOW_STOPPED_S} && kill -CONT {osd} "
+                f"&& sleep {SLOW_RUNNING_S}; do :; done"
+            )
+            self._spawn(site, "slow-osd", ["sh", "-c", loop])
+
+    def recover(self, site_name: str) -> None:
+        """Bring a failed site back: SIGCONT, and after a long stop make sure it serves reads.
 
         Measured on the lab: after a freeze longer than the PGs' read lease (16 s by default),
         some of the lone OSD's PGs can stay `active+clean+laggy` and hold every read for
-        minutes (a one-replica PG has no peer to renew its lease; ceph/ceph-container#1682).
+        minutes (a one-replica PG has no peer to renew its read lease; ceph/ceph-container#1682).
         A real partition heals with the OSD marked down and re-peered: do the same.
         """
-        site, frozen_for = self._signal_site(site_name, signal.SIGCONT, frozen=False)
-        if frozen_for > READ_LEASE_S:
-            self._progress(f"{site.name}: re-peering its OSD after a {frozen_for:.0f}s freeze")
+        with self._locked_state() as sites:
+            site = self._site(sites, site_name)
+            if site.disaster == Disaster.KILLED:
+                raise LabError(
+                    f"site {site.name!r} was killed: its OSD kept its data in memory, so it "
+                    "cannot come back",
+                    hint=f"start a new lab: `rbdfail lab down --dir {self.root}`, then `lab up`",
+                )
+            if "slow-osd" in site.pids and (throttle := _running(site, "slow-osd")):
+                _stop([throttle])
+            site.pids.pop("slow-osd", None)
+            site.started.pop("slow-osd", None)
+            for daemon in site.pids:
+                if proc := _running(site, daemon):
+                    proc.send_signal(signal.SIGCONT)
+            stopped_for = time.time() - site.frozen_at if site.disaster else 0.0
+            long_stop = site.disaster != Disaster.SLOW and stopped_for > READ_LEASE_S
+            site.disaster, site.frozen = "", False
+        if long_stop:
+            self._progress(f"{site.name}: re-peering its OSD after a {stopped_for:.0f}s stop")
             _ceph(site, "osd", "down", "0", check=True)
             self._wait(site, "pool to answer reads again after the thaw", lambda: _serves(site))
 
-    def _signal_site(
-        self, site_name: str, sig: signal.Signals, frozen: bool
-    ) -> tuple[SiteState, float]:
-        """Signal every daemon of the site; the site, and for how long it had been frozen."""
+    def _site(self, sites: dict[str, SiteState], site_name: str) -> SiteState:
         name = SITE_ALIASES.get(site_name, site_name)
-        with self._locked_state() as sites:
-            if name not in sites:
-                known = ", ".join(sites) or "none: the lab is not up"
-                raise LabError(f"no lab site named {site_name!r} (sites: {known})")
-            site = sites[name]
-            running = [proc for daemon in site.pids if (proc := _running(site, daemon))]
-            if not running:
-                raise LabError(
-                    f"site {name!r} has no running daemons",
-                    hint=f"start the lab with `rbdfail lab up --dir {self.root}`",
-                )
-            for proc in running:
-                proc.send_signal(sig)
-            frozen_for = time.time() - site.frozen_at if site.frozen else 0.0
-            site.frozen = frozen
-            if frozen:
-                site.frozen_at = time.time()
-            return site, frozen_for
+        if name not in sites:
+            known = ", ".join(sites) or "none: the lab is not up"
+            raise LabError(f"no lab site named {site_name!r} (sites: {known})")
+        return sites[name]
 
 
 _STATE_LOCK = threading.Lock()

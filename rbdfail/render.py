@@ -252,6 +252,17 @@ def failover_plan(plan: FailoverPlan, console: Console = stdout) -> None:
             f"[yellow]{plan.source} is unreachable ({plan.source_error}): replicated volumes "
             f"will be force-promoted on {plan.target}; {known}.[/]"
         )
+    if plan.forced and plan.breaks_locks:
+        console.print(
+            f"forced promotes first take each copy's lock from {plan.target}'s rbd-mirror, "
+            "which may be stuck on the lost site (Ceph blocklists it for a minute; it resumes "
+            "by itself)"
+        )
+    elif plan.forced:
+        console.print(
+            f"forced promotes wait for {plan.target}'s rbd-mirror to hand each copy's lock "
+            "over (--no-break-locks): they hang if it is stuck on the lost site"
+        )
     if plan.resumes:
         console.print(f"finishing the failover run {plan.resumes}, which was cut off")
     counts = ", ".join(f"{n} {p}" for p, n in sorted(plan.counts().items())) or "no volumes"

@@ -11,7 +11,10 @@ held to it by tests/test_contract.py:
   site demoted the image itself); a forced promote succeeds, possibly leaving both sites
   primary (split brain), except on a snapshot-mode copy whose first sync never finished;
 - promote of a primary image, demote of a non-primary one, enabling in the other mode: InvalidState;
-- a frozen site takes the connect timeout to answer each call, then times out.
+- a frozen site takes the connect timeout to answer each call, then times out;
+- a site's rbd-mirror holds the lock of each of its non-primary copies; where its hand-off
+  stalls (`FakeSite.handoff_stalls`, as when it is stuck on a lost peer), a forced promote hangs
+  until that lock is broken (`break_image_lock`).
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ class FakeImage:
     # A snapshot-mode copy holds a whole mirror snapshot once its first sync is done (the
     # fake's copies are synced as they appear; a test clears it to stand for one mid-sync).
     first_sync_done: bool = True
+    lock_broken: bool = False  # its rbd-mirror's lock taken away (break_image_lock)
 
 
 @dataclass
@@ -89,6 +93,8 @@ class FakeSite:
     peers: list[Peer] = field(default_factory=list)
     frozen: bool = False
     mirror_daemon_up: bool = True  # False: the statuses say rbd-mirror is down, as Ceph's do
+    # Its rbd-mirror does not let go of a copy's lock when asked (stuck on a lost peer).
+    handoff_stalls: bool = False
     name_set: bool = False
     schedules: dict[str, list[str]] = field(default_factory=dict)  # image -> intervals
     calls: list[tuple[str, str]] = field(default_factory=list)  # (operation, image) in order
@@ -358,10 +364,24 @@ class FakeCluster(Cluster):
             image = self._get(self._enter("demote", name), name)
             if image.mirror_state != MirrorState.ENABLED or not image.primary:
                 raise InvalidState("image is not primary", site=self.site, image=name)
-            image.primary, image.orphan = False, True
+            image.primary, image.orphan, image.lock_broken = False, True, False
             self.world.replicate_later(self.site, _peer_demoted(image.global_id))
 
+    def break_image_lock(self, name: str) -> list[str]:
+        with self.world.lock:
+            state = self._enter("break_image_lock", name)
+            image = self._get(state, name)
+            held = _daemon_holds_lock(state, image)
+            image.lock_broken = True
+            return ["client.rbd-mirror"] if held else []
+
     def promote(self, name: str, force: bool = False) -> None:
+        with self.world.lock:
+            state = self.world.sites[self.site]
+            image = state.images.get(name)
+            stalls = force and state.handoff_stalls and image and _daemon_holds_lock(state, image)
+        if stalls:  # waits for a hand-off that never comes, outside the world's lock
+            self.world._released.wait()
         with self.world.lock:
             image = self._get(self._enter("promote", name), name)
             if image.mirror_state != MirrorState.ENABLED or image.primary:
@@ -576,6 +596,15 @@ def _gated(method: Callable[..., Any]) -> Callable[..., Any]:
 for _name, _method in list(vars(FakeCluster).items()):
     if callable(_method) and not _name.startswith("_") and _name != "close":
         setattr(FakeCluster, _name, _gated(_method))
+
+
+def _daemon_holds_lock(site: FakeSite, image: FakeImage) -> bool:
+    return (
+        site.mirror_daemon_up
+        and image.mirror_state == MirrorState.ENABLED
+        and not image.primary
+        and not image.lock_broken
+    )
 
 
 def _info(image: FakeImage) -> MirrorInfo:

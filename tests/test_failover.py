@@ -19,6 +19,7 @@ import pytest
 from rbdfail.cluster import MirrorMode
 from rbdfail.config import Config
 from rbdfail.errors import (
+    ImageBusy,
     ImageNotFound,
     LockedByAnotherRun,
     OperationTimedOut,
@@ -209,6 +210,71 @@ def test_source_unreachable_from_the_start__all_forced_after_one_connect_timeout
     assert fake_ceph.timeouts == [("default", "connect")]
 
 
+def test_source_lost__each_copys_lock_taken_before_its_forced_promote__a_stalled_handoff_no_hang(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    names = volumes("s", 6)
+    replicated(primary, secondary, names)
+    fake_ceph.freeze("default")
+    fake_ceph.sites["secondary"].handoff_stalls = True  # its rbd-mirror is stuck on default
+    recorder = Recorder()
+
+    report = run(config, fake_ceph, recorder)
+
+    assert report.result == "complete" and report.calls_left_running == 0
+    assert all(primary_on(secondary, n) for n in names)
+    for name in names:
+        mine = [step for volume, step in recorder.steps if volume == name]
+        assert mine == ["take-lock", "lock-taken", "force-promote", "force-promoted"]
+        assert "client.rbd-mirror" in by_name(report)[name].detail
+    taken = [line for line in journal_lines(config.state_dir) if line.get("step") == "lock-taken"]
+    assert sorted(line["volume"] for line in taken) == names
+    assert all(line["holders"] == ["client.rbd-mirror"] for line in taken)
+    assert report.plan.breaks_locks
+
+
+def test_source_lost_without_break_locks__a_stalled_handoff_is_given_up_named__a_rerun_finishes(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1", "s-2"])
+    fake_ceph.freeze("default")
+    fake_ceph.sites["secondary"].handoff_stalls = True
+
+    first = run(config, fake_ceph, break_locks=False, volume_timeout=0.5)
+
+    assert first.result == "failed" and first.calls_left_running == 2
+    outcome = by_name(first)["s-1"]
+    assert outcome.error and "given up" in outcome.error and "--break-locks" in outcome.error
+    assert outcome.hint and "rbdfail failover --to secondary" in outcome.hint
+    assert not calls(fake_ceph, "secondary", "break_image_lock")
+
+    again = run(config, fake_ceph)
+
+    assert again.result == "complete"
+    assert {v.action for v in again.volumes} == {Action.FORCE_PROMOTED}
+    assert primary_on(secondary, "s-1") and primary_on(secondary, "s-2")
+
+
+def test_source_alive__no_lock_is_ever_taken_even_when_forcing(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """--force with a live source forces through Ceph's own hand-off: the target's rbd-mirror
+    is replaying from a live peer and must not be blocklisted."""
+    replicated(primary, secondary, ["s-1"])
+    fake_ceph.faults[("secondary", "promote", "s-1")] = ImageBusy("not yet", site="secondary")
+
+    def clear_fault(name: str, step: str) -> None:
+        if step == "force-promote":
+            fake_ceph.faults.clear()
+
+    recorder = Recorder()
+    recorder.on_step = clear_fault
+    report = run(config, fake_ceph, recorder, force=True, volume_timeout=0.3)
+
+    assert by_name(report)["s-1"].action == Action.FORCE_PROMOTED
+    assert not calls(fake_ceph, "secondary", "break_image_lock")
+
+
 def test_source_unreachable__a_copy_mid_first_sync_fails_named__the_others_forced(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:
@@ -341,7 +407,7 @@ def test_hung_call__volume_reported_timed_out__the_command_finishes(
     assert time.monotonic() - started < 30
     outcomes = by_name(report)
     assert outcomes["s-2"].action == Action.FAILED
-    assert outcomes["s-2"].error and "timed out" in outcomes["s-2"].error
+    assert outcomes["s-2"].error and "given up" in outcomes["s-2"].error
     assert "promote" in outcomes["s-2"].error  # the step it was stuck in
     assert outcomes["s-1"].action == outcomes["s-3"].action == Action.DEMOTED_PROMOTED
     assert report.calls_left_running == 1

@@ -96,7 +96,7 @@ def test_cli__exit_3_when_some_volume_failed_naming_it(
     code, out, _ = failover(fake_ceph, config_file, "--to", "secondary", "--yes", "--json")
     assert code == 3
     volumes = {v["name"]: v for v in json.loads(out)["volumes"]}
-    assert volumes["s-2"]["action"] == "failed" and "timed out" in volumes["s-2"]["error"]
+    assert volumes["s-2"]["action"] == "failed" and "given up" in volumes["s-2"]["error"]
     assert volumes["s-1"]["action"] == "demoted+promoted"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from rbdfail.config import Config, Connect
@@ -62,7 +63,7 @@ def run_switch(
                 journal = Journal(config.state_dir, run_id)  # an unusable state dir fails here
                 lock = FailoverLock(sites, run_id, f"{request.operation} to {target}")
                 lock.acquire(observer.note)
-            plan = _plan(config, request, sites)
+            plan = replace(_plan(config, request, sites), breaks_locks=request.options.break_locks)
             if request.dry_run or not confirm(plan):
                 return SwitchResult(plan, None)
             observer.started(plan)
