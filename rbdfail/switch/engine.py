@@ -44,10 +44,10 @@ from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState
 from rbdfail.state import Journal, State, VolumeRecord, write_state
 from rbdfail.switch.model import (
     Action,
-    Operation,
     FailoverPlan,
     FailoverReport,
     Observer,
+    Operation,
     Options,
     Plan,
     PlannedVolume,
