@@ -415,6 +415,27 @@ def test_hung_call__volume_reported_timed_out__the_command_finishes(
     assert read_state(config.state_dir).volume("s-2").status == "error"
 
 
+def test_hung_call__what_it_does_after_being_given_up_is_journaled_as_late(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    fake_ceph.hangs.add(("secondary", "promote", "s-1"))
+    recorder = Recorder()
+    run(config, fake_ceph, recorder, volume_timeout=0.3)
+    steps_seen = list(recorder.steps)
+
+    fake_ceph.release_hangs()  # the call returns after the run ended: promoted after all
+
+    def late_lines() -> list[dict[str, Any]]:
+        return [line for line in journal_lines(config.state_dir) if "late" in line["event"]]
+
+    late = eventually(late_lines, 5)
+    assert [(line["event"], line.get("step")) for line in late] == [("late-step", "promoted")]
+    events = [line["event"] for line in journal_lines(config.state_dir)]
+    assert events.index("end") < events.index("late-step")
+    assert recorder.steps == steps_seen  # not shown as progress of a finished run
+
+
 def test_image_vanished_from_the_source_mid_run__named_and_the_rest_done(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:

@@ -85,9 +85,15 @@ class _Run:
     lost_reason: str | None = None
     steps: dict[str, str] = field(default_factory=dict)  # volume -> its step now
     threads: dict[str, int] = field(default_factory=dict)  # volume -> the thread working on it
+    # Volumes given up on at their hard limit: what their calls do after is journaled as
+    # late (the run may have ended), and not shown as progress.
+    given_up: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def step(self, name: str, step: str, **fields: Any) -> None:
+        if name in self.given_up:
+            self.journal.write("late-step", volume=name, step=step, **fields)
+            return
         self.steps[name] = step
         self.journal.write("step", volume=name, step=step, **fields)
         self.observer.step(name, step)
@@ -216,6 +222,7 @@ def _overrun(
     run: _Run, plan: FailoverPlan, volume: PlannedVolume, seconds: float
 ) -> VolumeOutcome:
     run.slots.write_off(run.threads.get(volume.name))
+    run.given_up.add(volume.name)
     step = run.steps.get(volume.name, "starting")
     run.journal.write("given-up", volume=volume.name, last_step=step, after_s=round(seconds, 1))
     again = (
@@ -248,7 +255,8 @@ def _fail_over_one(run: _Run, volume: PlannedVolume) -> VolumeOutcome:
 
     def outcome(action: Action, error: str | None = None, detail: str = "") -> VolumeOutcome:
         if error is not None:
-            run.journal.write("failed", volume=volume.name, error=error)
+            late = volume.name in run.given_up
+            run.journal.write("late-failed" if late else "failed", volume=volume.name, error=error)
         return VolumeOutcome(volume.name, action, "", error, time.monotonic() - begun, detail)
 
     try:

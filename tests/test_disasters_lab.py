@@ -1,0 +1,252 @@
+"""Forced failover in every disaster shape the lab plays, at every connect timeout operators use.
+
+For each shape (the primary partitioned; its storage dead while its rbd-mirror runs on; the
+same with the survivor slowed; the primary killed), 16 volumes are mirrored and fully synced,
+four per `replication_connect_timeout` of 1, 3, 5 and 10 s (three snapshot-mode, one
+journal-mode each); the disaster strikes; after DISASTER_AGE_S (the secondary's rbd-mirror has
+noticed by then: that is when forced promotes hung, 12 of 12, before the locks were taken) one
+`rbdfail failover` per timeout must make every volume primary on the secondary with the data
+it had synced (checksums through librbd), `forced: true`, exit 0.
+
+The module runs its own lab: a killed site cannot come back (its OSD kept its data in memory),
+and the shapes leave split-brained images the shared lab's tests should not see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from rbdfail import ceph
+from rbdfail.cli import main
+from rbdfail.cluster import Cluster
+from rbdfail.config import load_config
+from rbdfail.errors import CephError, LabError
+from rbdfail.lab import Disaster, Lab
+from rbdfail.switch.model import Operation, Options, Silent, SwitchRequest
+from rbdfail.switch.usecase import run_switch
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.lab
+
+MiB = 1 << 20
+TIMEOUTS = (1, 3, 5, 10)
+DISASTER_AGE_S = 20
+
+
+@dataclass
+class DisasterLab:
+    lab: Lab
+    config: dict[str, Any]  # the lab's rbdfail.yaml
+    primary: Cluster
+    secondary: Cluster
+
+
+@pytest.fixture(scope="module")
+def disaster_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DisasterLab]:
+    log: list[str] = []
+    the_lab = Lab(tmp_path_factory.mktemp("disaster-lab"), progress=log.append)
+    try:
+        config_file = the_lab.up()
+    except LabError as exc:
+        pytest.fail(f"the disaster lab could not start: {exc}\n" + "\n".join(log))
+    loaded = load_config(config_file)
+    primary = ceph.connect(loaded.backend, 10)
+    secondary = ceph.connect(loaded.replication_devices[0], 10)
+    try:
+        yield DisasterLab(the_lab, yaml.safe_load(config_file.read_text()), primary, secondary)
+    finally:
+        # The primary's connection may have lived through a kill: never wait on it.
+        secondary.close()
+        the_lab.down(keep=True)
+
+
+@dataclass
+class Case:
+    """The volumes of one connect timeout, with their own config and state dir."""
+
+    timeout: int
+    config_file: Path
+    names: list[str]
+    digests: dict[str, str]
+
+
+def make_cases(
+    dl: DisasterLab, shape: str, tmp_path: Path, timeouts: tuple[int, ...] = TIMEOUTS
+) -> list[Case]:
+    cases = []
+    for timeout in timeouts:
+        stem = f"{shape}-t{timeout}"
+        names = [f"{stem}-s1", f"{stem}-s2", f"{stem}-s3", f"{stem}-j1"]
+        config = {
+            **dl.config,
+            "replication_connect_timeout": timeout,
+            "volumes": [
+                {"match": f"{stem}-s*", "type": "replicated"},
+                {"match": f"{stem}-j*", "type": "replicated-journal"},
+                {"match": "*", "type": "standard"},  # the other cases' volumes
+            ],
+            "state_dir": str(tmp_path / f"state-{timeout}"),
+        }
+        config_file = tmp_path / f"rbdfail-{timeout}.yaml"
+        config_file.write_text(yaml.safe_dump(config))
+        digests = {}
+        for name in names:
+            dl.primary.create_image(name, 4 * MiB)
+            data = os.urandom(MiB)
+            dl.primary.write(name, MiB, data)
+            digests[name] = digest(data)
+        code, report = rbdfail(config_file, "enable-mirroring", *names)
+        assert code == 0, report
+        cases.append(Case(timeout, config_file, names, digests))
+    return cases
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def rbdfail(config_file: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(main, ["-c", str(config_file), *args, "--json"])
+    assert result.stdout, result.stderr
+    return result.exit_code, json.loads(result.stdout)
+
+
+def wait_synced(dl: DisasterLab, cases: list[Case]) -> None:
+    """Every copy holds its volume's data (read through librbd on the secondary)."""
+    pending = {name: case.digests[name] for case in cases for name in case.names}
+
+    def synced() -> bool:
+        for name, expected in list(pending.items()):
+            try:
+                if digest(dl.secondary.read(name, MiB, MiB)) == expected:
+                    del pending[name]
+            except CephError:
+                pass  # not created yet
+        return not pending
+
+    # A minute more than a first sync takes: the secondary's rbd-mirror may still be
+    # blocklisted (ceph.BLOCKLIST_S) by the previous shape's failovers.
+    eventually(synced, 240, interval=2)
+
+
+def fail_over_each(dl: DisasterLab, cases: list[Case]) -> list[str]:
+    """One forced failover per case; every volume primary on the secondary with its data."""
+    figures = []
+    for case in cases:
+        started = time.monotonic()
+        code, report = rbdfail(case.config_file, "failover", "--to", "secondary", "--yes")
+        took = time.monotonic() - started
+        ours = {v["name"]: v for v in report["volumes"] if v["name"] in case.names}
+        assert code == 0 and report["result"] == "complete", (case.timeout, ours)
+        assert report["forced"] is True
+        assert {v["action"] for v in ours.values()} == {"force-promoted"}, ours
+        for name in case.names:
+            assert dl.secondary.mirror_info(name).primary, name
+            assert digest(dl.secondary.read(name, MiB, MiB)) == case.digests[name], name
+        figures.append(f"t={case.timeout}s: {took:.1f}s")
+    return figures
+
+
+def test_forced_failover__a_volume_given_up_on_mid_call_says_what_next__a_rerun_finishes(
+    disaster_lab: DisasterLab, tmp_path: Path
+) -> None:
+    """The secondary's storage stops while a forced promote is in its call: the volume is
+    given up on at its hard limit, named with what to run next; once the secondary is back,
+    running the same failover again finishes it."""
+    dl = disaster_lab
+    (case,) = make_cases(dl, "given-up", tmp_path, timeouts=(1,))
+    wait_synced(dl, [case])
+    config = load_config(case.config_file)
+    dl.lab.fail("primary", Disaster.STORAGE_DEAD)
+    stalled = False
+
+    class StallTheTarget(Silent):
+        def step(self, name: str, step: str) -> None:
+            nonlocal stalled
+            if step == "force-promote" and not stalled:
+                stalled = True
+                dl.lab.fail("secondary", Disaster.STORAGE_DEAD)
+
+    options = Options(connect_timeout=1, volume_timeout=1, concurrency=8)
+    request = SwitchRequest(Operation.FAILOVER, options, "secondary")
+    try:
+        first = run_switch(config, request, connect=ceph.connect, observer=StallTheTarget())
+        report = first.report
+        assert report is not None and report.result != "complete"
+        given_up = [v for v in report.volumes if v.error and "given up" in v.error]
+        assert given_up, report.to_json()
+        for outcome in given_up:
+            assert outcome.hint and "rbdfail failover --to secondary" in outcome.hint
+        assert report.calls_left_running >= 1
+    finally:
+        dl.lab.recover("secondary")
+
+    code, again = rbdfail(case.config_file, "failover", "--to", "secondary", "--yes")
+    try:
+        ours = {v["name"]: v["action"] for v in again["volumes"] if v["name"] in case.names}
+        assert code == 0 and again["result"] == "complete", ours
+        assert set(ours.values()) <= {"force-promoted", "already-primary"}, ours
+        for name in case.names:
+            assert dl.secondary.mirror_info(name).primary, name
+            assert digest(dl.secondary.read(name, MiB, MiB)) == case.digests[name], name
+    finally:
+        dl.lab.recover("primary")
+
+
+@pytest.mark.parametrize(
+    ("shape", "primary_disaster", "secondary_disaster"),
+    [
+        ("partition", Disaster.PARTITION, None),
+        ("storage-dead", Disaster.STORAGE_DEAD, None),
+        ("slow-survivor", Disaster.STORAGE_DEAD, Disaster.SLOW),
+    ],
+)
+def test_forced_failover__completes_in_every_disaster_shape_at_every_connect_timeout(
+    disaster_lab: DisasterLab,
+    tmp_path: Path,
+    shape: str,
+    primary_disaster: Disaster,
+    secondary_disaster: Disaster | None,
+) -> None:
+    forced_failovers_in(disaster_lab, tmp_path, shape, primary_disaster, secondary_disaster)
+
+
+def test_forced_failover__completes_with_the_primary_killed_at_every_connect_timeout(
+    disaster_lab: DisasterLab, tmp_path: Path
+) -> None:
+    """Last in the module: a killed site has no way back."""
+    forced_failovers_in(disaster_lab, tmp_path, "killed", Disaster.KILLED, None)
+
+
+def forced_failovers_in(
+    dl: DisasterLab,
+    tmp_path: Path,
+    shape: str,
+    primary_disaster: Disaster,
+    secondary_disaster: Disaster | None,
+) -> None:
+    cases = make_cases(dl, shape, tmp_path)
+    wait_synced(dl, cases)
+    dl.lab.fail("primary", primary_disaster)
+    if secondary_disaster is not None:
+        dl.lab.fail("secondary", secondary_disaster)
+    try:
+        time.sleep(DISASTER_AGE_S)
+        figures = fail_over_each(dl, cases)
+        print(f"\n{shape}: forced failover of 4 volumes, " + ", ".join(figures))
+    finally:
+        if secondary_disaster is not None:
+            dl.lab.recover("secondary")
+        if primary_disaster != Disaster.KILLED:
+            dl.lab.recover("primary")
