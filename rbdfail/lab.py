@@ -670,6 +670,12 @@ osd max markdown count = 1000
 [client]
 # rbdfail, rbd and ceph run as clients: no admin socket each, so parallel runs do not clash.
 admin socket =
+
+[client.rbd-mirror-peer]
+# rbd-mirror's connection to the peer site. When rbdfail takes a copy's lock from the daemon
+# (a forced failover), Ceph blocklists it and it restarts its pool replayer; with the peer
+# still lost, that restart waits out this before trying again (Ceph's default: 300 s).
+client mount timeout = 15
 """
 
 

@@ -135,9 +135,12 @@ def wait_synced(dl: DisasterLab, cases: list[Case]) -> None:
                 pass  # not created yet
         return not pending
 
-    # A minute more than a first sync takes: the secondary's rbd-mirror may still be
-    # blocklisted (ceph.BLOCKLIST_S) by the previous shape's failovers.
-    eventually(synced, 240, interval=2)
+    # Minutes more than a first sync takes: the secondary's rbd-mirror may still be
+    # blocklisted (ceph.BLOCKLIST_S) by the previous shape's failovers, then restart its pool
+    # replayer (the lab's peer mount timeout: 15 s).
+    started = time.monotonic()
+    eventually(synced, 360, interval=2)
+    print(f"\n{len(cases) * 4} copies synced in {time.monotonic() - started:.0f}s")
 
 
 def fail_over_each(dl: DisasterLab, cases: list[Case]) -> list[str]:
