@@ -218,9 +218,7 @@ def _record(
     return final, State(plan.target, records)
 
 
-def _overrun(
-    run: _Run, plan: FailoverPlan, volume: PlannedVolume, seconds: float
-) -> VolumeOutcome:
+def _overrun(run: _Run, plan: FailoverPlan, volume: PlannedVolume, seconds: float) -> VolumeOutcome:
     run.slots.write_off(run.threads.get(volume.name))
     run.given_up.add(volume.name)
     step = run.steps.get(volume.name, "starting")
