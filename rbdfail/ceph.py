@@ -62,11 +62,13 @@ except ImportError as exc:  # pragma: no cover - depends on the host
         "/usr/bin/python3 or a virtualenv made with --system-site-packages (`make venv`)",
     ) from exc
 
-# Why OSD ops are never cut short of this (measured on the lab, Ceph 16.2.15): a forced
-# promote of a snapshot-mode copy must take the copy's exclusive lock from this site's
-# rbd-mirror, which librbd asks for with a watch/notify round trip to the holder. With
-# `rados_osd_op_timeout` 3 s, the promotes of all 12 copies still hung after 81 s in 3 of 3
-# runs, while the same promote without that timeout took 3-9 s. MECHANISM.
+# Why OSD ops are never cut short of this: librbd retries without limit when an op it sends
+# times out: `C_InvokeAsyncRequest::handle_remote_request` (an operation proxied to the lock
+# owner, such as the orphan snapshot a forced promote has this site's rbd-mirror create) and
+# `ImageWatcher::handle_request_lock` both take -ETIMEDOUT as "ask again". So a timeout shorter
+# than what a loaded survivor's OSD needs turns those into endless loops: Ceph's own default is
+# no timeout at all. (The forced-promote hangs of issue 12 were another loop, which no timeout
+# bounds: see `break_image_lock` and switch/engine.py `_take_copy_lock`.)
 OSD_OP_FLOOR_S = 30
 # How long Ceph blocklists the holder of a lock that `break_image_lock` breaks: this site's
 # rbd-mirror when the peer is lost. Measured: the daemon resumed by itself once the entry
@@ -372,9 +374,11 @@ class CephCluster(Cluster):
                 raise
 
     def break_image_lock(self, name: str) -> list[str]:
-        # python-rbd's lock_get_owners answers EINVAL on a non-primary copy (measured), so
-        # the holders come from the lock itself; break_lock blocklists each one for
-        # BLOCKLIST_S (`rbd_blocklist_expire_seconds` of this connection) before breaking.
+        # python-rbd's lock_get_owners answers EINVAL on a non-primary copy ("exclusive-lock
+        # feature is not enabled": such an image has no ExclusiveLock object here), so the
+        # holders come from the lock itself; break_lock blocklists each one for BLOCKLIST_S
+        # (`rbd_blocklist_expire_seconds` of this connection) before breaking, which needs
+        # only the rbd profile's `osd blocklist add`.
         with self._image(name, read_only=True) as image:
             holders = (image.list_lockers() or {}).get("lockers", [])
             for client, cookie, _address in holders:

@@ -130,6 +130,9 @@ class FakeCeph:
         # Calls that never return, whatever the timeout (until `release_hangs`): (site, method,
         # image). Ceph's timeouts should prevent these; failover must survive them anyway.
         self.hangs: set[tuple[str, str, str]] = set()
+        # Calls that take effect, then time out all the same (the answer is lost on the way):
+        # (site, method, image).
+        self.lost_answers: set[tuple[str, str, str]] = set()
         self._released = threading.Event()
         # Every wait for a frozen site's timeout: (site, operation), in order.
         self.timeouts: list[tuple[str, str]] = []
@@ -585,7 +588,10 @@ def _gated(method: Callable[..., Any]) -> Callable[..., Any]:
             )
         try:
             time.sleep(world.latency.get(operation, 0.0))
-            return method(self, *args, **kwargs)
+            result = method(self, *args, **kwargs)
+            if (self.site, operation, image) in world.lost_answers:
+                raise OperationTimedOut("answer lost", site=self.site, image=image or None)
+            return result
         finally:
             with world.lock:
                 world.in_flight[operation] -= 1

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from rbdfail.config import Config
-from rbdfail.errors import TargetUnreachable
+from rbdfail.errors import CephError, OperationTimedOut, TargetUnreachable
 from rbdfail.state import State, VolumeRecord, read_state, write_state
 from rbdfail.switch.model import Action, FailoverReport, Operation, Plan
 from tests.fakeceph import FakeCeph, FakeCluster
@@ -177,3 +177,66 @@ def test_failback__twice_in_a_row_after_forced_failovers(
         assert by_name(report)["s-1"].action == Action.RESYNCED_PROMOTED, round_
         assert primary.read("s-1", 0, 7) == f"round {round_}".encode()
     assert calls(fake_ceph, "default", "resync") == ["s-1", "s-1"]
+
+
+# ---- no newest write lost (issue 13) ------------------------------------------------------
+def test_failback__active_site_unreachable__a_split_copy_is_never_taken_as_home(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Item 1: default's copy of a forced volume is a stale primary; with the secondary lost,
+    'primary here already' would silently abandon the writes made there since."""
+    replicated(primary, secondary, ["s-1", "s-2"])
+    forced_failover(config, fake_ceph, ["s-1"])  # s-2 too: both forced
+    secondary.write("s-1", 0, b"newest: written on secondary")
+    fake_ceph.freeze("secondary")
+
+    report = back(config, fake_ceph)
+
+    outcomes = by_name(report)
+    for name in ("s-1", "s-2"):
+        assert outcomes[name].action == Action.FAILED, outcomes[name]
+        assert "force-promoted on secondary" in str(outcomes[name].error)
+    assert report.result == "failed"
+    fake_ceph.thaw("secondary")
+    assert primary_on(secondary, "s-1")
+    assert secondary.read("s-1", 0, 28) == b"newest: written on secondary"
+
+
+def test_failback__rerun_after_a_failed_resync__resyncs_again__never_promotes_the_stale_copy(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Item 2: the first run demoted default's stale copy, then its resync failed. Ceph would
+    promote that copy without force (default demoted it itself) over the secondary's writes."""
+    replicated(primary, secondary, ["s-1"])
+    forced_failover(config, fake_ceph, ["s-1"])
+    secondary.write("s-1", 0, b"kept: written on secondary")
+    primary.write("s-1", 0, b"lost: written on the stale primary")
+    fake_ceph.faults[("default", "resync", "s-1")] = CephError("resync refused", site="default")
+
+    first = back(config, fake_ceph)
+
+    assert by_name(first)["s-1"].action == Action.FAILED
+    assert not primary_on(primary, "s-1") and primary_on(secondary, "s-1")  # demoted stale copy
+    fake_ceph.faults.clear()
+
+    again = back(config, fake_ceph)
+
+    assert [v.plan for v in again.plan.volumes] == [Plan.RESYNC]
+    assert by_name(again)["s-1"].action == Action.RESYNCED_PROMOTED
+    assert primary.read("s-1", 0, 26) == b"kept: written on secondary"
+
+
+def test_failback__source_lost_mid_run__a_copy_not_resynced_yet_is_not_forced(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    forced_failover(config, fake_ceph, ["s-1"])
+    fake_ceph.faults[("secondary", "mirror_infos", "")] = OperationTimedOut(
+        "no answer", site="secondary"
+    )  # answers the connect, then is lost while the plan reads it
+
+    report = back(config, fake_ceph)
+
+    outcome = by_name(report)["s-1"]
+    assert outcome.action == Action.FAILED and "force-promoted on secondary" in str(outcome.error)
+    assert calls(fake_ceph, "default", "promote") == []

@@ -21,6 +21,7 @@ from rbdfail.config import Config
 from rbdfail.errors import (
     ImageBusy,
     ImageNotFound,
+    InvalidState,
     LockedByAnotherRun,
     OperationTimedOut,
     RbdfailError,
@@ -391,6 +392,73 @@ def test_promote_never_possible_with_force__forced_on_the_target(
 
     assert by_name(report)["s-1"].action == Action.FORCE_PROMOTED
     assert primary_on(secondary, "s-1")
+
+
+def test_promote_that_took_effect_but_timed_out__not_rolled_back__no_split_brain(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Issue 13 item 3: rolling back without looking made it primary on both sites."""
+    replicated(primary, secondary, ["s-1"])
+    fake_ceph.lost_answers.add(("secondary", "promote", "s-1"))
+
+    report = run(config, fake_ceph)
+
+    assert by_name(report)["s-1"].action == Action.DEMOTED_PROMOTED
+    assert primary_on(secondary, "s-1") and not primary_on(primary, "s-1")
+    assert calls(fake_ceph, "default", "promote") == []  # no roll-back
+
+
+def test_promote_failed_and_the_target_cannot_say__not_rolled_back__named(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["s-1"])
+    fake_ceph.lost_answers.add(("secondary", "promote", "s-1"))
+    fake_ceph.faults[("secondary", "mirror_info", "s-1")] = OperationTimedOut(
+        "no answer", site="secondary"
+    )
+
+    report = run(config, fake_ceph)
+
+    outcome = by_name(report)["s-1"]
+    assert outcome.action == Action.FAILED
+    assert "not rolled back" in str(outcome.error) and "rbdfail status s-1" in str(outcome.error)
+    assert calls(fake_ceph, "default", "promote") == []
+    fake_ceph.faults.clear()
+    assert primary_on(secondary, "s-1")  # where the lost answer's promote took effect
+
+
+def test_demote_refused_while_still_primary__failed_named__never_forced(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Issue 13 item 4: a refused demote (a client holding the lock) was taken as done."""
+    replicated(primary, secondary, ["s-1", "s-2"])
+    fake_ceph.faults[("default", "demote", "s-1")] = InvalidState(
+        "Read-only file system", site="default", image="s-1"
+    )
+
+    report = run(config, fake_ceph, force=True, volume_timeout=0.5)
+
+    outcome = by_name(report)["s-1"]
+    assert outcome.action == Action.FAILED and "refused" in str(outcome.error)
+    assert primary_on(primary, "s-1") and not primary_on(secondary, "s-1")
+    assert "s-1" not in calls(fake_ceph, "secondary", "promote")
+    assert by_name(report)["s-2"].action == Action.DEMOTED_PROMOTED
+
+
+def test_rerun_after_the_source_came_back__split_brain_is_said__not_already_primary(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Issue 13 item 8."""
+    replicated(primary, secondary, ["s-1"])
+    fake_ceph.freeze("default")
+    assert run(config, fake_ceph).result == "complete"
+    fake_ceph.thaw("default")
+
+    again = run(config, fake_ceph)
+
+    outcome = by_name(again)["s-1"]
+    assert outcome.action == Action.FAILED and "split brain" in str(outcome.error)
+    assert again.result != "complete"
 
 
 def test_hung_call__volume_reported_timed_out__the_command_finishes(

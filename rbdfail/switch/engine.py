@@ -272,7 +272,14 @@ def _steps(
     name, source, target = volume.name, run.sites.source, run.sites.target
     demoted = volume.plan == Plan.PROMOTE
     resynced = False
-    if volume.plan == Plan.RESYNC and not run.lost.is_set():
+    if volume.plan == Plan.RESYNC:
+        if run.lost.is_set():
+            # Forcing the stale copy would throw away the source's writes since it was forced.
+            return outcome(
+                Action.FAILED,
+                f"{run.sites.source_id} was lost before the copy on {target.site} was "
+                f"resynced: not forced, its newest writes are on {run.sites.source_id}",
+            )
         stale = _resync_stale_copy(run, name)
         if stale is not None:
             return outcome(Action.FAILED, stale)
@@ -287,8 +294,18 @@ def _steps(
             run.step(name, "demoted", site=source.site)
         except UNREACHABLE as exc:
             run.lose_source(exc)
-        except InvalidState:
-            demoted = True  # not primary there any more: someone demoted it meanwhile
+        except InvalidState as exc:
+            # Either someone demoted it meanwhile, or the demote was refused (EROFS: a client
+            # holding the image's lock would not hand it over). Only Ceph can tell which.
+            if source.mirror_info(name).primary:
+                return outcome(
+                    Action.FAILED,
+                    f"the demote on {source.site} was refused ({exc.reason}): still primary "
+                    f"there, left as it is. A client may hold its lock and refuse to release "
+                    "it: stop that client (`rbdfail status` lists the watchers), then run "
+                    "again",
+                )
+            demoted = True
             run.step(name, "demoted", site=source.site, note="was not primary any more")
         except ImageNotFound:
             return outcome(
@@ -392,11 +409,15 @@ def _force_promote(run: _Run, name: str, outcome: Callable[..., VolumeOutcome]) 
 def _take_copy_lock(run: _Run, name: str) -> list[str]:
     """Take the copy's exclusive lock from the target's rbd-mirror before forcing.
 
-    A forced promote of a snapshot-mode copy needs that lock, and librbd asks the holder for
-    it. With the source lost, the daemon can be stuck on the dead peer and never let go:
-    measured on the lab with the source's storage dead, 12 of 12 forced promotes still hung at
-    81 s (3 runs of 3), while taking the lock first made all of them finish in 4-5 s. Ceph
-    blocklists the holder for ceph.BLOCKLIST_S; the daemon resumes by itself after it. If the
+    librbd's forced promote of a snapshot-mode copy has the lock holder (this site's
+    rbd-mirror) create an orphan snapshot, then polls the image's watchers every 5 s until the
+    daemon has closed the image, with no time limit (`mirror::snapshot::PromoteRequest`,
+    `list_watchers` and `wait_update_notify`). With the source lost, the daemon can be wedged
+    on the dead peer (a replayer inside a call to it, which Pacific's rbd-mirror never times
+    out; upstream ceph PRs 51540 and 52632) and never close it. Measured on the lab, source
+    storage dead: 12 of 12 forced promotes given up at 81 s in 3 runs of 3, with or without
+    an OSD op timeout; taking the lock first, all finished in 4-5 s. Ceph blocklists the
+    holder for ceph.BLOCKLIST_S, which removes its watch; it resumes by itself after. If the
     lock cannot be taken (e.g. the user lacks the caps), Ceph's own hand-off is left to work.
     """
     target = run.sites.target
@@ -415,9 +436,28 @@ def _take_copy_lock(run: _Run, name: str) -> list[str]:
 def _roll_back(
     run: _Run, name: str, why: str, outcome: Callable[..., VolumeOutcome]
 ) -> VolumeOutcome:
-    """Promote back on the source: the volume was demoted there and is primary nowhere."""
+    """Promote back on the source: the volume was demoted there and is primary nowhere.
+
+    Unless the target says it is primary after all (a promote that timed out may have taken
+    effect): rolling back then would make it primary on both sites. If the target cannot
+    say, nothing is rolled back: the volume is named, primary on the target or nowhere.
+    """
     source, target = run.sites.source, run.sites.target
     assert source is not None
+    try:
+        if target.mirror_info(name).primary:
+            run.step(name, "promoted", site=target.site, note=f"after: {why}")
+            return outcome(
+                Action.DEMOTED_PROMOTED, detail=f"primary on {target.site} (after: {why})"
+            )
+    except CephError as exc:
+        return outcome(
+            Action.FAILED,
+            f"{why}; and {target.site} cannot say whether the promote took effect "
+            f"({exc.reason}): not rolled back, so as not to make it primary on both sites. It "
+            f"is primary on {target.site} or nowhere: check with `rbdfail status {name}`, "
+            "then run the same command again",
+        )
     run.step(name, "roll-back", site=source.site)
     try:
         try:

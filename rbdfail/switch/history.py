@@ -23,14 +23,21 @@ def unfinished_run(state_dir: Path, target: str) -> str | None:
     return next(reversed(started), None) if started else None
 
 
-def forced_on(state_dir: Path, site: str, home: str) -> set[str]:
-    """Volumes the journal says were force-promoted on `site` and not brought `home` since."""
-    forced: set[str] = set()
+def forced_on(state_dir: Path, site: str, home: str) -> dict[str, bool]:
+    """Volumes the journal says were force-promoted on `site` and not brought `home` since,
+    each with whether its copy at home has been resynced since it was forced (only then is
+    that copy the forced one's history, safe to switch to)."""
+    forced: dict[str, bool] = {}
     for line in journal_lines(state_dir):
         if line.get("event") != "step":
             continue
-        if line.get("step") == "force-promoted" and line.get("site") == site:
-            forced.add(line["volume"])
-        elif line.get("step") == "promoted" and line.get("site") == home:
-            forced.discard(line["volume"])
+        name, step, where = line.get("volume"), line.get("step"), line.get("site")
+        if not isinstance(name, str):
+            continue
+        if step == "force-promoted" and where == site:
+            forced[name] = False
+        elif step == "resynced" and where == home and name in forced:
+            forced[name] = True
+        elif step == "promoted" and where == home:
+            forced.pop(name, None)
     return forced

@@ -13,7 +13,7 @@ planner, this is a pure function: the engine (engine.py) carries its plan out.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from rbdfail.cluster import MirrorInfo, MirrorState
 from rbdfail.errors import RbdfailError
@@ -24,21 +24,30 @@ from rbdfail.volumes import Volume
 
 def plan_failback(
     said: SitesSaid,
-    forced: Collection[str] = (),
+    forced: Mapping[str, bool] | None = None,
     resync: Collection[str] = (),
     resumes: str | None = None,
 ) -> FailoverPlan:
     """Classify every volume of the backend; `forced` are those the journal says were
-    force-promoted on the source, `resync` those the operator names."""
+    force-promoted on the source (each with whether its copy here was resynced since),
+    `resync` those the operator names."""
+    forced = forced or {}
     unknown = set(resync) - {v.name for v in said.volumes}
     if unknown:
         raise RbdfailError(
             f"--resync names volumes {said.target!r} does not have: {', '.join(sorted(unknown))}",
             hint="name volumes as `rbdfail status` lists them",
         )
-    to_resync = set(forced) | set(resync)
+    stale = {name for name, resynced in forced.items() if not resynced}
     planned = tuple(
-        _plan_back(v, said.other_side.get(v.name), said.source_reachable, to_resync, said.source)
+        _plan_back(
+            v,
+            said.other_side.get(v.name),
+            said.source_reachable,
+            set(forced) | set(resync),
+            stale,
+            said.source,
+        )
         for v in said.volumes
     )
     return FailoverPlan(
@@ -57,8 +66,12 @@ def _plan_back(
     away: MirrorInfo | None,
     source_reachable: bool,
     forced: set[str],
+    stale: set[str],
     source: str,
 ) -> PlannedVolume:
+    """`stale`: forced on the source and not resynced here since: the copy here, primary or
+    demoted, does not hold the source's writes, and must never be promoted without a resync."""
+
     def planned(plan: Plan, reason: str) -> PlannedVolume:
         return PlannedVolume(volume.name, volume.volume_type, plan, reason)
 
@@ -81,7 +94,18 @@ def _plan_back(
     if away is not None and away.global_id != home.global_id:
         return planned(Plan.CANNOT, f"the image named so on {source} is another image")
     away_primary = away is not None and away.primary
+    lost_writes = (
+        f"force-promoted on {source} (journal), whose newest writes this copy lacks, and "
+        f"{source} does not answer: failing back now would throw them away. Bring {source} "
+        "back, then run failback again: it resyncs this copy first"
+    )
+    if volume.name in stale and not source_reachable:
+        return planned(Plan.CANNOT, lost_writes)
     if home.primary and not away_primary:
+        if not source_reachable:
+            return planned(
+                Plan.NOTHING, f"primary here (the journal records no forced promote on {source})"
+            )
         return planned(Plan.NOTHING, "primary here already")
     if home.primary:
         if volume.name in forced:
@@ -92,6 +116,13 @@ def _plan_back(
             Plan.CANNOT,
             "primary on both sites, and no forced promote of it is journaled: if its writes "
             "here since the failover may be thrown away, name it with --resync",
+        )
+    if volume.name in stale:
+        # Demoted here by a run whose resync failed or was cut off: Ceph would promote it
+        # without force (this site demoted it itself), over the source's newer writes.
+        return planned(
+            Plan.RESYNC,
+            f"force-promoted on {source} (journal) and not resynced here since: resync first",
         )
     if not source_reachable:
         return planned(Plan.FORCE_PROMOTE, f"{source} is unreachable")

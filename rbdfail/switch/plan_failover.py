@@ -103,10 +103,12 @@ def _plan_one(
         )
     if copy.primary:
         if here is not None and here.primary:
+            # Not a success to report: both copies take writes, and one side's will be lost.
             return planned(
-                Plan.NOTHING,
-                f"primary on {target} already, and still on {source} too (split brain: "
-                "failback resyncs it)",
+                Plan.CANNOT,
+                f"split brain: primary on {target} and on {source} too (forced while "
+                f"{source} was lost); left as it is: `rbdfail failback` resyncs {source}'s "
+                f"copy from {target}, throwing away what was written on {source} since",
             )
         return planned(Plan.NOTHING, f"primary on {target} already")
     if not source_reachable:
