@@ -94,6 +94,10 @@ class LockHeld(CephError):
         self.holder = holder
 
 
+class LockLost(CephError):
+    """The run's switch lock is not provably held any more: it stops issuing Ceph calls."""
+
+
 class LockedByAnotherRun(RbdfailError):
     """Another failover or failback holds a site's switch lock: someone else is running."""
 

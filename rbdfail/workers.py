@@ -137,10 +137,12 @@ class CallSlots:
 
     A volume given up on while inside a call (it hangs) has its slot written off, so the
     calls of the others are never held up by it; the hung call, if it ever returns, does not
-    give the slot back a second time.
+    give the slot back a second time. `before_call` runs as each call gets its slot, right
+    before it starts, and may refuse it by raising.
     """
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, before_call: Callable[[], None] = lambda: None) -> None:
+        self._before_call = before_call
         self._free = threading.Semaphore(concurrency)
         self._lock = threading.Lock()
         self._written_off: dict[int, bool] = {}  # thread in a call -> its slot written off
@@ -171,6 +173,7 @@ class CallSlots:
             )
             self._written_off[me] = False
         try:
+            self._before_call()
             return function(*args, **kwargs)
         finally:
             with self._lock:

@@ -23,6 +23,7 @@ from rbdfail.errors import (
     ImageNotFound,
     InvalidState,
     LockedByAnotherRun,
+    LockHeld,
     OperationTimedOut,
     RbdfailError,
     TargetUnreachable,
@@ -898,3 +899,60 @@ def test_source_lost_and_never_listed__only_the_copies_are_known(
     assert [v.name for v in report.volumes] == ["s-1"]
     assert report.plan.inventory_taken_at is None
     assert report.result == "complete"
+
+
+def test_lock__a_run_paused_past_its_lock_stops_issuing_calls__named__rerun_finishes(
+    config: Config,
+    fake_ceph: FakeCeph,
+    primary: FakeCluster,
+    secondary: FakeCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 13 item 5: a host paused (Ctrl-Z, a VM stall) past the lock's lapse must not go
+    on with calls another run may be making too."""
+    monkeypatch.setattr("rbdfail.switch.lock.PROVABLY_HELD_S", 0.3)
+    replicated(primary, secondary, ["s-1"])
+    recorder = Recorder()
+
+    def pause_after_the_demotion(name: str, step: str) -> None:
+        if step == "demoted":
+            time.sleep(0.5)  # no renewal in between: they come every 10 s
+
+    recorder.on_step = pause_after_the_demotion
+    report = run(config, fake_ceph, recorder, concurrency=1)
+
+    outcome = by_name(report)["s-1"]
+    assert outcome.action == Action.FAILED and "not renewed" in str(outcome.error)
+    assert calls(fake_ceph, "secondary", "promote") == []  # no call after the pause
+    assert calls(fake_ceph, "default", "promote") == []  # not even a roll-back
+
+    monkeypatch.setattr("rbdfail.switch.lock.PROVABLY_HELD_S", 20)
+    again = run(config, fake_ceph)
+    assert by_name(again)["s-1"].action == Action.DEMOTED_PROMOTED
+
+
+def test_lock__taken_over_by_another_run__this_one_stops_issuing_calls(
+    config: Config,
+    fake_ceph: FakeCeph,
+    primary: FakeCluster,
+    secondary: FakeCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("rbdfail.switch.lock.LOCK_DURATION", 0.3)  # renewed every 0.1 s
+    replicated(primary, secondary, ["s-1", "s-2"])
+    recorder = Recorder()
+
+    def another_run_takes_the_lock(name: str, step: str) -> None:
+        if step == "demoted" and not fake_ceph.faults:
+            fake_ceph.faults[("secondary", "lock", LOCK_NAME)] = LockHeld(
+                "held", site="secondary", holder='{"run": "the other one"}'
+            )
+            time.sleep(0.3)  # a renewal finds it
+
+    recorder.on_step = another_run_takes_the_lock
+    report = run(config, fake_ceph, recorder, concurrency=1, volumes_per_slot=1)
+
+    assert report.result == "failed"
+    errors = [str(v.error) for v in report.volumes]
+    assert all("took this run's lock over" in e for e in errors), errors
+    assert calls(fake_ceph, "secondary", "promote") == []

@@ -116,10 +116,12 @@ def execute(
     journal: Journal,
     config: Config,
     observer: Observer | None = None,
+    lock_held: Callable[[], None] = lambda: None,
 ) -> FailoverReport:
-    """Carry the plan out and record it; the caller holds the lock."""
+    """Carry the plan out and record it; the caller holds the lock, and `lock_held` raises
+    when it is not provably held any more: no Ceph call starts after that."""
     started = time.monotonic()
-    slots = CallSlots(options.concurrency)
+    slots = CallSlots(options.concurrency, before_call=lock_held)
     run = _Run(throttled(sites, slots), options, journal, observer or Silent(), slots)
     if sites.source is None and sites.source_error is not None:
         run.lost.set()

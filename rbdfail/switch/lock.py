@@ -17,11 +17,15 @@ from contextlib import suppress
 from datetime import UTC, datetime
 
 from rbdfail.cluster import Cluster
-from rbdfail.errors import CephError, LockedByAnotherRun, LockHeld
+from rbdfail.errors import CephError, LockedByAnotherRun, LockHeld, LockLost
 from rbdfail.switch.sites import Sites
 
 LOCK_NAME = "rbdfail.failover"
 LOCK_DURATION = 30  # seconds; renewed every third of it while the run lives
+# A run's Ceph calls go on only while the target's lock was taken or renewed this recently:
+# it lapses LOCK_DURATION after that, and a call started just before must not outlive it by
+# much. A host paused past it (Ctrl-Z, a VM stall) stops before its next call.
+PROVABLY_HELD_S = LOCK_DURATION - 10
 
 
 class FailoverLock:
@@ -34,7 +38,9 @@ class FailoverLock:
 
     Each lock is renewed in the background while held. A run killed without releasing leaves
     locks that lapse after LOCK_DURATION; when their holder was on this host and its process
-    is gone, `acquire` waits for that.
+    is gone, `acquire` waits for that. `check` says whether the run may go on issuing calls:
+    not once another run took a lock over, nor once the target's was not renewed for
+    PROVABLY_HELD_S (it may have lapsed and been taken meanwhile).
     """
 
     def __init__(self, sites: Sites, run_id: str, what: str) -> None:
@@ -53,6 +59,8 @@ class FailoverLock:
         self._held: list[Cluster] = []
         self._renewers: dict[str, threading.Thread] = {}  # site -> its renewing thread
         self._stop = threading.Event()
+        self._renewed_at: dict[str, float] = {}  # site -> when its lock was last taken/renewed
+        self._taken_over: str | None = None  # why the run lost a lock to another run
 
     def acquire(self, on_wait: Callable[[str], None] = lambda message: None) -> None:
         reachable = [c for c in (self.sites.target, self.sites.source) if c is not None]
@@ -80,6 +88,7 @@ class FailoverLock:
         while True:
             try:
                 cluster.lock(LOCK_NAME, self.run_id, self.holder, LOCK_DURATION)
+                self._renewed_at[cluster.site] = time.monotonic()
                 self._held.append(cluster)
                 return
             except LockHeld as exc:
@@ -99,8 +108,32 @@ class FailoverLock:
         while not self._stop.wait(LOCK_DURATION / 3):
             try:
                 cluster.lock(LOCK_NAME, self.run_id, self.holder, LOCK_DURATION)
+                self._renewed_at[cluster.site] = time.monotonic()
+            except LockHeld as exc:  # it lapsed and another run took it
+                self._taken_over = f"{cluster.site}: {_describe_holder(exc.holder)}"
+                return
             except CephError:
-                continue  # a slow site: try again; the lock outlives two misses
+                continue  # a slow site: try again; `check` says when that is too long
+
+    def check(self) -> None:
+        """Raise LockLost unless the run provably holds its locks now."""
+        target = self.sites.target.site
+        if self._taken_over is not None:
+            raise LockLost(
+                f"another run took this run's lock over ({self._taken_over})",
+                site=target,
+                hint="this run stopped issuing Ceph calls; see `rbdfail status`, and run the "
+                "command again once the other run has ended",
+            )
+        renewed = self._renewed_at.get(target)
+        if renewed is not None and time.monotonic() - renewed > PROVABLY_HELD_S:
+            raise LockLost(
+                f"this run's lock on {target} was not renewed for over {PROVABLY_HELD_S}s "
+                "(the host paused, or the site is slow): another run may hold it now",
+                site=target,
+                hint="this run stopped issuing Ceph calls; see `rbdfail status`, then run the "
+                "same command again: it plans from what the sites say",
+            )
 
     def release(self, source_lost: bool = False) -> None:
         """Unlock every site held; a source the run took as lost is left to its lapse (an

@@ -68,7 +68,16 @@ def run_switch(
                 return SwitchResult(plan, None)
             observer.started(plan)
             try:
-                report = execute(plan, sites, state, request.options, journal, config, observer)
+                report = execute(
+                    plan,
+                    sites,
+                    state,
+                    request.options,
+                    journal,
+                    config,
+                    observer,
+                    lock_held=lock.check if lock is not None else lambda: None,
+                )
             finally:
                 observer.ended()
         finally:
