@@ -240,3 +240,21 @@ def test_failback__source_lost_mid_run__a_copy_not_resynced_yet_is_not_forced(
     outcome = by_name(report)["s-1"]
     assert outcome.action == Action.FAILED and "force-promoted on secondary" in str(outcome.error)
     assert calls(fake_ceph, "default", "promote") == []
+
+
+def test_failback__a_volume_only_on_the_active_site_is_named__the_run_not_complete(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Issue 13 item 7: one created on the secondary during the outage was left out, and the
+    run said `complete`."""
+    replicated(primary, secondary, ["s-1"])
+    assert run(config, fake_ceph).result == "complete"
+    secondary.create_image("s-new", 1 << 20)  # created during the outage, never mirrored
+
+    report = back(config, fake_ceph)
+
+    outcomes = by_name(report)
+    assert outcomes["s-1"].action == Action.DEMOTED_PROMOTED
+    assert outcomes["s-new"].action == Action.FAILED
+    assert "exists only on secondary" in str(outcomes["s-new"].error)
+    assert report.result == "partial"

@@ -49,7 +49,7 @@ def plan_failback(
             said.source,
         )
         for v in said.volumes
-    )
+    ) + tuple(_away_only(name, said) for name in said.away_only)
     return FailoverPlan(
         said.source,
         said.target,
@@ -59,6 +59,21 @@ def plan_failback(
         resumes,
         operation=Operation.FAILBACK,
     )
+
+
+def _away_only(name: str, said: SitesSaid) -> PlannedVolume:
+    """An image only the source has: nothing here to promote, and leaving it out would let
+    the run say `complete` while it stays behind."""
+    info = said.other_side.get(name)
+    why = (
+        f"mirrored on {said.source}, but {said.target} has no copy of it yet (rbd-mirror is "
+        "creating it, e.g. after a resync): run failback again once `rbdfail status` shows it"
+        if info is not None and info.state == MirrorState.ENABLED
+        else f"exists only on {said.source} (created there after the failover?) and is not "
+        f"mirrored: mirror it there (`rbdfail enable-mirroring --site {said.source}`), let "
+        "it sync, then run failback again"
+    )
+    return PlannedVolume(name, "-", Plan.CANNOT, why)
 
 
 def _plan_back(

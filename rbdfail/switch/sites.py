@@ -117,6 +117,9 @@ class SitesSaid:
     source_error: str | None  # why the source is taken as lost; None while it answers
     volumes: tuple[Volume, ...]
     other_side: dict[str, MirrorInfo]  # failover: the target's images; failback: the source's
+    # Failback: images of the source that `default` does not have (a copy being re-created,
+    # or a volume created there during the outage): they cannot go home in this run.
+    away_only: tuple[str, ...] = ()
 
     @property
     def source_reachable(self) -> bool:
@@ -153,12 +156,16 @@ def read_for_failback(config: Config, sites: Sites) -> SitesSaid:
     volumes = list_volumes(sites.target, config)  # the backend's pool: every volume, typed
     remember_listing(config.state_dir, sites.target.site, volumes)
     away: dict[str, MirrorInfo] = {}
+    away_names: list[str] = []
     if sites.source is not None:
         try:
             away = sites.source.mirror_infos()
+            away_names = sites.source.list_images()
         except UNREACHABLE as exc:
             sites.lose_source(exc)
-    return _said(sites, volumes, away)
+    home = {v.name for v in volumes}
+    said = _said(sites, volumes, away)
+    return replace(said, away_only=tuple(sorted(set(away_names) - home)))
 
 
 def _said(sites: Sites, volumes: list[Volume], other_side: dict[str, MirrorInfo]) -> SitesSaid:
