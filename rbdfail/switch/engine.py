@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from tenacity import (
@@ -349,18 +350,23 @@ def _resync_stale_copy(run: _Run, name: str) -> str | None:
         run.step(name, "demote-stale", site=target.site)
         target.demote(name)
     run.step(name, "resync", site=target.site)
+    requested = datetime.now(UTC)
     target.resync(name)
     deadline = time.monotonic() + run.options.resync_timeout
-    state = "not reported yet"
+    state, restarted = "not reported yet", False
     while time.monotonic() < deadline:
         try:
             status = target.mirror_status(name)
             state = status.state
-            if status.state == ReplayState.REPLAYING:
+            # Only a `replaying` reported since the request counts: the status read first
+            # may still be the one from before it.
+            since = status.last_update is not None and status.last_update > requested
+            if status.state == ReplayState.REPLAYING and (restarted or since):
                 run.step(name, "resynced", site=target.site)
                 return None
+            restarted = restarted or status.state != ReplayState.REPLAYING
         except ImageNotFound:
-            state = "being re-copied"  # the daemon deletes the copy, then copies it anew
+            state, restarted = "being re-copied", True  # deleted, then copied anew
         time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
     return (
         f"the resync on {target.site} did not finish within {run.options.resync_timeout:g}s "
