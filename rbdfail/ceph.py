@@ -379,12 +379,16 @@ class CephCluster(Cluster):
         # holders come from the lock itself; break_lock blocklists each one for BLOCKLIST_S
         # (`rbd_blocklist_expire_seconds` of this connection) before breaking, which needs
         # only the rbd profile's `osd blocklist add`.
+        # Never this connection's own lock (a promote of ours may hold it by now): breaking
+        # it would blocklist rbdfail itself.
+        me = f"client.{self._client.get_instance_id()}"
         with self._image(name, read_only=True) as image:
-            holders = (image.list_lockers() or {}).get("lockers", [])
-            for client, cookie, _address in holders:
+            lockers = (image.list_lockers() or {}).get("lockers", [])
+            holders = [(client, cookie) for client, cookie, _addr in lockers if client != me]
+            for client, cookie in holders:
                 with suppress(rbd.ImageNotFound):  # released meanwhile
                     image.break_lock(client, cookie)
-        return [str(client) for client, _cookie, _address in holders]
+        return [str(client) for client, _cookie in holders]
 
     def resync(self, name: str) -> None:
         with self._image(name) as image:

@@ -116,15 +116,28 @@ connect_timeout_option = click.option(
     "monitor calls (default: `replication_connect_timeout`). Work on a live site is not cut "
     "by it: each volume has its own --timeout.",
 )
-break_locks_option = click.option(
-    "--break-locks/--no-break-locks",
-    default=True,
-    show_default=True,
-    help="Once the source is lost, take each copy's lock from the target's rbd-mirror "
-    "before forcing its promote (Ceph blocklists the daemon for a minute). Without it a "
-    "forced promote waits for the daemon to hand the lock over, which it may never do "
-    "while stuck on the lost site.",
-)
+
+
+def break_locks_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--break-locks-after SECONDS and --no-break-locks, defined once for both switches."""
+    command = click.option(
+        "--no-break-locks",
+        "no_break_locks",
+        is_flag=True,
+        help="Never take a copy's lock from the target's rbd-mirror: a forced promote then "
+        "waits for the daemon to hand it over, which it may never do while stuck on the "
+        "lost site.",
+    )(command)
+    return click.option(
+        "--break-locks-after",
+        type=click.FloatRange(min=0, max=600),
+        default=15.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Once the source is lost, a forced promote still waiting this long for the "
+        "target's rbd-mirror to hand the copy's lock over takes it (Ceph blocklists the "
+        "daemon for a minute); later ones in the run take it at once. 0: always at once.",
+    )(command)
 
 
 def _emit_json(document: object) -> None:
@@ -498,7 +511,8 @@ def failover(
     yes: bool,
     force: bool,
     volume_timeout: float | None,
-    break_locks: bool,
+    break_locks_after: float,
+    no_break_locks: bool,
     connect_timeout: float | None,
     concurrency: int | None,
     as_json: bool,
@@ -537,7 +551,13 @@ def failover(
         dry_run,
         yes,
         _switch_options(
-            app, force, break_locks, volume_timeout, connect_timeout, None, concurrency
+            app,
+            force,
+            None if no_break_locks else break_locks_after,
+            volume_timeout,
+            connect_timeout,
+            None,
+            concurrency,
         ),
         (),
         as_json,
@@ -589,7 +609,8 @@ def failback(
     resync: tuple[str, ...],
     volume_timeout: float | None,
     resync_timeout: float | None,
-    break_locks: bool,
+    break_locks_after: float,
+    no_break_locks: bool,
     connect_timeout: float | None,
     concurrency: int | None,
     as_json: bool,
@@ -627,7 +648,13 @@ def failback(
         dry_run,
         yes,
         _switch_options(
-            app, force, break_locks, volume_timeout, connect_timeout, resync_timeout, concurrency
+            app,
+            force,
+            None if no_break_locks else break_locks_after,
+            volume_timeout,
+            connect_timeout,
+            resync_timeout,
+            concurrency,
         ),
         resync,
         as_json,
@@ -637,7 +664,7 @@ def failback(
 def _switch_options(
     app: AppContext,
     force: bool,
-    break_locks: bool,
+    break_locks_after: float | None,
     volume_timeout: float | None,
     connect_timeout: float | None,
     resync_timeout: float | None,
@@ -651,7 +678,7 @@ def _switch_options(
         volume_timeout=volume_timeout,
         concurrency=concurrency,
         force=force,
-        break_locks=break_locks,
+        break_locks_after=break_locks_after,
         resync_timeout=resync_timeout,
     )
 

@@ -252,11 +252,11 @@ def failover_plan(plan: FailoverPlan, console: Console = stdout) -> None:
             f"[yellow]{plan.source} is unreachable ({plan.source_error}): replicated volumes "
             f"will be force-promoted on {plan.target}; {known}.[/]"
         )
-    if plan.forced and plan.breaks_locks:
+    if plan.forced and plan.breaks_locks_after is not None:
         console.print(
-            f"forced promotes first take each copy's lock from {plan.target}'s rbd-mirror, "
-            "which may be stuck on the lost site (Ceph blocklists it for a minute; it resumes "
-            "by itself)"
+            f"a forced promote still waiting for {plan.target}'s rbd-mirror to hand the copy's "
+            f"lock over after {plan.breaks_locks_after:g}s takes it (Ceph blocklists the "
+            "daemon for a minute); the daemon may be stuck on the lost site"
         )
     elif plan.forced:
         console.print(

@@ -13,8 +13,8 @@ held to it by tests/test_contract.py:
 - promote of a primary image, demote of a non-primary one, enabling in the other mode: InvalidState;
 - a frozen site takes the connect timeout to answer each call, then times out;
 - a site's rbd-mirror holds the lock of each of its non-primary copies; where its hand-off
-  stalls (`FakeSite.handoff_stalls`, as when it is stuck on a lost peer), a forced promote hangs
-  until that lock is broken (`break_image_lock`).
+  stalls (`FakeSite.handoff_stalls`, as when it is stuck on a lost peer), a forced promote waits
+  until that lock is broken (`break_image_lock`), then goes on.
 """
 
 from __future__ import annotations
@@ -383,8 +383,8 @@ class FakeCluster(Cluster):
             state = self.world.sites[self.site]
             image = state.images.get(name)
             stalls = force and state.handoff_stalls and image and _daemon_holds_lock(state, image)
-        if stalls:  # waits for a hand-off that never comes, outside the world's lock
-            self.world._released.wait()
+        while stalls and image and not image.lock_broken and not self.world._released.is_set():
+            time.sleep(0.01)  # the hand-off never comes: until its lock is broken
         with self.world.lock:
             image = self._get(self._enter("promote", name), name)
             if image.mirror_state != MirrorState.ENABLED or image.primary:

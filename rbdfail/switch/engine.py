@@ -82,6 +82,7 @@ class _Run:
     journal: Journal
     observer: Observer
     slots: CallSlots
+    raw_target: Cluster  # the target without call slots, for _LockTaker
     lost: threading.Event = field(default_factory=threading.Event)
     lost_reason: str | None = None
     steps: dict[str, str] = field(default_factory=dict)  # volume -> its step now
@@ -89,6 +90,9 @@ class _Run:
     # Volumes given up on at their hard limit: what their calls do after is journaled as
     # late (the run may have ended), and not shown as progress.
     given_up: set[str] = field(default_factory=set)
+    lock_held: Callable[[], None] = lambda: None  # raises once the run's lock is not held
+    # A forced promote's hand-off stalled and a lock had to be taken: take the next at once.
+    taking_locks: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def step(self, name: str, step: str, **fields: Any) -> None:
@@ -123,7 +127,15 @@ def execute(
     when it is not provably held any more: no Ceph call starts after that."""
     started = time.monotonic()
     slots = CallSlots(options.concurrency, before_call=lock_held)
-    run = _Run(throttled(sites, slots), options, journal, observer or Silent(), slots)
+    run = _Run(
+        throttled(sites, slots),
+        options,
+        journal,
+        observer or Silent(),
+        slots,
+        sites.target,
+        lock_held=lock_held,
+    )
     if sites.source is None and sites.source_error is not None:
         run.lost.set()
         run.lost_reason = f"{sites.source_id} unreachable: {sites.source_error.reason}"
@@ -234,7 +246,7 @@ def _overrun(run: _Run, plan: FailoverPlan, volume: PlannedVolume, seconds: floa
     stuck = (
         f" (a forced promote waits for {plan.target}'s rbd-mirror to hand the copy's lock "
         "over: --break-locks takes it)"
-        if step == "force-promote" and not run.options.break_locks
+        if step == "force-promote" and run.options.break_locks_after is None
         else ""
     )
     return VolumeOutcome(
@@ -398,14 +410,21 @@ def _promote_when_propagated(run: _Run, name: str, deadline: float) -> None:
 
 def _force_promote(run: _Run, name: str, outcome: Callable[..., VolumeOutcome]) -> VolumeOutcome:
     target = run.sites.target
-    holders = _take_copy_lock(run, name) if run.lost.is_set() and run.options.break_locks else []
+    grace = run.options.break_locks_after if run.lost.is_set() else None
+    taker = _LockTaker(run, name, grace) if grace is not None else None
     run.step(name, "force-promote", site=target.site)
     try:
+        if taker is not None:
+            taker.start()
         target.promote(name, force=True)
     except InvalidState:
         if not target.mirror_info(name).primary:
             raise
+    finally:
+        if taker is not None:
+            taker.cancel()
     run.step(name, "force-promoted", site=target.site)
+    holders = taker.holders if taker is not None else []
     taken = f" (its lock taken from {', '.join(holders)})" if holders else ""
     return outcome(
         Action.FORCE_PROMOTED,
@@ -414,8 +433,9 @@ def _force_promote(run: _Run, name: str, outcome: Callable[..., VolumeOutcome]) 
     )
 
 
-def _take_copy_lock(run: _Run, name: str) -> list[str]:
-    """Take the copy's exclusive lock from the target's rbd-mirror before forcing.
+class _LockTaker:
+    """Takes a copy's exclusive lock from the target's rbd-mirror if a forced promote has not
+    got it within the grace (Options.break_locks_after).
 
     librbd's forced promote of a snapshot-mode copy has the lock holder (this site's
     rbd-mirror) create an orphan snapshot, then polls the image's watchers every 5 s until the
@@ -424,21 +444,43 @@ def _take_copy_lock(run: _Run, name: str) -> list[str]:
     on the dead peer (a replayer inside a call to it, which Pacific's rbd-mirror never times
     out; upstream ceph PRs 51540 and 52632) and never close it. Measured on the lab, source
     storage dead: 12 of 12 forced promotes given up at 81 s in 3 runs of 3, with or without
-    an OSD op timeout; taking the lock first, all finished in 4-5 s. Ceph blocklists the
-    holder for ceph.BLOCKLIST_S, which removes its watch; it resumes by itself after. If the
-    lock cannot be taken (e.g. the user lacks the caps), Ceph's own hand-off is left to work.
+    an OSD op timeout; with the lock taken, all finished in 4-5 s. Ceph blocklists the holder
+    (ceph.BLOCKLIST_S), which removes its watch, and the promote already waiting goes on.
+
+    Taken only when the hand-off stalls, because the blocklist pauses the daemon for every
+    image and restarts its pool replayer, which on the lab did not always come back. Once one
+    was needed in a run, later promotes of that run take it at once: the daemon is stuck.
+    The call bypasses the call slots (stalled promotes may hold them all), not the lock check.
     """
-    target = run.sites.target
-    run.step(name, "take-lock", site=target.site)
-    try:
-        holders = target.break_image_lock(name)
-    except UNREACHABLE:
-        raise
-    except CephError as exc:
-        run.journal.write("lock-not-taken", volume=name, site=target.site, error=exc.reason)
-        return []
-    run.step(name, "lock-taken", site=target.site, holders=holders)
-    return holders
+
+    def __init__(self, run: _Run, name: str, grace: float) -> None:
+        self.holders: list[str] = []
+        self._run, self._name = run, name
+        delay = 0.0 if run.taking_locks.is_set() else grace
+        self._timer = threading.Timer(delay, self._take)
+        self._timer.daemon = True
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        self._timer.join()
+
+    def _take(self) -> None:
+        run, name, target = self._run, self._name, self._run.raw_target
+        try:
+            run.lock_held()
+            if target.mirror_info(name).primary:
+                return  # promoted meanwhile: nothing to take
+            run.step(name, "take-lock", site=target.site)
+            self.holders = target.break_image_lock(name)
+        except CephError as exc:  # Ceph's own hand-off is left to work, within the limits
+            run.journal.write("lock-not-taken", volume=name, site=target.site, error=exc.reason)
+            return
+        run.step(name, "lock-taken", site=target.site, holders=self.holders)
+        if self.holders:
+            run.taking_locks.set()
 
 
 def _roll_back(

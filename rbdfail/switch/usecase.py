@@ -63,7 +63,10 @@ def run_switch(
                 journal = Journal(config.state_dir, run_id)  # an unusable state dir fails here
                 lock = FailoverLock(sites, run_id, f"{request.operation} to {target}")
                 lock.acquire(observer.note)
-            plan = replace(_plan(config, request, sites), breaks_locks=request.options.break_locks)
+            plan = replace(
+                _plan(config, request, sites),
+                breaks_locks_after=request.options.break_locks_after,
+            )
             if request.dry_run or not confirm(plan):
                 return SwitchResult(plan, None)
             observer.started(plan)
