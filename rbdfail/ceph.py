@@ -354,7 +354,17 @@ class CephCluster(Cluster):
 
     def demote(self, name: str) -> None:
         with self._image(name) as image:
-            image.mirror_image_demote()
+            try:
+                image.mirror_image_demote()
+            except rbd.ReadOnlyImage as exc:
+                # Measured: EROFS at once while another client holds the image's exclusive
+                # lock and will not release it (an explicit lock_acquire); still primary.
+                raise InvalidState(
+                    "demote refused: another client holds the image's lock and will not "
+                    "release it (read-only)",
+                    site=self.site,
+                    image=name,
+                ) from exc
 
     def promote(self, name: str, force: bool = False) -> None:
         with self._image(name) as image:
@@ -362,10 +372,10 @@ class CephCluster(Cluster):
                 image.mirror_image_promote(force)
             except rbd.ReadOnlyImage as exc:
                 # Measured: while the peer's demotion is being replayed, promote answers EROFS
-                # as well as EBUSY; both mean "not propagated yet, retry".
-                raise ImageBusy(
-                    "demotion not propagated yet (read-only)", site=self.site, image=name
-                ) from exc
+                # as well as EBUSY; both mean "not propagated yet, retry". Forced, it is the
+                # holder of the copy's lock (this site's rbd-mirror) refusing to let go.
+                why = "the copy's lock holder will not let go" if force else "not propagated yet"
+                raise ImageBusy(f"{why} (read-only)", site=self.site, image=name) from exc
             except rbd.InvalidArgument as exc:
                 if force and not any(
                     snap.get("mirror", {}).get("complete") for snap in image.list_snaps()

@@ -93,8 +93,10 @@ class FakeSite:
     peers: list[Peer] = field(default_factory=list)
     frozen: bool = False
     mirror_daemon_up: bool = True  # False: the statuses say rbd-mirror is down, as Ceph's do
-    # Its rbd-mirror does not let go of a copy's lock when asked (stuck on a lost peer).
+    # Its rbd-mirror does not let go of a copy's lock when asked (stuck on a lost peer):
+    # a forced promote waits for ever, or (refuses) is answered EROFS at once.
     handoff_stalls: bool = False
+    handoff_refuses: bool = False
     name_set: bool = False
     schedules: dict[str, list[str]] = field(default_factory=dict)  # image -> intervals
     calls: list[tuple[str, str]] = field(default_factory=list)  # (operation, image) in order
@@ -385,6 +387,8 @@ class FakeCluster(Cluster):
             stalls = force and state.handoff_stalls and image and _daemon_holds_lock(state, image)
         while stalls and image and not image.lock_broken and not self.world._released.is_set():
             time.sleep(0.01)  # the hand-off never comes: until its lock is broken
+        if force and state.handoff_refuses and image and _daemon_holds_lock(state, image):
+            raise ImageBusy("the copy's lock holder will not let go", site=self.site, image=name)
         with self.world.lock:
             image = self._get(self._enter("promote", name), name)
             if image.mirror_state != MirrorState.ENABLED or image.primary:

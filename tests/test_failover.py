@@ -238,6 +238,23 @@ def test_source_lost__a_stalled_lock_handoff_is_taken_over_after_the_grace__no_h
     assert report.plan.breaks_locks_after == 0.2
 
 
+def test_source_lost__a_lock_holder_refusing_at_once__its_lock_taken_at_once_then_forced(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Seen on the lab right after another run had taken locks from the same daemon: the
+    forced promote answered EROFS at once. Waiting out the grace would only add time."""
+    replicated(primary, secondary, ["s-1", "s-2"])
+    fake_ceph.freeze("default")
+    fake_ceph.sites["secondary"].handoff_refuses = True
+
+    started = time.monotonic()
+    report = run(config, fake_ceph, break_locks_after=30)
+
+    assert time.monotonic() - started < 15  # not the 30 s grace
+    assert report.result == "complete"
+    assert sorted(calls(fake_ceph, "secondary", "break_image_lock")) == ["s-1", "s-2"]
+
+
 def test_source_lost__a_lock_handoff_that_works_is_left_alone(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:

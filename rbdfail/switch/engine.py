@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -416,7 +417,15 @@ def _force_promote(run: _Run, name: str, outcome: Callable[..., VolumeOutcome]) 
     try:
         if taker is not None:
             taker.start()
-        target.promote(name, force=True)
+        try:
+            target.promote(name, force=True)
+        except ImageBusy:
+            # The lock holder refused to let go (EROFS, seen on the lab right after another
+            # run had taken locks from the same daemon): take it now, then force once more.
+            if taker is None:
+                raise
+            taker.take_now()
+            target.promote(name, force=True)
     except InvalidState:
         if not target.mirror_info(name).primary:
             raise
@@ -465,7 +474,15 @@ class _LockTaker:
 
     def cancel(self) -> None:
         self._timer.cancel()
-        self._timer.join()
+        if self._timer.is_alive() or self._timer.finished.is_set():
+            with suppress(RuntimeError):  # never started
+                self._timer.join()
+
+    def take_now(self) -> None:
+        """Take it in this thread, unless the timer already has."""
+        self.cancel()
+        if not self.holders:
+            self._take()
 
     def _take(self) -> None:
         run, name, target = self._run, self._name, self._run.raw_target
