@@ -54,7 +54,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
     """The real two-site lab. A lab that cannot start fails the tests that need it: never a skip."""
     # A CI time-out or a kill sends SIGTERM, which would end Python without teardown and leave
     # the daemons running: turn it into the interrupt pytest tears down after.
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     log: list[str] = []
     the_lab = Lab(tmp_path_factory.mktemp("lab"), progress=log.append)
     started = time.monotonic()
@@ -70,7 +70,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
         the_lab.down(keep=True)
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 

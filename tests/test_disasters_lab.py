@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from rbdfail.errors import CephError, LabError
 from rbdfail.lab import Disaster, Lab
 from rbdfail.switch.model import Operation, Options, Silent, SwitchRequest
 from rbdfail.switch.usecase import run_switch
+from tests.conftest import interrupt
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.lab
@@ -57,6 +59,7 @@ class DisasterLab:
 
 @pytest.fixture
 def disaster_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DisasterLab]:
+    signal.signal(signal.SIGTERM, interrupt)  # a kill still tears the lab down (conftest)
     log: list[str] = []
     the_lab = Lab(tmp_path_factory.mktemp("disaster-lab"), progress=log.append)
     try:
