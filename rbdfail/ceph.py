@@ -32,6 +32,7 @@ from rbdfail.cluster import (
     ImageStatus,
     MirrorInfo,
     MirrorMode,
+    MirrorSnapshotState,
     MirrorState,
     Monitor,
     Peer,
@@ -382,6 +383,17 @@ class CephCluster(Cluster):
                 ):
                     raise InvalidState(NOTHING_TO_PROMOTE, site=self.site, image=name) from exc
                 raise
+
+    def last_mirror_snapshot(self, name: str) -> tuple[MirrorSnapshotState, bool] | None:
+        with self._image(name, read_only=True) as image:
+            mirror = [s for s in image.list_snaps() if "mirror" in s]
+        if not mirror:
+            return None
+        newest = max(mirror, key=lambda s: s["id"])["mirror"]
+        states = list(MirrorSnapshotState)  # librbd numbers them 0..3 in this order
+        state = newest.get("state", -1)
+        known = states[state] if 0 <= state < len(states) - 1 else MirrorSnapshotState.UNKNOWN
+        return known, bool(newest.get("complete"))
 
     def break_image_lock(self, name: str) -> list[str]:
         # python-rbd's lock_get_owners answers EINVAL on a non-primary copy ("exclusive-lock

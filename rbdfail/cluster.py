@@ -44,6 +44,17 @@ class MirrorState(StrEnum):
     CREATING = "creating"  # the peer's copy while rbd-mirror bootstraps it
 
 
+class MirrorSnapshotState(StrEnum):
+    """The state of a snapshot-mode image's newest mirror snapshot (librbd's
+    cls::rbd::MirrorSnapshotState): who made it, and whether it is a demotion."""
+
+    PRIMARY = "primary"
+    PRIMARY_DEMOTED = "primary-demoted"  # this site demoted the image itself
+    NON_PRIMARY = "non-primary"  # copied from the peer
+    NON_PRIMARY_DEMOTED = "non-primary-demoted"  # the peer's demotion, replayed here
+    UNKNOWN = "unknown"  # a state this release does not know
+
+
 class Feature(StrEnum):
     """RBD image features rbdfail cares about, spelt as `rbd info` spells them."""
 
@@ -195,6 +206,11 @@ class Cluster(ABC):
 
     @abstractmethod
     def promote(self, name: str, force: bool = False) -> None: ...
+
+    @abstractmethod
+    def last_mirror_snapshot(self, name: str) -> tuple[MirrorSnapshotState, bool] | None:
+        """A snapshot-mode image's newest mirror snapshot: its state and whether it is
+        complete; None when it has none (journal mode, not mirrored)."""
 
     @abstractmethod
     def break_image_lock(self, name: str) -> list[str]:

@@ -37,6 +37,7 @@ from rbdfail.cluster import (
     ImageStatus,
     MirrorInfo,
     MirrorMode,
+    MirrorSnapshotState,
     MirrorState,
     Monitor,
     Peer,
@@ -81,6 +82,9 @@ class FakeImage:
     # fake's copies are synced as they appear; a test clears it to stand for one mid-sync).
     first_sync_done: bool = True
     lock_broken: bool = False  # its rbd-mirror's lock taken away (break_image_lock)
+    # Demoted by this site itself, the peer's later promotion not replayed here since: Ceph
+    # promotes it without force all the same (its newest mirror snapshot: primary-demoted).
+    demoted_here: bool = False
 
 
 @dataclass
@@ -370,7 +374,21 @@ class FakeCluster(Cluster):
             if image.mirror_state != MirrorState.ENABLED or not image.primary:
                 raise InvalidState("image is not primary", site=self.site, image=name)
             image.primary, image.orphan, image.lock_broken = False, True, False
+            image.demoted_here = True
             self.world.replicate_later(self.site, _peer_demoted(image.global_id))
+
+    def last_mirror_snapshot(self, name: str) -> tuple[MirrorSnapshotState, bool] | None:
+        with self.world.lock:
+            image = self._get(self._enter("last_mirror_snapshot", name), name)
+            if image.mode != MirrorMode.SNAPSHOT or image.mirror_state != MirrorState.ENABLED:
+                return None
+            if image.primary:
+                return MirrorSnapshotState.PRIMARY, True
+            if image.demoted_here:
+                return MirrorSnapshotState.PRIMARY_DEMOTED, True
+            if image.orphan:
+                return MirrorSnapshotState.NON_PRIMARY_DEMOTED, True
+            return MirrorSnapshotState.NON_PRIMARY, image.first_sync_done
 
     def break_image_lock(self, name: str) -> list[str]:
         with self.world.lock:
@@ -407,6 +425,7 @@ class FakeCluster(Cluster):
                 if other.primary:  # forced while the peer is primary: their histories split
                     other.split_brain = True
             image.primary, image.orphan, image.split_brain = True, False, False
+            image.demoted_here = False
             self.world.replicate_later(self.site, _peer_promoted(image.global_id))
 
     def resync(self, name: str) -> None:
@@ -670,7 +689,7 @@ def _peer_demoted(global_id: str) -> Callable[[FakeSite], None]:
     def apply(site: FakeSite) -> None:
         image = _by_global_id(site, global_id)
         if image and not image.primary and not image.split_brain:
-            image.orphan = True
+            image.orphan, image.demoted_here = True, False
 
     return apply
 
@@ -678,7 +697,7 @@ def _peer_demoted(global_id: str) -> Callable[[FakeSite], None]:
 def _peer_promoted(global_id: str) -> Callable[[FakeSite], None]:
     def apply(site: FakeSite) -> None:
         if (image := _by_global_id(site, global_id)) and not image.primary:
-            image.orphan = False
+            image.orphan = image.demoted_here = False
 
     return apply
 

@@ -20,6 +20,7 @@ from rbdfail.cluster import (
     ImageStatus,
     MirrorInfo,
     MirrorMode,
+    MirrorSnapshotState,
     MirrorState,
     PoolMirrorMode,
     ReplayState,
@@ -278,6 +279,32 @@ def test_promote_back_where_it_was_demoted__needs_no_propagation(
     sites.a.demote(image_name)
     sites.a.promote(image_name)  # the rollback failover relies on: no wait, no force
     assert sites.a.mirror_info(image_name).primary is True
+
+
+def test_newest_mirror_snapshot__says_who_demoted__journal_mode_has_none(
+    sites: TwoSites, image_name: str
+) -> None:
+    """What the engine reads before a non-forced promote (issue 13 item 10): a copy whose
+    newest mirror snapshot is its own demotion has not replayed the peer since."""
+    mirrored(sites, image_name)
+    assert sites.a.last_mirror_snapshot(image_name) == (MirrorSnapshotState.PRIMARY, True)
+    sites.a.demote(image_name)
+    assert sites.a.last_mirror_snapshot(image_name) == (
+        MirrorSnapshotState.PRIMARY_DEMOTED,
+        True,
+    )
+    eventually(
+        lambda: (
+            sites.b.last_mirror_snapshot(image_name)
+            == (MirrorSnapshotState.NON_PRIMARY_DEMOTED, True)
+        ),
+        sites.patience,
+        (ImageNotFound,),
+        interval=0.5,
+    )
+    journal = f"{image_name}-j"
+    mirrored(sites, journal, MirrorMode.JOURNAL)
+    assert sites.a.last_mirror_snapshot(journal) is None
 
 
 def test_forced_promote__while_peer_is_primary__leaves_both_primary(

@@ -258,3 +258,21 @@ def test_failback__a_volume_only_on_the_active_site_is_named__the_run_not_comple
     assert outcomes["s-new"].action == Action.FAILED
     assert "exists only on secondary" in str(outcomes["s-new"].error)
     assert report.result == "partial"
+
+
+def test_failover_right_after_a_failback__waits_for_the_copy_to_replay__no_write_dropped(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Issue 13 item 10: the secondary's copy was demoted by the failback itself, so Ceph
+    promotes it without force before it has replayed default's promotion and writes."""
+    replicated(primary, secondary, ["s-1"])
+    assert run(config, fake_ceph).result == "complete"
+    eventually(lambda: not primary.mirror_info("s-1").primary, 2)
+    fake_ceph.replication_delay = 0.5  # slow enough for the race to show
+    assert back(config, fake_ceph).result == "complete"
+    primary.write("s-1", 0, b"written on default after the failback")
+
+    report = run(config, fake_ceph)
+
+    assert by_name(report)["s-1"].action == Action.DEMOTED_PROMOTED
+    assert secondary.read("s-1", 0, 37) == b"written on default after the failback"
