@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from rbdfail.lab import Disaster
+from rbdfail.limits import MAX_CONCURRENCY, MAX_LAG_SECONDS, MAX_SECONDS, seconds_problem
 
 if TYPE_CHECKING:
     from rbdfail.cluster import Cluster
@@ -86,6 +87,30 @@ def _fail(message: str, code: int, hint: str | None = None) -> NoReturn:
     sys.exit(code)
 
 
+class Seconds(click.ParamType):
+    """A number of seconds within rbdfail's bounds (limits.py): click's FloatRange lets inf and
+    nan through, and nothing above."""
+
+    name = "seconds"
+
+    def __init__(self, least: float, most: float = MAX_SECONDS, zero_ok: bool = False) -> None:
+        self.least, self.most, self.zero_ok = least, most, zero_ok
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float):
+            number = value
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if problem := seconds_problem(number, self.least, self.most, self.zero_ok):
+            self.fail(f"{value!r}: {problem}", param, ctx)
+        return number
+
+
+COUNT = click.IntRange(min=1, max=MAX_CONCURRENCY)
+
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="One JSON document on stdout; logs go to stderr."
 )
@@ -95,7 +120,7 @@ yes_option = click.option(
 )
 concurrency_option = click.option(
     "--concurrency",
-    type=click.IntRange(min=1),
+    type=COUNT,
     default=None,
     help="Ceph calls in flight at once (default: `concurrency` in the config).",
 )
@@ -109,7 +134,7 @@ site_option = click.option(
 )
 connect_timeout_option = click.option(
     "--connect-timeout",
-    type=click.FloatRange(min=1),
+    type=Seconds(1),
     default=None,
     metavar="SECONDS",
     help="How long a site may take to answer before it is taken as down: connect and "
@@ -272,7 +297,7 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
 @click.argument("images", nargs=-1)
 @click.option(
     "--watch",
-    type=click.FloatRange(min=1),
+    type=Seconds(1),
     default=None,
     metavar="SECONDS",
     help="Refresh every SECONDS until Ctrl-C (with --json: one document per line).",
@@ -381,7 +406,7 @@ def _write_metrics(report: StatusReport, path: Path, taken_at: float) -> None:
 )
 @click.option(
     "--max-lag",
-    type=click.FloatRange(min=0),
+    type=Seconds(0, MAX_LAG_SECONDS, zero_ok=True),
     default=None,
     metavar="SECONDS",
     help="Fail when a snapshot-mode copy is older than this.",
@@ -481,7 +506,7 @@ def connection_info(app: AppContext, volume: str, as_json: bool) -> None:
 @click.option(
     "--timeout",
     "volume_timeout",
-    type=click.FloatRange(min=1),
+    type=Seconds(1),
     default=None,
     metavar="SECONDS",
     help="Wall-clock budget of one volume (default: `volume_timeout` in the config).",
@@ -564,14 +589,14 @@ def failover(
 @click.option(
     "--timeout",
     "volume_timeout",
-    type=click.FloatRange(min=1),
+    type=Seconds(1),
     default=None,
     metavar="SECONDS",
     help="Wall-clock budget of one volume's switch (default: `volume_timeout`).",
 )
 @click.option(
     "--resync-timeout",
-    type=click.FloatRange(min=1),
+    type=Seconds(1),
     default=None,
     metavar="SECONDS",
     help="How long a resync may take before its volume is given up on (default: 900).",

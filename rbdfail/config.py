@@ -21,6 +21,7 @@ import yaml
 
 from rbdfail.cluster import Cluster, MirrorMode
 from rbdfail.errors import ConfigError
+from rbdfail.limits import MAX_CONCURRENCY, seconds_problem
 
 SYSTEM_CONFIG = Path("/etc/rbdfail/rbdfail.yaml")  # the last place looked; tests patch it
 ENV_VAR = "RBDFAIL_CONFIG"
@@ -273,7 +274,7 @@ class _Section:
         if value is None:
             return default
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            value = float(value) if abs(value) < 2**63 else math.inf * (1 if value > 0 else -1)
         if isinstance(value, bool) or not isinstance(value, kind):
             raise self.error(key, f"expected {_KINDS[kind]}, got {_kind(value)}")
         return value
@@ -285,10 +286,14 @@ class _Section:
 
     def seconds(self, key: str, default: float) -> float:
         value = self.get(key, float, default)
-        if not 0 < value < math.inf:  # also refuses nan: a timeout must end
-            raise self.error(
-                key, "must be finite" if value == math.inf else "must be greater than 0"
-            )
+        if problem := seconds_problem(value):
+            raise self.error(key, problem)
+        return value
+
+    def count(self, key: str, default: int, most: int) -> int:
+        value = self.get(key, int, default)
+        if not 1 <= value <= most:
+            raise self.error(key, "must be at least 1" if value < 1 else f"must be at most {most}")
         return value
 
     def path(self, key: str, default: str) -> Path:
@@ -357,8 +362,7 @@ def load_config(path: Path) -> Config:
     types = top.sub("volume_types", None)  # any name, each a mapping of TYPE_KEYS
     volume_types = tuple(_volume_type(name, types.sub(name, TYPE_KEYS)) for name in types.data)
     rules = top.get("volumes", _LineList, _LineList())
-    if (concurrency := top.get("concurrency", int, 32)) < 1:
-        raise top.error("concurrency", "must be at least 1")
+    concurrency = top.count("concurrency", 32, MAX_CONCURRENCY)
     return Config(
         path=path,
         backend_name=backend_section.text("name", "ceph"),

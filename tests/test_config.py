@@ -331,12 +331,25 @@ def test_load__wrong_type_names_the_expected_one(tmp_path: Path, extra: str, pro
         ("concurrency: 0", "concurrency: must be at least 1"),
         ("volume_timeout: 0", "volume_timeout: must be greater than 0"),
         ("replication_connect_timeout: -1", "replication_connect_timeout: must be greater than 0"),
-        ("volume_timeout: .nan", "volume_timeout: must be greater than 0"),
+        ("volume_timeout: .nan", "volume_timeout: must be a number, not nan"),
         ("volume_timeout: .inf", "volume_timeout: must be finite"),
+        ("volume_timeout: -.inf", "volume_timeout: must be finite"),
+        ("volume_timeout: 1.0e+10", "volume_timeout: must be at most 86400 (one day)"),
+        ("volume_timeout: 86401", "volume_timeout: must be at most 86400 (one day)"),
+        (f"volume_timeout: {10**400}", "volume_timeout: must be finite"),
+        (
+            "replication_connect_timeout: 1.0e+10",
+            "replication_connect_timeout: must be at most 86400 (one day)",
+        ),
+        ("concurrency: 1025", "concurrency: must be at most 1024"),
+        (f"concurrency: {10**400}", "concurrency: must be at most 1024"),
+        ("concurrency: -5", "concurrency: must be at least 1"),
         ("state_dir: ' '", "state_dir: must not be empty"),
     ],
 )
-def test_load__out_of_range_values(tmp_path: Path, extra: str, problem: str) -> None:
+def test_load__out_of_range_values__nan_inf_huge_and_negative_numbers_refused(
+    tmp_path: Path, extra: str, problem: str
+) -> None:
     assert refused(tmp_path, MINIMAL + extra + "\n").message == f"{at(tmp_path, 5)}: {problem}"
 
 
@@ -643,3 +656,12 @@ def test_find_config_path__nothing_found_lists_the_places_searched(
     assert caught.value.hint == (
         "pass --config FILE or set RBDFAIL_CONFIG (see examples/rbdfail.yaml)"
     )
+
+
+def test_load__the_bounds_themselves_are_accepted(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        MINIMAL + "volume_timeout: 86400\nreplication_connect_timeout: 0.1\nconcurrency: 1024\n",
+    )
+    assert (config.volume_timeout, config.replication_connect_timeout) == (86400.0, 0.1)
+    assert config.concurrency == 1024
