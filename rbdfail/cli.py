@@ -87,7 +87,7 @@ def _fail(message: str, code: int, hint: str | None = None) -> NoReturn:
     sys.exit(code)
 
 
-class Seconds(click.ParamType):
+class Seconds(click.ParamType[float]):
     """A number of seconds within rbdfail's bounds (limits.py): click's FloatRange lets inf and
     nan through, and nothing above."""
 
@@ -96,7 +96,9 @@ class Seconds(click.ParamType):
     def __init__(self, least: float, most: float = MAX_SECONDS, zero_ok: bool = False) -> None:
         self.least, self.most, self.zero_ok = least, most, zero_ok
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         if isinstance(value, float):
             number = value
         else:
