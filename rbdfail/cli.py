@@ -169,10 +169,15 @@ def _acting_site(config: Config, site_id: str | None) -> SiteConfig:
 def _remember_listing(config: Config, site_id: str, volumes: Sequence[Volume]) -> None:
     """Keep the active site's full listing, for a failover that finds it lost (see state.py);
     another site's listing would replace the one that matters."""
+    from rbdfail.errors import StateCorrupt
     from rbdfail.state import read_state
     from rbdfail.volumes import remember_listing
 
-    if site_id == read_state(config.state_dir).active_backend:
+    try:
+        active = read_state(config.state_dir).active_backend
+    except StateCorrupt:
+        return  # which site is active is unknown: keep the listing that was
+    if site_id == active:
         remember_listing(config.state_dir, site_id, volumes)
 
 
@@ -732,10 +737,14 @@ def _switch(
         _emit_json(report.to_json())
     else:
         render.failover_report(report)
+    for unrecorded in report.unrecorded:  # on stderr too: a runbook's log keeps it
+        click.secho(f"rbdfail: not recorded: {unrecorded}", fg="red", err=True)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     exits = {RunResult.COMPLETE: EXIT_OK, RunResult.PARTIAL: EXIT_PARTIAL}
-    sys.exit(exits.get(report.result, EXIT_FAILED))
+    code = exits.get(report.result, EXIT_FAILED)
+    # Volumes moved but the state dir does not say so: not a clean run (3), as for a volume.
+    sys.exit(EXIT_PARTIAL if code == EXIT_OK and report.unrecorded else code)
 
 
 # ---- per-image mirroring ----------------------------------------------------------------------

@@ -399,11 +399,21 @@ def _site(section: _Section, backend_id: str, backend: SiteConfig | None) -> Sit
     if keyring is not None and not keyring.is_file():
         hint = "fix the path, or leave keyring out to use the one the site's ceph.conf names"
         raise section.error("keyring", f"keyring file {keyring} not found", hint)
+    pool = section.text("pool", backend.pool if backend else "")
+    if backend is not None and pool != backend.pool:
+        # rbd-mirror replays a pool into the pool of the same name on the peer: there is no
+        # remapping (Cinder: the pool must be the same in all clusters).
+        raise section.error(
+            "pool",
+            f"{pool!r} differs from backend.pool {backend.pool!r}: rbd-mirror pairs pools by "
+            "name, so the copies are in a pool of the same name on every site",
+            f"remove it (it defaults to backend.pool), or set it to {backend.pool!r}",
+        )
     return SiteConfig(
         backend_id=backend_id,
         conf=section.path("conf", f"/etc/ceph/{backend_id if backend else 'ceph'}.conf"),
         user=section.text("user", backend.user if backend else "cinder"),
-        pool=section.text("pool", backend.pool if backend else ""),
+        pool=pool,
         cluster_name=section.text("cluster_name", "ceph"),
         keyring=keyring,
     )
@@ -417,7 +427,7 @@ def _volume_type(name: str, section: _Section) -> VolumeType:
         problem = f"cannot read {enabled!r} as true or false"
         hint = 'write "<is> True" or "<is> False" as Cinder does, or true / false'
         raise section.error("replication_enabled", problem, hint)
-    modes = [mode.value for mode in MirrorMode]
+    modes = [mode.value for mode in MirrorMode if mode != MirrorMode.UNKNOWN]
     if (mode := section.text("mirror_mode", MirrorMode.JOURNAL)) not in modes:
         raise section.error(
             "mirror_mode", f"unknown mode {mode!r}", _suggest(mode, modes, "use one of")

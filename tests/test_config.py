@@ -83,7 +83,7 @@ def test_load__full_file_with_every_field_and_both_device_forms(tmp_path: Path) 
           - backend_id: site-b
             conf: /etc/ceph/site-b.conf
             user: rbd-b
-            pool: vols-b
+            pool: vols
             cluster_name: site-b
             keyring: {tmp_path / "b.keyring"}
             secret_uuid: 457eb676-33da-42ec-9a8c-9293d545c337
@@ -121,7 +121,7 @@ def test_load__full_file_with_every_field_and_both_device_forms(tmp_path: Path) 
                 "site-b",
                 Path("/etc/ceph/site-b.conf"),
                 "rbd-b",
-                "vols-b",
+                "vols",
                 "site-b",
                 tmp_path / "b.keyring",
             ),
@@ -665,3 +665,22 @@ def test_load__the_bounds_themselves_are_accepted(tmp_path: Path) -> None:
     )
     assert (config.volume_timeout, config.replication_connect_timeout) == (86400.0, 0.1)
     assert config.concurrency == 1024
+
+
+@pytest.mark.parametrize(
+    ("device", "line"),
+    [
+        ("  - {backend_id: b, pool: other}\n", 4),
+        ("  - 'backend_id:b, pool:other'\n", 4),
+    ],
+)
+def test_load__device_pool_other_than_the_backend_s_is_refused_rbd_mirror_pairs_by_name(
+    tmp_path: Path, device: str, line: int
+) -> None:
+    error = refused(tmp_path, "backend:\n  pool: volumes\nreplication_device:\n" + device)
+    assert error.message == (
+        f"{at(tmp_path, line)}: replication_device[0].pool: 'other' differs from backend.pool "
+        "'volumes': rbd-mirror pairs pools by name, so the copies are in a pool of the same "
+        "name on every site"
+    )
+    assert error.hint == "remove it (it defaults to backend.pool), or set it to 'volumes'"
