@@ -51,9 +51,7 @@ class AppContext:
 
     def connect(self, site: SiteConfig, timeout: float) -> Cluster:
         if self.connect_with is None:
-            from rbdfail import ceph
-
-            self.connect_with = ceph.connect
+            self.connect_with = _connect_to_ceph
         return self.connect_with(site, timeout)
 
     def config(self) -> Config:
@@ -62,6 +60,16 @@ class AppContext:
         if self._config is None:
             self._config = load_config(find_config_path(self.config_path))
         return self._config
+
+
+def _connect_to_ceph(site: SiteConfig, timeout: float) -> Cluster:
+    """ceph.connect, after making sure the site's conf can be read (a local mistake, exit 2,
+    never a site taken as lost)."""
+    from rbdfail import ceph
+    from rbdfail.config import check_conf_readable
+
+    check_conf_readable(site)
+    return ceph.connect(site, timeout)
 
 
 class RbdfailGroup(click.Group):
@@ -280,12 +288,15 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
     import dataclasses
 
     from rbdfail import ceph, pools, render
+    from rbdfail.config import check_conf_readable
 
     config = app.config()
     sites = [
         dataclasses.replace(site, user=user, keyring=None) if user else site
         for site in config.sites
     ]
+    for site in sites:
+        check_conf_readable(site)
     backend, *devices = ceph.connect_all(sites, config.replication_connect_timeout)
     try:
         items = pools.prepare(backend, devices)

@@ -123,6 +123,21 @@ class Config:
         return NOT_TYPED
 
 
+def check_conf_readable(site: SiteConfig) -> None:
+    """Refuse a site whose ceph.conf cannot be read, before connecting: librados would say only
+    "cannot connect", and a failover takes a source it cannot connect to as lost and forces."""
+    try:
+        with open(site.conf, "rb") as conf:
+            conf.read(1)
+    except OSError as exc:
+        raise ConfigError(
+            f"{site.conf}: the Ceph configuration of site {site.backend_id!r} cannot be read: "
+            f"{exc.strerror or exc}",
+            hint=f"fix `conf` of {site.backend_id!r} in rbdfail.yaml, or the file's permissions "
+            "(nothing was changed on any site)",
+        ) from None
+
+
 def find_config_path(
     explicit: str | os.PathLike[str] | None,
     environ: Mapping[str, str] | None = None,
