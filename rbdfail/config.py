@@ -186,8 +186,36 @@ class _LineList(list[Any]):
         self.lines = lines or []
 
 
+# A configuration is a page or two: beyond these it is not one, or it is built to exhaust
+# memory (an alias expands to a copy of its anchor's node in a merge, so "billion laughs"
+# documents grow exponentially with their size).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_ALIASES = 100
+MAX_MAPPING_KEYS = 10_000
+
+
 class _Loader(yaml.SafeLoader):
-    """safe_load plus lines; a key given twice is refused rather than silently overwritten."""
+    """safe_load plus lines; a key given twice is refused rather than silently overwritten;
+    aliases and merged mappings are bounded."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                problem = f"more than {MAX_ALIASES} aliases (*name): refused"
+                raise yaml.composer.ComposerError(None, None, problem, mark)
+        return super().compose_node(parent, index)
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        super().flatten_mapping(node)
+        if len(node.value) > MAX_MAPPING_KEYS:
+            problem = f"more than {MAX_MAPPING_KEYS} keys once `<<` merges are expanded: refused"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
@@ -265,6 +293,7 @@ class _Section:
                 raise self.error(key, problem, SEE_EXAMPLE)
 
     def name(self, key: str) -> str:
+        key = key if key.isprintable() and key.strip() == key else repr(key)  # seen as it is
         return f"{self.where}.{key}" if self.where else key
 
     def line_of(self, key: str) -> int | None:
@@ -297,6 +326,8 @@ class _Section:
     def text(self, key: str, default: str) -> str:
         if not (value := self.get(key, str, default).strip()):
             raise self.error(key, "must not be empty")
+        if not value.isprintable():  # a NUL breaks every path; a newline, every message
+            raise self.error(key, f"{value!r} holds a control character", "remove it")
         return value
 
     def seconds(self, key: str, default: float) -> float:
@@ -337,7 +368,12 @@ def load_config(path: Path) -> Config:
     """Read and validate the file; every problem is one ConfigError naming file, line and key."""
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # a SafeLoader
+        with open(path, "rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            message = f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB: not a configuration file"
+            raise ConfigError(message, hint=SEE_EXAMPLE)
+        raw = yaml.load(data.decode("utf-8"), Loader=_Loader)  # a SafeLoader
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found", hint=SEE_EXAMPLE) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -351,6 +387,9 @@ def load_config(path: Path) -> Config:
         raise ConfigError(message, hint="check the indentation and quoting there") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    except RecursionError:
+        message = f"{path}: invalid YAML: nested too deeply to be a configuration"
+        raise ConfigError(message, hint=SEE_EXAMPLE) from None
     if raw is None:
         raise ConfigError(f"{path}: the configuration file is empty", hint=SEE_EXAMPLE)
 

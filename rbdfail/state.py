@@ -75,10 +75,10 @@ def read_state(state_dir: Path) -> State:
     holds what rbdfail does not write (exit 2: the commands that need it cannot guess)."""
     path = state_dir / STATE_FILE
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(errors="replace"))
     except FileNotFoundError:
         return State()
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else f"not JSON ({exc})"
         raise _corrupt_state(path, str(reason)) from None
     try:
@@ -196,10 +196,10 @@ def read_inventory(state_dir: Path) -> Inventory | None:
     read (a cache: the caller says so and goes on without it)."""
     path = state_dir / INVENTORY_FILE
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(errors="replace"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else f"not JSON ({exc})"
         raise _corrupt_inventory(path, str(reason)) from None
     types = raw.get("volume_types") if isinstance(raw, dict) else None
@@ -288,17 +288,33 @@ class Journal:
         )
 
 
+# What the history reads of a line (switch/history.py): text when there, so that a line
+# rbdfail did not write (a hand edit, a disk fault) is skipped rather than misread.
+_JOURNAL_TEXT = ("run", "event", "target", "resumes", "step", "site", "volume")
+
+
+def _journal_line(text: str) -> dict[str, Any] | None:
+    """The line as rbdfail writes it, or None: torn, not JSON, or not shaped as its own."""
+    try:
+        line = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(line, dict) or not isinstance(line.get("run"), str):
+        return None
+    if not all(isinstance(line.get(key, ""), str | None) for key in _JOURNAL_TEXT):
+        return None
+    if line.get("event") == "step" and not isinstance(line.get("volume"), str):
+        return None
+    return line
+
+
 def journal_lines(state_dir: Path) -> Iterator[dict[str, Any]]:
     """The journal's lines, oldest first; a torn line (a crash mid-write) is skipped."""
     try:
         with open(state_dir / JOURNAL_FILE, errors="replace") as lines:
-            for line in lines:
-                try:
-                    parsed = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(parsed, dict):
-                    yield parsed
+            for text in lines:
+                if (line := _journal_line(text)) is not None:
+                    yield line
     except FileNotFoundError:
         return
 
@@ -306,16 +322,9 @@ def journal_lines(state_dir: Path) -> Iterator[dict[str, Any]]:
 def journal_damage(state_dir: Path) -> str | None:
     """Which lines of the journal cannot be read (torn by a power cut, or not rbdfail's),
     so that a plan made without them says so; None when every line reads."""
-    bad: list[int] = []
     try:
         with open(state_dir / JOURNAL_FILE, errors="replace") as lines:
-            for number, line in enumerate(lines, 1):
-                try:
-                    if not line.strip() or isinstance(json.loads(line), dict):
-                        continue
-                except ValueError:
-                    pass
-                bad.append(number)
+            bad = [n for n, text in enumerate(lines, 1) if text.strip() and not _journal_line(text)]
     except OSError:
         return None
     if not bad:

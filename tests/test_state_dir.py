@@ -90,7 +90,7 @@ def test_journal__a_write_that_fails_is_remembered_and_later_ones_are_counted(
 ) -> None:
     journal = FailingJournal(tmp_path, "run-1")
     for _ in range(8):
-        journal.write("step")  # never raises
+        journal.write("note")  # never raises
     assert journal.error is not None and "No space left on device" in journal.error
     assert journal.unrecorded == 3
     problem = journal.problem()
