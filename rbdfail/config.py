@@ -192,6 +192,7 @@ class _LineList(list[Any]):
 MAX_CONFIG_BYTES = 1 << 20
 MAX_ALIASES = 100
 MAX_MAPPING_KEYS = 10_000
+MAX_DEPTH = 32  # a configuration is 4 levels deep; recursion to Python's limit is slow
 
 
 class _Loader(yaml.SafeLoader):
@@ -200,16 +201,24 @@ class _Loader(yaml.SafeLoader):
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
-        self.aliases = 0
+        self.aliases = self.depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.depth >= MAX_DEPTH:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            problem = f"nested more than {MAX_DEPTH} levels deep: refused"
+            raise yaml.composer.ComposerError(None, None, problem, mark)
         if self.check_event(yaml.AliasEvent):
             self.aliases += 1
             if self.aliases > MAX_ALIASES:
                 mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 problem = f"more than {MAX_ALIASES} aliases (*name): refused"
                 raise yaml.composer.ComposerError(None, None, problem, mark)
-        return super().compose_node(parent, index)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def flatten_mapping(self, node: yaml.MappingNode) -> None:
         super().flatten_mapping(node)
