@@ -48,12 +48,15 @@ def odd(config: Config, primary: FakeCluster, secondary: FakeCluster) -> list[st
     return ODD_NAMES
 
 
-# ---- names --------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
+LISTINGS = pytest.mark.parametrize(
     "command",
     [("volumes",), ("status",), ("failover", "--to", "secondary", "--dry-run")],
     ids=["volumes", "status", "plan"],
 )
+
+
+# ---- names --------------------------------------------------------------------------------------
+@LISTINGS
 def test_names__with_markup_spaces_and_unicode_are_shown_as_they_are(
     config: Config, fake_ceph: FakeCeph, odd: list[str], command: tuple[str, ...]
 ) -> None:
@@ -63,11 +66,7 @@ def test_names__with_markup_spaces_and_unicode_are_shown_as_they_are(
         assert name in result.stdout, name
 
 
-@pytest.mark.parametrize(
-    "command",
-    [("volumes",), ("status",), ("failover", "--to", "secondary", "--dry-run")],
-    ids=["volumes", "status", "plan"],
-)
+@LISTINGS
 def test_names__every_one_in_the_json_unchanged(
     config: Config, fake_ceph: FakeCeph, odd: list[str], command: tuple[str, ...]
 ) -> None:
