@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import stat
 import threading
 from pathlib import Path
@@ -33,7 +34,7 @@ from rbdfail.state import (
 from rbdfail.switch import usecase
 from rbdfail.switch.model import Action
 from tests.fakeceph import FakeCeph, FakeCluster
-from tests.test_failover import replicated, run, volumes
+from tests.test_failover import Recorder, replicated, run, volumes
 
 
 def rbdfail(world: FakeCeph, config: Config, *args: str) -> Result:
@@ -127,6 +128,25 @@ def test_failover__journal_failing_mid_run__every_volume_finished_and_the_report
     assert report.result == "complete"
     assert report.journal_error is not None and "No space left" in report.journal_error
     assert report.to_json()["journal_error"] == report.journal_error
+    assert read_state(config.state_dir).active_backend == "secondary"
+
+
+def test_failover__state_dir_removed_mid_run__volumes_finished_state_json_written_anew(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    names = volumes("s", 4)
+    replicated(primary, secondary, names)
+    recorder = Recorder()
+    recorder.on_step = lambda name, step: (
+        shutil.rmtree(config.state_dir, ignore_errors=True) if step == "demoted" else None
+    )
+
+    report = run(config, fake_ceph, recorder)
+
+    for name in names:
+        assert primary_sites(fake_ceph, name) == ["secondary"], name
+    assert report.journal_error is not None and "No such file or directory" in report.journal_error
+    assert report.state_error is None  # the dir is made again for state.json
     assert read_state(config.state_dir).active_backend == "secondary"
 
 
