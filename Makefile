@@ -10,13 +10,14 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := ceph-mon ceph-osd ceph-mgr rbd-mirror ceph-common python3-rados python3-rbd \
                 python3-venv
 
-.PHONY: help deps venv test unit demo lint format bench clean
+.PHONY: help deps venv test unit fuzz demo lint format bench clean
 
 help:
 	@echo "make test    install what is missing, then run every test (unit + real two-site lab)"
 	@echo "make demo    install what is missing, start the lab and walk through rbdfail"
 	@echo "make unit    only the tests that need no Ceph"
 	@echo "make lint    ruff and mypy"
+	@echo "make fuzz    the long hostile-input sweep (FUZZ_EXAMPLES=20000 documents per sweep)"
 	@echo "make bench   rbdfail against the alternatives on the lab (N=200 REPS=3 ONLY="forced status")"
 	@echo "make clean   stop the demo lab and remove the virtualenv"
 
@@ -44,6 +45,13 @@ test: venv
 
 unit: venv
 	$(VENV)/bin/pytest -v -m 'not lab'
+
+# The property-based sweeps of tests/test_fuzz.py with many more documents than `make test`
+# tries (150 per sweep), new ones each run; each sweep prints its figures.
+FUZZ_EXAMPLES ?= 20000
+fuzz: venv
+	RBDFAIL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) RBDFAIL_FUZZ_RANDOM=1 \
+	  $(VENV)/bin/pytest -s -q -p no:cacheprovider -o timeout=0 tests/test_fuzz.py
 
 demo: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh

@@ -339,9 +339,13 @@ class CephCluster(Cluster):
     def mirror_info(self, name: str) -> MirrorInfo:
         with self._image(name, read_only=True) as image:
             info = image.mirror_image_get_info()
-            state = _MIRROR_STATES[info["state"]]
+            state = _MIRROR_STATES.get(info["state"], MirrorState.UNKNOWN)
             # librbd answers "journal" for the mode of an image that is not mirrored at all.
-            mode = _MIRROR_MODES[image.mirror_image_get_mode()] if state != "disabled" else None
+            mode = (
+                _MIRROR_MODES.get(image.mirror_image_get_mode(), MirrorMode.UNKNOWN)
+                if state != "disabled"
+                else None
+            )
         return MirrorInfo(state, mode, bool(info["primary"]), info["global_id"])
 
     def enable_mirroring(self, name: str, mode: MirrorMode) -> None:
@@ -427,8 +431,8 @@ class CephCluster(Cluster):
             infos = list(self._rbd.mirror_image_info_list(self._ioctx))
         return {
             names[image_id]: MirrorInfo(
-                _MIRROR_STATES[info["state"]],
-                _MIRROR_MODES[info["mode"]],
+                _MIRROR_STATES.get(info["state"], MirrorState.UNKNOWN),
+                _MIRROR_MODES.get(info["mode"], MirrorMode.UNKNOWN),
                 bool(info["primary"]),
                 info["global_id"],
             )
@@ -443,7 +447,7 @@ class CephCluster(Cluster):
 
     def pool_mirror_mode(self) -> PoolMirrorMode:
         with self._op():
-            return _POOL_MODES[self._rbd.mirror_mode_get(self._ioctx)]
+            return _POOL_MODES.get(self._rbd.mirror_mode_get(self._ioctx), PoolMirrorMode.UNKNOWN)
 
     def set_pool_mirror_mode(self, mode: PoolMirrorMode) -> None:
         bit = next(b for b, m in _POOL_MODES.items() if m == mode)
@@ -565,14 +569,15 @@ class CephCluster(Cluster):
             self._ioctx.unlock(name, name, cookie)
 
 
-_REPLAY_STATES = list(ReplayState)  # librbd numbers them 0 (unknown) .. 6 (stopped), in order
+# librbd numbers them 0 (unknown) .. 6 (stopped), in order; a newer one is shown as unknown.
+_REPLAY_STATES = dict(enumerate(ReplayState))
 
 
 def _image_status(entry: dict[str, Any]) -> ImageStatus:
     # "status not found" entries carry state 0 and a 1970 last_update (measured).
     updated = entry.get("last_update")
     return ImageStatus(
-        _REPLAY_STATES[entry.get("state", 0)],
+        _REPLAY_STATES.get(entry.get("state", 0), ReplayState.UNKNOWN),
         entry.get("description", ""),
         updated.replace(tzinfo=UTC) if updated and updated.year > 1970 else None,
         bool(entry.get("up", False)),

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from rbdfail.lab import Disaster
+from rbdfail.limits import MAX_CONCURRENCY, MAX_LAG_SECONDS, MAX_SECONDS, seconds_problem
 
 if TYPE_CHECKING:
     from rbdfail.cluster import Cluster
@@ -50,9 +51,7 @@ class AppContext:
 
     def connect(self, site: SiteConfig, timeout: float) -> Cluster:
         if self.connect_with is None:
-            from rbdfail import ceph
-
-            self.connect_with = ceph.connect
+            self.connect_with = _connect_to_ceph
         return self.connect_with(site, timeout)
 
     def config(self) -> Config:
@@ -61,6 +60,16 @@ class AppContext:
         if self._config is None:
             self._config = load_config(find_config_path(self.config_path))
         return self._config
+
+
+def _connect_to_ceph(site: SiteConfig, timeout: float) -> Cluster:
+    """ceph.connect, after making sure the site's conf can be read (a local mistake, exit 2,
+    never a site taken as lost)."""
+    from rbdfail import ceph
+    from rbdfail.config import check_conf_readable
+
+    check_conf_readable(site)
+    return ceph.connect(site, timeout)
 
 
 class RbdfailGroup(click.Group):
@@ -86,6 +95,32 @@ def _fail(message: str, code: int, hint: str | None = None) -> NoReturn:
     sys.exit(code)
 
 
+class Seconds(click.ParamType[float]):
+    """A number of seconds within rbdfail's bounds (limits.py): click's FloatRange lets inf and
+    nan through, and nothing above."""
+
+    name = "seconds"
+
+    def __init__(self, least: float, most: float = MAX_SECONDS, zero_ok: bool = False) -> None:
+        self.least, self.most, self.zero_ok = least, most, zero_ok
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            number = value
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if problem := seconds_problem(number, self.least, self.most, self.zero_ok):
+            self.fail(f"{value!r}: {problem}", param, ctx)
+        return number
+
+
+COUNT = click.IntRange(min=1, max=MAX_CONCURRENCY)
+
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="One JSON document on stdout; logs go to stderr."
 )
@@ -95,7 +130,7 @@ yes_option = click.option(
 )
 concurrency_option = click.option(
     "--concurrency",
-    type=click.IntRange(min=1),
+    type=COUNT,
     default=None,
     help="Ceph calls in flight at once (default: `concurrency` in the config).",
 )
@@ -109,7 +144,7 @@ site_option = click.option(
 )
 connect_timeout_option = click.option(
     "--connect-timeout",
-    type=click.FloatRange(min=1),
+    type=Seconds(1),
     default=None,
     metavar="SECONDS",
     help="How long a site may take to answer before it is taken as down: connect and "
@@ -155,10 +190,15 @@ def _acting_site(config: Config, site_id: str | None) -> SiteConfig:
 def _remember_listing(config: Config, site_id: str, volumes: Sequence[Volume]) -> None:
     """Keep the active site's full listing, for a failover that finds it lost (see state.py);
     another site's listing would replace the one that matters."""
+    from rbdfail.errors import StateCorrupt
     from rbdfail.state import read_state
     from rbdfail.volumes import remember_listing
 
-    if site_id == read_state(config.state_dir).active_backend:
+    try:
+        active = read_state(config.state_dir).active_backend
+    except StateCorrupt:
+        return  # which site is active is unknown: keep the listing that was
+    if site_id == active:
         remember_listing(config.state_dir, site_id, volumes)
 
 
@@ -261,12 +301,15 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
     import dataclasses
 
     from rbdfail import ceph, pools, render
+    from rbdfail.config import check_conf_readable
 
     config = app.config()
     sites = [
         dataclasses.replace(site, user=user, keyring=None) if user else site
         for site in config.sites
     ]
+    for site in sites:
+        check_conf_readable(site)
     backend, *devices = ceph.connect_all(sites, config.replication_connect_timeout)
     try:
         items = pools.prepare(backend, devices)
@@ -285,7 +328,7 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
 @click.argument("images", nargs=-1)
 @click.option(
     "--watch",
-    type=click.FloatRange(min=1),
+    type=Seconds(1),
     default=None,
     metavar="SECONDS",
     help="Refresh every SECONDS until Ctrl-C (with --json: one document per line).",
@@ -394,7 +437,7 @@ def _write_metrics(report: StatusReport, path: Path, taken_at: float) -> None:
 )
 @click.option(
     "--max-lag",
-    type=click.FloatRange(min=0),
+    type=Seconds(0, MAX_LAG_SECONDS, zero_ok=True),
     default=None,
     metavar="SECONDS",
     help="Fail when a snapshot-mode copy is older than this.",
@@ -494,7 +537,7 @@ def connection_info(app: AppContext, volume: str, as_json: bool) -> None:
 @click.option(
     "--timeout",
     "volume_timeout",
-    type=click.FloatRange(min=1),
+    type=Seconds(1),
     default=None,
     metavar="SECONDS",
     help="Wall-clock budget of one volume (default: `volume_timeout` in the config).",
@@ -584,14 +627,14 @@ def failover(
 @click.option(
     "--timeout",
     "volume_timeout",
-    type=click.FloatRange(min=1),
+    type=Seconds(1),
     default=None,
     metavar="SECONDS",
     help="Wall-clock budget of one volume's switch (default: `volume_timeout`).",
 )
 @click.option(
     "--resync-timeout",
-    type=click.FloatRange(min=1),
+    type=Seconds(1),
     default=None,
     metavar="SECONDS",
     help="How long a resync may take before its volume is given up on (default: 900).",
@@ -732,10 +775,14 @@ def _switch(
         _emit_json(report.to_json())
     else:
         render.failover_report(report)
+    for unrecorded in report.unrecorded:  # on stderr too: a runbook's log keeps it
+        click.secho(f"rbdfail: not recorded: {unrecorded}", fg="red", err=True)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     exits = {RunResult.COMPLETE: EXIT_OK, RunResult.PARTIAL: EXIT_PARTIAL}
-    sys.exit(exits.get(report.result, EXIT_FAILED))
+    code = exits.get(report.result, EXIT_FAILED)
+    # Volumes moved but the state dir does not say so: not a clean run (3), as for a volume.
+    sys.exit(EXIT_PARTIAL if code == EXIT_OK and report.unrecorded else code)
 
 
 # ---- per-image mirroring ----------------------------------------------------------------------

@@ -27,12 +27,14 @@ class MirrorMode(StrEnum):
 
     JOURNAL = "journal"
     SNAPSHOT = "snapshot"
+    UNKNOWN = "unknown"  # one a newer Ceph has and this rbdfail does not know: never configured
 
 
 class PoolMirrorMode(StrEnum):
     DISABLED = "disabled"
     IMAGE = "image"
     POOL = "pool"
+    UNKNOWN = "unknown"  # one a newer Ceph has and this rbdfail does not know
 
 
 class MirrorState(StrEnum):
@@ -42,6 +44,7 @@ class MirrorState(StrEnum):
     ENABLED = "enabled"
     DISABLED = "disabled"
     CREATING = "creating"  # the peer's copy while rbd-mirror bootstraps it
+    UNKNOWN = "unknown"  # one a newer Ceph has and this rbdfail does not know
 
 
 class MirrorSnapshotState(StrEnum):
@@ -99,6 +102,23 @@ class MirrorInfo:
     mode: MirrorMode | None  # None while mirroring is disabled
     primary: bool
     global_id: str  # the same on both sites for one mirrored image; "" when disabled
+
+
+def not_understood(*infos: MirrorInfo | None) -> str | None:
+    """Why a volume cannot be switched when Ceph says of it what this rbdfail does not know (a
+    newer release's state or mode): acting on a guess could leave it primary nowhere."""
+    for info in infos:
+        if info is None:
+            continue
+        what = "state" if info.state == MirrorState.UNKNOWN else None
+        if info.mode == MirrorMode.UNKNOWN:
+            what = "mode"
+        if what:
+            return (
+                f"Ceph reports a mirror {what} this rbdfail does not know (a newer release?): "
+                "switch it by hand with `rbd mirror image`, or upgrade rbdfail"
+            )
+    return None
 
 
 class ReplayState(StrEnum):

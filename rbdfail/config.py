@@ -21,6 +21,7 @@ import yaml
 
 from rbdfail.cluster import Cluster, MirrorMode
 from rbdfail.errors import ConfigError
+from rbdfail.limits import MAX_CONCURRENCY, seconds_problem
 
 SYSTEM_CONFIG = Path("/etc/rbdfail/rbdfail.yaml")  # the last place looked; tests patch it
 ENV_VAR = "RBDFAIL_CONFIG"
@@ -122,6 +123,21 @@ class Config:
         return NOT_TYPED
 
 
+def check_conf_readable(site: SiteConfig) -> None:
+    """Refuse a site whose ceph.conf cannot be read, before connecting: librados would say only
+    "cannot connect", and a failover takes a source it cannot connect to as lost and forces."""
+    try:
+        with open(site.conf, "rb") as conf:
+            conf.read(1)
+    except OSError as exc:
+        raise ConfigError(
+            f"{site.conf}: the Ceph configuration of site {site.backend_id!r} cannot be read: "
+            f"{exc.strerror or exc}",
+            hint=f"fix `conf` of {site.backend_id!r} in rbdfail.yaml, or the file's permissions "
+            "(nothing was changed on any site)",
+        ) from None
+
+
 def find_config_path(
     explicit: str | os.PathLike[str] | None,
     environ: Mapping[str, str] | None = None,
@@ -170,8 +186,45 @@ class _LineList(list[Any]):
         self.lines = lines or []
 
 
+# A configuration is a page or two: beyond these it is not one, or it is built to exhaust
+# memory (an alias expands to a copy of its anchor's node in a merge, so "billion laughs"
+# documents grow exponentially with their size).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_ALIASES = 100
+MAX_MAPPING_KEYS = 10_000
+MAX_DEPTH = 32  # a configuration is 4 levels deep; recursion to Python's limit is slow
+
+
 class _Loader(yaml.SafeLoader):
-    """safe_load plus lines; a key given twice is refused rather than silently overwritten."""
+    """safe_load plus lines; a key given twice is refused rather than silently overwritten;
+    aliases and merged mappings are bounded."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.depth >= MAX_DEPTH:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            problem = f"nested more than {MAX_DEPTH} levels deep: refused"
+            raise yaml.composer.ComposerError(None, None, problem, mark)
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                problem = f"more than {MAX_ALIASES} aliases (*name): refused"
+                raise yaml.composer.ComposerError(None, None, problem, mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        super().flatten_mapping(node)
+        if len(node.value) > MAX_MAPPING_KEYS:
+            problem = f"more than {MAX_MAPPING_KEYS} keys once `<<` merges are expanded: refused"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
@@ -249,6 +302,7 @@ class _Section:
                 raise self.error(key, problem, SEE_EXAMPLE)
 
     def name(self, key: str) -> str:
+        key = key if key.isprintable() and key.strip() == key else repr(key)  # seen as it is
         return f"{self.where}.{key}" if self.where else key
 
     def line_of(self, key: str) -> int | None:
@@ -273,7 +327,7 @@ class _Section:
         if value is None:
             return default
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            value = float(value) if abs(value) < 2**63 else math.inf * (1 if value > 0 else -1)
         if isinstance(value, bool) or not isinstance(value, kind):
             raise self.error(key, f"expected {_KINDS[kind]}, got {_kind(value)}")
         return value
@@ -281,14 +335,20 @@ class _Section:
     def text(self, key: str, default: str) -> str:
         if not (value := self.get(key, str, default).strip()):
             raise self.error(key, "must not be empty")
+        if not value.isprintable():  # a NUL breaks every path; a newline, every message
+            raise self.error(key, f"{value!r} holds a control character", "remove it")
         return value
 
     def seconds(self, key: str, default: float) -> float:
         value = self.get(key, float, default)
-        if not 0 < value < math.inf:  # also refuses nan: a timeout must end
-            raise self.error(
-                key, "must be finite" if value == math.inf else "must be greater than 0"
-            )
+        if problem := seconds_problem(value):
+            raise self.error(key, problem)
+        return value
+
+    def count(self, key: str, default: int, most: int) -> int:
+        value = self.get(key, int, default)
+        if not 1 <= value <= most:
+            raise self.error(key, "must be at least 1" if value < 1 else f"must be at most {most}")
         return value
 
     def path(self, key: str, default: str) -> Path:
@@ -317,7 +377,12 @@ def load_config(path: Path) -> Config:
     """Read and validate the file; every problem is one ConfigError naming file, line and key."""
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # a SafeLoader
+        with open(path, "rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            message = f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB: not a configuration file"
+            raise ConfigError(message, hint=SEE_EXAMPLE)
+        raw = yaml.load(data.decode("utf-8"), Loader=_Loader)  # a SafeLoader
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found", hint=SEE_EXAMPLE) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -331,6 +396,9 @@ def load_config(path: Path) -> Config:
         raise ConfigError(message, hint="check the indentation and quoting there") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    except RecursionError:
+        message = f"{path}: invalid YAML: nested too deeply to be a configuration"
+        raise ConfigError(message, hint=SEE_EXAMPLE) from None
     if raw is None:
         raise ConfigError(f"{path}: the configuration file is empty", hint=SEE_EXAMPLE)
 
@@ -357,8 +425,7 @@ def load_config(path: Path) -> Config:
     types = top.sub("volume_types", None)  # any name, each a mapping of TYPE_KEYS
     volume_types = tuple(_volume_type(name, types.sub(name, TYPE_KEYS)) for name in types.data)
     rules = top.get("volumes", _LineList, _LineList())
-    if (concurrency := top.get("concurrency", int, 32)) < 1:
-        raise top.error("concurrency", "must be at least 1")
+    concurrency = top.count("concurrency", 32, MAX_CONCURRENCY)
     return Config(
         path=path,
         backend_name=backend_section.text("name", "ceph"),
@@ -395,11 +462,21 @@ def _site(section: _Section, backend_id: str, backend: SiteConfig | None) -> Sit
     if keyring is not None and not keyring.is_file():
         hint = "fix the path, or leave keyring out to use the one the site's ceph.conf names"
         raise section.error("keyring", f"keyring file {keyring} not found", hint)
+    pool = section.text("pool", backend.pool if backend else "")
+    if backend is not None and pool != backend.pool:
+        # rbd-mirror replays a pool into the pool of the same name on the peer: there is no
+        # remapping (Cinder: the pool must be the same in all clusters).
+        raise section.error(
+            "pool",
+            f"{pool!r} differs from backend.pool {backend.pool!r}: rbd-mirror pairs pools by "
+            "name, so the copies are in a pool of the same name on every site",
+            f"remove it (it defaults to backend.pool), or set it to {backend.pool!r}",
+        )
     return SiteConfig(
         backend_id=backend_id,
         conf=section.path("conf", f"/etc/ceph/{backend_id if backend else 'ceph'}.conf"),
         user=section.text("user", backend.user if backend else "cinder"),
-        pool=section.text("pool", backend.pool if backend else ""),
+        pool=pool,
         cluster_name=section.text("cluster_name", "ceph"),
         keyring=keyring,
     )
@@ -413,7 +490,7 @@ def _volume_type(name: str, section: _Section) -> VolumeType:
         problem = f"cannot read {enabled!r} as true or false"
         hint = 'write "<is> True" or "<is> False" as Cinder does, or true / false'
         raise section.error("replication_enabled", problem, hint)
-    modes = [mode.value for mode in MirrorMode]
+    modes = [mode.value for mode in MirrorMode if mode != MirrorMode.UNKNOWN]
     if (mode := section.text("mirror_mode", MirrorMode.JOURNAL)) not in modes:
         raise section.error(
             "mirror_mode", f"unknown mode {mode!r}", _suggest(mode, modes, "use one of")

@@ -32,6 +32,12 @@ class ConfigError(RbdfailError):
     exit_code = 2
 
 
+class StateCorrupt(RbdfailError):
+    """A file of the state dir holds something rbdfail did not write: named, with what to do."""
+
+    exit_code = 2
+
+
 class CephBindingsMissing(RbdfailError):
     """python3-rados / python3-rbd cannot be imported."""
 

@@ -64,6 +64,14 @@ def _ensure_image_mode(site: Cluster) -> SetupItem:
                 f"pool {site.pool!r} mirrors in pool mode; rbdfail needs image mode "
                 "(volume types decide): change it by hand if that is intended",
             )
+        if mode == PoolMirrorMode.UNKNOWN:  # a newer Ceph's: changing it blindly could stop it
+            return SetupItem(
+                site.site,
+                item,
+                SetupAction.FAILED,
+                f"pool {site.pool!r} mirrors in a mode this rbdfail does not know: not changed "
+                "(`rbd mirror pool info` says which; rbdfail needs image mode)",
+            )
         site.set_pool_mirror_mode(PoolMirrorMode.IMAGE)
         return SetupItem(
             site.site, item, SetupAction.CHANGED, f"pool {site.pool!r} set to image mode"

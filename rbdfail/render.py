@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -34,8 +35,8 @@ def volumes_table(volumes: list[Volume], site: str) -> None:
         info = v.mirroring
         wanted_but_missing = v.replicated and (info is None or info.mode != v.mirror_mode)
         table.add_row(
-            v.name,
-            v.volume_type,
+            escape(v.name),
+            escape(v.volume_type),
             "yes" if v.replicated else "no",
             v.mirror_mode or "-",
             f"[yellow]{info.mode if info else 'no'}[/]"
@@ -120,7 +121,13 @@ def mirroring_report(report: Report) -> None:
         table.add_column("time", justify="right", no_wrap=True)
     for v in report.volumes:
         style = _OUTCOME_STYLE[v.outcome]
-        row = [v.name, v.volume_type or "-", v.mode or "-", f"[{style}]{v.outcome}[/]", v.detail]
+        row = [
+            escape(v.name),
+            escape(v.volume_type or "-"),
+            v.mode or "-",
+            f"[{style}]{v.outcome}[/]",
+            escape(v.detail),
+        ]
         if not report.dry_run:
             row.append(f"{v.duration_s:.1f}s")
         table.add_row(*row)
@@ -137,7 +144,8 @@ def setup_items(items: list[SetupItem]) -> None:
         table.add_column(column, overflow="fold")
     styles = {SetupAction.CHANGED: "green", SetupAction.IN_PLACE: "dim", SetupAction.FAILED: "red"}
     for item in items:
-        table.add_row(item.site, item.item, f"[{styles[item.action]}]{item.action}[/]", item.detail)
+        action = f"[{styles[item.action]}]{item.action}[/]"
+        table.add_row(escape(item.site), item.item, action, escape(item.detail))
     stdout.print(table)
 
 
@@ -153,7 +161,7 @@ def status_table(report: StatusReport) -> None:
     table.add_column("status", no_wrap=True)
     for v in report.volumes:
         attention = bool(v.problems)
-        primary = f"[red]{v.primary_site}[/]" if attention else v.primary_site
+        primary = f"[red]{escape(v.primary_site)}[/]" if attention else escape(v.primary_site)
         lag = (
             f"{v.lag_seconds:.0f}s"
             if v.lag_seconds is not None
@@ -161,9 +169,9 @@ def status_table(report: StatusReport) -> None:
             if v.entries_behind is not None
             else "-"
         )
-        status = v.status + (f" (was {v.previous_status})" if v.previous_status else "")
+        status = escape(v.status + (f" (was {v.previous_status})" if v.previous_status else ""))
         cells = [_site_cell(v.sites[site]) for site in sites]
-        table.add_row(v.name, v.volume_type, primary, *cells, lag, status)
+        table.add_row(escape(v.name), escape(v.volume_type), primary, *cells, lag, status)
     stdout.print(table)
     sites_table = Table(title="sites", title_justify="left")
     for column in ("site", "reachable", "pool mode", "peers", "rbd-mirror", "problems"):
@@ -171,18 +179,18 @@ def status_table(report: StatusReport) -> None:
     for site, view in report.sites.items():
         sites_table.add_row(
             site,
-            "yes" if view.reachable else f"[red]no[/]: {view.error}",
+            "yes" if view.reachable else f"[red]no[/]: {escape(str(view.error))}",
             str(view.pool_mode or "-"),
             ", ".join(f"{p.site_name} ({p.direction})" for p in view.peers) or "-",
             report.mirror_daemon(site)[0],
-            "[yellow]" + "; ".join(view.problems) + "[/]" if view.problems else "-",
+            "[yellow]" + escape("; ".join(view.problems)) + "[/]" if view.problems else "-",
         )
     stdout.print(sites_table)
     problems = report.problems
     if problems:
         stdout.print(f"[yellow]{len(problems)} thing(s) need attention:[/]")
         for problem in problems:
-            stdout.print(f"  - {problem}", highlight=False)
+            stdout.print(f"  - {escape(problem)}", highlight=False)
     else:
         replicated = sum(v.replicated for v in report.volumes)
         stdout.print(f"[green]healthy[/]: {len(report.volumes)} volumes, {replicated} replicated")
@@ -190,7 +198,7 @@ def status_table(report: StatusReport) -> None:
 
 def _site_cell(image: SiteImage) -> str:
     role = {True: "primary", False: "copy", None: ""}[image.primary]
-    text = f"{role} {image.state}".strip()
+    text = escape(f"{role} {image.state}".strip())
     bad = image.state in ("error", "unknown", "unreachable")
     return f"[red]{text}[/]" if bad else text
 
@@ -201,7 +209,8 @@ def check_items(target: str, items: list[CheckItem]) -> None:
     for column in ("item", "verdict", "reason"):
         table.add_column(column, overflow="fold")
     for item in items:
-        table.add_row(item.name, f"[{styles[item.verdict]}]{item.verdict}[/]", item.reason)
+        verdict = f"[{styles[item.verdict]}]{item.verdict}[/]"
+        table.add_row(escape(item.name), verdict, escape(item.reason))
     stdout.print(table)
     failed = sum(item.verdict == Verdict.FAIL for item in items)
     stdout.print("[green]ready[/]" if not failed else f"[red]not ready[/]: {failed} item(s) failed")
@@ -238,7 +247,8 @@ def failover_plan(plan: FailoverPlan, console: Console = stdout) -> None:
     table.add_column("plan", no_wrap=True)
     table.add_column("why", overflow="fold")
     for v in plan.volumes:
-        table.add_row(v.name, v.volume_type, f"[{_PLAN_STYLE[v.plan]}]{v.plan}[/]", v.reason)
+        plan_cell = f"[{_PLAN_STYLE[v.plan]}]{v.plan}[/]"
+        table.add_row(escape(v.name), escape(v.volume_type), plan_cell, escape(v.reason))
     console.print(table)
     if not plan.source_reachable:
         known = (
@@ -249,8 +259,8 @@ def failover_plan(plan: FailoverPlan, console: Console = stdout) -> None:
             "by rbdfail from here) and cannot be marked"
         )
         console.print(
-            f"[yellow]{plan.source} is unreachable ({plan.source_error}): replicated volumes "
-            f"will be force-promoted on {plan.target}; {known}.[/]"
+            f"[yellow]{plan.source} is unreachable ({escape(str(plan.source_error))}): "
+            f"replicated volumes will be force-promoted on {plan.target}; {known}.[/]"
         )
     if plan.forced and plan.breaks_locks_after is not None:
         console.print(
@@ -265,6 +275,8 @@ def failover_plan(plan: FailoverPlan, console: Console = stdout) -> None:
         )
     if plan.resumes:
         console.print(f"finishing the failover run {plan.resumes}, which was cut off")
+    for warning in plan.warnings:
+        console.print(f"[yellow]{escape(warning)}[/]")
     counts = ", ".join(f"{n} {p}" for p, n in sorted(plan.counts().items())) or "no volumes"
     console.print(f"{len(plan.volumes)} volume(s): {counts}", highlight=False)
 
@@ -319,11 +331,11 @@ class SwitchProgress:
         table = Table.grid(padding=(0, 2))
         now = time.monotonic()
         for name, (step, since) in longest[: self.SHOWN_IN_FLIGHT]:
-            table.add_row(f"  {name}", step, f"{now - since:.0f}s")
+            table.add_row(f"  {escape(name)}", step, f"{now - since:.0f}s")
         counts = "  ".join(f"{what} {n}" for what, n in self.counts.items())
         parts: list[RenderableType] = [self._bar, f"  {counts}", table]
         if self.lost:
-            parts.insert(0, f"[yellow]{self.lost}: forcing the rest[/]")
+            parts.insert(0, f"[yellow]{escape(self.lost)}: forcing the rest[/]")
         return Group(*parts)
 
     def step(self, name: str, step: str) -> None:
@@ -373,19 +385,24 @@ def failover_report(report: FailoverReport) -> None:
     for v in report.volumes:
         style = _ACTION_STYLE[v.action]
         table.add_row(
-            v.name,
+            escape(v.name),
             f"[{style}]{v.action}[/]",
             v.status or "-",
             f"{v.duration_s:.1f}s",
-            f"[red]{v.error}[/]" if v.error else v.detail,
+            f"[red]{escape(v.error)}[/]" if v.error else escape(v.detail),
         )
     stdout.print(table)
     if report.primary_lost and not plan.source_reachable:
-        stdout.print(f"[yellow]{report.primary_lost}[/]: replicated volumes were force-promoted")
+        lost = escape(report.primary_lost)
+        stdout.print(f"[yellow]{lost}[/]: replicated volumes were force-promoted")
     elif report.primary_lost:
         stdout.print(
-            f"[yellow]{report.primary_lost}[/]: the volumes not demoted by then were forced"
+            f"[yellow]{escape(report.primary_lost)}[/]: the volumes not demoted by then were forced"
         )
+    for warning in plan.warnings:
+        stdout.print(f"[yellow]{escape(warning)}[/]")
+    for unrecorded in report.unrecorded:
+        stdout.print(f"[red]not recorded: {escape(unrecorded)}[/]")
     counts = ", ".join(f"{n} {a}" for a, n in sorted(report.counts().items()))
     stdout.print(
         f"{len(report.volumes)} volume(s): {counts} in {report.duration_s:.1f}s; "

@@ -13,12 +13,20 @@ copies on the target, and this is how it still knows the volumes that exist only
 `journal.jsonl` is append-only: a line per step per volume, flushed and fsynced before the
 next step, so that after a crash or a kill it says exactly what was done, and a re-run of the
 same failover can finish the rest. It never holds key material: nothing rbdfail handles does.
+
+The state dir may fail under a run (disk full, read-only remount, removed): the journal is an
+aid, not a reason to strand a volume half switched, so a failed journal write is remembered
+and the run goes on; the report says what could not be recorded. A file found holding what
+rbdfail did not write (a hand edit, a disk fault) is named with what to do, never a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -27,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rbdfail.config import DEFAULT_BACKEND_ID
-from rbdfail.errors import RbdfailError
+from rbdfail.errors import RbdfailError, StateCorrupt
 
 STATE_FILE = "state.json"
 JOURNAL_FILE = "journal.jsonl"
@@ -63,20 +71,50 @@ class State:
 
 
 def read_state(state_dir: Path) -> State:
+    """state.json, or the state before any failover when there is none; StateCorrupt when it
+    holds what rbdfail does not write (exit 2: the commands that need it cannot guess)."""
     path = state_dir / STATE_FILE
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(errors="replace"))
     except FileNotFoundError:
         return State()
-    except (OSError, ValueError) as exc:
-        raise RbdfailError(
-            f"cannot read rbdfail's state {path}: {exc}",
-            hint=f"restore it from the journal {state_dir / JOURNAL_FILE}, "
-            "or move it away if no failover ran",
-        ) from exc
-    return State(
-        raw.get("active_backend", DEFAULT_BACKEND_ID),
-        {name: VolumeRecord(**record) for name, record in raw.get("volumes", {}).items()},
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not JSON ({exc})"
+        raise _corrupt_state(path, str(reason)) from None
+    try:
+        return _state_from(raw)
+    except (TypeError, ValueError) as exc:
+        raise _corrupt_state(path, str(exc)) from None
+
+
+def _state_from(raw: object) -> State:
+    if not isinstance(raw, dict):
+        raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
+    if unknown := set(raw) - {"active_backend", "volumes"}:
+        raise ValueError(f"unknown key {sorted(unknown)[0]!r}")
+    active = raw.get("active_backend", DEFAULT_BACKEND_ID)
+    volumes = raw.get("volumes", {})
+    if not isinstance(active, str) or not active:
+        raise TypeError(f"active_backend: expected a backend id, got {active!r}")
+    if not isinstance(volumes, dict):
+        raise TypeError(f"volumes: expected an object, got {type(volumes).__name__}")
+    records = {}
+    for name, record in volumes.items():
+        if not isinstance(record, dict) or set(record) - {"status", "previous_status"}:
+            raise TypeError(f"volumes.{name}: expected {{status, previous_status}}, got {record!r}")
+        status, previous = record.get("status", AVAILABLE), record.get("previous_status")
+        if not isinstance(status, str) or not isinstance(previous, str | None):
+            raise TypeError(f"volumes.{name}: status and previous_status must be strings")
+        records[name] = VolumeRecord(status, previous)
+    return State(active, records)
+
+
+def _corrupt_state(path: Path, reason: str) -> StateCorrupt:
+    return StateCorrupt(
+        f"rbdfail's state {path} cannot be used: {reason}",
+        hint=f"it says which backend is active and the statuses a failover set: rebuild it from "
+        f"the journal {path.parent / JOURNAL_FILE}, or move it away if no failover ran "
+        "(a failover still runs: it plans from the sites and rewrites it)",
     )
 
 
@@ -89,15 +127,45 @@ def write_state(state_dir: Path, state: State) -> None:
     _write_atomically(state_dir, STATE_FILE, document)
 
 
+def save_state(state_dir: Path, state: State) -> str | None:
+    """write_state for the end of a run, whose volumes have moved whatever the disk says: None,
+    or what could not be recorded (the report says it rather than losing the run)."""
+    try:
+        write_state(state_dir, state)
+    except (OSError, RbdfailError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return f"cannot write {state_dir / STATE_FILE}: {reason}"
+    return None
+
+
+def set_aside(state_dir: Path, run_id: str) -> Path | None:
+    """Keep an unusable state.json for a post-mortem before a run replaces it; None if it
+    could not be moved (then the run replaces it)."""
+    kept = state_dir / f"{STATE_FILE}.corrupt-{run_id}"
+    try:
+        os.replace(state_dir / STATE_FILE, kept)
+    except OSError:
+        return None
+    return kept
+
+
 def _write_atomically(state_dir: Path, name: str, document: object) -> None:
+    """A temporary file of its own (two writers, e.g. `status --watch` and a failover, must
+    not write into one), fsynced, then renamed over the old file."""
     _ensure_dir(state_dir)
-    path = state_dir / name
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "w") as out:
-        json.dump(document, out, indent=2)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=state_dir, prefix=f".{name}.", suffix=".tmp", delete=False
+    ) as out:
+        try:
+            json.dump(document, out, indent=2)
+            out.flush()
+            os.fsync(out.fileno())
+            os.fchmod(out.fileno(), 0o644)  # no secrets; a user running `status` may read it
+            os.replace(out.name, state_dir / name)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(out.name)
+            raise
     _fsync_dir(state_dir)
 
 
@@ -124,50 +192,149 @@ def remember_volumes(state_dir: Path, site: str, volume_types: dict[str, str]) -
 
 
 def read_inventory(state_dir: Path) -> Inventory | None:
+    """The last full listing, None when there is none yet; StateCorrupt when it cannot be
+    read (a cache: the caller says so and goes on without it)."""
+    path = state_dir / INVENTORY_FILE
     try:
-        raw = json.loads((state_dir / INVENTORY_FILE).read_text())
-        return Inventory(raw["site"], raw["taken_at"], dict(raw["volume_types"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # none yet, or unreadable: a cache, never a reason to stop
+        raw = json.loads(path.read_text(errors="replace"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not JSON ({exc})"
+        raise _corrupt_inventory(path, str(reason)) from None
+    types = raw.get("volume_types") if isinstance(raw, dict) else None
+    if not (
+        isinstance(raw, dict)
+        and set(raw) == {"site", "taken_at", "volume_types"}
+        and isinstance(raw["site"], str)
+        and isinstance(raw["taken_at"], str)
+        and isinstance(types, dict)
+        and all(isinstance(value, str) for value in types.values())
+    ):
+        raise _corrupt_inventory(path, "not {site, taken_at, volume_types} as rbdfail writes it")
+    return Inventory(raw["site"], raw["taken_at"], dict(types))
+
+
+def _corrupt_inventory(path: Path, reason: str) -> StateCorrupt:
+    return StateCorrupt(
+        f"the last listing {path} cannot be used: {reason}",
+        hint="the next `rbdfail status` or `rbdfail check` while the backend answers rewrites it",
+    )
 
 
 class Journal:
     """Appends one JSON line per event to journal.jsonl, each on disk before `write` returns.
 
     Thread-safe; lines of one run carry its id. Opened per line, so a worker that finishes
-    after its run was reported (a call that outlived its deadline) can still record it.
+    after its run was reported (a call that outlived its deadline) can still record it. The
+    first write that fails (ENOSPC, EROFS, the dir removed) is remembered in `error` and every
+    later one is only counted: a run half done must finish its volumes, not die on its record.
     """
 
     def __init__(self, state_dir: Path, run_id: str) -> None:
         self.path = state_dir / JOURNAL_FILE
         self.run_id = run_id
+        self.error: str | None = None
+        self.unrecorded = 0  # lines not written since `error`
         self._lock = threading.Lock()
         _ensure_dir(state_dir)
-        self.path.touch(exist_ok=True)
+        try:
+            # Created 0600 (the mode of os.open, not touch's 0644); an older one is narrowed.
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.fchmod(fd, 0o600)
+                size = os.fstat(fd).st_size
+                # A line torn by a crash would swallow the next one: end it first.
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    os.write(fd, b"\n")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise RbdfailError(
+                f"cannot write the journal {self.path}: {exc.strerror or exc}",
+                hint="set `state_dir` in rbdfail.yaml to a folder this user may write, "
+                "with free space",
+            ) from exc
 
     def write(self, event: str, **fields: Any) -> None:
         line = {"time": _now(), "run": self.run_id, "event": event, **fields}
         text = json.dumps(line, default=str) + "\n"
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            if self.error is not None:
+                self.unrecorded += 1
+                return
             try:
-                os.write(fd, text.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                self._append(text.encode())
+            except OSError as exc:
+                self.error = f"cannot write the journal {self.path}: {exc.strerror or exc}"
+                self.unrecorded += 1
+
+    def _append(self, data: bytes) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def problem(self) -> str | None:
+        """What the run could not record, for its report; None when every line was written."""
+        if self.error is None:
+            return None
+        return (
+            f"{self.error}; {self.unrecorded} line(s) of this run are not in it: the report "
+            "(and `rbdfail status`) say what was done"
+        )
+
+
+# What the history reads of a line (switch/history.py): text when there, so that a line
+# rbdfail did not write (a hand edit, a disk fault) is skipped rather than misread.
+_JOURNAL_TEXT = ("run", "event", "target", "resumes", "step", "site", "volume")
+
+
+def _journal_line(text: str) -> dict[str, Any] | None:
+    """The line as rbdfail writes it, or None: torn, not JSON, or not shaped as its own."""
+    try:
+        line = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(line, dict) or not isinstance(line.get("run"), str):
+        return None
+    if not all(isinstance(line.get(key, ""), str | None) for key in _JOURNAL_TEXT):
+        return None
+    if line.get("event") == "step" and not isinstance(line.get("volume"), str):
+        return None
+    return line
 
 
 def journal_lines(state_dir: Path) -> Iterator[dict[str, Any]]:
-    """The journal's lines, oldest first; a torn last line (a crash mid-write) is skipped."""
+    """The journal's lines, oldest first; a torn line (a crash mid-write) is skipped."""
     try:
-        with open(state_dir / JOURNAL_FILE) as lines:
-            for line in lines:
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    continue
+        with open(state_dir / JOURNAL_FILE, errors="replace") as lines:
+            for text in lines:
+                if (line := _journal_line(text)) is not None:
+                    yield line
     except FileNotFoundError:
         return
+
+
+def journal_damage(state_dir: Path) -> str | None:
+    """Which lines of the journal cannot be read (torn by a power cut, or not rbdfail's),
+    so that a plan made without them says so; None when every line reads."""
+    try:
+        with open(state_dir / JOURNAL_FILE, errors="replace") as lines:
+            bad = [n for n, text in enumerate(lines, 1) if text.strip() and not _journal_line(text)]
+    except OSError:
+        return None
+    if not bad:
+        return None
+    shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
+    return (
+        f"{state_dir / JOURNAL_FILE}: {len(bad)} line(s) cannot be read and were skipped "
+        f"(line {shown}; a line cut by a crash or a power cut): the runs they belonged to "
+        "may be missing from the history (cut-off runs, forced volumes)"
+    )
 
 
 def _now() -> str:

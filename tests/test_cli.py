@@ -167,3 +167,36 @@ def test_missing_ceph_bindings__say_which_packages_to_install(tmp_path: Path) ->
     assert "the Ceph Python bindings (rados, rbd) cannot be imported" in out.stderr
     assert "apt-get install python3-rados python3-rbd" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e10", "86401", "0", "-1", "soon"])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("failover", "--to", "secondary", "--timeout"),
+        ("failover", "--to", "secondary", "--connect-timeout"),
+        ("failback", "--resync-timeout"),
+        ("failback", "--timeout"),
+        ("status", "--watch"),
+    ],
+    ids=lambda option: " ".join(option),
+)
+def test_options__seconds_out_of_bounds_are_refused_exit_2_naming_the_option(
+    option: tuple[str, ...], value: str
+) -> None:
+    code, out, err = rbdfail(*option, value, "--dry-run" if "fail" in option[0] else "--json")
+    assert code == 2, err
+    assert f"Invalid value for '{option[-1]}'" in err and repr(value) in err
+    assert out == "" and "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", ["0", "1025", "99999999999999999999999"])
+def test_options__concurrency_out_of_bounds_is_refused_exit_2(value: str) -> None:
+    code, _, err = rbdfail("enable-mirroring", "--concurrency", value, "--dry-run")
+    assert code == 2
+    assert "Invalid value for '--concurrency'" in err
+
+
+def test_options__max_lag_may_be_0_but_not_nan() -> None:
+    assert "--max-lag" in rbdfail("check", "--max-lag", "nan")[2]
+    assert "--max-lag" not in rbdfail("check", "--max-lag", "0")[2]

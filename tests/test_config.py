@@ -83,7 +83,7 @@ def test_load__full_file_with_every_field_and_both_device_forms(tmp_path: Path) 
           - backend_id: site-b
             conf: /etc/ceph/site-b.conf
             user: rbd-b
-            pool: vols-b
+            pool: vols
             cluster_name: site-b
             keyring: {tmp_path / "b.keyring"}
             secret_uuid: 457eb676-33da-42ec-9a8c-9293d545c337
@@ -121,7 +121,7 @@ def test_load__full_file_with_every_field_and_both_device_forms(tmp_path: Path) 
                 "site-b",
                 Path("/etc/ceph/site-b.conf"),
                 "rbd-b",
-                "vols-b",
+                "vols",
                 "site-b",
                 tmp_path / "b.keyring",
             ),
@@ -331,12 +331,25 @@ def test_load__wrong_type_names_the_expected_one(tmp_path: Path, extra: str, pro
         ("concurrency: 0", "concurrency: must be at least 1"),
         ("volume_timeout: 0", "volume_timeout: must be greater than 0"),
         ("replication_connect_timeout: -1", "replication_connect_timeout: must be greater than 0"),
-        ("volume_timeout: .nan", "volume_timeout: must be greater than 0"),
+        ("volume_timeout: .nan", "volume_timeout: must be a number, not nan"),
         ("volume_timeout: .inf", "volume_timeout: must be finite"),
+        ("volume_timeout: -.inf", "volume_timeout: must be finite"),
+        ("volume_timeout: 1.0e+10", "volume_timeout: must be at most 86400 (one day)"),
+        ("volume_timeout: 86401", "volume_timeout: must be at most 86400 (one day)"),
+        (f"volume_timeout: {10**400}", "volume_timeout: must be finite"),
+        (
+            "replication_connect_timeout: 1.0e+10",
+            "replication_connect_timeout: must be at most 86400 (one day)",
+        ),
+        ("concurrency: 1025", "concurrency: must be at most 1024"),
+        (f"concurrency: {10**400}", "concurrency: must be at most 1024"),
+        ("concurrency: -5", "concurrency: must be at least 1"),
         ("state_dir: ' '", "state_dir: must not be empty"),
     ],
 )
-def test_load__out_of_range_values(tmp_path: Path, extra: str, problem: str) -> None:
+def test_load__out_of_range_values__nan_inf_huge_and_negative_numbers_refused(
+    tmp_path: Path, extra: str, problem: str
+) -> None:
     assert refused(tmp_path, MINIMAL + extra + "\n").message == f"{at(tmp_path, 5)}: {problem}"
 
 
@@ -643,3 +656,31 @@ def test_find_config_path__nothing_found_lists_the_places_searched(
     assert caught.value.hint == (
         "pass --config FILE or set RBDFAIL_CONFIG (see examples/rbdfail.yaml)"
     )
+
+
+def test_load__the_bounds_themselves_are_accepted(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        MINIMAL + "volume_timeout: 86400\nreplication_connect_timeout: 0.1\nconcurrency: 1024\n",
+    )
+    assert (config.volume_timeout, config.replication_connect_timeout) == (86400.0, 0.1)
+    assert config.concurrency == 1024
+
+
+@pytest.mark.parametrize(
+    ("device", "line"),
+    [
+        ("  - {backend_id: b, pool: other}\n", 4),
+        ("  - 'backend_id:b, pool:other'\n", 4),
+    ],
+)
+def test_load__device_pool_other_than_the_backend_s_is_refused_rbd_mirror_pairs_by_name(
+    tmp_path: Path, device: str, line: int
+) -> None:
+    error = refused(tmp_path, "backend:\n  pool: volumes\nreplication_device:\n" + device)
+    assert error.message == (
+        f"{at(tmp_path, line)}: replication_device[0].pool: 'other' differs from backend.pool "
+        "'volumes': rbd-mirror pairs pools by name, so the copies are in a pool of the same "
+        "name on every site"
+    )
+    assert error.hint == "remove it (it defaults to backend.pool), or set it to 'volumes'"

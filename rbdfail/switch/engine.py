@@ -43,7 +43,7 @@ from tenacity import (
 from rbdfail.cluster import Cluster, MirrorSnapshotState, ReplayState
 from rbdfail.config import Config
 from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState
-from rbdfail.state import Journal, State, VolumeRecord, write_state
+from rbdfail.state import Journal, State, VolumeRecord, save_state
 from rbdfail.switch.model import (
     Action,
     FailoverPlan,
@@ -175,8 +175,8 @@ def execute(
             outcome = _known_outcome(volume)
         report_volumes.append(outcome)
     report_volumes, new_state = _record(state, plan, report_volumes)
-    if new_state is not state:
-        write_state(config.state_dir, new_state)
+    # A state dir that failed under the run is reported, not raised: the volumes have moved.
+    state_error = save_state(config.state_dir, new_state) if new_state is not state else None
     report = FailoverReport(
         journal.run_id,
         plan,
@@ -186,6 +186,7 @@ def execute(
         finished.interrupted,
         new_state.active_backend,
         finished.overran,
+        state_error=state_error,
     )
     journal.write(
         "end",

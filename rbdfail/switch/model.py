@@ -112,6 +112,8 @@ class FailoverPlan:
     # Once the source is lost, a forced promote whose lock hand-off stalls this long takes
     # the copy's lock from the target's rbd-mirror (Options.break_locks_after); None: never.
     breaks_locks_after: float | None = None
+    # What the plan was made without: an unusable state.json, inventory.json or journal line.
+    warnings: tuple[str, ...] = ()
 
     @property
     def forced(self) -> bool:
@@ -133,6 +135,7 @@ class FailoverPlan:
             "resumes": self.resumes,
             "inventory_taken_at": self.inventory_taken_at,
             "breaks_locks_after": self.breaks_locks_after,
+            "warnings": list(self.warnings),
             "counts": self.counts(),
             "volumes": [v.to_json() for v in self.volumes],
         }
@@ -148,6 +151,23 @@ class FailoverReport:
     interrupted: bool
     active_backend: str  # as state.json says now
     calls_left_running: int = 0  # given up on at their time limit, still inside librbd
+    # The state dir failed under the run: what the journal and state.json could not record.
+    journal_error: str | None = None
+    state_error: str | None = None
+
+    @property
+    def unrecorded(self) -> list[str]:
+        """What could not be recorded, each with what it means; empty when all was."""
+        said = [self.journal_error] if self.journal_error else []
+        if self.state_error:
+            said.append(
+                f"{self.state_error}: it does not say that {self.active_backend} is the active "
+                f"backend now (the volumes are where this report says). Once the state dir is "
+                f"writable, run `rbdfail {self.plan.operation}"
+                + ("" if self.plan.operation == Operation.FAILBACK else f" --to {self.plan.target}")
+                + " --yes` again: it plans from the sites and writes it"
+            )
+        return said
 
     @property
     def forced(self) -> bool:
@@ -181,6 +201,9 @@ class FailoverReport:
             "primary_lost": self.primary_lost,
             "interrupted": self.interrupted,
             "active_backend": self.active_backend,
+            "warnings": list(self.plan.warnings),
+            "journal_error": self.journal_error,
+            "state_error": self.state_error,
             "counts": self.counts(),
             "volumes": [v.to_json() for v in self.volumes],
         }

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from rbdfail.cluster import MirrorInfo, MirrorState
+from rbdfail.cluster import MirrorInfo, MirrorState, not_understood
 from rbdfail.errors import RbdfailError
 from rbdfail.switch.model import FailoverPlan, Operation, Plan, PlannedVolume
 from rbdfail.switch.sites import SitesSaid
@@ -93,6 +93,8 @@ def _plan_back(
     home = volume.mirroring  # on default
     if volume.type_error:
         return planned(Plan.CANNOT, volume.type_error)
+    if strange := not_understood(home, away):
+        return planned(Plan.CANNOT, strange)
     if not volume.replicated:
         return planned(Plan.RESTORE, f"type {volume.volume_type!r} is not replicated")
     if home is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from rbdfail.cluster import MirrorInfo, MirrorState
+from rbdfail.cluster import MirrorInfo, MirrorState, not_understood
 from rbdfail.config import Config
 from rbdfail.errors import ConfigError
 from rbdfail.state import Inventory
@@ -82,6 +82,8 @@ def _plan_one(
     here = volume.mirroring  # on the source; None when not mirrored or the source is lost
     if volume.type_error:
         return planned(Plan.CANNOT, volume.type_error)
+    if strange := not_understood(here, copy):
+        return planned(Plan.CANNOT, strange)
     if not volume.replicated:
         note = " (it is mirrored all the same; its copy is left as it is)" if here else ""
         return planned(Plan.MARK_ERROR, f"type {volume.volume_type!r} is not replicated{note}")

@@ -3,6 +3,12 @@
 The one use case the CLI calls and the tests run: connect to both sites, open the journal,
 take the lock, read the sites, plan, ask for confirmation, execute, release, close. Whatever
 happens in between, the lock is released and the connections are closed.
+
+A state dir that cannot be read does not stop a switch, which plans from what the sites say:
+an unusable state.json is taken as "no failover ran" (the backend `default` active, no status
+kept: volumes marked `error` get `available` to restore) and set aside for a post-mortem
+before the run replaces it; an unusable inventory.json or journal line is done without. The
+plan says each of these.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from rbdfail.config import Config, Connect
-from rbdfail.state import Journal, State, read_inventory, read_state
+from rbdfail.errors import StateCorrupt
+from rbdfail.state import Journal, State, journal_damage, read_inventory, read_state, set_aside
 from rbdfail.switch.engine import execute
 from rbdfail.switch.history import forced_on, unfinished_run
 from rbdfail.switch.lock import FailoverLock
@@ -51,7 +58,19 @@ def run_switch(
     failover or failback holds a site's lock.
     """
     observer = observer or Silent()
-    state = read_state(config.state_dir)
+    warnings: list[str] = []
+    corrupt_state = False
+    try:
+        state = read_state(config.state_dir)
+    except StateCorrupt as exc:
+        state, corrupt_state = State(), True
+        warnings.append(
+            f"{exc}: planned from the sites alone, as if no failover had run "
+            f"({state.active_backend} active, no status kept: a volume marked error gets "
+            "`available` to restore)"
+        )
+    for warning in warnings:
+        observer.note(warning)
     sites = _connect(config, state, request, connect, observer)
     target = sites.target.site
     report: FailoverReport | None = None
@@ -64,11 +83,14 @@ def run_switch(
                 lock = FailoverLock(sites, run_id, f"{request.operation} to {target}")
                 lock.acquire(observer.note)
             plan = replace(
-                _plan(config, request, sites),
+                _plan(config, request, sites, warnings),
                 breaks_locks_after=request.options.break_locks_after,
+                warnings=tuple(warnings),
             )
             if request.dry_run or not confirm(plan):
                 return SwitchResult(plan, None)
+            if corrupt_state and (kept := set_aside(config.state_dir, run_id)):
+                observer.note(f"the unusable state.json is kept as {kept}")
             observer.started(plan)
             try:
                 report = execute(
@@ -83,6 +105,7 @@ def run_switch(
                 )
             finally:
                 observer.ended()
+            report = replace(report, journal_error=journal.problem())
         finally:
             if lock is not None:
                 lock.release(source_lost=report is not None and report.primary_lost is not None)
@@ -116,15 +139,26 @@ def _connect(
     return sites
 
 
-def _plan(config: Config, request: SwitchRequest, sites: Sites) -> FailoverPlan:
-    """Read what both sites say now, then plan from that alone."""
+def _plan(
+    config: Config, request: SwitchRequest, sites: Sites, warnings: list[str]
+) -> FailoverPlan:
+    """Read what both sites say now, then plan from that alone; what the state dir could not
+    tell goes to `warnings`."""
+    if damage := journal_damage(config.state_dir):
+        warnings.append(damage)
     resumes = unfinished_run(config.state_dir, sites.target.site)
     if request.operation == Operation.FAILBACK:
         said = read_for_failback(config, sites)
         forced = forced_on(config.state_dir, said.source, config.backend.backend_id)
         return plan_failback(said, forced, request.resync, resumes)
     said = read_for_failover(config, sites)
-    return plan_failover(config, said, read_inventory(config.state_dir), resumes)
+    try:
+        inventory = read_inventory(config.state_dir)
+    except StateCorrupt as exc:
+        inventory = None
+        if not said.source_reachable:  # only then is it needed
+            warnings.append(f"{exc}: volumes only on {said.source} cannot be marked error")
+    return plan_failover(config, said, inventory, resumes)
 
 
 def new_run_id() -> str:
