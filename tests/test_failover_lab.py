@@ -3,6 +3,12 @@
 Data is written before, and read back on the target after: a clean failover carries every
 write (the demotion carries what was not mirrored yet); a forced one carries what had been
 mirrored when the primary stopped answering.
+
+No newest write lost (issue 13): a client holding a volume's exclusive lock (an explicit
+lock_acquire) makes Ceph refuse the demote with EROFS at once, the image still primary, and the
+failover must leave it there; a failover right after a failback finds the target's copy
+demoted by the failback itself, which Ceph promotes without force before it has replayed the
+peer (measured in both modes): in snapshot mode rbdfail waits for it.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +28,7 @@ from click.testing import CliRunner
 
 from rbdfail import ceph
 from rbdfail.cli import main
-from rbdfail.cluster import Cluster, MirrorMode, MirrorState, ReplayState
+from rbdfail.cluster import Cluster, MirrorMode, MirrorSnapshotState, MirrorState, ReplayState
 from rbdfail.errors import CephError, ImageNotFound
 from tests.conftest import RunningLab
 from tests.helpers import eventually
@@ -215,5 +223,90 @@ def test_failover__cli_dry_run_changes_nothing_and_a_lock_held_on_either_site_re
             assert f"another failover is running: {what} by bob@elsewhere" in result.stderr
             assert primary.mirror_info(name).primary
         assert primary.mirror_info(name).primary
+    finally:
+        remove_everywhere(sites, [name])
+
+
+# ---- no newest write lost (issue 13) ----------------------------------------------------
+def test_demote_refused_by_a_client_holding_the_lock__failed_named_still_primary_not_forced(
+    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    primary, secondary = sites
+    name = f"{image_name}-s1"
+    holder = None
+    try:
+        mirrored_and_replaying(config_file, primary, secondary, [name])
+        conf, pool = lab.config.backend.conf, lab.config.backend.pool
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import rados, rbd, sys, time\n"
+                f"c = rados.Rados(conffile={str(conf)!r}, rados_id='cinder'); c.connect()\n"
+                f"image = rbd.Image(c.open_ioctx({pool!r}), {name!r})\n"
+                "image.lock_acquire(rbd.RBD_LOCK_MODE_EXCLUSIVE)\n"
+                "print('held', flush=True)\n"
+                "time.sleep(300)\n",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+
+        code, report = rbdfail(
+            config_file, "failover", "--to", "secondary", "--yes", "--force", "--timeout", "5"
+        )
+
+        ours = {v["name"]: v for v in report["volumes"] if v["name"] == name}
+        # Its only replicated volume: nothing moved, exit 1.
+        assert code == 1 and ours[name]["action"] == "failed", ours
+        assert "refused" in ours[name]["error"] and "lock" in ours[name]["error"]
+        assert primary.mirror_info(name).primary
+        assert not secondary.mirror_info(name).primary
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        remove_everywhere(sites, [name])
+
+
+def test_failover_right_after_a_failback__snapshot_mode__no_write_in_between_is_lost(
+    config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    """Right after a failback, the secondary's copy is demoted by the failback itself and Ceph
+    would promote it at once. rbdfail waits until it has replayed default's promotion; if
+    default is demoted before that (both demoted: the secondary's rbd-mirror then never
+    replays it, measured), the volume is rolled back to default. Either way the write made on
+    default in between survives where the volume ends up primary."""
+    primary, secondary = sites
+    name = f"{image_name}-s1"
+
+    def newest(cluster: Cluster) -> MirrorSnapshotState | None:
+        last = cluster.last_mirror_snapshot(name)
+        return None if last is None else last[0]
+
+    try:
+        mirrored_and_replaying(config_file, primary, secondary, [name])
+        code, report = rbdfail(config_file, "failover", "--to", "secondary", "--yes")
+        check_exit(code, report, image_name)
+        # As an operator would check with `rbdfail status`: default replays the secondary.
+        eventually(lambda: newest(primary) == MirrorSnapshotState.NON_PRIMARY, 120, interval=1)
+        code, report = rbdfail(config_file, "failback", "--yes")
+        check_exit(code, report, image_name)
+        assert newest(secondary) == MirrorSnapshotState.PRIMARY_DEMOTED  # Ceph: promotable
+        write_chunk(primary, name, 2)
+        expected = digest(primary, name)
+
+        code, report = rbdfail(config_file, "failover", "--to", "secondary", "--yes")
+
+        outcome = next(v for v in report["volumes"] if v["name"] == name)
+        if outcome["action"] == "demoted+promoted":
+            assert secondary.mirror_info(name).primary and not primary.mirror_info(name).primary
+            assert digest(secondary, name) == expected
+        else:
+            assert outcome["action"] == "failed" and "rolled back" in outcome["error"], outcome
+            assert primary.mirror_info(name).primary and not secondary.mirror_info(name).primary
+            assert digest(primary, name) == expected
+        print(f"\nfailover right after the failback: {outcome['action']} ({outcome['detail']})")
     finally:
         remove_everywhere(sites, [name])
