@@ -35,14 +35,16 @@ from typing import Any, cast
 from tenacity import (
     Retrying,
     retry_if_exception_type,
+    stop_after_attempt,
     stop_after_delay,
     stop_when_event_set,
     wait_exponential,
+    wait_fixed,
 )
 
 from rbdfail.cluster import Cluster, MirrorSnapshotState, ReplayState
 from rbdfail.config import Config
-from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState
+from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState, OperationTimedOut
 from rbdfail.state import Journal, State, VolumeRecord, save_state
 from rbdfail.switch.model import (
     Action,
@@ -445,7 +447,16 @@ def _force_promote(run: _Run, name: str, outcome: Callable[..., VolumeOutcome]) 
             if taker is None:
                 raise
             taker.take_now()
-            target.promote(name, force=True)
+            # Seen on the lab right after the take: one more EROFS, or librbd's own ETIMEDOUT
+            # in 2 s (its request to the old, blocklisted holder); the next try went through.
+            for attempt in Retrying(
+                retry=retry_if_exception_type((ImageBusy, OperationTimedOut)),
+                stop=stop_after_attempt(3),
+                wait=wait_fixed(1),
+                reraise=True,
+            ):
+                with attempt:
+                    target.promote(name, force=True)
     except InvalidState:
         if not target.mirror_info(name).primary:
             raise
