@@ -782,7 +782,15 @@ def _switch(
     exits = {RunResult.COMPLETE: EXIT_OK, RunResult.PARTIAL: EXIT_PARTIAL}
     code = exits.get(report.result, EXIT_FAILED)
     # Volumes moved but the state dir does not say so: not a clean run (3), as for a volume.
-    sys.exit(EXIT_PARTIAL if code == EXIT_OK and report.unrecorded else code)
+    final = EXIT_PARTIAL if code == EXIT_OK and report.unrecorded else code
+    if report.calls_left_running and app.connect_with is _connect_to_ceph:
+        # librados must not be torn down under a call still running: a process left to
+        # the interpreter's exit with such connections was seen to abort (boost::bad_get,
+        # exit 134), which would hide this exit code from the runbook. The report is out.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(final)
+    sys.exit(final)
 
 
 # ---- per-image mirroring ----------------------------------------------------------------------

@@ -34,7 +34,7 @@ from click.testing import CliRunner
 from rbdfail import ceph
 from rbdfail.cli import main
 from rbdfail.cluster import Cluster
-from rbdfail.config import load_config
+from rbdfail.config import SiteConfig, load_config
 from rbdfail.errors import CephError, LabError
 from rbdfail.lab import Disaster, Lab
 from rbdfail.switch.model import Operation, Options, Silent, SwitchRequest
@@ -188,8 +188,14 @@ def test_forced_failover__a_volume_given_up_on_mid_call_says_what_next__a_rerun_
 
     options = Options(connect_timeout=1, volume_timeout=1, concurrency=8)
     request = SwitchRequest(Operation.FAILOVER, options, "secondary")
+    made: list[Cluster] = []  # left open by the run, under its calls still running
+
+    def connect(site: SiteConfig, timeout: float) -> Cluster:
+        made.append(ceph.connect(site, timeout))
+        return made[-1]
+
     try:
-        first = run_switch(config, request, connect=ceph.connect, observer=StallTheTarget())
+        first = run_switch(config, request, connect=connect, observer=StallTheTarget())
         report = first.report
         assert report is not None and report.result != "complete"
         given_up = [v for v in report.volumes if v.error and "given up" in v.error]
@@ -210,6 +216,22 @@ def test_forced_failover__a_volume_given_up_on_mid_call_says_what_next__a_rerun_
             assert digest(dl.secondary.read(name, MiB, MiB)) == case.digests[name], name
     finally:
         dl.lab.recover("primary")
+    # Their calls end once the secondary answers (journaled as late); only then may their
+    # connections be shut down, rather than at the interpreter's exit (seen to abort it).
+    journal = case.config_file.parent / "state-1" / "journal.jsonl"
+
+    def ended() -> set[str]:
+        lines = [json.loads(line) for line in journal.read_text().splitlines()]
+        return {
+            line["volume"]
+            for line in lines
+            if line["event"] == "late-failed"
+            or (line["event"] == "late-step" and line["step"] == "force-promoted")
+        }
+
+    eventually(lambda: {v.name for v in given_up} <= ended(), 120, interval=1)
+    for cluster in made:
+        cluster.close()
 
 
 @pytest.mark.parametrize(
