@@ -27,25 +27,22 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, cast
 
 from tenacity import (
     Retrying,
     retry_if_exception_type,
-    stop_after_attempt,
     stop_after_delay,
     stop_when_event_set,
     wait_exponential,
-    wait_fixed,
 )
 
 from rbdfail.cluster import Cluster, MirrorSnapshotState, ReplayState
 from rbdfail.config import Config
-from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState, OperationTimedOut
+from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState
 from rbdfail.state import Journal, State, VolumeRecord, save_state
+from rbdfail.switch.forced import force_promote
 from rbdfail.switch.model import (
     Action,
     FailoverPlan,
@@ -58,62 +55,9 @@ from rbdfail.switch.model import (
     Silent,
     VolumeOutcome,
 )
+from rbdfail.switch.run import Run, throttled
 from rbdfail.switch.sites import UNREACHABLE, Sites
-from rbdfail.workers import CallSlots, Throttled, run_all
-
-
-def throttled(sites: Sites, slots: CallSlots) -> Sites:
-    """The same sites, each call through one of the run's call slots."""
-
-    def wrap(cluster: Cluster) -> Cluster:
-        return cast(Cluster, Throttled(cluster, slots))
-
-    return Sites(
-        sites.source_id,
-        wrap(sites.target),
-        None if sites.source is None else wrap(sites.source),
-        sites.source_error,
-    )
-
-
-@dataclass
-class _Run:
-    """What the workers of one run share."""
-
-    sites: Sites
-    options: Options
-    journal: Journal
-    observer: Observer
-    slots: CallSlots
-    raw_target: Cluster  # the target without call slots, for _LockTaker
-    lost: threading.Event = field(default_factory=threading.Event)
-    lost_reason: str | None = None
-    steps: dict[str, str] = field(default_factory=dict)  # volume -> its step now
-    threads: dict[str, int] = field(default_factory=dict)  # volume -> the thread working on it
-    # Volumes given up on at their hard limit: what their calls do after is journaled as
-    # late (the run may have ended), and not shown as progress.
-    given_up: set[str] = field(default_factory=set)
-    lock_held: Callable[[], None] = lambda: None  # raises once the run's lock is not held
-    # A forced promote's hand-off stalled and a lock had to be taken: take the next at once.
-    taking_locks: threading.Event = field(default_factory=threading.Event)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def step(self, name: str, step: str, **fields: Any) -> None:
-        if name in self.given_up:
-            self.journal.write("late-step", volume=name, step=step, **fields)
-            return
-        self.steps[name] = step
-        self.journal.write("step", volume=name, step=step, **fields)
-        self.observer.step(name, step)
-
-    def lose_source(self, error: CephError) -> None:
-        with self._lock:
-            if self.lost.is_set():
-                return
-            self.lost_reason = f"{self.sites.source_id} stopped answering: {error.reason}"
-            self.lost.set()
-        self.journal.write("primary-lost", error=error.reason)
-        self.observer.primary_lost(self.lost_reason)
+from rbdfail.workers import CallSlots, run_all
 
 
 def execute(
@@ -130,7 +74,7 @@ def execute(
     when it is not provably held any more: no Ceph call starts after that."""
     started = time.monotonic()
     slots = CallSlots(options.concurrency, before_call=lock_held)
-    run = _Run(
+    run = Run(
         throttled(sites, slots),
         options,
         journal,
@@ -237,7 +181,7 @@ def _record(
     return final, State(plan.target, records)
 
 
-def _overrun(run: _Run, plan: FailoverPlan, volume: PlannedVolume, seconds: float) -> VolumeOutcome:
+def _overrun(run: Run, plan: FailoverPlan, volume: PlannedVolume, seconds: float) -> VolumeOutcome:
     run.slots.write_off(run.threads.get(volume.name))
     run.given_up.add(volume.name)
     step = run.steps.get(volume.name, "starting")
@@ -264,7 +208,7 @@ def _overrun(run: _Run, plan: FailoverPlan, volume: PlannedVolume, seconds: floa
     )
 
 
-def _fail_over_one(run: _Run, volume: PlannedVolume) -> VolumeOutcome:
+def _fail_over_one(run: Run, volume: PlannedVolume) -> VolumeOutcome:
     run.threads[volume.name] = threading.get_ident()
     run.slots.begin(threading.get_ident())
     begun = time.monotonic()
@@ -283,7 +227,7 @@ def _fail_over_one(run: _Run, volume: PlannedVolume) -> VolumeOutcome:
 
 
 def _steps(
-    run: _Run,
+    run: Run,
     volume: PlannedVolume,
     deadline: float,
     outcome: Callable[..., VolumeOutcome],
@@ -333,14 +277,14 @@ def _steps(
                 f"{target.site} was left as it is",
             )
     if not demoted:
-        return _force_promote(run, name, outcome)
+        return force_promote(run, name, outcome)
     try:
         _promote_when_propagated(run, name, deadline)
     except ImageBusy as exc:
         if run.lost.is_set():
             # Demoted, but the source died before its demotion reached the target: it never
             # will now. The source's copy is not primary, so forcing splits no brain.
-            forced = _force_promote(run, name, outcome)
+            forced = force_promote(run, name, outcome)
             return replace(
                 forced,
                 detail=f"demoted, then {run.sites.source_id} was lost "
@@ -348,7 +292,7 @@ def _steps(
             )
         waited = f"not promotable on {target.site} within its {run.options.volume_timeout:g}s"
         if run.options.force:
-            forced = _force_promote(run, name, outcome)
+            forced = force_promote(run, name, outcome)
             return replace(forced, detail=f"{waited} ({exc.reason}): forced")
         return _roll_back(run, name, f"{waited} ({exc.reason})", outcome)
     except CephError as exc:
@@ -358,7 +302,7 @@ def _steps(
     return outcome(Action.DEMOTED_PROMOTED, detail=f"primary on {target.site}")
 
 
-def _resync_stale_copy(run: _Run, name: str) -> str | None:
+def _resync_stale_copy(run: Run, name: str) -> str | None:
     """Split brain: demote the target's stale primary, have it re-copied from the source, wait
     until it replays. None when done; else why not (the source stays primary: not nowhere)."""
     target = run.sites.target
@@ -391,7 +335,7 @@ def _resync_stale_copy(run: _Run, name: str) -> str | None:
     )
 
 
-def _promote_when_propagated(run: _Run, name: str, deadline: float) -> None:
+def _promote_when_propagated(run: Run, name: str, deadline: float) -> None:
     """Non-forced promote, retried while the target says the demotion has not reached it."""
     target = run.sites.target
     run.step(name, "promote", site=target.site)
@@ -431,108 +375,8 @@ def _refuse_unreplayed(target: Cluster, name: str) -> None:
         )
 
 
-def _force_promote(run: _Run, name: str, outcome: Callable[..., VolumeOutcome]) -> VolumeOutcome:
-    target = run.sites.target
-    grace = run.options.break_locks_after if run.lost.is_set() else None
-    taker = _LockTaker(run, name, grace) if grace is not None else None
-    run.step(name, "force-promote", site=target.site)
-    try:
-        if taker is not None:
-            taker.start()
-        try:
-            target.promote(name, force=True)
-        except ImageBusy:
-            # The lock holder refused to let go (EROFS, seen on the lab right after another
-            # run had taken locks from the same daemon): take it now, then force once more.
-            if taker is None:
-                raise
-            taker.take_now()
-            # Seen on the lab right after the take: one more EROFS, or librbd's own ETIMEDOUT
-            # in 2 s (its request to the old, blocklisted holder); the next try went through.
-            for attempt in Retrying(
-                retry=retry_if_exception_type((ImageBusy, OperationTimedOut)),
-                stop=stop_after_attempt(3),
-                wait=wait_fixed(1),
-                reraise=True,
-            ):
-                with attempt:
-                    target.promote(name, force=True)
-    except InvalidState:
-        if not target.mirror_info(name).primary:
-            raise
-    finally:
-        if taker is not None:
-            taker.cancel()
-    run.step(name, "force-promoted", site=target.site)
-    holders = taker.holders if taker is not None else []
-    taken = f" (its lock taken from {', '.join(holders)})" if holders else ""
-    return outcome(
-        Action.FORCE_PROMOTED,
-        detail=f"primary on {target.site}{taken}; {run.sites.source_id} may still hold it "
-        "as primary",
-    )
-
-
-class _LockTaker:
-    """Takes a copy's exclusive lock from the target's rbd-mirror if a forced promote has not
-    got it within the grace (Options.break_locks_after).
-
-    librbd's forced promote of a snapshot-mode copy has the lock holder (this site's
-    rbd-mirror) create an orphan snapshot, then polls the image's watchers every 5 s until the
-    daemon has closed the image, with no time limit (`mirror::snapshot::PromoteRequest`,
-    `list_watchers` and `wait_update_notify`). With the source lost, the daemon can be wedged
-    on the dead peer (a replayer inside a call to it, which Pacific's rbd-mirror never times
-    out; upstream ceph PRs 51540 and 52632) and never close it. Measured on the lab, source
-    storage dead: 12 of 12 forced promotes given up at 81 s in 3 runs of 3, with or without
-    an OSD op timeout; with the lock taken, all finished in 4-5 s. Ceph blocklists the holder
-    (ceph.BLOCKLIST_S), which removes its watch, and the promote already waiting goes on.
-
-    Taken only when the hand-off stalls, because the blocklist pauses the daemon for every
-    image and restarts its pool replayer, which on the lab did not always come back. Once one
-    was needed in a run, later promotes of that run take it at once: the daemon is stuck.
-    The call bypasses the call slots (stalled promotes may hold them all), not the lock check.
-    """
-
-    def __init__(self, run: _Run, name: str, grace: float) -> None:
-        self.holders: list[str] = []
-        self._run, self._name = run, name
-        delay = 0.0 if run.taking_locks.is_set() else grace
-        self._timer = threading.Timer(delay, self._take)
-        self._timer.daemon = True
-
-    def start(self) -> None:
-        self._timer.start()
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-        if self._timer.is_alive() or self._timer.finished.is_set():
-            with suppress(RuntimeError):  # never started
-                self._timer.join()
-
-    def take_now(self) -> None:
-        """Take it in this thread, unless the timer already has."""
-        self.cancel()
-        if not self.holders:
-            self._take()
-
-    def _take(self) -> None:
-        run, name, target = self._run, self._name, self._run.raw_target
-        try:
-            run.lock_held()
-            if target.mirror_info(name).primary:
-                return  # promoted meanwhile: nothing to take
-            run.step(name, "take-lock", site=target.site)
-            self.holders = target.break_image_lock(name)
-        except CephError as exc:  # Ceph's own hand-off is left to work, within the limits
-            run.journal.write("lock-not-taken", volume=name, site=target.site, error=exc.reason)
-            return
-        run.step(name, "lock-taken", site=target.site, holders=self.holders)
-        if self.holders:
-            run.taking_locks.set()
-
-
 def _roll_back(
-    run: _Run, name: str, why: str, outcome: Callable[..., VolumeOutcome]
+    run: Run, name: str, why: str, outcome: Callable[..., VolumeOutcome]
 ) -> VolumeOutcome:
     """Promote back on the source: the volume was demoted there and is primary nowhere.
 
@@ -567,7 +411,7 @@ def _roll_back(
         # The source went away after the demotion: the target is the only place left to
         # make it primary, and it is safe there (the source's copy is demoted).
         run.lose_source(exc)
-        forced = _force_promote(run, name, outcome)
+        forced = force_promote(run, name, outcome)
         return replace(forced, detail=f"{why}; {source.site} lost before the roll-back: forced")
     except CephError as exc:
         return outcome(

@@ -216,7 +216,7 @@ class Options:
     concurrency: int
     force: bool = False  # a demoted volume not promotable in time is forced, not rolled back
     # Once the source is lost, a forced promote that has not got the copy's lock from the
-    # target's rbd-mirror after this many seconds takes it (engine.py _LockTaker); None:
+    # target's rbd-mirror after this many seconds takes it (forced.py LockTaker); None:
     # never. Measured, healthy hand-offs: 3-9 s.
     break_locks_after: float | None = 15.0
     # What a forced promote may take: 9-10 s on the lab while the target's rbd-mirror held the

@@ -1,0 +1,118 @@
+"""Forced promotes: the copy made primary without its source, and the lock rbd-mirror holds.
+
+Once the source is lost, a forced promote of a snapshot-mode copy waits for the target's own
+rbd-mirror to let go of the copy; `LockTaker` takes the lock when it does not (see its
+docstring for what was measured and read in librbd).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
+
+from rbdfail.errors import CephError, ImageBusy, InvalidState, OperationTimedOut
+from rbdfail.switch.model import Action, VolumeOutcome
+from rbdfail.switch.run import Run
+
+
+def force_promote(run: Run, name: str, outcome: Callable[..., VolumeOutcome]) -> VolumeOutcome:
+    target = run.sites.target
+    grace = run.options.break_locks_after if run.lost.is_set() else None
+    taker = LockTaker(run, name, grace) if grace is not None else None
+    run.step(name, "force-promote", site=target.site)
+    try:
+        if taker is not None:
+            taker.start()
+        try:
+            target.promote(name, force=True)
+        except ImageBusy:
+            # The lock holder refused to let go (EROFS, seen on the lab right after another
+            # run had taken locks from the same daemon): take it now, then force once more.
+            if taker is None:
+                raise
+            taker.take_now()
+            # Seen on the lab right after the take: one more EROFS, or librbd's own ETIMEDOUT
+            # in 2 s (its request to the old, blocklisted holder); the next try went through.
+            for attempt in Retrying(
+                retry=retry_if_exception_type((ImageBusy, OperationTimedOut)),
+                stop=stop_after_attempt(3),
+                wait=wait_fixed(1),
+                reraise=True,
+            ):
+                with attempt:
+                    target.promote(name, force=True)
+    except InvalidState:
+        if not target.mirror_info(name).primary:
+            raise
+    finally:
+        if taker is not None:
+            taker.cancel()
+    run.step(name, "force-promoted", site=target.site)
+    holders = taker.holders if taker is not None else []
+    taken = f" (its lock taken from {', '.join(holders)})" if holders else ""
+    return outcome(
+        Action.FORCE_PROMOTED,
+        detail=f"primary on {target.site}{taken}; {run.sites.source_id} may still hold it "
+        "as primary",
+    )
+
+
+class LockTaker:
+    """Takes a copy's exclusive lock from the target's rbd-mirror if a forced promote has not
+    got it within the grace (Options.break_locks_after).
+
+    librbd's forced promote of a snapshot-mode copy has the lock holder (this site's
+    rbd-mirror) create an orphan snapshot, then polls the image's watchers every 5 s until the
+    daemon has closed the image, with no time limit (`mirror::snapshot::PromoteRequest`,
+    `list_watchers` and `wait_update_notify`). With the source lost, the daemon can be wedged
+    on the dead peer (a replayer inside a call to it, which Pacific's rbd-mirror never times
+    out; upstream ceph PRs 51540 and 52632) and never close it. Measured on the lab, source
+    storage dead: 12 of 12 forced promotes given up at 81 s in 3 runs of 3, with or without
+    an OSD op timeout; with the lock taken, all finished in 4-5 s. Ceph blocklists the holder
+    (ceph.BLOCKLIST_S), which removes its watch, and the promote already waiting goes on.
+
+    Taken only when the hand-off stalls, because the blocklist pauses the daemon for every
+    image and restarts its pool replayer, which on the lab did not always come back. Once one
+    was needed in a run, later promotes of that run take it at once: the daemon is stuck.
+    The call bypasses the call slots (stalled promotes may hold them all), not the lock check.
+    """
+
+    def __init__(self, run: Run, name: str, grace: float) -> None:
+        self.holders: list[str] = []
+        self._run, self._name = run, name
+        delay = 0.0 if run.taking_locks.is_set() else grace
+        self._timer = threading.Timer(delay, self._take)
+        self._timer.daemon = True
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        if self._timer.is_alive() or self._timer.finished.is_set():
+            with suppress(RuntimeError):  # never started
+                self._timer.join()
+
+    def take_now(self) -> None:
+        """Take it in this thread, unless the timer already has."""
+        self.cancel()
+        if not self.holders:
+            self._take()
+
+    def _take(self) -> None:
+        run, name, target = self._run, self._name, self._run.raw_target
+        try:
+            run.lock_held()
+            if target.mirror_info(name).primary:
+                return  # promoted meanwhile: nothing to take
+            run.step(name, "take-lock", site=target.site)
+            self.holders = target.break_image_lock(name)
+        except CephError as exc:  # Ceph's own hand-off is left to work, within the limits
+            run.journal.write("lock-not-taken", volume=name, site=target.site, error=exc.reason)
+            return
+        run.step(name, "lock-taken", site=target.site, holders=self.holders)
+        if self.holders:
+            run.taking_locks.set()
