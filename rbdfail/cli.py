@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from rbdfail.lab import Disaster
+from rbdfail.disasters import Disaster
 from rbdfail.limits import MAX_CONCURRENCY, MAX_LAG_SECONDS, MAX_SECONDS, seconds_problem
 
 if TYPE_CHECKING:

@@ -28,18 +28,17 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
 import psutil
 
+from rbdfail.disasters import Disaster
 from rbdfail.errors import LabError
 
 SITES = ("primary", "secondary")
 SITE_ALIASES = {"default": "primary"}  # the backend's Cinder id names the primary site too
 POOL = "volumes"
 USER = "cinder"
-DAEMONS = ("mon", "mgr", "osd", "rbd-mirror")
 
 # The binaries the lab runs, and the Debian package that ships each.
 REQUIRED_BINARIES = {
@@ -61,24 +60,6 @@ READ_LEASE_S = 10  # a freeze longer than this may leave PGs laggy (the lease is
 PORT_FLOOR = 10000
 
 Progress = Callable[[str], None]
-
-
-class Disaster(StrEnum):
-    """The ways the lab can fail a site (`Lab.fail`)."""
-
-    PARTITION = "partition"  # every daemon stopped (SIGSTOP): calls hang, as across a cut link
-    STORAGE_DEAD = "storage-dead"  # mon, mgr and OSD stopped; its rbd-mirror runs on
-    KILLED = "killed"  # every daemon killed: connections refused; no way back (memstore)
-    SLOW = "slow"  # alive, but its OSD stopped 3 tenths of every 4: every op is slow
-
-    @property
-    def stopped(self) -> tuple[str, ...]:
-        """The daemons this disaster stops (SIGSTOP) or kills."""
-        if self == Disaster.STORAGE_DEAD:
-            return ("mon", "mgr", "osd")
-        if self == Disaster.SLOW:
-            return ()
-        return DAEMONS
 
 
 # SLOW: the OSD is stopped this long, then runs this long, over and over.

@@ -35,8 +35,9 @@ from rbdfail import ceph
 from rbdfail.cli import main
 from rbdfail.cluster import Cluster
 from rbdfail.config import SiteConfig, load_config
+from rbdfail.disasters import Disaster
 from rbdfail.errors import CephError, LabError
-from rbdfail.lab import Disaster, Lab
+from rbdfail.lab import Lab
 from rbdfail.switch.model import Operation, Options, Silent, SwitchRequest
 from rbdfail.switch.usecase import run_switch
 from tests.conftest import interrupt

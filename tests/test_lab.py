@@ -12,9 +12,9 @@ import psutil
 import pytest
 
 from rbdfail import ceph
+from rbdfail.disasters import DAEMONS
 from rbdfail.errors import LabError
 from rbdfail.lab import (
-    DAEMONS,
     PORT_FLOOR,
     READ_LEASE_S,
     SITES,
