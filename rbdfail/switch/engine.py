@@ -342,6 +342,7 @@ def _promote_when_propagated(run: Run, name: str, deadline: float) -> None:
     # Propagation takes seconds (the target's rbd-mirror replays the demotion); retries are a
     # cheap open+promote each, so a short cap keeps the overshoot after it arrives small.
     backoff = wait_exponential(multiplier=0.1, max=0.5)
+    replayed = False  # once the copy is past its own demotion it cannot go back to it
     for attempt in Retrying(
         retry=retry_if_exception_type(ImageBusy),
         # Stop early once the source is lost: its demotion will not arrive any more.
@@ -352,7 +353,9 @@ def _promote_when_propagated(run: Run, name: str, deadline: float) -> None:
         reraise=True,
     ):
         with attempt:
-            _refuse_unreplayed(target, name)
+            if not replayed:
+                _refuse_unreplayed(target, name)
+                replayed = True
             target.promote(name)
     run.step(name, "promoted", site=target.site)
 
