@@ -101,6 +101,9 @@ class FakeSite:
     # a forced promote waits for ever, or (refuses) is answered EROFS at once.
     handoff_stalls: bool = False
     handoff_refuses: bool = False
+    # A stalled forced promote whose lock was taken answers ETIMEDOUT (seen on the lab: librbd's
+    # own request to the old holder); the next one goes through.
+    times_out_after_take: bool = False
     name_set: bool = False
     schedules: dict[str, list[str]] = field(default_factory=dict)  # image -> intervals
     calls: list[tuple[str, str]] = field(default_factory=list)  # (operation, image) in order
@@ -405,6 +408,8 @@ class FakeCluster(Cluster):
             stalls = force and state.handoff_stalls and image and _daemon_holds_lock(state, image)
         while stalls and image and not image.lock_broken and not self.world._released.is_set():
             time.sleep(0.01)  # the hand-off never comes: until its lock is broken
+        if stalls and image and image.lock_broken and state.times_out_after_take:
+            raise OperationTimedOut("RBD operation timeout", site=self.site, image=name)
         if force and state.handoff_refuses and image and _daemon_holds_lock(state, image):
             raise ImageBusy("the copy's lock holder will not let go", site=self.site, image=name)
         with self.world.lock:

@@ -255,6 +255,22 @@ def test_source_lost__a_lock_holder_refusing_at_once__its_lock_taken_at_once_the
     assert sorted(calls(fake_ceph, "secondary", "break_image_lock")) == ["s-1", "s-2"]
 
 
+def test_source_lost__a_stalled_promote_timing_out_after_its_lock_was_taken__forced_again(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Seen on the lab (CI): the promote waiting since before the take answered ETIMEDOUT 2 s
+    after it; the next forced promote went through."""
+    replicated(primary, secondary, ["s-1", "s-2"])
+    fake_ceph.freeze("default")
+    fake_ceph.sites["secondary"].handoff_stalls = True
+    fake_ceph.sites["secondary"].times_out_after_take = True
+
+    report = run(config, fake_ceph, break_locks_after=0.2)
+
+    assert report.result == "complete", report.volumes
+    assert primary_on(secondary, "s-1") and primary_on(secondary, "s-2")
+
+
 def test_source_lost__a_lock_handoff_that_works_is_left_alone(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:

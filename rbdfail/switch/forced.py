@@ -28,14 +28,18 @@ def force_promote(run: Run, name: str, outcome: Callable[..., VolumeOutcome]) ->
             taker.start()
         try:
             target.promote(name, force=True)
-        except ImageBusy:
-            # The lock holder refused to let go (EROFS, seen on the lab right after another
-            # run had taken locks from the same daemon): take it now, then force once more.
+        except (ImageBusy, OperationTimedOut) as exc:
             if taker is None:
                 raise
+            taker.cancel()  # a take under way ends first
+            if isinstance(exc, OperationTimedOut) and not taker.holders:
+                raise  # a timeout, no lock taken: the target itself is not answering
+            # EROFS: the lock holder refused to let go (seen on the lab right after another
+            # run took locks from the same daemon): take it now. ETIMEDOUT 2 s after the
+            # timer took it (seen): librbd's own request to the old, blocklisted holder.
             taker.take_now()
-            # Seen on the lab right after the take: one more EROFS, or librbd's own ETIMEDOUT
-            # in 2 s (its request to the old, blocklisted holder); the next try went through.
+            # Seen right after a take, too: one more EROFS or ETIMEDOUT; the next try went
+            # through.
             for attempt in Retrying(
                 retry=retry_if_exception_type((ImageBusy, OperationTimedOut)),
                 stop=stop_after_attempt(3),
