@@ -104,6 +104,12 @@ _MIRROR_STATES = {
     # while rbd-mirror creates the peer's copy).
     3: MirrorState.CREATING,
 }
+_SNAPSHOT_STATES = {
+    rbd.RBD_SNAP_MIRROR_STATE_PRIMARY: MirrorSnapshotState.PRIMARY,
+    rbd.RBD_SNAP_MIRROR_STATE_PRIMARY_DEMOTED: MirrorSnapshotState.PRIMARY_DEMOTED,
+    rbd.RBD_SNAP_MIRROR_STATE_NON_PRIMARY: MirrorSnapshotState.NON_PRIMARY,
+    rbd.RBD_SNAP_MIRROR_STATE_NON_PRIMARY_DEMOTED: MirrorSnapshotState.NON_PRIMARY_DEMOTED,
+}
 _POOL_MODES = {
     rbd.RBD_MIRROR_MODE_DISABLED: PoolMirrorMode.DISABLED,
     rbd.RBD_MIRROR_MODE_IMAGE: PoolMirrorMode.IMAGE,
@@ -394,10 +400,8 @@ class CephCluster(Cluster):
         if not mirror:
             return None
         newest = max(mirror, key=lambda s: s["id"])["mirror"]
-        states = list(MirrorSnapshotState)  # librbd numbers them 0..3 in this order
-        state = newest.get("state", -1)
-        known = states[state] if 0 <= state < len(states) - 1 else MirrorSnapshotState.UNKNOWN
-        return known, bool(newest.get("complete"))
+        state = _SNAPSHOT_STATES.get(newest.get("state", -1), MirrorSnapshotState.UNKNOWN)
+        return state, bool(newest.get("complete"))
 
     def break_image_lock(self, name: str) -> list[str]:
         # python-rbd's lock_get_owners answers EINVAL on a non-primary copy ("exclusive-lock

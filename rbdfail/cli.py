@@ -596,7 +596,8 @@ def failover(
         _switch_options(
             app,
             force,
-            None if no_break_locks else break_locks_after,
+            break_locks_after,
+            no_break_locks,
             volume_timeout,
             connect_timeout,
             None,
@@ -693,7 +694,8 @@ def failback(
         _switch_options(
             app,
             force,
-            None if no_break_locks else break_locks_after,
+            break_locks_after,
+            no_break_locks,
             volume_timeout,
             connect_timeout,
             resync_timeout,
@@ -707,7 +709,8 @@ def failback(
 def _switch_options(
     app: AppContext,
     force: bool,
-    break_locks_after: float | None,
+    break_locks_after: float,
+    no_break_locks: bool,
     volume_timeout: float | None,
     connect_timeout: float | None,
     resync_timeout: float | None,
@@ -721,7 +724,7 @@ def _switch_options(
         volume_timeout=volume_timeout,
         concurrency=concurrency,
         force=force,
-        break_locks_after=break_locks_after,
+        break_locks_after=None if no_break_locks else break_locks_after,
         resync_timeout=resync_timeout,
     )
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from contextlib import suppress
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
@@ -96,9 +95,8 @@ class LockTaker:
 
     def cancel(self) -> None:
         self._timer.cancel()
-        if self._timer.is_alive() or self._timer.finished.is_set():
-            with suppress(RuntimeError):  # never started
-                self._timer.join()
+        if self._timer.is_alive():  # a take under way: let it end
+            self._timer.join()
 
     def take_now(self) -> None:
         """Take it in this thread, unless the timer already has."""
