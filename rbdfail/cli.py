@@ -436,25 +436,42 @@ def _write_metrics(report: StatusReport, path: Path, taken_at: float) -> None:
     "active, else `default` (a failback).",
 )
 @click.option(
+    "--max-rpo",
     "--max-lag",
+    "max_rpo",
     type=Seconds(0, MAX_LAG_SECONDS, zero_ok=True),
     default=None,
     metavar="SECONDS",
-    help="Fail when a snapshot-mode copy is older than this.",
+    help="Fail unless every copy provably holds the writes up to this many seconds ago "
+    "(an unknown RPO fails). --max-lag is the old name.",
+)
+@click.option(
+    "--require-idle",
+    is_flag=True,
+    help="Fail, not warn, when a client still has a source volume open.",
 )
 @json_option
 @click.pass_obj
-def check(app: AppContext, target: str | None, max_lag: float | None, as_json: bool) -> None:
+def check(
+    app: AppContext,
+    target: str | None,
+    max_rpo: float | None,
+    require_idle: bool,
+    as_json: bool,
+) -> None:
     """Pre-flight: may a failover to a site start now, and would it be clean?
 
     Each item is pass, warn or fail with a one-line reason: sites reachable (if only the
     source is not, a forced failover is still possible: warn), pool mode and peers on each
     site, the target's rbd-mirror daemon, every replicated volume mirrored with a copy on the
-    target, no split-brain, no image in error, copies replaying, lag under --max-lag.
+    target, no split-brain, no image in error, copies replaying, copies past their first sync,
+    the RPO under --max-rpo, each primary's snapshot schedule there and firing (silent for 3
+    intervals fails), and no client left with a source volume open (warn; fail with
+    --require-idle).
 
     \b
     Examples:
-      rbdfail check --to secondary --max-lag 3600
+      rbdfail check --to secondary --max-rpo 3600
       rbdfail check --json | jq '.items[] | select(.verdict != "pass")'
 
     Exit 0 ready (warnings allowed), 1 not ready.
@@ -475,7 +492,7 @@ def check(app: AppContext, target: str | None, max_lag: float | None, as_json: b
     backend = report.sites[config.backend.backend_id]
     if backend.reachable:
         _remember_listing(config, backend.backend_id, backend.volumes)
-    items = run_checks(report, target, max_lag)
+    items = run_checks(report, target, max_rpo, require_idle)
     if as_json:
         _emit_json(
             {"target": target, "ready": ready(items), "items": [item.to_json() for item in items]}

@@ -177,6 +177,16 @@ class StatusReport:
             return "unknown", 0
         return ("up", stamps.count(True)) if any(stamps) else ("down", len(stamps))
 
+    def worst_rpo(self, site: str) -> VolumeStatus | None:
+        """The replicated volume whose copy on `site` would lose the most (an unknown RPO is
+        the worst), None when the site holds no copy."""
+        copies = [v for v in self.volumes if v.replicated and v.sites[site].primary is False]
+        return max(
+            copies,
+            key=lambda v: float("inf") if v.rpo.seconds is None else v.rpo.seconds,
+            default=None,
+        )
+
     @property
     def where_primary(self) -> str | None:
         """The one site where every replicated, mirrored volume is primary, if there is one."""
@@ -200,6 +210,10 @@ class StatusReport:
         found += [f"volume {v.name}: {p}" for v in self.volumes for p in v.problems]
         return found
 
+    def _worst(self, site: str) -> dict[str, Any] | None:
+        worst = self.worst_rpo(site)
+        return {"volume": worst.name, **worst.rpo.to_json()} if worst else None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "active_backend": self.active_backend,
@@ -207,7 +221,8 @@ class StatusReport:
             "problems": self.problems,
             "volumes": [v.to_json() for v in self.volumes],
             "sites": {
-                site: view.to_json() | {"rbd_mirror": self.mirror_daemon(site)[0]}
+                site: view.to_json()
+                | {"rbd_mirror": self.mirror_daemon(site)[0], "worst_rpo": self._worst(site)}
                 for site, view in self.sites.items()
             },
         }
