@@ -153,6 +153,14 @@ connect_timeout_option = click.option(
 )
 
 
+require_idle_option = click.option(
+    "--require-idle",
+    is_flag=True,
+    help="Leave a volume where it is (failed, named) when a client still has it open on the "
+    "source: a demote makes that client's writes fail. Default: a warning in the plan.",
+)
+
+
 def break_locks_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """--break-locks-after SECONDS and --no-break-locks, defined once for both switches."""
     command = click.option(
@@ -559,6 +567,7 @@ def connection_info(app: AppContext, volume: str, as_json: bool) -> None:
     metavar="SECONDS",
     help="Wall-clock budget of one volume (default: `volume_timeout` in the config).",
 )
+@require_idle_option
 @break_locks_option
 @connect_timeout_option
 @concurrency_option
@@ -571,6 +580,7 @@ def failover(
     yes: bool,
     force: bool,
     volume_timeout: float | None,
+    require_idle: bool,
     break_locks_after: float,
     no_break_locks: bool,
     connect_timeout: float | None,
@@ -621,6 +631,7 @@ def failover(
             concurrency,
         ),
         (),
+        require_idle,
         as_json,
     )
 
@@ -657,6 +668,7 @@ def failover(
     metavar="SECONDS",
     help="How long a resync may take before its volume is given up on (default: 900).",
 )
+@require_idle_option
 @break_locks_option
 @connect_timeout_option
 @concurrency_option
@@ -670,6 +682,7 @@ def failback(
     resync: tuple[str, ...],
     volume_timeout: float | None,
     resync_timeout: float | None,
+    require_idle: bool,
     break_locks_after: float,
     no_break_locks: bool,
     connect_timeout: float | None,
@@ -719,6 +732,7 @@ def failback(
             concurrency,
         ),
         resync,
+        require_idle,
         as_json,
     )
 
@@ -754,6 +768,7 @@ def _switch(
     yes: bool,
     options: Options,
     resync: tuple[str, ...],
+    require_idle: bool,
     as_json: bool,
 ) -> NoReturn:
     """Failover or failback: ask the use case, show the plan or the report, exit with a code."""
@@ -774,7 +789,9 @@ def _switch(
         render.failover_plan(plan, render.stderr)
         return click.confirm(f"{operation.capitalize()} to {plan.target}?", err=True)
 
-    request = SwitchRequest(Operation(operation), options, target, dry_run, resync)
+    request = SwitchRequest(
+        Operation(operation), options, target, dry_run, resync, require_idle=require_idle
+    )
     result = run_switch(
         app.config(),
         request,

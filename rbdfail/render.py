@@ -253,7 +253,12 @@ def failover_plan(plan: FailoverPlan, console: Console = stdout) -> None:
     table.add_column("why", overflow="fold")
     for v in plan.volumes:
         plan_cell = f"[{_PLAN_STYLE[v.plan]}]{v.plan}[/]"
-        table.add_row(escape(v.name), escape(v.volume_type), plan_cell, escape(v.reason))
+        why = v.reason
+        if v.schedule:
+            why += f"; then its {v.schedule} snapshot schedule is added on {plan.target}"
+        if v.users:
+            why += f"; open on {plan.source} by {', '.join(v.users)}"
+        table.add_row(escape(v.name), escape(v.volume_type), plan_cell, escape(why))
     console.print(table)
     if not plan.source_reachable:
         known = (
