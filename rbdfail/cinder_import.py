@@ -672,6 +672,11 @@ def _type_lines(
                 mine.append(cinder_type)
     for cinder_type in mine:
         lines += _one_type(cinder_type, backend, types_file)
+    if backend.devices and mine and not any(_replicated(t) for t in mine):
+        notes.append(
+            f"no volume type of backend {backend.volume_backend_name!r} replicates: a failover "
+            "would move no volume"
+        )
     if not mine:
         why = (
             "no --volume-types given"
@@ -721,6 +726,10 @@ def _type_lines(
     ]
 
 
+def _replicated(cinder_type: _CinderType) -> bool:
+    return cinder_type.properties.get("replication_enabled") == REPLICATED_SPEC
+
+
 def _one_type(cinder_type: _CinderType, backend: _Backend, types_file: Path | None) -> list[str]:
     spec = cinder_type.properties.get("replication_enabled")
     where = (
@@ -729,7 +738,7 @@ def _one_type(cinder_type: _CinderType, backend: _Backend, types_file: Path | No
         else f"volume_backend_name={backend.volume_backend_name!r}"
     )
     origin = f"{types_file} {cinder_type.name!r}: {where}"
-    if spec == REPLICATED_SPEC:
+    if _replicated(cinder_type):
         return [
             _line(f"  {_scalar(cinder_type.name)}:", origin),
             _line(f'    replication_enabled: "{REPLICATED_SPEC}"', "its replication_enabled"),
