@@ -38,6 +38,9 @@ from rbdfail.errors import ConfigError
 RBD_DRIVER = "cinder.volume.drivers.rbd.RBDDriver"
 LVM_DRIVER = "cinder.volume.drivers.lvm.LVMVolumeDriver"  # Cinder's default volume_driver
 SHARED = "backend_defaults"  # Cinder's section of defaults for every backend
+# Written empty by some deployment templates; Cinder then does as if they were not set (an
+# empty rbd_pool or rbd_cluster_name it refuses).
+OPTIONAL_WHEN_EMPTY = ("rbd_user", "volume_backend_name")
 FILL_IN = "FILL IN"
 MAX_INPUT_BYTES = 1 << 20
 TYPES_COMMAND = "openstack volume type list --long -f json"
@@ -304,7 +307,9 @@ class _Backend:
 def _read_backend(conf: _CinderConf, section: str, notes: list[str]) -> _Backend:
     def get(key: str) -> _Value | None:
         found = conf.last(section, key)
-        return _Value(_text(conf, found[0], found[1]), found[1]) if found else None
+        if found is None or (not found[0].strip() and key in OPTIONAL_WHEN_EMPTY):
+            return None
+        return _Value(_text(conf, found[0], found[1]), found[1])
 
     for key in ("rbd_pool", "rbd_user", "rbd_ceph_conf", "rbd_cluster_name", "replication_device"):
         if note := conf.ignored_default(section, key):

@@ -447,6 +447,13 @@ def test_missing_unreadable_and_not_utf8_files(tmp_path: Path) -> None:
     assert str(refused(latin)) == f"{latin}: the cinder.conf is not UTF-8 text"
 
 
+def test_empty_rbd_user_is_not_set_and_empty_rbd_pool_is_refused(tmp_path: Path) -> None:
+    conf = write(tmp_path, SIMPLE.replace("rbd_user = cinder", "rbd_user ="))
+    assert "user: admin" in import_cinder(conf).text
+    conf = write(tmp_path, SIMPLE.replace("rbd_pool = volumes", "rbd_pool ="))
+    assert str(refused(conf)) == f"{conf}: [ceph] rbd_pool is empty"
+
+
 def test_value_that_needs_quoting_round_trips_exactly(tmp_path: Path) -> None:
     conf = write(
         tmp_path,
