@@ -170,7 +170,7 @@ def _read_text(path: Path, what: str) -> str:
     if len(data) > MAX_INPUT_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_INPUT_BYTES >> 20} MiB: not a {what}")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a BOM, as some editors write, is not a character
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: the {what} is not UTF-8 text") from None
 
@@ -785,7 +785,10 @@ def write_new_file(path: Path, text: str, force: bool, inputs: tuple[Path, ...] 
                 )
     try:
         with _temporary(path.parent, path.name) as temporary:
-            temporary.write_text(text, encoding="utf-8")
+            with open(temporary, "w", encoding="utf-8") as out:
+                out.write(text)
+                out.flush()
+                os.fsync(out.fileno())  # on disk before its name is
             os.chmod(temporary, 0o644)  # no secrets in it
             if force:
                 os.replace(temporary, path)

@@ -437,6 +437,15 @@ def test_replication_connect_timeout(tmp_path: Path, value: str, outcome: str | 
         assert any("is -1 (no timeout in Cinder)" in note for note in result.notes)
 
 
+def test_windows_line_ends_and_a_byte_order_mark_are_read(tmp_path: Path) -> None:
+    conf = tmp_path / "cinder.conf"
+    conf.write_bytes(b"\xef\xbb\xbf" + SIMPLE.replace("\n", "\r\n").encode())
+    config = loaded(
+        tmp_path, import_cinder(conf, volume_types=types_file(tmp_path, REPLICATED_CEPH))
+    )
+    assert (config.backend.pool, config.replication_devices[0].user) == ("volumes", "cinder")
+
+
 def test_missing_unreadable_and_not_utf8_files(tmp_path: Path) -> None:
     assert (
         str(refused(tmp_path / "nope.conf")) == f"{tmp_path / 'nope.conf'}: cinder.conf not found"
