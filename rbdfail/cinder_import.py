@@ -202,10 +202,16 @@ def _choose_backend(conf: _CinderConf, asked: str | None, notes: list[str]) -> s
                 hint="give --backend the name of the backend's section, as in enabled_backends",
             )
         section = conf.names[_normalized(asked)]
+        if _normalized(section) in ("DEFAULT", SHARED):
+            raise ConfigError(
+                f"{conf.path}: [{section}] is not a backend's section",
+                hint="give --backend the name of the backend's section, as in enabled_backends",
+            )
         if (driver := _driver(conf, section)) != RBD_DRIVER:
+            unset = conf.last(section, "volume_driver") is None
             raise ConfigError(
                 f"{conf.path}: [{section}] is not an RBD backend: volume_driver is {driver}"
-                + (" (Cinder's default: not set)" if driver == LVM_DRIVER else ""),
+                + (" (not set: Cinder's default)" if unset else ""),
                 hint=f"rbdfail imports backends with volume_driver = {RBD_DRIVER}",
             )
         if _normalized(section) not in {_normalized(n) for n in enabled}:
@@ -249,19 +255,16 @@ def _choose_backend(conf: _CinderConf, asked: str | None, notes: list[str]) -> s
 def _text(conf: _CinderConf, value: str, origin: str) -> str:
     """A value rbdfail will use: one printable line, no oslo.config substitution, not empty."""
     value = value.strip()
-    problem = (
-        "is empty"
-        if not value
-        else "spans several lines"
-        if "\n" in value
-        else "holds a control character"
-        if not value.isprintable()
-        else "uses oslo.config's $substitution, which import-cinder does not expand"
-        if "$" in value
-        else None
-    )
-    if problem:
-        raise ConfigError(f"{conf.path}: {origin} {problem}", hint="write the value out in full")
+    for wrong, problem in (
+        (not value, "is empty"),
+        ("\n" in value, "spans several lines"),
+        (not value.isprintable(), "holds a control character"),
+        ("$" in value, "uses oslo.config's $substitution, which import-cinder does not expand"),
+    ):
+        if wrong:
+            raise ConfigError(
+                f"{conf.path}: {origin} {problem}", hint="write the value out in full"
+            )
     return value
 
 

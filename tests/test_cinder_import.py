@@ -349,6 +349,8 @@ def test_no_rbd_backend__names_what_there_is(tmp_path: Path) -> None:
     ("backend", "message"),
     [
         ("nope", "no section [nope] (sections: [DEFAULT], [backend_defaults], [ceph-fast]"),
+        ("DEFAULT", "[DEFAULT] is not a backend's section"),
+        ("Backend_Defaults", "[backend_defaults] is not a backend's section"),
         (
             "lvm-local",
             "[lvm-local] is not an RBD backend: volume_driver is "
