@@ -34,6 +34,7 @@ import yaml
 
 from rbdfail.config import DEFAULT_BACKEND_ID, load_config
 from rbdfail.errors import ConfigError
+from rbdfail.limits import MAX_SECONDS
 
 RBD_DRIVER = "cinder.volume.drivers.rbd.RBDDriver"
 LVM_DRIVER = "cinder.volume.drivers.lvm.LVMVolumeDriver"  # Cinder's default volume_driver
@@ -291,7 +292,7 @@ class _Device:
     conf: _Value
     user: _Value
     origin: str
-    ignored: tuple[str, ...]  # keys Cinder's RBD driver ignores (secret_uuid among them)
+    ignored: tuple[str, ...]  # not carried over: secret_uuid, and what Cinder's driver ignores
 
 
 @dataclass(frozen=True)
@@ -347,7 +348,8 @@ def _read_backend(conf: _CinderConf, section: str, notes: list[str]) -> _Backend
         )
     if conf.lookup(section, "rbd_keyring_conf"):
         notes.append(
-            "rbd_keyring_conf ignored: Cinder's own connections do not use it (OSSN-0085); rbdfail "
+            "rbd_keyring_conf ignored: Cinder no longer reads it (OSSN-0085) and its own "
+            "connections never used it; rbdfail "
             "finds the keyring as librados does for Cinder (ceph.conf's `keyring`, else "
             "/etc/ceph/$cluster.client.$user.keyring)"
         )
@@ -446,10 +448,10 @@ def _timeout(conf: _CinderConf, section: str, notes: list[str]) -> _Value:
             "Cinder's default"
         )
         return _Value("5", f"{origin} is {seconds}: no timeout, which rbdfail does not allow")
-    if seconds > 86400:
+    if seconds > MAX_SECONDS:
         raise ConfigError(
             f"{conf.path}: {origin} {seconds} is over a day",
-            hint="rbdfail allows at most 86400 seconds",
+            hint=f"rbdfail allows at most {MAX_SECONDS:g} seconds",
         )
     return _Value(str(seconds), origin)
 
