@@ -19,6 +19,7 @@ quoting it, so the file is never used half-filled. Key material is never written
 
 from __future__ import annotations
 
+import ast
 import configparser
 import contextlib
 import errno
@@ -131,7 +132,8 @@ def _read_cinder_conf(path: Path) -> _CinderConf:
             hint="give the cinder.conf of the cinder-volume service (oslo.config INI format)",
         ) from None
     except configparser.ParsingError as exc:
-        lineno, line = exc.errors[0]
+        lineno, shown = exc.errors[0]  # configparser keeps repr(line)
+        line = ast.literal_eval(shown) if shown[:1] in "'\"" else shown
         raise ConfigError(
             f"{path}:{lineno}: not a cinder.conf line: {line.strip()!r} (expected `key = value`, "
             "`[section]`, a comment or an indented continuation)",

@@ -4,13 +4,17 @@ types from openstack's JSON, placeholders the loader refuses, and a file that lo
 from __future__ import annotations
 
 import json
+import tempfile
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from rbdfail.cinder_import import RBD_DRIVER as RBD
 from rbdfail.cinder_import import CinderImport, import_cinder, write_new_file
 from rbdfail.cli import main
 from rbdfail.cluster import MirrorMode
@@ -377,7 +381,10 @@ def test_no_enabled_backends__asks_for_backend(tmp_path: Path) -> None:
             "rbd_pool = volumes\n[ceph]\n",
             ":1: not a cinder.conf: 'rbd_pool = volumes' comes before",
         ),
-        ("[DEFAULT]\nenabled_backends = ceph\nthis is not a key\n", ":3: not a cinder.conf line"),
+        (
+            "[DEFAULT]\nenabled_backends = ceph\nthis is not a key\n",
+            ":3: not a cinder.conf line: 'this is not a key' (expected `key = value`",
+        ),
         ("<html>502 Bad Gateway</html>\n", ":1: not a cinder.conf"),
     ],
     ids=["key-before-section", "line-without-value", "not-ini"],
@@ -589,3 +596,64 @@ def test_write_new_file__folder_that_does_not_exist(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         write_new_file(tmp_path / "no" / "rbdfail.yaml", "x\n", force=False)
     assert "cannot write it" in str(caught.value)
+
+
+# ---- hostile input: any text is imported or refused by name, never a traceback ---------------
+_LINES = st.sampled_from(
+    [
+        "[DEFAULT]",
+        "[ceph]",
+        "[backend_defaults]",
+        "[",
+        "enabled_backends = ceph",
+        "enabled_backends = ,ceph,,",
+        "volume_driver = cinder.volume.drivers.rbd.RBDDriver",
+        "rbd_pool = volumes",
+        "rbd_pool = volumes",
+        "rbd_pool =",
+        "rbd_user = cinder",
+        "rbd_ceph_conf = /etc/ceph/ceph.conf",
+        "rbd_cluster_name = ceph",
+        "replication_device = backend_id:secondary",
+        "replication_device = backend_id:tertiary,conf:/etc/ceph/t.conf,user:x,secret_uuid:s",
+        "replication_device = conf:/x",
+        "replication_device = ,,:",
+        "replication_connect_timeout = 3",
+        "replication_connect_timeout = -1",
+        "    conf:/etc/ceph/continued.conf",
+        "volume_name_template = v-%s",
+        "# a comment",
+        "",
+    ]
+)
+
+
+_START = "[DEFAULT]\nenabled_backends = ceph\n[ceph]\nvolume_driver = " + RBD + "\n"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    start=st.sampled_from(["", _START, _START + "rbd_pool = volumes\n"]),
+    lines=st.lists(st.one_of(_LINES, _LINES, st.text(max_size=30)), max_size=25),
+)
+def test_hostile__any_cinder_conf_is_imported_or_refused_by_name(
+    start: str, lines: list[str]
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        conf = Path(folder) / "cinder.conf"
+        text = start + "\n".join(lines)
+        conf.write_text(text, encoding="utf-8", errors="surrogatepass")
+        try:
+            result = import_cinder(conf)
+        except ConfigError as exc:
+            assert str(exc).startswith(str(conf)), str(exc)
+            return
+        out = Path(folder) / "rbdfail.yaml"
+        out.write_text(result.text)
+        try:
+            load_config(out)
+        except ConfigError as exc:
+            assert result.todo, "a file with nothing to fill in must load"
+            assert "FILL IN" in str(exc) or "needs at least one secondary site" in str(exc)
+        for secret in ("secret_uuid:s", ":s\n"):
+            assert secret not in result.text
