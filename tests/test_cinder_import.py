@@ -574,6 +574,16 @@ def test_cli__refused_exit_2_and_nothing_written(tmp_path: Path, args: tuple[str
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_cli__a_device_written_after_the_generic_help_text__exit_2_naming_it(
+    tmp_path: Path,
+) -> None:
+    conf = DATA / "device-without-backend-id.conf"
+    code, stdout, stderr = cli(str(conf), "-o", str(tmp_path / "out.yaml"))
+    assert (code, stdout) == (2, "")
+    assert f"error: {conf}: [ceph] replication_device has no backend_id" in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli__existing_output_kept_unless_force(tmp_path: Path) -> None:
     out = tmp_path / "rbdfail.yaml"
     out.write_text("mine\n")
