@@ -3,7 +3,9 @@ types from openstack's JSON, placeholders the loader refuses, and a file that lo
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import tempfile
 import textwrap
 from collections.abc import Mapping
@@ -667,3 +669,19 @@ def test_hostile__any_cinder_conf_is_imported_or_refused_by_name(
             assert "FILL IN" in str(exc) or "needs at least one secondary site" in str(exc)
         for secret in ("secret_uuid:s", ":s\n"):
             assert secret not in result.text
+
+
+def test_write_new_file__without_hard_links_still_refuses_an_existing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(source: object, target: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)  # e.g. vfat, some FUSE file systems
+    out = tmp_path / "rbdfail.yaml"
+    write_new_file(out, "new\n", force=False)
+    assert out.read_text() == "new\n"
+    with pytest.raises(ConfigError, match="already exists"):
+        write_new_file(out, "other\n", force=False)
+    assert out.read_text() == "new\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["rbdfail.yaml"]
