@@ -19,10 +19,13 @@ from __future__ import annotations
 import errno
 import json
 import math
+import shutil
+import subprocess
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from rbdfail.cluster import (
@@ -30,6 +33,7 @@ from rbdfail.cluster import (
     Cluster,
     Feature,
     ImageStatus,
+    ImageUser,
     MirrorInfo,
     MirrorMode,
     MirrorSnapshotState,
@@ -208,10 +212,12 @@ class CephCluster(Cluster):
     def __init__(self, site: SiteConfig, client: Any, ioctx: Any, timeout: float) -> None:
         self.site = site.backend_id
         self.pool = site.pool
+        self.config = site
         self.timeout = timeout
         self._client = client
         self._ioctx = ioctx
         self._rbd = rbd.RBD()
+        self._mirror_clients: tuple[float, frozenset[str]] | None = None  # (read at, ids)
 
     def close(self) -> None:
         # Both return at once even when the site is frozen (measured), so no guard thread.
@@ -403,6 +409,52 @@ class CephCluster(Cluster):
         state = _SNAPSHOT_STATES.get(newest.get("state", -1), MirrorSnapshotState.UNKNOWN)
         return state, bool(newest.get("complete"))
 
+    def synced_snapshot_time(self, name: str) -> datetime | None:
+        with self._image(name, read_only=True) as image:
+            complete = [s["id"] for s in image.list_snaps() if s.get("mirror", {}).get("complete")]
+            if not complete:
+                return None
+            return image.get_snap_timestamp(max(complete)).replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+    def image_users(self, name: str) -> list[ImageUser]:
+        mirror_daemons = self._rbd_mirror_clients()
+        with self._image(name, read_only=True) as image:
+            watchers = list(image.watchers_list())
+            lockers = (image.list_lockers() or {}).get("lockers", [])
+        holders = {str(client): str(addr) for client, _cookie, addr in lockers}
+        users = {f"client.{w['id']}": str(w["addr"]) for w in watchers} | holders
+        return [
+            ImageUser(client, addr, client in holders)
+            for client, addr in sorted(users.items())
+            if client not in mirror_daemons
+        ]
+
+    def _rbd_mirror_clients(self) -> frozenset[str]:
+        """The connections of the rbd-mirror daemons to this site: each watches the pool's
+        `rbd_mirroring` object (its own site's daemon and the peers' alike), and the peer's
+        daemon watches every snapshot-mode primary it replays. python-rados cannot list an
+        object's watchers, so this asks the `rados` tool (ceph-common) once a minute; without
+        it nothing is left out, and a snapshot-mode primary shows the peer's daemon as a user."""
+        now = time.monotonic()
+        if self._mirror_clients is not None and now - self._mirror_clients[0] < 60:
+            return self._mirror_clients[1]
+        tool = shutil.which("rados")
+        found: frozenset[str] = frozenset()
+        if tool:
+            command = [tool, "-c", str(self.config.conf), "--id", self.config.user]
+            command += ["--cluster", self.config.cluster_name]
+            if self.config.keyring:
+                command += ["--keyring", str(self.config.keyring)]
+            command += ["--client_mount_timeout", str(max(1, math.ceil(self.timeout)))]
+            command += ["-p", self.pool, "listwatchers", "rbd_mirroring"]
+            with suppress(OSError, subprocess.SubprocessError):
+                out = subprocess.run(
+                    command, capture_output=True, text=True, timeout=self.timeout + 5, check=False
+                ).stdout
+                found = frozenset(part for part in out.split() if part.startswith("client."))
+        self._mirror_clients = (now, found)
+        return found
+
     def break_image_lock(self, name: str) -> list[str]:
         # python-rbd's lock_get_owners answers EINVAL on a non-primary copy ("exclusive-lock
         # feature is not enabled": such an image has no ExclusiveLock object here), so the
@@ -503,6 +555,22 @@ class CephCluster(Cluster):
             )
 
     # ---- mirror-snapshot schedules ------------------------------------------------------
+    def pool_snapshot_schedules(self) -> dict[str, list[str]]:
+        out = self._mgr(
+            "",
+            prefix="rbd mirror snapshot schedule list",
+            level_spec=f"{self.pool}/",
+            recursive=True,
+            format="json",
+        )
+        found: dict[str, list[str]] = {}
+        for level in json.loads(out or "{}").values():
+            # "pool/image" (image levels only: a pool-wide schedule has no image part)
+            pool, _, image = str(level.get("name", "")).partition("/")
+            if pool == self.pool and image and "/" not in image:
+                found.setdefault(image, []).extend(s["interval"] for s in level["schedule"])
+        return found
+
     def snapshot_schedules(self, name: str) -> list[str]:
         out = self._mgr(
             name,

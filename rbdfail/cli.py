@@ -153,6 +153,14 @@ connect_timeout_option = click.option(
 )
 
 
+require_idle_option = click.option(
+    "--require-idle",
+    is_flag=True,
+    help="Leave a volume where it is (failed, named) when a client still has it open on the "
+    "source: a demote makes that client's writes fail. Default: a warning in the plan.",
+)
+
+
 def break_locks_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """--break-locks-after SECONDS and --no-break-locks, defined once for both switches."""
     command = click.option(
@@ -436,25 +444,42 @@ def _write_metrics(report: StatusReport, path: Path, taken_at: float) -> None:
     "active, else `default` (a failback).",
 )
 @click.option(
+    "--max-rpo",
     "--max-lag",
+    "max_rpo",
     type=Seconds(0, MAX_LAG_SECONDS, zero_ok=True),
     default=None,
     metavar="SECONDS",
-    help="Fail when a snapshot-mode copy is older than this.",
+    help="Fail unless every copy provably holds the writes up to this many seconds ago "
+    "(an unknown RPO fails). --max-lag is the old name.",
+)
+@click.option(
+    "--require-idle",
+    is_flag=True,
+    help="Fail, not warn, when a client still has a source volume open.",
 )
 @json_option
 @click.pass_obj
-def check(app: AppContext, target: str | None, max_lag: float | None, as_json: bool) -> None:
+def check(
+    app: AppContext,
+    target: str | None,
+    max_rpo: float | None,
+    require_idle: bool,
+    as_json: bool,
+) -> None:
     """Pre-flight: may a failover to a site start now, and would it be clean?
 
     Each item is pass, warn or fail with a one-line reason: sites reachable (if only the
     source is not, a forced failover is still possible: warn), pool mode and peers on each
     site, the target's rbd-mirror daemon, every replicated volume mirrored with a copy on the
-    target, no split-brain, no image in error, copies replaying, lag under --max-lag.
+    target, no split-brain, no image in error, copies replaying, copies past their first sync,
+    the RPO under --max-rpo, each primary's snapshot schedule there and firing (silent for 3
+    intervals fails), and no client left with a source volume open (warn; fail with
+    --require-idle).
 
     \b
     Examples:
-      rbdfail check --to secondary --max-lag 3600
+      rbdfail check --to secondary --max-rpo 3600
       rbdfail check --json | jq '.items[] | select(.verdict != "pass")'
 
     Exit 0 ready (warnings allowed), 1 not ready.
@@ -475,7 +500,7 @@ def check(app: AppContext, target: str | None, max_lag: float | None, as_json: b
     backend = report.sites[config.backend.backend_id]
     if backend.reachable:
         _remember_listing(config, backend.backend_id, backend.volumes)
-    items = run_checks(report, target, max_lag)
+    items = run_checks(report, target, max_rpo, require_idle)
     if as_json:
         _emit_json(
             {"target": target, "ready": ready(items), "items": [item.to_json() for item in items]}
@@ -542,6 +567,7 @@ def connection_info(app: AppContext, volume: str, as_json: bool) -> None:
     metavar="SECONDS",
     help="Wall-clock budget of one volume (default: `volume_timeout` in the config).",
 )
+@require_idle_option
 @break_locks_option
 @connect_timeout_option
 @concurrency_option
@@ -554,6 +580,7 @@ def failover(
     yes: bool,
     force: bool,
     volume_timeout: float | None,
+    require_idle: bool,
     break_locks_after: float,
     no_break_locks: bool,
     connect_timeout: float | None,
@@ -604,6 +631,7 @@ def failover(
             concurrency,
         ),
         (),
+        require_idle,
         as_json,
     )
 
@@ -640,6 +668,7 @@ def failover(
     metavar="SECONDS",
     help="How long a resync may take before its volume is given up on (default: 900).",
 )
+@require_idle_option
 @break_locks_option
 @connect_timeout_option
 @concurrency_option
@@ -653,6 +682,7 @@ def failback(
     resync: tuple[str, ...],
     volume_timeout: float | None,
     resync_timeout: float | None,
+    require_idle: bool,
     break_locks_after: float,
     no_break_locks: bool,
     connect_timeout: float | None,
@@ -702,6 +732,7 @@ def failback(
             concurrency,
         ),
         resync,
+        require_idle,
         as_json,
     )
 
@@ -737,6 +768,7 @@ def _switch(
     yes: bool,
     options: Options,
     resync: tuple[str, ...],
+    require_idle: bool,
     as_json: bool,
 ) -> NoReturn:
     """Failover or failback: ask the use case, show the plan or the report, exit with a code."""
@@ -757,7 +789,9 @@ def _switch(
         render.failover_plan(plan, render.stderr)
         return click.confirm(f"{operation.capitalize()} to {plan.target}?", err=True)
 
-    request = SwitchRequest(Operation(operation), options, target, dry_run, resync)
+    request = SwitchRequest(
+        Operation(operation), options, target, dry_run, resync, require_idle=require_idle
+    )
     result = run_switch(
         app.config(),
         request,

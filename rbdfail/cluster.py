@@ -145,6 +145,16 @@ class ImageStatus:
 
 
 @dataclass(frozen=True)
+class ImageUser:
+    """A client that has the image open, other than an rbd-mirror daemon: a writer a demote
+    would cut off (its next write fails read-only)."""
+
+    client: str  # "client.4123", Ceph's id of the connection
+    address: str
+    holds_lock: bool  # it holds the exclusive lock: it has written since it opened the image
+
+
+@dataclass(frozen=True)
 class Monitor:
     name: str
     addresses: tuple[str, ...]  # as Ceph writes them: "v2:10.0.0.1:3300", "v1:10.0.0.1:6789"
@@ -233,6 +243,17 @@ class Cluster(ABC):
         complete; None when it has none (journal mode, not mirrored)."""
 
     @abstractmethod
+    def synced_snapshot_time(self, name: str) -> datetime | None:
+        """When this site made its newest complete mirror snapshot of a snapshot-mode image
+        (for a copy: when it began copying it); None while it has none, e.g. a copy whose first
+        sync has not finished. Journal mode has none."""
+
+    @abstractmethod
+    def image_users(self, name: str) -> list[ImageUser]:
+        """The clients that have the image open (its watchers and lock holders), rbd-mirror's
+        connections left out."""
+
+    @abstractmethod
     def break_image_lock(self, name: str) -> list[str]:
         """Take the image's exclusive lock from whoever holds it (on a copy: this site's
         rbd-mirror). Ceph blocklists each holder for a while, so it cannot write after. The
@@ -289,6 +310,11 @@ class Cluster(ABC):
     @abstractmethod
     def snapshot_schedules(self, name: str) -> list[str]:
         """The image's schedule intervals, e.g. ["1h"]."""
+
+    @abstractmethod
+    def pool_snapshot_schedules(self) -> dict[str, list[str]]:
+        """Every image's schedule intervals, by image name, in one call. Kept per image id:
+        a copy thrown away and re-created (resync) loses its schedule."""
 
     @abstractmethod
     def add_snapshot_schedule(self, name: str, interval: str) -> None:

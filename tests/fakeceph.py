@@ -35,6 +35,7 @@ from rbdfail.cluster import (
     Cluster,
     Feature,
     ImageStatus,
+    ImageUser,
     MirrorInfo,
     MirrorMode,
     MirrorSnapshotState,
@@ -85,6 +86,7 @@ class FakeImage:
     # Demoted by this site itself, the peer's later promotion not replayed here since: Ceph
     # promotes it without force all the same (its newest mirror snapshot: primary-demoted).
     demoted_here: bool = False
+    users: list[ImageUser] = field(default_factory=list)  # clients with it open (tests set them)
 
 
 @dataclass
@@ -393,6 +395,20 @@ class FakeCluster(Cluster):
                 return MirrorSnapshotState.NON_PRIMARY_DEMOTED, True
             return MirrorSnapshotState.NON_PRIMARY, image.first_sync_done
 
+    def synced_snapshot_time(self, name: str) -> datetime | None:
+        # The fake's snapshot-mode images take a mirror snapshot at enable and at every write.
+        with self.world.lock:
+            image = self._get(self._enter("synced_snapshot_time", name), name)
+            if image.mode != MirrorMode.SNAPSHOT or image.mirror_state != MirrorState.ENABLED:
+                return None
+            if not image.primary and not image.first_sync_done:
+                return None
+            return datetime.fromtimestamp(image.written_at, UTC)
+
+    def image_users(self, name: str) -> list[ImageUser]:
+        with self.world.lock:
+            return list(self._get(self._enter("image_users", name), name).users)
+
     def break_image_lock(self, name: str) -> list[str]:
         with self.world.lock:
             state = self._enter("break_image_lock", name)
@@ -505,11 +521,11 @@ class FakeCluster(Cluster):
         if image.mode == MirrorMode.JOURNAL:
             tail = {"entries_behind_primary": source.version - image.version}
         else:
-            tail = {
-                "local_snapshot_timestamp": int(image.written_at),
-                "remote_snapshot_timestamp": int(source.written_at),
-                "replay_state": "idle",
-            }
+            tail = {"remote_snapshot_timestamp": int(source.written_at), "replay_state": "idle"}
+            if image.first_sync_done:  # Ceph leaves it out until the copy holds a snapshot
+                tail["local_snapshot_timestamp"] = int(image.written_at)
+            else:
+                tail["replay_state"] = "syncing"
         return ImageStatus(ReplayState.REPLAYING, f"replaying, {json.dumps(tail)}", now, True)
 
     def pool_mirror_mode(self) -> PoolMirrorMode:
@@ -561,6 +577,11 @@ class FakeCluster(Cluster):
             state = self._enter("snapshot_schedules", name)
             self._snapshot_mirrored(state, name)
             return list(state.schedules.get(name, []))
+
+    def pool_snapshot_schedules(self) -> dict[str, list[str]]:
+        with self.world.lock:
+            state = self._enter("pool_snapshot_schedules")
+            return {name: list(found) for name, found in state.schedules.items() if found}
 
     def add_snapshot_schedule(self, name: str, interval: str) -> None:
         with self.world.lock:
@@ -717,6 +738,8 @@ def _resynced(global_id: str, source: FakeImage) -> Callable[[FakeSite], None]:
         image.data = bytearray(source.data)
         image.version, image.written_at = source.version, source.written_at
         image.split_brain = image.resyncing = image.orphan = False
+        # Ceph re-creates the copy under a new image id, and its schedule (kept by id) lapses.
+        site.schedules.pop(image.name, None)
 
     return apply
 
@@ -725,5 +748,6 @@ def _delete_copy(global_id: str) -> Callable[[FakeSite], None]:
     def apply(site: FakeSite) -> None:
         if (image := _by_global_id(site, global_id)) and not image.primary:
             del site.images[image.name]
+            site.schedules.pop(image.name, None)
 
     return apply

@@ -97,7 +97,7 @@ def execute(
         host=socket.gethostname(),
         pid=os.getpid(),
     )
-    todo = [v for v in plan.volumes if v.plan in _WORK]
+    todo = [v for v in plan.volumes if _is_work(v)]
     # Forced promotes wait on nothing but their own call: more volumes in progress than
     # slots only pays while demotions have to propagate.
     per_slot = options.volumes_per_slot if sites.source is not None else 1
@@ -113,7 +113,7 @@ def execute(
     outcomes = {o.name: o for o in finished.results if o is not None}
     report_volumes = []
     for volume in plan.volumes:
-        if volume.plan in _WORK:
+        if _is_work(volume):
             outcome = outcomes.get(volume.name) or VolumeOutcome(
                 volume.name, Action.NOT_STARTED, "", "interrupted before its turn", 0.0
             )
@@ -145,6 +145,11 @@ def execute(
 
 
 _WORK = (Plan.DEMOTE_PROMOTE, Plan.PROMOTE, Plan.FORCE_PROMOTE, Plan.RESYNC)
+
+
+def _is_work(volume: PlannedVolume) -> bool:
+    """A volume primary on the target already is work too when its schedule is missing there."""
+    return volume.plan in _WORK or (volume.plan == Plan.NOTHING and volume.schedule is not None)
 
 
 def _known_outcome(volume: PlannedVolume) -> VolumeOutcome:
@@ -221,9 +226,33 @@ def _fail_over_one(run: Run, volume: PlannedVolume) -> VolumeOutcome:
         return VolumeOutcome(volume.name, action, "", error, time.monotonic() - begun, detail)
 
     try:
-        return _steps(run, volume, deadline, outcome)
+        if volume.plan == Plan.NOTHING:  # here only for its schedule
+            done = _known_outcome(volume)
+        else:
+            done = _steps(run, volume, deadline, outcome)
     except CephError as exc:
         return replace(outcome(Action.FAILED, str(exc)), hint=exc.hint)
+    if volume.schedule and done.action.succeeded:
+        return _follow_schedule(run, volume.name, volume.schedule, done)
+    return done
+
+
+def _follow_schedule(run: Run, name: str, interval: str, done: VolumeOutcome) -> VolumeOutcome:
+    """Add the volume's mirror-snapshot schedule on the target, now primary there (see
+    plan_upkeep.py): after the promote, so a failure here costs the schedule, not the switch."""
+    target = run.sites.target
+    run.step(name, "add-schedule", site=target.site, interval=interval)
+    try:
+        target.add_snapshot_schedule(name, interval)
+    except CephError as exc:
+        run.journal.write("schedule-failed", volume=name, error=exc.reason)
+        return replace(
+            done,
+            detail=f"{done.detail}; its {interval} snapshot schedule could not be added on "
+            f"{target.site} ({exc.reason}): nothing replicates back until it is "
+            "(`rbdfail enable-mirroring` adds it)",
+        )
+    return replace(done, detail=f"{done.detail}; snapshot schedule {interval} added")
 
 
 def _steps(

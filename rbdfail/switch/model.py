@@ -67,6 +67,10 @@ class PlannedVolume:
     volume_type: str
     plan: Plan
     reason: str
+    # The mirror-snapshot schedule to add on the target once it is primary there (its type
+    # asks for one and the target has none); None: nothing to add.
+    schedule: str | None = None
+    users: tuple[str, ...] = ()  # clients with it open on the source, rbd-mirror aside
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +78,8 @@ class PlannedVolume:
             "volume_type": self.volume_type,
             "plan": self.plan,
             "reason": self.reason,
+            "add_schedule": self.schedule,
+            "users": list(self.users),
         }
 
 
@@ -313,6 +319,7 @@ class SwitchRequest:
     target: str | None = None  # failover: the replication device; failback: always `default`
     dry_run: bool = False  # plan only: no lock, no journal, nothing changed
     resync: tuple[str, ...] = ()  # failback: also resync these if primary on both sites
+    require_idle: bool = False  # a volume a client still has open on the source is not moved
 
 
 @dataclass(frozen=True)
