@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 
 from rbdfail.cluster import (
     NOTHING_TO_PROMOTE,
+    UNREPLAYED,
     Cluster,
     Feature,
     ImageStatus,
@@ -383,8 +384,12 @@ class CephCluster(Cluster):
                     image=name,
                 ) from exc
 
-    def promote(self, name: str, force: bool = False) -> None:
+    def promote(self, name: str, force: bool = False, only_if_replayed: bool = False) -> None:
         with self._image(name) as image:
+            if only_if_replayed and _newest_mirror_state(image) == (
+                MirrorSnapshotState.PRIMARY_DEMOTED
+            ):
+                raise ImageBusy(UNREPLAYED, site=self.site, image=name)
             try:
                 image.mirror_image_promote(force)
             except rbd.ReadOnlyImage as exc:
@@ -402,12 +407,7 @@ class CephCluster(Cluster):
 
     def last_mirror_snapshot(self, name: str) -> tuple[MirrorSnapshotState, bool] | None:
         with self._image(name, read_only=True) as image:
-            mirror = [s for s in image.list_snaps() if "mirror" in s]
-        if not mirror:
-            return None
-        newest = max(mirror, key=lambda s: s["id"])["mirror"]
-        state = _SNAPSHOT_STATES.get(newest.get("state", -1), MirrorSnapshotState.UNKNOWN)
-        return state, bool(newest.get("complete"))
+            return _newest_mirror_snapshot(image)
 
     def synced_snapshot_time(self, name: str) -> datetime | None:
         with self._image(name, read_only=True) as image:
@@ -654,6 +654,22 @@ def _image_status(entry: dict[str, Any]) -> ImageStatus:
         updated.replace(tzinfo=UTC) if updated and updated.year > 1970 else None,
         bool(entry.get("up", False)),
     )
+
+
+def _newest_mirror_snapshot(image: Any) -> tuple[MirrorSnapshotState, bool] | None:
+    """The open image's newest mirror snapshot: its state and whether it is complete (read
+    from what the open loaded: no call to the OSDs)."""
+    mirror = [s for s in image.list_snaps() if "mirror" in s]
+    if not mirror:
+        return None
+    newest = max(mirror, key=lambda s: s["id"])["mirror"]
+    state = _SNAPSHOT_STATES.get(newest.get("state", -1), MirrorSnapshotState.UNKNOWN)
+    return state, bool(newest.get("complete"))
+
+
+def _newest_mirror_state(image: Any) -> MirrorSnapshotState | None:
+    newest = _newest_mirror_snapshot(image)
+    return newest[0] if newest else None
 
 
 def _bits(features: Iterable[Feature]) -> int:

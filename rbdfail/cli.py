@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -158,6 +158,15 @@ require_idle_option = click.option(
     is_flag=True,
     help="Leave a volume where it is (failed, named) when a client still has it open on the "
     "source: a demote makes that client's writes fail. Default: a warning in the plan.",
+)
+
+
+call_trace_option = click.option(
+    "--call-trace",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    hidden=True,  # a diagnostic for the benchmark's timeline (README, Performance)
+    help="Write every Ceph call's times (JSON lines, seconds from the run's start) to FILE.",
 )
 
 
@@ -568,6 +577,7 @@ def connection_info(app: AppContext, volume: str, as_json: bool) -> None:
     help="Wall-clock budget of one volume (default: `volume_timeout` in the config).",
 )
 @require_idle_option
+@call_trace_option
 @break_locks_option
 @connect_timeout_option
 @concurrency_option
@@ -581,6 +591,7 @@ def failover(
     force: bool,
     volume_timeout: float | None,
     require_idle: bool,
+    call_trace: Path | None,
     break_locks_after: float,
     no_break_locks: bool,
     connect_timeout: float | None,
@@ -629,6 +640,7 @@ def failover(
             connect_timeout,
             None,
             concurrency,
+            call_trace,
         ),
         (),
         require_idle,
@@ -669,6 +681,7 @@ def failover(
     help="How long a resync may take before its volume is given up on (default: 900).",
 )
 @require_idle_option
+@call_trace_option
 @break_locks_option
 @connect_timeout_option
 @concurrency_option
@@ -683,6 +696,7 @@ def failback(
     volume_timeout: float | None,
     resync_timeout: float | None,
     require_idle: bool,
+    call_trace: Path | None,
     break_locks_after: float,
     no_break_locks: bool,
     connect_timeout: float | None,
@@ -730,6 +744,7 @@ def failback(
             connect_timeout,
             resync_timeout,
             concurrency,
+            call_trace,
         ),
         resync,
         require_idle,
@@ -746,17 +761,21 @@ def _switch_options(
     connect_timeout: float | None,
     resync_timeout: float | None,
     concurrency: int | None,
+    call_trace: Path | None,
 ) -> Options:
     from rbdfail.switch.model import options_for
 
-    return options_for(
-        app.config(),
-        connect_timeout=connect_timeout,
-        volume_timeout=volume_timeout,
-        concurrency=concurrency,
-        force=force,
-        break_locks_after=None if no_break_locks else break_locks_after,
-        resync_timeout=resync_timeout,
+    return replace(
+        options_for(
+            app.config(),
+            connect_timeout=connect_timeout,
+            volume_timeout=volume_timeout,
+            concurrency=concurrency,
+            force=force,
+            break_locks_after=None if no_break_locks else break_locks_after,
+            resync_timeout=resync_timeout,
+        ),
+        call_trace=call_trace,
     )
 
 
@@ -790,7 +809,13 @@ def _switch(
         return click.confirm(f"{operation.capitalize()} to {plan.target}?", err=True)
 
     request = SwitchRequest(
-        Operation(operation), options, target, dry_run, resync, require_idle=require_idle
+        Operation(operation),
+        options,
+        target,
+        dry_run,
+        resync,
+        require_idle=require_idle,
+        read_users=dry_run or not yes,  # a plan someone reads before it runs
     )
     result = run_switch(
         app.config(),

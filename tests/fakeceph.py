@@ -32,6 +32,7 @@ from typing import Any
 from rbdfail.cluster import (
     DEFAULT_FEATURES,
     NOTHING_TO_PROMOTE,
+    UNREPLAYED,
     Cluster,
     Feature,
     ImageStatus,
@@ -417,7 +418,7 @@ class FakeCluster(Cluster):
             image.lock_broken = True
             return ["client.rbd-mirror"] if held else []
 
-    def promote(self, name: str, force: bool = False) -> None:
+    def promote(self, name: str, force: bool = False, only_if_replayed: bool = False) -> None:
         with self.world.lock:
             state = self.world.sites[self.site]
             image = state.images.get(name)
@@ -430,6 +431,11 @@ class FakeCluster(Cluster):
             raise ImageBusy("the copy's lock holder will not let go", site=self.site, image=name)
         with self.world.lock:
             image = self._get(self._enter("promote", name), name)
+            if only_if_replayed and self.last_mirror_snapshot(name) == (
+                MirrorSnapshotState.PRIMARY_DEMOTED,
+                True,
+            ):
+                raise ImageBusy(UNREPLAYED, site=self.site, image=name)
             if image.mirror_state != MirrorState.ENABLED or image.primary:
                 raise InvalidState(
                     "image is already primary or not mirrored", site=self.site, image=name

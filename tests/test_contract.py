@@ -278,8 +278,17 @@ def test_promote_back_where_it_was_demoted__needs_no_propagation(
 ) -> None:
     mirrored(sites, image_name)
     sites.a.demote(image_name)
+    # What a switch's promote asks: refused, since this copy holds nothing of the peer since.
+    with pytest.raises(ImageBusy):
+        sites.a.promote(image_name, only_if_replayed=True)
+    assert sites.a.mirror_info(image_name).primary is False
     sites.a.promote(image_name)  # the rollback failover relies on: no wait, no force
     assert sites.a.mirror_info(image_name).primary is True
+    journal = f"{image_name}-j"
+    mirrored(sites, journal, MirrorMode.JOURNAL)
+    sites.a.demote(journal)
+    sites.a.promote(journal, only_if_replayed=True)  # journal mode: nothing to tell by
+    assert sites.a.mirror_info(journal).primary is True
 
 
 def test_newest_mirror_snapshot__says_who_demoted__journal_mode_has_none(

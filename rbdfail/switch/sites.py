@@ -9,7 +9,7 @@ meanwhile as lost. The planners then work on what was read, never on the connect
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from rbdfail.cluster import Cluster, ImageUser, MirrorInfo
 from rbdfail.config import Config, Connect, SiteConfig
@@ -123,14 +123,14 @@ class SitesSaid:
     # The target's mirror-snapshot schedules by image (None: its manager did not answer), and
     # who has each of the source's primaries open.
     target_schedules: dict[str, list[str]] | None = None
-    source_users: dict[str, list[ImageUser]] = field(default_factory=dict)
+    source_users: dict[str, list[ImageUser]] | None = None  # None: not read
 
     @property
     def source_reachable(self) -> bool:
         return self.source_error is None
 
 
-def read_for_failover(config: Config, sites: Sites) -> SitesSaid:
+def read_for_failover(config: Config, sites: Sites, with_users: bool = True) -> SitesSaid:
     """The source's volumes and the target's copies, read at once (three passes per site).
 
     With the source lost, only the copies on the target can be listed: they are the volumes,
@@ -153,10 +153,10 @@ def read_for_failover(config: Config, sites: Sites) -> SitesSaid:
         listed = list_volumes(sites.target, config, target_infos)
         volumes = [replace(v, mirroring=None) for v in listed if v.name in copies]
     on_source = {v.name: v.mirroring for v in volumes if v.mirroring is not None}
-    return _said(sites, volumes, target_infos, on_source)
+    return _said(sites, volumes, target_infos, on_source if with_users else {})
 
 
-def read_for_failback(config: Config, sites: Sites) -> SitesSaid:
+def read_for_failback(config: Config, sites: Sites, with_users: bool = True) -> SitesSaid:
     """Every volume of the backend (the target, home) typed, and the source's images."""
     volumes = list_volumes(sites.target, config)  # the backend's pool: every volume, typed
     remember_listing(config.state_dir, sites.target.site, volumes)
@@ -169,7 +169,7 @@ def read_for_failback(config: Config, sites: Sites) -> SitesSaid:
         except UNREACHABLE as exc:
             sites.lose_source(exc)
     home = {v.name for v in volumes}
-    said = _said(sites, volumes, away, away)
+    said = _said(sites, volumes, away, away if with_users else {})
     return replace(said, away_only=tuple(sorted(set(away_names) - home)))
 
 
@@ -179,11 +179,12 @@ def _said(
     other_side: dict[str, MirrorInfo],
     on_source: dict[str, MirrorInfo],
 ) -> SitesSaid:
-    """`on_source`: the source's mirrored images, whose primaries are about to be demoted."""
+    """`on_source`: the source's mirrored images, whose primaries are about to be demoted and
+    whose users are read (one call each: for 200 volumes 0.8-1.9 s on the lab)."""
     moving = [n for n, info in on_source.items() if info.primary]
     with ThreadPoolExecutor(2) as reader:
         schedules = reader.submit(_schedules, sites.target)
-        users = _users(sites, moving)
+        users = _users(sites, moving) if on_source else None
     return SitesSaid(
         sites.source_id,
         sites.target.site,

@@ -150,11 +150,11 @@ def _plan(
         warnings.append(damage)
     resumes = unfinished_run(config.state_dir, sites.target.site)
     if request.operation == Operation.FAILBACK:
-        said = read_for_failback(config, sites)
+        said = read_for_failback(config, sites, request.read_users or request.require_idle)
         forced = forced_on(config.state_dir, said.source, config.backend.backend_id)
         plan = plan_failback(said, forced, request.resync, resumes)
         return with_upkeep(plan, said, request.require_idle)
-    said = read_for_failover(config, sites)
+    said = read_for_failover(config, sites, request.read_users or request.require_idle)
     try:
         inventory = read_inventory(config.state_dir)
     except StateCorrupt as exc:
