@@ -359,6 +359,13 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
     help="Also write the figures to FILE in Prometheus' text format, replaced atomically "
     "(for node_exporter's textfile collector; with --watch, at every refresh).",
 )
+@click.option(
+    "--users",
+    "with_users",
+    is_flag=True,
+    help="Also list who has each primary open (a call per volume; always done for the "
+    "IMAGEs named).",
+)
 @json_option
 @click.pass_obj
 def status(
@@ -366,21 +373,25 @@ def status(
     images: tuple[str, ...],
     watch: float | None,
     prometheus: Path | None,
+    with_users: bool,
     as_json: bool,
 ) -> None:
     """Where every volume is primary, and how its replication is doing on each site.
 
     Every site is read at once, in one pass per pool, within the connect timeout: an
     unreachable site is shown as such and the others are still shown in full. `primary` is
-    a backend id, `none`, `split-brain` or `unknown`; lag is how far the copy's last
-    synced snapshot is behind the primary's newest (snapshot mode), or the entries the copy
-    has not replayed (journal mode), as the copy's rbd-mirror last reported (about every 30 s).
+    a backend id, `none`, `split-brain` or `unknown`; RPO is how many seconds of writes a
+    failover now would lose (≤ at most, ~ estimated, ≥ at least; unknown is never 0), from
+    what the copy's rbd-mirror last reported (about every 30 s); schedule is the type's
+    mirror-snapshot schedule on the primary (`stopped` when missing or silent for 3
+    intervals); users, who has the primary open (rbd-mirror aside) with --users or IMAGEs.
 
     \b
     Examples:
       rbdfail status
       rbdfail status db-orders --json | jq '.volumes[0].primary_site'
       rbdfail status --watch 5
+      rbdfail status --users --json | jq '.volumes[] | select(.users != [])'
       rbdfail status --watch 60 --prometheus /var/lib/node_exporter/rbdfail.prom
 
     Exit 0 when everything is healthy, 3 when something needs attention (listed); with
@@ -394,7 +405,13 @@ def status(
 
     def show() -> StatusReport:
         taken_at = time.time()
-        report = gather(config, read_state(config.state_dir), app.connect, images)
+        report = gather(
+            config,
+            read_state(config.state_dir),
+            app.connect,
+            images,
+            with_users=with_users or bool(images),
+        )
         backend = report.sites[config.backend.backend_id]
         if backend.reachable and not images:
             _remember_listing(config, backend.backend_id, backend.volumes)
@@ -505,7 +522,7 @@ def check(
         active = state.active_backend
         target = config.replication_devices[0].backend_id if active == default else default
     config.site(target)  # an unknown id is a usage error, named, before any connection
-    report = gather(config, state, app.connect)
+    report = gather(config, state, app.connect, with_users=True)
     backend = report.sites[config.backend.backend_id]
     if backend.reachable:
         _remember_listing(config, backend.backend_id, backend.volumes)

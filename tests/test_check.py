@@ -40,7 +40,7 @@ def verdicts(
 def items_of(
     config: Config, world: FakeCeph, max_rpo: float | None = None, require_idle: bool = False
 ) -> list[CheckItem]:
-    report = gather(config, State(), world.connect, now=world.now())
+    report = gather(config, State(), world.connect, now=world.now(), with_users=True)
     return run_checks(report, "secondary", max_rpo, require_idle)
 
 

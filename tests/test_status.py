@@ -252,7 +252,7 @@ def test_metrics__rpo_last_sync_schedule_and_users_per_volume(
     out = tmp_path / "rbdfail.prom"
     now = fake_ceph.now()
 
-    report = gather(config, State(), fake_ceph.connect, now=now)
+    report = gather(config, State(), fake_ceph.connect, now=now, with_users=True)
     write_textfile(report, out, now)
 
     got = samples(out)
