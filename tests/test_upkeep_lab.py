@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from rbdfail import ceph
+from rbdfail.check import run_checks
 from rbdfail.cli import main
-from rbdfail.cluster import Cluster
+from rbdfail.cluster import Cluster, MirrorMode
+from rbdfail.config import load_config
+from rbdfail.errors import ImageNotFound
+from rbdfail.state import State
+from rbdfail.status import StatusReport, gather
 from tests.conftest import RunningLab
 from tests.helpers import eventually
 from tests.test_failover_lab import (
@@ -30,6 +37,9 @@ from tests.test_failover_lab import (
 )
 
 pytestmark = pytest.mark.lab
+
+MiB = 1 << 20
+GiB = 1 << 30
 
 # Ceph's shortest: its scheduler works in minutes, and rereads which images are primary
 # every 60 s (rbd_support's REFRESH_DELAY_SECONDS): a newly promoted volume's first snapshot
@@ -98,6 +108,45 @@ def test_rpo__a_copy_with_no_snapshot_coming_ages__check_max_rpo_fails_naming_it
         assert name in items["RPO"]["reason"]
         code, items = check(config_file, "--max-lag", "3600")  # the old name still works
         assert items["RPO"]["verdict"] == "pass", items["RPO"]
+    finally:
+        remove_everywhere(lab_sites, [name])
+
+
+def test_rpo__a_copy_in_its_first_sync_is_named_as_such__check_fails__then_known(
+    config_file: Path, lab_sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    """Until a copy holds a whole snapshot it has nothing consistent to take over with; its
+    status says nothing of it (measured: "status not found" through a 1 GiB first sync of
+    about 5 s), so the copy's snapshot list tells."""
+    primary = lab_sites[0]
+    name = f"{image_name}-n1"
+    config = load_config(config_file)
+    try:
+        primary.create_image(name, GiB)
+        chunk = os.urandom(4 * MiB)
+        with ThreadPoolExecutor(8) as pool:  # data to copy: a first sync of seconds
+            list(pool.map(lambda i: primary.write(name, i * 4 * MiB, chunk), range(256)))
+        primary.enable_mirroring(name, MirrorMode.SNAPSHOT)
+
+        def copy_seen() -> StatusReport | None:
+            report = gather(config, State(), ceph.connect, [name])
+            return report if report.volumes[0].sites["secondary"].primary is False else None
+
+        report = eventually(copy_seen, 60, (ImageNotFound,), interval=0.2)
+        assert report is not None
+        [volume] = report.volumes
+        assert volume.rpo.first_sync and volume.rpo.seconds is None, volume.rpo
+        assert "first sync not finished" in volume.rpo.how
+        items = {i.name: i for i in run_checks(report, "secondary", 3600)}
+        assert items["copies on secondary synced once"].verdict == "fail"
+        assert name in items["copies on secondary synced once"].reason
+        assert items["RPO"].verdict == "fail" and f"{name} unknown" in items["RPO"].reason
+
+        def known() -> float | None:
+            [done] = gather(config, State(), ceph.connect, [name]).volumes
+            return done.rpo.seconds
+
+        assert eventually(known, 120, interval=1) is not None
     finally:
         remove_everywhere(lab_sites, [name])
 
