@@ -55,6 +55,7 @@ from rbdfail.errors import (
     PermissionDenied,
     SiteUnreachable,
 )
+from rbdfail.workers import all_at_once
 
 try:
     import rados
@@ -188,15 +189,7 @@ def connect(site: SiteConfig, timeout: float) -> CephCluster:
 def connect_all(sites: list[SiteConfig], timeout: float) -> list[CephCluster]:
     """Connect to every site at once, so that dead sites cost one timeout in all; on any
     failure close what did connect and raise the first error (in the sites' order)."""
-    with ThreadPoolExecutor(max_workers=len(sites)) as pool:
-        futures = [pool.submit(connect, site, timeout) for site in sites]
-    errors = [f.exception() for f in futures if f.exception() is not None]
-    if errors:
-        for future in futures:
-            if future.exception() is None:
-                future.result().close()
-        raise errors[0]  # type: ignore[misc]
-    return [f.result() for f in futures]
+    return all_at_once(lambda site: connect(site, timeout), sites, lambda c: c.close())
 
 
 def _shutdown(client: Any) -> None:
