@@ -370,7 +370,7 @@ def status(
     --watch, as of the last refresh.
     """
     from rbdfail import render
-    from rbdfail.state import read_state
+    from rbdfail.state import read_drill, read_state
     from rbdfail.status import gather
 
     config = app.config()
@@ -382,9 +382,11 @@ def status(
         if backend.reachable and not images:
             _remember_listing(config, backend.backend_id, backend.volumes)
         if prometheus is not None:
-            _write_metrics(report, prometheus, taken_at)
+            _write_metrics(report, prometheus, taken_at, read_drill(config.state_dir))
         if as_json:
-            click.echo(json.dumps(report.to_json(), default=str, indent=None if watch else 2))
+            document = report.to_json()
+            document["drills"] = read_drill(config.state_dir)  # issue 16: last successes
+            click.echo(json.dumps(document, default=str, indent=None if watch else 2))
         else:
             if watch:
                 render.stdout.clear()
@@ -412,12 +414,14 @@ def _writable_place(path: Path | None) -> Path | None:
     return path
 
 
-def _write_metrics(report: StatusReport, path: Path, taken_at: float) -> None:
+def _write_metrics(
+    report: StatusReport, path: Path, taken_at: float, drills: dict[str, dict[str, Any]]
+) -> None:
     from rbdfail.errors import RbdfailError
     from rbdfail.metrics import write_textfile
 
     try:
-        write_textfile(report, path, taken_at)
+        write_textfile(report, path, taken_at, drills)
     except OSError as exc:
         raise RbdfailError(
             f"cannot write the Prometheus file {path}: {exc.strerror or exc}",

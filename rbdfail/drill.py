@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 from rbdfail.cluster import Cluster, MirrorMode, MirrorSnapshot, MirrorState
 from rbdfail.config import Config, Connect, SiteConfig
-from rbdfail.errors import CephError, ImageNotFound, LockedByAnotherRun, RbdfailError
+from rbdfail.errors import CephError, ConfigError, ImageNotFound, LockedByAnotherRun
 from rbdfail.state import read_state, record_drill
 from rbdfail.switch.lock import LOCK_NAME, _describe_holder
 from rbdfail.volumes import list_volumes
@@ -503,7 +503,7 @@ def drill_target(config: Config, target: str | None) -> tuple[str, str]:
     target = target or (config.replication_devices[0].backend_id if active == default else default)
     config.site(target)  # an unknown id is a usage error, named
     if target == active:
-        raise RbdfailError(
+        raise ConfigError(
             f"{target!r} is the active site: its volumes are the primaries, not copies",
             hint="drill the site a failover would go to: `rbdfail drill --to BACKEND_ID`",
         )
