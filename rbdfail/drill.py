@@ -32,6 +32,7 @@ a command running under --exec is ended. Nothing here prints.
 
 from __future__ import annotations
 
+import bisect
 import os
 import random
 import subprocess
@@ -54,7 +55,9 @@ from rbdfail.workers import RunResult, all_at_once, run_all
 
 BLOCK = 64 * 1024  # one sampled extent
 FULL_EXTENT = 4 << 20  # --full hashes the volume in extents of one RBD object
-DEFAULT_SAMPLES = 32  # random offsets; as many extents holding data at most, each 2 blocks
+DEFAULT_SAMPLES = 32  # random blocks; and up to 8 times as many holding data (16 MiB in all)
+ALLOCATED_PER_SAMPLE = 8
+MAX_EXTENTS = 100_000  # extents holding data looked at per volume (memory, not time)
 FULL_TIMEOUT = 3600.0  # default time for one volume with --full
 READ_TRIES = 3  # a copy that moved under the read (a sync started) is read again
 SYNC_WAIT_S = 2.0  # between tries, for a sync in progress to finish
@@ -232,17 +235,27 @@ class QuietDrill:
 def sample_extents(
     size: int, allocated: Sequence[tuple[int, int]], samples: int, rng: random.Random
 ) -> list[tuple[int, int]]:
-    """Blocks to compare: the first, middle and last, `samples` random ones, and the first and
-    last block of up to `samples` extents holding data (spread over them when there are more)."""
+    """Blocks to compare: the first, middle and last, `samples` random ones, and the blocks of
+    the extents holding data: all of them up to `samples` x ALLOCATED_PER_SAMPLE blocks (a
+    small or sparse volume is compared wherever it holds data), else that many spread evenly
+    over them."""
     if size <= 0:
         return []
     last = max(0, (size - 1) // BLOCK)
     blocks = {0, last // 2, last}
     blocks |= {rng.randint(0, last) for _ in range(samples)}
-    step = max(1, len(allocated) / samples) if samples else len(allocated) + 1
-    chosen = [allocated[int(i * step)] for i in range(min(samples, len(allocated)))]
-    for offset, length in chosen:
-        blocks |= {offset // BLOCK, min(last, (offset + length - 1) // BLOCK)}
+    runs = sorted(
+        {(o // BLOCK, min(last, (o + n - 1) // BLOCK)) for o, n in allocated if n > 0 and o < size}
+    )
+    starts, total = [], 0  # where each run begins in the blocks holding data, end to end
+    for first, end in runs:
+        starts.append(total)
+        total += end - first + 1
+    budget = samples * ALLOCATED_PER_SAMPLE
+    picks = range(total) if total <= budget else (int(i * total / budget) for i in range(budget))
+    for index in picks:
+        run = bisect.bisect_right(starts, index) - 1
+        blocks.add(runs[run][0] + index - starts[run])
     return [(b * BLOCK, min(BLOCK, size - b * BLOCK)) for b in sorted(blocks)]
 
 
@@ -392,7 +405,7 @@ class Drill:
         if self.request.full:
             return full_extents(primary.size)
         samples = self.request.samples
-        allocated = self.source.allocated_extents(name, primary.id, limit=samples * 64)
+        allocated = self.source.allocated_extents(name, primary.id, limit=MAX_EXTENTS)
         with self._rng_lock:
             seed = self.rng.getrandbits(64)
         return sample_extents(primary.size, allocated, samples, random.Random(seed))

@@ -17,6 +17,7 @@ from rbdfail.cli import main
 from rbdfail.cluster import MirrorMode
 from rbdfail.config import load_config
 from rbdfail.drill import (
+    ALLOCATED_PER_SAMPLE,
     BLOCK,
     JOURNAL_MODE,
     DrillRequest,
@@ -226,7 +227,9 @@ def test_sample__first_middle_last_random_and_the_extents_holding_data() -> None
     assert (700 * MiB) // BLOCK * BLOCK in offsets  # the block holding the extent's start
     assert (703 * MiB + 2) // BLOCK * BLOCK in offsets  # and its end
     assert all(o % BLOCK == 0 and 0 < n <= BLOCK and o + n <= size for o, n in extents)
-    assert len(extents) <= 3 + 16 + 2 * len(allocated)
+    assert len(extents) <= 3 + 16 + 16 * ALLOCATED_PER_SAMPLE
+    holding = {o for o, _ in sample_extents(8 * MiB, [(MiB, 2 * MiB)], 4, random.Random(1))}
+    assert {MiB + i * BLOCK for i in range(32)} <= holding  # few enough: every block of them
     assert sample_extents(100, [], 4, random.Random(1)) == [(0, 100)]  # a tiny volume: whole
     many = [(i * MiB, 4096) for i in range(1000)]
     spread = {o for o, _ in sample_extents(2000 * MiB, many, 10, random.Random(1))}
