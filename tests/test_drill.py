@@ -334,3 +334,21 @@ def test_drill__an_unreachable_target_fails_in_bounded_time(
     result = rbdfail(fake_ceph, config_file, "drill")
     assert result.exit_code == 1 and "secondary" in result.stderr
     assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--full", "--sample", "4"),
+        ("--exec-timeout", "nan"),
+        ("--timeout", "inf"),
+        ("--sample", "0"),
+    ],
+    ids=" ".join,
+)
+def test_drill__bad_options_are_refused_exit_2_before_any_site_is_read(
+    fake_ceph: FakeCeph, config_file: Path, args: tuple[str, ...]
+) -> None:
+    result = rbdfail(fake_ceph, config_file, "drill", *args)
+    assert result.exit_code == 2, result.output
+    assert not any(site.calls for site in fake_ceph.sites.values())
