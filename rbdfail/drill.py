@@ -289,8 +289,14 @@ class SwitchWatch:
         for thread in self._threads:
             thread.start()
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Stop looking, and wait (a little) for a look under way: the connections it uses are
+        closed next, which must not happen under a running call. How many still run."""
         self._stop.set()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(self._interval * 5)
+        return sum(thread.is_alive() for thread in self._threads)
 
     def _watch(self, site: Cluster) -> None:
         while not self._stop.wait(self._interval):
@@ -536,7 +542,7 @@ def run_drill(
     source, target = all_at_once(
         lambda site: connect(site, request.connect_timeout), [source_site, target_site], _close
     )
-    finished = None
+    finished, still_looking = None, 0
     try:
         watch = SwitchWatch([source, target])
         if holder := watch.holder_now():
@@ -544,7 +550,8 @@ def run_drill(
                 f"no drill now: {holder}",
                 hint="a drill never delays a switch; run it again once the switch has ended",
             )
-        names, warnings, refused = _volumes(config, source, request.names)
+        names, refused = _volumes(config, source, request.names)
+        warnings = []
         drill = Drill(source, target, target_site, request, watch)
         limit = request.volume_timeout + (request.exec_timeout if request.exec_command else 0)
         observer.started(len(names))
@@ -564,7 +571,7 @@ def run_drill(
                 ),
             )
         finally:
-            watch.close()
+            still_looking = watch.close()
         if watch.reason:
             observer.stopped(watch.reason)
         volumes = refused + [
@@ -581,22 +588,22 @@ def run_drill(
             stopped=watch.reason,
             interrupted=finished.interrupted,
             warnings=tuple(warnings),
-            calls_left_running=finished.overran,
+            calls_left_running=finished.overran + still_looking,
         )
     finally:
-        if finished is None or finished.overran == 0:  # never under a call still running
+        if finished is None or finished.overran + still_looking == 0:  # never under a call
             source.close()
             target.close()
 
 
 def _volumes(
     config: Config, source: Cluster, asked: Sequence[str]
-) -> tuple[list[str], list[str], list[VolumeDrill]]:
-    """The replicated volumes on the source (or those asked for); warnings; the asked ones that
+) -> tuple[list[str], list[VolumeDrill]]:
+    """The replicated volumes on the source (or those asked for), and the asked ones that
     cannot be drilled, with why."""
     volumes = {v.name: v for v in list_volumes(source, config, source.mirror_infos())}
     if not asked:
-        return sorted(n for n, v in volumes.items() if v.replicated), [], []
+        return sorted(n for n, v in volumes.items() if v.replicated), []
     names, refused = [], []
     for name in dict.fromkeys(asked):
         volume = volumes.get(name)
@@ -606,7 +613,7 @@ def _volumes(
             refused.append(VolumeDrill(name, Verdict.UNKNOWN, "not replicated: it has no copy"))
         else:
             names.append(name)
-    return names, [], refused
+    return names, refused
 
 
 def _close(cluster: Cluster) -> None:
