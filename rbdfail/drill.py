@@ -389,7 +389,9 @@ class Drill:
         if _newest(self.target.mirror_snapshots(name)) != copy:
             return "a sync to the copy started while it was read"
         pair = SnapshotPair(primary.id, copy.id, primary.timestamp)
-        rpo = (self.now() - primary.timestamp).total_seconds() if primary.timestamp else None
+        # The primary site's clock against this host's: never below 0 for a skew.
+        age = (self.now() - primary.timestamp).total_seconds() if primary.timestamp else None
+        rpo = None if age is None else max(0.0, age)
         checked = sum(length for _, length in extents)
         differing = tuple(
             o for (o, _), a, b in zip(extents, on_copy, on_primary, strict=True) if a != b
@@ -422,7 +424,13 @@ class Drill:
             return volume
         if stopped := self.stopped(volume.name):
             return replace(stopped, snapshot=volume.snapshot, rpo_seconds=volume.rpo_seconds)
-        before = _newest(self.target.mirror_snapshots(volume.name))
+        compared = volume.snapshot.copy_id
+
+        def moved() -> bool:  # the copy's head is the compared snapshot only until a sync
+            newest = _newest(self.target.mirror_snapshots(volume.name))
+            return newest is None or newest.id != compared or not newest.complete
+
+        moved_before = moved()
         result = run_command(
             self.request.exec_command,
             self._environment(volume),
@@ -431,7 +439,7 @@ class Drill:
         )
         if self.watch.seen.is_set() and result.exit_code is None:
             result = replace(result, detail=f"ended: {self.watch.reason}")
-        elif _newest(self.target.mirror_snapshots(volume.name)) != before:
+        elif moved_before or moved():
             result = replace(
                 result,
                 exit_code=None,

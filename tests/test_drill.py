@@ -22,6 +22,7 @@ from rbdfail.drill import (
     JOURNAL_MODE,
     DrillRequest,
     Verdict,
+    run_command,
     run_drill,
     sample_extents,
 )
@@ -352,3 +353,25 @@ def test_drill__bad_options_are_refused_exit_2_before_any_site_is_read(
     result = rbdfail(fake_ceph, config_file, "drill", *args)
     assert result.exit_code == 2, result.output
     assert not any(site.calls for site in fake_ceph.sites.values())
+
+
+def test_drill__exec_during_which_the_copy_synced_does_not_count(
+    fake_ceph: FakeCeph, config: Any, primary: FakeCluster, volumes: list[str]
+) -> None:
+    """The command reads the copy's head, which a sync moves: its exit code proves nothing."""
+    real = run_command
+
+    def a_sync_lands_while_it_runs(*args: Any) -> Any:
+        primary.write("s-1", 0, b"newer" * 100)
+        time.sleep(fake_ceph.replication_delay * 2)
+        return real(*args)
+
+    request = DrillRequest(names=("s-1",), exec_command="true", connect_timeout=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("rbdfail.drill.run_command", a_sync_lands_while_it_runs)
+        report = run_drill(config, request, fake_ceph.connect)
+    [volume] = report.volumes
+    assert volume.verdict == Verdict.IDENTICAL and not volume.verified
+    assert volume.exec is not None and volume.exec.exit_code is None
+    assert "started while it ran" in volume.exec.detail
+    assert report.result == "failed"
