@@ -26,9 +26,7 @@ from rbdfail.drill import (
     run_drill,
     sample_extents,
 )
-from rbdfail.metrics import write_textfile
 from rbdfail.state import read_drill
-from rbdfail.status import StatusReport
 from rbdfail.switch.lock import LOCK_NAME
 from rbdfail.switch.model import Operation, SwitchRequest, options_for
 from rbdfail.switch.usecase import run_switch
@@ -138,7 +136,7 @@ def test_drill__all_identical_is_exit_0_and_recorded_for_status_and_prometheus(
     status = rbdfail(fake_ceph, config_file, "status", "--json")
     assert json.loads(status.stdout)["drills"] == drills
     prom = tmp_path / "rbdfail.prom"
-    write_textfile(StatusReport("default", {}, ()), prom, time.time(), drills)
+    rbdfail(fake_ceph, config_file, "status", "--prometheus", str(prom))
     text = prom.read_text()
     assert 'rbdfail_drill_last_success_timestamp_seconds{target="secondary",volume="s-1"}' in text
 
