@@ -605,19 +605,33 @@ class CephCluster(Cluster):
     def extent_digests(
         self, name: str, snap_id: int | None, extents: Sequence[tuple[int, int]]
     ) -> list[str]:
+        # Side by side extents are read in one call of up to _DIGEST_CHUNK and hashed apart:
+        # a sample's blocks holding data mostly touch, and one OSD op per 64 KiB block made a
+        # sampled drill of 200 small volumes slower than reading them whole (bench).
         with self._image(name, read_only=True) as image:
             if snap_id is not None:
                 image.set_snap_by_id(snap_id)
             size = image.size()
+
+            def read(position: int, length: int) -> bytes:
+                # librbd refuses a read past the end (EINVAL): what lies there is zeros.
+                readable = max(0, min(length, size - position))
+                data = bytes(image.read(position, readable)) if readable else b""
+                return data + b"\0" * (length - len(data))
+
             digests = []
-            for offset, length in extents:
-                digest, position, end = hashlib.sha256(), offset, offset + length
+            for run in _side_by_side(extents, _DIGEST_CHUNK):
+                start = run[0][0]
+                if len(run) > 1:
+                    data = read(start, run[-1][0] + run[-1][1] - start)
+                    digests += [
+                        hashlib.sha256(data[o - start : o - start + n]).hexdigest() for o, n in run
+                    ]
+                    continue
+                digest, position, end = hashlib.sha256(), start, start + run[0][1]
                 while position < end:
                     chunk = min(_DIGEST_CHUNK, end - position)
-                    # librbd refuses a read past the end (EINVAL): what lies there is zeros.
-                    readable = max(0, min(chunk, size - position))
-                    data = bytes(image.read(position, readable)) if readable else b""
-                    digest.update(data + b"\0" * (chunk - len(data)))
+                    digest.update(read(position, chunk))
                     position += chunk
                 digests.append(digest.hexdigest())
         return digests
@@ -699,3 +713,17 @@ def _encoded_string(text: str) -> bytes:
 def _encode_start(payload: bytes) -> bytes:
     """Ceph's ENCODE_START(1, 1): struct_v, struct_compat, then the payload's length."""
     return struct.pack("<BBI", 1, 1, len(payload)) + payload
+
+
+def _side_by_side(extents: Sequence[tuple[int, int]], most: int) -> Iterator[list[tuple[int, int]]]:
+    """The extents in their order, in runs that touch end to start and span at most `most`."""
+    run: list[tuple[int, int]] = []
+    for offset, length in extents:
+        if run and offset == run[-1][0] + run[-1][1] and offset + length - run[0][0] <= most:
+            run.append((offset, length))
+            continue
+        if run:
+            yield run
+        run = [(offset, length)]
+    if run:
+        yield run

@@ -373,3 +373,16 @@ def test_drill__exec_during_which_the_copy_synced_does_not_count(
     assert volume.exec is not None and volume.exec.exit_code is None
     assert "started while it ran" in volume.exec.detail
     assert report.result == "failed"
+
+
+def test_adapter_reads_side_by_side_extents_together_within_a_span() -> None:
+    from rbdfail.ceph import _side_by_side
+
+    extents = [(0, 10), (10, 10), (20, 5), (40, 10), (50, 30), (80, 1)]
+    assert list(_side_by_side(extents, 25)) == [
+        [(0, 10), (10, 10), (20, 5)],
+        [(40, 10)],  # a gap
+        [(50, 30)],  # would span more than 25 with the one before
+        [(80, 1)],
+    ]
+    assert list(_side_by_side([], 25)) == []
