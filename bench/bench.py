@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
@@ -236,6 +237,7 @@ class Bench:
         serial = "one after another"
         runs: dict[str, list[float]] = {"rbdfail": [], pool_default: [], pool_equal: [], serial: []}
         retries: dict[str, list[int]] = {name: [] for name in runs}
+        timelines: dict[str, list[float]] = {}
 
         def pool_commands(names: list[str], *extra: str) -> tuple[float, int]:
             started = time.monotonic()
@@ -264,7 +266,17 @@ class Bench:
             return time.monotonic() - started, failed
 
         def with_rbdfail(names: list[str]) -> tuple[float, int]:
-            return timed(self.rbdfail("failover", "--to", "secondary", "--yes")), 0
+            with tempfile.NamedTemporaryFile(suffix=".jsonl") as trace:
+                seconds = timed(
+                    self.rbdfail(
+                        "failover", "--to", "secondary", "--yes", "--call-trace", trace.name
+                    )
+                )
+                shape = timeline(Path(trace.name), concurrency)
+            for key, value in shape.items():
+                timelines.setdefault(f"rbdfail timeline: {key}", []).append(value)
+            say("rbdfail call slots: " + ", ".join(f"{k} {v:g}" for k, v in shape.items()))
+            return seconds, int(shape["promotes refused (not propagated yet)"])
 
         contenders: dict[str, Callable[[list[str]], tuple[float, int]]] = {
             "rbdfail": with_rbdfail,
@@ -292,7 +304,8 @@ class Bench:
             {name: statistics.median(v) for name, v in runs.items() if name != "rbdfail" and v},
             f"<= 0.5 of pool cmds, <= 1.1 at -j{concurrency}, <= 1/10 of one after another",
             runs
-            | {f"{name}: refused promotes": [float(r) for r in v] for name, v in retries.items()},
+            | {f"{name}: refused promotes": [float(r) for r in v] for name, v in retries.items()}
+            | timelines,
         )
 
     def wait_writable(self, site: SiteConfig) -> None:
@@ -592,6 +605,33 @@ def write_results(out: Path, args: argparse.Namespace, rows: list[Row]) -> None:
         "rows": [asdict(r) | {"ratios": r.ratios()} for r in rows],
     }
     out.write_text(json.dumps(document, indent=2))
+
+
+def timeline(trace: Path, concurrency: int) -> dict[str, float]:
+    """Where a run's call slots went, from its `--call-trace` (seconds from the engine's
+    start): the phases of the critical path and how busy the slots were."""
+    calls = [json.loads(line) for line in trace.read_text().splitlines()]
+    if not calls:
+        return {"promotes refused (not propagated yet)": 0.0}
+    demotes = [c for c in calls if c["call"] == "demote"]
+    promoted = [c for c in calls if c["call"] == "promote" and c["outcome"] == "ok"]
+    refused = [c for c in calls if c["call"] == "promote" and c["outcome"] == "ImageBusy"]
+    end = max(c["ended"] for c in calls)
+    busy = sum(c["ended"] - c["started"] for c in calls)
+
+    def mean(found: list[dict[str, Any]]) -> float:
+        return statistics.mean(c["ended"] - c["started"] for c in found) if found else 0.0
+
+    return {
+        "engine s": round(end, 2),
+        "last demote ends s": round(max((c["ended"] for c in demotes), default=0.0), 2),
+        "first promote ends s": round(min((c["ended"] for c in promoted), default=0.0), 2),
+        "demote mean s": round(mean(demotes), 3),
+        "promote mean s": round(mean(promoted), 3),
+        "promotes refused (not propagated yet)": float(len(refused)),
+        "slot-seconds refused promotes": round(sum(c["ended"] - c["started"] for c in refused), 2),
+        "slots busy %": round(100 * busy / (end * concurrency), 1),
+    }
 
 
 def _show_health(lab_dir: Path) -> None:

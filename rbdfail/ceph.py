@@ -20,7 +20,10 @@ import errno
 import hashlib
 import json
 import math
+import shutil
 import struct
+import subprocess
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -29,9 +32,11 @@ from typing import Any, NoReturn
 
 from rbdfail.cluster import (
     NOTHING_TO_PROMOTE,
+    UNREPLAYED,
     Cluster,
     Feature,
     ImageStatus,
+    ImageUser,
     MirrorInfo,
     MirrorMode,
     MirrorSnapshot,
@@ -204,10 +209,12 @@ class CephCluster(Cluster):
     def __init__(self, site: SiteConfig, client: Any, ioctx: Any, timeout: float) -> None:
         self.site = site.backend_id
         self.pool = site.pool
+        self.config = site
         self.timeout = timeout
         self._client = client
         self._ioctx = ioctx
         self._rbd = rbd.RBD()
+        self._mirror_clients: tuple[float, frozenset[str]] | None = None  # (read at, ids)
 
     def close(self) -> None:
         # Both return at once even when the site is frozen (measured), so no guard thread.
@@ -373,8 +380,12 @@ class CephCluster(Cluster):
                     image=name,
                 ) from exc
 
-    def promote(self, name: str, force: bool = False) -> None:
+    def promote(self, name: str, force: bool = False, only_if_replayed: bool = False) -> None:
         with self._image(name) as image:
+            if only_if_replayed and _newest_mirror_state(image) == (
+                MirrorSnapshotState.PRIMARY_DEMOTED
+            ):
+                raise ImageBusy(UNREPLAYED, site=self.site, image=name)
             try:
                 image.mirror_image_promote(force)
             except rbd.ReadOnlyImage as exc:
@@ -392,12 +403,53 @@ class CephCluster(Cluster):
 
     def last_mirror_snapshot(self, name: str) -> tuple[MirrorSnapshotState, bool] | None:
         with self._image(name, read_only=True) as image:
-            mirror = [s for s in image.list_snaps() if "mirror" in s]
-        if not mirror:
-            return None
-        newest = max(mirror, key=lambda s: s["id"])["mirror"]
-        state = _SNAPSHOT_STATES.get(newest.get("state", -1), MirrorSnapshotState.UNKNOWN)
-        return state, bool(newest.get("complete"))
+            return _newest_mirror_snapshot(image)
+
+    def synced_snapshot_time(self, name: str) -> datetime | None:
+        with self._image(name, read_only=True) as image:
+            complete = [s["id"] for s in image.list_snaps() if s.get("mirror", {}).get("complete")]
+            if not complete:
+                return None
+            return image.get_snap_timestamp(max(complete)).replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+    def image_users(self, name: str) -> list[ImageUser]:
+        mirror_daemons = self._rbd_mirror_clients()
+        with self._image(name, read_only=True) as image:
+            watchers = list(image.watchers_list())
+            lockers = (image.list_lockers() or {}).get("lockers", [])
+        holders = {str(client): str(addr) for client, _cookie, addr in lockers}
+        users = {f"client.{w['id']}": str(w["addr"]) for w in watchers} | holders
+        return [
+            ImageUser(client, addr, client in holders)
+            for client, addr in sorted(users.items())
+            if client not in mirror_daemons
+        ]
+
+    def _rbd_mirror_clients(self) -> frozenset[str]:
+        """The connections of the rbd-mirror daemons to this site: each watches the pool's
+        `rbd_mirroring` object (its own site's daemon and the peers' alike), and the peer's
+        daemon watches every snapshot-mode primary it replays. python-rados cannot list an
+        object's watchers, so this asks the `rados` tool (ceph-common) once a minute; without
+        it nothing is left out, and a snapshot-mode primary shows the peer's daemon as a user."""
+        now = time.monotonic()
+        if self._mirror_clients is not None and now - self._mirror_clients[0] < 60:
+            return self._mirror_clients[1]
+        tool = shutil.which("rados")
+        found: frozenset[str] = frozenset()
+        if tool:
+            command = [tool, "-c", str(self.config.conf), "--id", self.config.user]
+            command += ["--cluster", self.config.cluster_name]
+            if self.config.keyring:
+                command += ["--keyring", str(self.config.keyring)]
+            command += ["--client_mount_timeout", str(max(1, math.ceil(self.timeout)))]
+            command += ["-p", self.pool, "listwatchers", "rbd_mirroring"]
+            with suppress(OSError, subprocess.SubprocessError):
+                out = subprocess.run(
+                    command, capture_output=True, text=True, timeout=self.timeout + 5, check=False
+                ).stdout
+                found = frozenset(part for part in out.split() if part.startswith("client."))
+        self._mirror_clients = (now, found)
+        return found
 
     def break_image_lock(self, name: str) -> list[str]:
         # python-rbd's lock_get_owners answers EINVAL on a non-primary copy ("exclusive-lock
@@ -499,6 +551,22 @@ class CephCluster(Cluster):
             )
 
     # ---- mirror-snapshot schedules ------------------------------------------------------
+    def pool_snapshot_schedules(self) -> dict[str, list[str]]:
+        out = self._mgr(
+            "",
+            prefix="rbd mirror snapshot schedule list",
+            level_spec=f"{self.pool}/",
+            recursive=True,
+            format="json",
+        )
+        found: dict[str, list[str]] = {}
+        for level in json.loads(out or "{}").values():
+            # "pool/image" (image levels only: a pool-wide schedule has no image part)
+            pool, _, image = str(level.get("name", "")).partition("/")
+            if pool == self.pool and image and "/" not in image:
+                found.setdefault(image, []).extend(s["interval"] for s in level["schedule"])
+        return found
+
     def snapshot_schedules(self, name: str) -> list[str]:
         out = self._mgr(
             name,
@@ -685,6 +753,22 @@ def _image_status(entry: dict[str, Any]) -> ImageStatus:
         updated.replace(tzinfo=UTC) if updated and updated.year > 1970 else None,
         bool(entry.get("up", False)),
     )
+
+
+def _newest_mirror_snapshot(image: Any) -> tuple[MirrorSnapshotState, bool] | None:
+    """The open image's newest mirror snapshot: its state and whether it is complete (read
+    from what the open loaded: no call to the OSDs)."""
+    mirror = [s for s in image.list_snaps() if "mirror" in s]
+    if not mirror:
+        return None
+    newest = max(mirror, key=lambda s: s["id"])["mirror"]
+    state = _SNAPSHOT_STATES.get(newest.get("state", -1), MirrorSnapshotState.UNKNOWN)
+    return state, bool(newest.get("complete"))
+
+
+def _newest_mirror_state(image: Any) -> MirrorSnapshotState | None:
+    newest = _newest_mirror_snapshot(image)
+    return newest[0] if newest else None
 
 
 def _bits(features: Iterable[Feature]) -> int:

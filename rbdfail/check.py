@@ -40,7 +40,12 @@ def ready(items: list[CheckItem]) -> bool:
     return all(item.verdict != FAIL for item in items)
 
 
-def run_checks(report: StatusReport, target: str, max_lag: float | None) -> list[CheckItem]:
+def run_checks(
+    report: StatusReport,
+    target: str,
+    max_rpo: float | None,
+    require_idle: bool = False,
+) -> list[CheckItem]:
     target_view = report.sites[target]
     sources = [view for site, view in report.sites.items() if site != target]
     items = [
@@ -129,7 +134,38 @@ def run_checks(report: StatusReport, target: str, max_lag: float | None) -> list
             severity=WARN,
         )
     )
-    items.append(_lag(copies, max_lag))
+    items.append(
+        _listed(
+            f"copies on {target} synced once",
+            [v.name for v in copies if v.rpo.first_sync],
+            "still in their first sync (no whole snapshot to take over with)",
+            "every copy holds a whole snapshot",
+        )
+    )
+    items.append(_rpo(copies, max_rpo))
+    items.append(
+        _listed(
+            "snapshot schedules",
+            [f"{v.name} ({v.schedule_note})" for v in replicated if v.schedule_ok is False],
+            "without a working schedule",
+            f"{sum(v.schedule_ok is True for v in replicated)} schedules on their primary "
+            "and firing",
+        )
+    )
+    in_use = [
+        f"{v.name} ({', '.join(u.client for u in v.users)})"
+        for v in replicated
+        if v.primary_site != target and v.users
+    ]
+    items.append(
+        _listed(
+            "sources idle",
+            in_use,
+            "still open on their primary: a demote makes their writers fail",
+            "no client has a source volume open",
+            severity=FAIL if require_idle else WARN,
+        )
+    )
     return items
 
 
@@ -173,20 +209,18 @@ def _verdict(name: str, ok: bool, problem: str, fine: str) -> CheckItem:
     return CheckItem(name, PASS if ok else FAIL, fine if ok else problem)
 
 
-def _lag(copies: list[VolumeStatus], max_lag: float | None) -> CheckItem:
-    lags = [(v.lag_seconds, v.name) for v in copies if v.lag_seconds is not None]
-    behind = [(v.entries_behind, v.name) for v in copies if v.entries_behind]
-    worst = max(lags, default=None)
-    summary = (f"worst {worst[0]:.0f}s ({worst[1]})" if worst else "no snapshot-mode lag") + (
-        f"; {len(behind)} journal copies behind" if behind else ""
+def _rpo(copies: list[VolumeStatus], max_rpo: float | None) -> CheckItem:
+    """The worst RPO over the copies; with a limit, each copy must provably be within it."""
+    known = [v for v in copies if v.rpo.seconds is not None]
+    worst = max(known, key=lambda v: v.rpo.seconds or 0.0, default=None)
+    unknown = len(copies) - len(known)
+    summary = (f"worst {worst.rpo} ({worst.name})" if worst else "none known") + (
+        f"; {unknown} unknown" if unknown else ""
     )
-    if max_lag is None:
-        return CheckItem("replication lag", PASS, summary + " (no --max-lag given)")
-    over = [name for lag, name in lags if lag > max_lag]
+    if max_rpo is None:
+        return CheckItem("RPO", PASS, summary + " (no --max-rpo given)")
+    over = [f"{v.name} {v.rpo} ({v.rpo.how})" for v in copies if not v.rpo.within(max_rpo)]
     if over:
-        return CheckItem(
-            "replication lag",
-            FAIL,
-            f"{len(over)} over {max_lag:g}s: {', '.join(over[:5])}; {summary}",
-        )
-    return CheckItem("replication lag", PASS, f"all under {max_lag:g}s; {summary}")
+        shown = "; ".join(over[:5]) + (f" and {len(over) - 5} more" if len(over) > 5 else "")
+        return CheckItem("RPO", FAIL, f"{len(over)} not provably within {max_rpo:g}s: {shown}")
+    return CheckItem("RPO", PASS, f"all within {max_rpo:g}s; {summary}")

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -150,6 +150,23 @@ connect_timeout_option = click.option(
     help="How long a site may take to answer before it is taken as down: connect and "
     "monitor calls (default: `replication_connect_timeout`). Work on a live site is not cut "
     "by it: each volume has its own --timeout.",
+)
+
+
+require_idle_option = click.option(
+    "--require-idle",
+    is_flag=True,
+    help="Leave a volume where it is (failed, named) when a client still has it open on the "
+    "source: a demote makes that client's writes fail. Default: a warning in the plan.",
+)
+
+
+call_trace_option = click.option(
+    "--call-trace",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    hidden=True,  # a diagnostic for the benchmark's timeline (README, Performance)
+    help="Write every Ceph call's times (JSON lines, seconds from the run's start) to FILE.",
 )
 
 
@@ -342,6 +359,13 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
     help="Also write the figures to FILE in Prometheus' text format, replaced atomically "
     "(for node_exporter's textfile collector; with --watch, at every refresh).",
 )
+@click.option(
+    "--users",
+    "with_users",
+    is_flag=True,
+    help="Also list who has each primary open (a call per volume; always done for the "
+    "IMAGEs named).",
+)
 @json_option
 @click.pass_obj
 def status(
@@ -349,21 +373,25 @@ def status(
     images: tuple[str, ...],
     watch: float | None,
     prometheus: Path | None,
+    with_users: bool,
     as_json: bool,
 ) -> None:
     """Where every volume is primary, and how its replication is doing on each site.
 
     Every site is read at once, in one pass per pool, within the connect timeout: an
     unreachable site is shown as such and the others are still shown in full. `primary` is
-    a backend id, `none`, `split-brain` or `unknown`; lag is how far the copy's last
-    synced snapshot is behind the primary's newest (snapshot mode), or the entries the copy
-    has not replayed (journal mode), as the copy's rbd-mirror last reported (about every 30 s).
+    a backend id, `none`, `split-brain` or `unknown`; RPO is how many seconds of writes a
+    failover now would lose (≤ at most, ~ estimated, ≥ at least; unknown is never 0), from
+    what the copy's rbd-mirror last reported (about every 30 s); schedule is the type's
+    mirror-snapshot schedule on the primary (`stopped` when missing or silent for 3
+    intervals); users, who has the primary open (rbd-mirror aside) with --users or IMAGEs.
 
     \b
     Examples:
       rbdfail status
       rbdfail status db-orders --json | jq '.volumes[0].primary_site'
       rbdfail status --watch 5
+      rbdfail status --users --json | jq '.volumes[] | select(.users != [])'
       rbdfail status --watch 60 --prometheus /var/lib/node_exporter/rbdfail.prom
 
     Exit 0 when everything is healthy, 3 when something needs attention (listed); with
@@ -377,7 +405,13 @@ def status(
 
     def show() -> StatusReport:
         taken_at = time.time()
-        report = gather(config, read_state(config.state_dir), app.connect, images)
+        report = gather(
+            config,
+            read_state(config.state_dir),
+            app.connect,
+            images,
+            with_users=with_users or bool(images),
+        )
         backend = report.sites[config.backend.backend_id]
         if backend.reachable and not images:
             _remember_listing(config, backend.backend_id, backend.volumes)
@@ -440,25 +474,42 @@ def _write_metrics(
     "active, else `default` (a failback).",
 )
 @click.option(
+    "--max-rpo",
     "--max-lag",
+    "max_rpo",
     type=Seconds(0, MAX_LAG_SECONDS, zero_ok=True),
     default=None,
     metavar="SECONDS",
-    help="Fail when a snapshot-mode copy is older than this.",
+    help="Fail unless every copy provably holds the writes up to this many seconds ago "
+    "(an unknown RPO fails). --max-lag is the old name.",
+)
+@click.option(
+    "--require-idle",
+    is_flag=True,
+    help="Fail, not warn, when a client still has a source volume open.",
 )
 @json_option
 @click.pass_obj
-def check(app: AppContext, target: str | None, max_lag: float | None, as_json: bool) -> None:
+def check(
+    app: AppContext,
+    target: str | None,
+    max_rpo: float | None,
+    require_idle: bool,
+    as_json: bool,
+) -> None:
     """Pre-flight: may a failover to a site start now, and would it be clean?
 
     Each item is pass, warn or fail with a one-line reason: sites reachable (if only the
     source is not, a forced failover is still possible: warn), pool mode and peers on each
     site, the target's rbd-mirror daemon, every replicated volume mirrored with a copy on the
-    target, no split-brain, no image in error, copies replaying, lag under --max-lag.
+    target, no split-brain, no image in error, copies replaying, copies past their first sync,
+    the RPO under --max-rpo, each primary's snapshot schedule there and firing (silent for 3
+    intervals fails), and no client left with a source volume open (warn; fail with
+    --require-idle).
 
     \b
     Examples:
-      rbdfail check --to secondary --max-lag 3600
+      rbdfail check --to secondary --max-rpo 3600
       rbdfail check --json | jq '.items[] | select(.verdict != "pass")'
 
     Exit 0 ready (warnings allowed), 1 not ready.
@@ -475,11 +526,11 @@ def check(app: AppContext, target: str | None, max_lag: float | None, as_json: b
         active = state.active_backend
         target = config.replication_devices[0].backend_id if active == default else default
     config.site(target)  # an unknown id is a usage error, named, before any connection
-    report = gather(config, state, app.connect)
+    report = gather(config, state, app.connect, with_users=True)
     backend = report.sites[config.backend.backend_id]
     if backend.reachable:
         _remember_listing(config, backend.backend_id, backend.volumes)
-    items = run_checks(report, target, max_lag)
+    items = run_checks(report, target, max_rpo, require_idle)
     if as_json:
         _emit_json(
             {"target": target, "ready": ready(items), "items": [item.to_json() for item in items]}
@@ -546,6 +597,8 @@ def connection_info(app: AppContext, volume: str, as_json: bool) -> None:
     metavar="SECONDS",
     help="Wall-clock budget of one volume (default: `volume_timeout` in the config).",
 )
+@require_idle_option
+@call_trace_option
 @break_locks_option
 @connect_timeout_option
 @concurrency_option
@@ -558,6 +611,8 @@ def failover(
     yes: bool,
     force: bool,
     volume_timeout: float | None,
+    require_idle: bool,
+    call_trace: Path | None,
     break_locks_after: float,
     no_break_locks: bool,
     connect_timeout: float | None,
@@ -606,8 +661,10 @@ def failover(
             connect_timeout,
             None,
             concurrency,
+            call_trace,
         ),
         (),
+        require_idle,
         as_json,
     )
 
@@ -644,6 +701,8 @@ def failover(
     metavar="SECONDS",
     help="How long a resync may take before its volume is given up on (default: 900).",
 )
+@require_idle_option
+@call_trace_option
 @break_locks_option
 @connect_timeout_option
 @concurrency_option
@@ -657,6 +716,8 @@ def failback(
     resync: tuple[str, ...],
     volume_timeout: float | None,
     resync_timeout: float | None,
+    require_idle: bool,
+    call_trace: Path | None,
     break_locks_after: float,
     no_break_locks: bool,
     connect_timeout: float | None,
@@ -704,8 +765,10 @@ def failback(
             connect_timeout,
             resync_timeout,
             concurrency,
+            call_trace,
         ),
         resync,
+        require_idle,
         as_json,
     )
 
@@ -719,17 +782,21 @@ def _switch_options(
     connect_timeout: float | None,
     resync_timeout: float | None,
     concurrency: int | None,
+    call_trace: Path | None,
 ) -> Options:
     from rbdfail.switch.model import options_for
 
-    return options_for(
-        app.config(),
-        connect_timeout=connect_timeout,
-        volume_timeout=volume_timeout,
-        concurrency=concurrency,
-        force=force,
-        break_locks_after=None if no_break_locks else break_locks_after,
-        resync_timeout=resync_timeout,
+    return replace(
+        options_for(
+            app.config(),
+            connect_timeout=connect_timeout,
+            volume_timeout=volume_timeout,
+            concurrency=concurrency,
+            force=force,
+            break_locks_after=None if no_break_locks else break_locks_after,
+            resync_timeout=resync_timeout,
+        ),
+        call_trace=call_trace,
     )
 
 
@@ -741,6 +808,7 @@ def _switch(
     yes: bool,
     options: Options,
     resync: tuple[str, ...],
+    require_idle: bool,
     as_json: bool,
 ) -> NoReturn:
     """Failover or failback: ask the use case, show the plan or the report, exit with a code."""
@@ -761,7 +829,15 @@ def _switch(
         render.failover_plan(plan, render.stderr)
         return click.confirm(f"{operation.capitalize()} to {plan.target}?", err=True)
 
-    request = SwitchRequest(Operation(operation), options, target, dry_run, resync)
+    request = SwitchRequest(
+        Operation(operation),
+        options,
+        target,
+        dry_run,
+        resync,
+        require_idle=require_idle,
+        read_users=dry_run or not yes,  # a plan someone reads before it runs
+    )
     result = run_switch(
         app.config(),
         request,
@@ -919,6 +995,82 @@ def _per_image_mirroring(
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     if report.result != "complete" and not dry_run:
+        sys.exit(EXIT_PARTIAL)
+
+
+# ---- import from Cinder -----------------------------------------------------------------------
+@main.command("import-cinder")
+@click.argument("cinder_conf", metavar="CINDER_CONF", type=click.Path(path_type=Path))
+@click.option(
+    "--backend",
+    metavar="NAME",
+    default=None,
+    help="The backend section to import. Default: the one RBD backend in enabled_backends "
+    "(the one with replication_device when there are several).",
+)
+@click.option(
+    "--volume-types",
+    metavar="FILE",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The output of `openstack volume type list --long -f json`, for the volume types.",
+)
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the configuration to FILE (whole or not at all) instead of stdout.",
+)
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+def import_cinder(
+    cinder_conf: Path,
+    backend: str | None,
+    volume_types: Path | None,
+    output: Path | None,
+    force: bool,
+) -> None:
+    """Write an rbdfail configuration from a cinder.conf (the RBD backend's section).
+
+    Read as Cinder reads it: a backend's options from its section, else from
+    [backend_defaults] (not [DEFAULT], which Cinder ignores for drivers); every
+    replication_device line becomes a secondary site. Each value's comment says where it came
+    from. What cinder.conf cannot say (which volume has which type: Cinder keeps that in its
+    database) is written as a FILL IN placeholder, which rbdfail refuses until it is replaced.
+    Key material (rbd_secret_uuid, secret_uuid) is never copied. One backend per file.
+
+    \b
+    Examples:
+      openstack volume type list --long -f json > types.json
+      rbdfail import-cinder /etc/cinder/cinder.conf --volume-types types.json -o rbdfail.yaml
+      rbdfail import-cinder /etc/cinder/cinder.conf --backend ceph-fast -o fast.yaml
+
+    \b
+    Exit codes:
+      0 written, ready to use
+      2 cinder.conf, the types file or FILE refused (named, with the section and key);
+        nothing written
+      3 written, with FILL IN placeholders to complete (listed on stderr)
+    """
+    from rbdfail.cinder_import import import_cinder as read_cinder
+    from rbdfail.cinder_import import write_new_file
+
+    result = read_cinder(cinder_conf, backend, volume_types)
+    if output is None:
+        click.echo(result.text, nl=False)
+    else:
+        inputs = (cinder_conf, *([volume_types] if volume_types else []))
+        write_new_file(output, result.text, force, inputs)
+        click.echo(f"rbdfail: wrote {output} from [{result.backend}] of {cinder_conf}", err=True)
+    for note in result.notes:
+        click.echo(f"  note: {note}", err=True)
+    if result.todo:
+        click.secho(
+            f"rbdfail: {len(result.todo)} thing(s) to fill in first:", fg="yellow", err=True
+        )
+        for item in result.todo:
+            click.secho(f"  FILL IN {item}", fg="yellow", err=True)
         sys.exit(EXIT_PARTIAL)
 
 

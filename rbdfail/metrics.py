@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
+from rbdfail.rpo import Bound
 from rbdfail.status import StatusReport
 
 
@@ -66,7 +67,35 @@ def write_textfile(
     behind = gauge(
         "volume_entries_behind", "Journal mode: entries the copy has not replayed.", "volume"
     )
+    rpo = gauge(
+        "volume_rpo_seconds",
+        "How many seconds of writes a failover now would lose, at most (snapshot mode; journal "
+        "mode caught up) or as estimated (journal mode behind); absent when unknown.",
+        "volume",
+    )
+    last_sync = gauge(
+        "volume_last_sync_timestamp_seconds",
+        "Unix time of the newest point the copy holds; alert on time() - this > 3 * interval.",
+        "volume",
+    )
+    schedule_ok = gauge(
+        "volume_schedule_ok",
+        "1 when the type's mirror-snapshot schedule is on the primary and fired within 3 "
+        "intervals, 0 when not; absent when the type asks for none or it cannot be told.",
+        "volume",
+    )
+    users = gauge(
+        "volume_users", "Clients with the volume open on its primary, rbd-mirror aside.", "volume"
+    )
     for volume in report.volumes:
+        if volume.rpo.seconds is not None and volume.rpo.bound != Bound.AT_LEAST:
+            rpo.labels(volume.name).set(volume.rpo.seconds)
+        if volume.rpo.last_sync is not None:
+            last_sync.labels(volume.name).set(volume.rpo.last_sync)
+        if volume.schedule_ok is not None:
+            schedule_ok.labels(volume.name).set(1 if volume.schedule_ok else 0)
+        if volume.users is not None:
+            users.labels(volume.name).set(len(volume.users))
         primary.labels(volume.name, volume.primary_site).set(1)
         error.labels(volume.name).set(1 if volume.status == "error" else 0)
         for site, image in volume.sites.items():

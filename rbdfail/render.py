@@ -178,32 +178,37 @@ def status_table(report: StatusReport) -> None:
     table.add_column("primary", no_wrap=True)
     for site in sites:
         table.add_column(site, overflow="fold")
-    table.add_column("lag", justify="right", no_wrap=True)
+    table.add_column("RPO", justify="right", no_wrap=True)
+    table.add_column("schedule", no_wrap=True)
+    table.add_column("users", justify="right", no_wrap=True)
     table.add_column("status", no_wrap=True)
     for v in report.volumes:
         attention = bool(v.problems)
         primary = f"[red]{escape(v.primary_site)}[/]" if attention else escape(v.primary_site)
-        lag = (
-            f"{v.lag_seconds:.0f}s"
-            if v.lag_seconds is not None
-            else f"{v.entries_behind} entries"
-            if v.entries_behind is not None
-            else "-"
-        )
+        rpo = ("first sync" if v.rpo.first_sync else str(v.rpo)) if v.replicated else "-"
+        schedule = v.snapshot_interval or "-"
+        if v.schedule_ok is False:
+            schedule = f"[red]{escape(schedule)} stopped[/]"
+        users = str(len(v.users)) if v.users is not None else "-"
         status = escape(v.status + (f" (was {v.previous_status})" if v.previous_status else ""))
         cells = [_site_cell(v.sites[site]) for site in sites]
-        table.add_row(escape(v.name), escape(v.volume_type), primary, *cells, lag, status)
+        table.add_row(
+            escape(v.name), escape(v.volume_type), primary, *cells, rpo, schedule, users, status
+        )
     stdout.print(table)
     sites_table = Table(title="sites", title_justify="left")
-    for column in ("site", "reachable", "pool mode", "peers", "rbd-mirror", "problems"):
+    columns = ("site", "reachable", "pool mode", "peers", "rbd-mirror", "worst RPO", "problems")
+    for column in columns:
         sites_table.add_column(column, overflow="fold")
     for site, view in report.sites.items():
+        worst = report.worst_rpo(site)
         sites_table.add_row(
             site,
             "yes" if view.reachable else f"[red]no[/]: {escape(str(view.error))}",
             str(view.pool_mode or "-"),
             ", ".join(f"{p.site_name} ({p.direction})" for p in view.peers) or "-",
             report.mirror_daemon(site)[0],
+            escape(f"{worst.rpo} ({worst.name})") if worst else "-",
             "[yellow]" + escape("; ".join(view.problems)) + "[/]" if view.problems else "-",
         )
     stdout.print(sites_table)
@@ -269,7 +274,12 @@ def failover_plan(plan: FailoverPlan, console: Console = stdout) -> None:
     table.add_column("why", overflow="fold")
     for v in plan.volumes:
         plan_cell = f"[{_PLAN_STYLE[v.plan]}]{v.plan}[/]"
-        table.add_row(escape(v.name), escape(v.volume_type), plan_cell, escape(v.reason))
+        why = v.reason
+        if v.schedule:
+            why += f"; then its {v.schedule} snapshot schedule is added on {plan.target}"
+        if v.users:
+            why += f"; open on {plan.source} by {', '.join(v.users)}"
+        table.add_row(escape(v.name), escape(v.volume_type), plan_cell, escape(why))
     console.print(table)
     if not plan.source_reachable:
         known = (

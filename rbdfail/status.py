@@ -7,15 +7,18 @@ complete. Nothing here prints.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from rbdfail.cluster import (
+    Cluster,
     ImageStatus,
+    ImageUser,
     MirrorInfo,
     MirrorMode,
     Peer,
@@ -24,6 +27,8 @@ from rbdfail.cluster import (
 )
 from rbdfail.config import Config, Connect, SiteConfig
 from rbdfail.errors import CephError
+from rbdfail.rpo import UNKNOWN as RPO_UNKNOWN
+from rbdfail.rpo import Rpo, copy_rpo, description_tail, schedule_verdict
 from rbdfail.state import State
 from rbdfail.volumes import Volume, list_volumes
 
@@ -43,6 +48,11 @@ class SiteView:
     # Volume types with their metadata overrides, read on the backend only; when it is
     # unreachable, the types come from the config's rules alone.
     volumes: tuple[Volume, ...] = ()
+    schedules: dict[str, list[str]] | None = None  # None: the manager did not answer
+    # Snapshot-mode copies whose status does not say how fresh they are: their newest whole
+    # mirror snapshot (None: the first sync has not finished).
+    synced: dict[str, datetime | None] = field(default_factory=dict)
+    users: dict[str, list[ImageUser]] = field(default_factory=dict)  # of its primaries
 
     @property
     def problems(self) -> list[str]:
@@ -101,6 +111,11 @@ class VolumeStatus:
     lag_seconds: float | None  # snapshot mode: newest primary snapshot - last synced
     entries_behind: int | None  # journal mode: entries the copy has not replayed
     type_error: str | None = None
+    rpo: Rpo = RPO_UNKNOWN
+    snapshot_interval: str | None = None  # the schedule its type asks for
+    schedule_ok: bool | None = None  # None: no schedule asked for, or it cannot be told
+    schedule_note: str = ""
+    users: tuple[ImageUser, ...] | None = None  # on its primary; None: not read there
 
     @property
     def problems(self) -> list[str]:
@@ -115,6 +130,8 @@ class VolumeStatus:
                 found.append(f"{site}: {image.state}: {image.description}")
             if mirrored and image.reachable and image.primary is None:
                 found.append(f"{site}: no mirrored copy yet ({image.state})")
+        if self.schedule_ok is False:
+            found.append(self.schedule_note)
         return found
 
     def to_json(self) -> dict[str, Any]:
@@ -129,6 +146,18 @@ class VolumeStatus:
             "sites": {site: image.to_json() for site, image in self.sites.items()},
             "lag_seconds": self.lag_seconds,
             "entries_behind": self.entries_behind,
+            "rpo": self.rpo.to_json(),
+            "schedule": {
+                "interval": self.snapshot_interval,
+                "ok": self.schedule_ok,
+                "note": self.schedule_note,
+            },
+            "users": [
+                {"client": u.client, "address": u.address, "holds_lock": u.holds_lock}
+                for u in self.users
+            ]
+            if self.users is not None
+            else None,
             "problems": self.problems,
         }
 
@@ -147,6 +176,16 @@ class StatusReport:
         if not stamps:
             return "unknown", 0
         return ("up", stamps.count(True)) if any(stamps) else ("down", len(stamps))
+
+    def worst_rpo(self, site: str) -> VolumeStatus | None:
+        """The replicated volume whose copy on `site` would lose the most (an unknown RPO is
+        the worst), None when the site holds no copy."""
+        copies = [v for v in self.volumes if v.replicated and v.sites[site].primary is False]
+        return max(
+            copies,
+            key=lambda v: float("inf") if v.rpo.seconds is None else v.rpo.seconds,
+            default=None,
+        )
 
     @property
     def where_primary(self) -> str | None:
@@ -171,6 +210,10 @@ class StatusReport:
         found += [f"volume {v.name}: {p}" for v in self.volumes for p in v.problems]
         return found
 
+    def _worst(self, site: str) -> dict[str, Any] | None:
+        worst = self.worst_rpo(site)
+        return {"volume": worst.name, **worst.rpo.to_json()} if worst else None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "active_backend": self.active_backend,
@@ -178,29 +221,48 @@ class StatusReport:
             "problems": self.problems,
             "volumes": [v.to_json() for v in self.volumes],
             "sites": {
-                site: view.to_json() | {"rbd_mirror": self.mirror_daemon(site)[0]}
+                site: view.to_json()
+                | {"rbd_mirror": self.mirror_daemon(site)[0], "worst_rpo": self._worst(site)}
                 for site, view in self.sites.items()
             },
         }
 
 
 def gather(
-    config: Config, state: State, connect: Connect, names: Sequence[str] = ()
+    config: Config,
+    state: State,
+    connect: Connect,
+    names: Sequence[str] = (),
+    now: float | None = None,
+    with_users: bool = False,
 ) -> StatusReport:
-    """Read every site at once; one connect timeout is the most an unreachable site costs."""
+    """Read every site at once; one connect timeout is the most an unreachable site costs.
+    `with_users` also lists who has each primary open: one call per mirrored primary (for 200
+    volumes 0.8-1.9 s on the lab, where the rest of status takes 0.6 s)."""
     sites = config.sites
     with ThreadPoolExecutor(max_workers=len(sites)) as pool:
-        views = list(pool.map(lambda site: _read_site(config, site, connect), sites))
+        views = list(
+            pool.map(lambda site: _read_site(config, site, connect, names, with_users), sites)
+        )
+    now = time.time() if now is None else now
     by_id = {view.backend_id: view for view in views}
     typed = {volume.name: volume for view in views for volume in view.volumes}
     everywhere = sorted({name for view in views for name in view.names})
     if names:
         everywhere = [n for n in everywhere if n in names]
-    volumes = tuple(_volume(config, state, name, typed.get(name), by_id) for name in everywhere)
+    volumes = tuple(
+        _volume(config, state, name, typed.get(name), by_id, now) for name in everywhere
+    )
     return StatusReport(state.active_backend, by_id, volumes)
 
 
-def _read_site(config: Config, site: SiteConfig, connect: Connect) -> SiteView:
+def _read_site(
+    config: Config,
+    site: SiteConfig,
+    connect: Connect,
+    names: Sequence[str],
+    with_users: bool,
+) -> SiteView:
     try:
         cluster = connect(site, config.replication_connect_timeout)
     except CephError as exc:
@@ -209,15 +271,28 @@ def _read_site(config: Config, site: SiteConfig, connect: Connect) -> SiteView:
         infos = cluster.mirror_infos()
         backend = site is config.backend
         volumes = tuple(list_volumes(cluster, config, infos)) if backend else ()
+        statuses = cluster.mirror_statuses()
+        wanted = {n: i for n, i in infos.items() if not names or n in names}
+        unsaid = [
+            n
+            for n, info in wanted.items()
+            if not info.primary
+            and info.mode == MirrorMode.SNAPSHOT
+            and "local_snapshot_timestamp" not in getattr(statuses.get(n), "description", "")
+        ]
+        primaries = [n for n, info in wanted.items() if info.primary] if with_users else []
         return SiteView(
             site.backend_id,
             reachable=True,
             pool_mode=cluster.pool_mirror_mode(),
             peers=tuple(cluster.peers()),
             infos=infos,
-            statuses=cluster.mirror_statuses(),
+            statuses=statuses,
             names=frozenset(v.name for v in volumes) or frozenset(cluster.list_images()),
             volumes=volumes,
+            schedules=_schedules(cluster),
+            synced=_per_image(cluster.synced_snapshot_time, unsaid),
+            users=_per_image(cluster.image_users, primaries),
         )
     except CephError as exc:
         return SiteView(site.backend_id, reachable=False, error=exc.reason)
@@ -225,13 +300,48 @@ def _read_site(config: Config, site: SiteConfig, connect: Connect) -> SiteView:
         cluster.close()
 
 
+def _schedules(cluster: Cluster) -> dict[str, list[str]] | None:
+    try:
+        return cluster.pool_snapshot_schedules()
+    except CephError:  # a manager down or a user without mgr caps: schedules unknown
+        return None
+
+
+T = TypeVar("T")
+_IMAGE_READERS = 16  # one call per image, concurrently (they wait on the OSDs, not the CPU)
+
+
+def _per_image(read: Callable[[str], T], names: list[str]) -> dict[str, T]:
+    """read(name) for each image; one that vanished or failed meanwhile is left out."""
+    if not names:
+        return {}
+
+    def one(name: str) -> tuple[str, T] | None:
+        with suppress(CephError):
+            return name, read(name)
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(_IMAGE_READERS, len(names))) as pool:
+        return dict(found for found in pool.map(one, names) if found is not None)
+
+
 def _volume(
-    config: Config, state: State, name: str, volume: Volume | None, sites: dict[str, SiteView]
+    config: Config,
+    state: State,
+    name: str,
+    volume: Volume | None,
+    sites: dict[str, SiteView],
+    now: float,
 ) -> VolumeStatus:
     if volume is None:  # not on the backend, or the backend is unreachable: rules only
         vt = config.volume_type_for(name)
         volume = Volume(
-            name, vt.name, vt.replicated, vt.mirror_mode if vt.replicated else None, None
+            name,
+            vt.name,
+            vt.replicated,
+            vt.mirror_mode if vt.replicated else None,
+            None,
+            snapshot_interval=vt.snapshot_interval,
         )
     images = {site: _site_image(name, view) for site, view in sites.items()}
     primaries = [site for site, image in images.items() if image.primary]
@@ -254,6 +364,16 @@ def _volume(
         primary_site = "none"
     mode = next((i.mode for v in sites.values() if (i := (v.infos or {}).get(name))), None)
     lag, behind = _lag(name, sites, primaries)
+    rpo = _rpo(name, mode or volume.mirror_mode, sites, primaries, now)
+    wanted = volume.snapshot_interval if volume.replicated else None
+    home = sites.get(primaries[0]) if len(primaries) == 1 else None
+    schedule_ok, schedule_note = schedule_verdict(
+        wanted,
+        home.schedules.get(name, []) if home and home.schedules is not None else None,
+        rpo,
+        now,
+    )
+    users = home.users.get(name) if home else None
     record = state.volume(name)
     return VolumeStatus(
         name=name,
@@ -267,7 +387,33 @@ def _volume(
         lag_seconds=lag,
         entries_behind=behind,
         type_error=volume.type_error,
+        rpo=rpo,
+        snapshot_interval=wanted,
+        schedule_ok=schedule_ok,
+        schedule_note=schedule_note,
+        users=tuple(users) if users is not None else None,
     )
+
+
+def _rpo(
+    name: str, mode: MirrorMode | None, sites: dict[str, SiteView], primaries: list[str], now: float
+) -> Rpo:
+    """The RPO of the copy on the site that would take over: with one primary, the freshest
+    of its copies (two sites: the one copy)."""
+    if len(primaries) != 1:
+        why = "primary on two sites" if primaries else "primary nowhere (or on a site not read)"
+        return replace(RPO_UNKNOWN, how=why)
+    found = []
+    for site, view in sites.items():
+        info = (view.infos or {}).get(name)
+        if site == primaries[0] or not view.reachable or info is None or info.primary:
+            continue
+        status = (view.statuses or {}).get(name)
+        found.append(copy_rpo(mode, status, now, view.synced.get(name), listed=name in view.synced))
+    known = [r for r in found if r.seconds is not None]
+    if known:
+        return min(known, key=lambda r: r.seconds or 0.0)
+    return found[0] if found else replace(RPO_UNKNOWN, how="no copy on a reachable site")
 
 
 def _site_image(name: str, view: SiteView) -> SiteImage:
@@ -298,11 +444,8 @@ def _lag(
     mode, `replaying, {"entries_behind_primary": ..}` in journal mode."""
     for site, view in sites.items():
         status = (view.statuses or {}).get(name)
-        if site in primaries or status is None or ", {" not in status.description:
-            continue
-        try:
-            tail = json.loads(status.description.split(", ", 1)[1])
-        except ValueError:
+        tail = description_tail(status)
+        if site in primaries or not tail:
             continue
         if "remote_snapshot_timestamp" in tail:
             if not tail.get("local_snapshot_timestamp"):

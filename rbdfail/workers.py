@@ -133,6 +133,28 @@ def _collect(
     return 0
 
 
+@dataclass(frozen=True)
+class CallTrace:
+    """One Ceph call of a run, for `--call-trace`: where the call slots went."""
+
+    call: str  # the Cluster method
+    image: str
+    asked: float  # monotonic seconds: when it asked for a slot
+    started: float  # when it got one
+    ended: float
+    outcome: str  # "ok" or the exception's class
+
+    def to_json(self, origin: float) -> dict[str, Any]:
+        return {
+            "call": self.call,
+            "image": self.image,
+            "asked": round(self.asked - origin, 4),
+            "started": round(self.started - origin, 4),
+            "ended": round(self.ended - origin, 4),
+            "outcome": self.outcome,
+        }
+
+
 class CallSlots:
     """At most `concurrency` Ceph calls at once across a run's volumes.
 
@@ -142,9 +164,15 @@ class CallSlots:
     before it starts, and may refuse it by raising.
     """
 
-    def __init__(self, concurrency: int, before_call: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        before_call: Callable[[], None] = lambda: None,
+        trace: list[CallTrace] | None = None,
+    ) -> None:
         self._before_call = before_call
-        self._free = threading.Semaphore(concurrency)
+        self.trace = trace  # when a list: every call's times are appended to it
+        self._free = _PriorityGate(concurrency)
         self._lock = threading.Lock()
         self._written_off: dict[int, bool] = {}  # thread in a call -> its slot written off
         self._queued: dict[int, float] = {}  # thread -> seconds spent queued, finished waits
@@ -163,22 +191,36 @@ class CallSlots:
                 time.monotonic() - since if since is not None else 0.0
             )
 
-    def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def call(
+        self, function: Callable[..., Any], *args: Any, urgent: bool = False, **kwargs: Any
+    ) -> Any:
+        """function(*args, **kwargs) in a slot; an `urgent` call gets the next free slot
+        before any other waiting call does."""
         me = threading.get_ident()
+        asked = time.monotonic()
         with self._lock:
-            self._queued_since[me] = time.monotonic()
-        self._free.acquire()
+            self._queued_since[me] = asked
+        self._free.acquire(urgent)
+        started = time.monotonic()
         with self._lock:
-            self._queued[me] = self._queued.get(me, 0.0) + (
-                time.monotonic() - self._queued_since.pop(me)
-            )
+            self._queued[me] = self._queued.get(me, 0.0) + (started - self._queued_since.pop(me))
             self._written_off[me] = False
+        outcome = "ok"
         try:
             self._before_call()
             return function(*args, **kwargs)
+        except BaseException as exc:
+            outcome = type(exc).__name__
+            raise
         finally:
             with self._lock:
                 written_off = self._written_off.pop(me)
+                if self.trace is not None:
+                    name = getattr(function, "__name__", "?")
+                    image = str(args[0]) if args else ""
+                    self.trace.append(
+                        CallTrace(name, image, asked, started, time.monotonic(), outcome)
+                    )
             if not written_off:
                 self._free.release()
 
@@ -189,17 +231,42 @@ class CallSlots:
                 self._free.release()
 
 
-class Throttled:
-    """An object (a site) whose every method call takes one of the run's call slots."""
+class _PriorityGate:
+    """A semaphore whose urgent waiters go first: a free slot goes to an urgent call while
+    one waits, else to any waiting call."""
 
-    def __init__(self, inner: object, slots: CallSlots) -> None:
-        self._inner, self._slots = inner, slots
+    def __init__(self, capacity: int) -> None:
+        self._free = capacity
+        self._urgent_waiting = 0
+        self._changed = threading.Condition()
+
+    def acquire(self, urgent: bool) -> None:
+        with self._changed:
+            self._urgent_waiting += urgent
+            while self._free == 0 or (not urgent and self._urgent_waiting):
+                self._changed.wait()
+            self._urgent_waiting -= urgent
+            self._free -= 1
+
+    def release(self) -> None:
+        with self._changed:
+            self._free += 1
+            self._changed.notify_all()
+
+
+class Throttled:
+    """An object (a site) whose every method call takes one of the run's call slots; the
+    methods named `urgent` go before the others when slots are short."""
+
+    def __init__(self, inner: object, slots: CallSlots, urgent: frozenset[str] = frozenset()):
+        self._inner, self._slots, self._urgent = inner, slots, urgent
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._inner, name)
         if not callable(attribute):
             return attribute
-        return lambda *args, **kwargs: self._slots.call(attribute, *args, **kwargs)
+        urgent = name in self._urgent
+        return lambda *args, **kwargs: self._slots.call(attribute, *args, urgent=urgent, **kwargs)
 
 
 def all_at_once(

@@ -70,6 +70,18 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
         the_lab.down(keep=True)
 
 
+@pytest.fixture
+def lab_sites(lab: RunningLab) -> Iterator[tuple[Cluster, Cluster]]:
+    """A connection to each of the lab's sites: (default, secondary)."""
+    from rbdfail import ceph
+
+    primary = ceph.connect(lab.config.backend, 5)
+    secondary = ceph.connect(lab.config.replication_devices[0], 5)
+    yield primary, secondary
+    primary.close()
+    secondary.close()
+
+
 def interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 

@@ -33,9 +33,11 @@ from typing import Any
 from rbdfail.cluster import (
     DEFAULT_FEATURES,
     NOTHING_TO_PROMOTE,
+    UNREPLAYED,
     Cluster,
     Feature,
     ImageStatus,
+    ImageUser,
     MirrorInfo,
     MirrorMode,
     MirrorSnapshot,
@@ -87,6 +89,7 @@ class FakeImage:
     # Demoted by this site itself, the peer's later promotion not replayed here since: Ceph
     # promotes it without force all the same (its newest mirror snapshot: primary-demoted).
     demoted_here: bool = False
+    users: list[ImageUser] = field(default_factory=list)  # clients with it open (tests set them)
     # Its mirror snapshots, oldest first (drills; see `FakeCluster._take_mirror_snapshot`).
     mirror_snaps: list[FakeSnap] = field(default_factory=list)
 
@@ -414,6 +417,20 @@ class FakeCluster(Cluster):
                 return MirrorSnapshotState.NON_PRIMARY_DEMOTED, True
             return MirrorSnapshotState.NON_PRIMARY, image.first_sync_done
 
+    def synced_snapshot_time(self, name: str) -> datetime | None:
+        # The fake's snapshot-mode images take a mirror snapshot at enable and at every write.
+        with self.world.lock:
+            image = self._get(self._enter("synced_snapshot_time", name), name)
+            if image.mode != MirrorMode.SNAPSHOT or image.mirror_state != MirrorState.ENABLED:
+                return None
+            if not image.primary and not image.first_sync_done:
+                return None
+            return datetime.fromtimestamp(image.written_at, UTC)
+
+    def image_users(self, name: str) -> list[ImageUser]:
+        with self.world.lock:
+            return list(self._get(self._enter("image_users", name), name).users)
+
     def break_image_lock(self, name: str) -> list[str]:
         with self.world.lock:
             state = self._enter("break_image_lock", name)
@@ -422,7 +439,7 @@ class FakeCluster(Cluster):
             image.lock_broken = True
             return ["client.rbd-mirror"] if held else []
 
-    def promote(self, name: str, force: bool = False) -> None:
+    def promote(self, name: str, force: bool = False, only_if_replayed: bool = False) -> None:
         with self.world.lock:
             state = self.world.sites[self.site]
             image = state.images.get(name)
@@ -435,6 +452,11 @@ class FakeCluster(Cluster):
             raise ImageBusy("the copy's lock holder will not let go", site=self.site, image=name)
         with self.world.lock:
             image = self._get(self._enter("promote", name), name)
+            if only_if_replayed and self.last_mirror_snapshot(name) == (
+                MirrorSnapshotState.PRIMARY_DEMOTED,
+                True,
+            ):
+                raise ImageBusy(UNREPLAYED, site=self.site, image=name)
             if image.mirror_state != MirrorState.ENABLED or image.primary:
                 raise InvalidState(
                     "image is already primary or not mirrored", site=self.site, image=name
@@ -527,11 +549,11 @@ class FakeCluster(Cluster):
         if image.mode == MirrorMode.JOURNAL:
             tail = {"entries_behind_primary": source.version - image.version}
         else:
-            tail = {
-                "local_snapshot_timestamp": int(image.written_at),
-                "remote_snapshot_timestamp": int(source.written_at),
-                "replay_state": "idle",
-            }
+            tail = {"remote_snapshot_timestamp": int(source.written_at), "replay_state": "idle"}
+            if image.first_sync_done:  # Ceph leaves it out until the copy holds a snapshot
+                tail["local_snapshot_timestamp"] = int(image.written_at)
+            else:
+                tail["replay_state"] = "syncing"
         return ImageStatus(ReplayState.REPLAYING, f"replaying, {json.dumps(tail)}", now, True)
 
     def pool_mirror_mode(self) -> PoolMirrorMode:
@@ -583,6 +605,11 @@ class FakeCluster(Cluster):
             state = self._enter("snapshot_schedules", name)
             self._snapshot_mirrored(state, name)
             return list(state.schedules.get(name, []))
+
+    def pool_snapshot_schedules(self) -> dict[str, list[str]]:
+        with self.world.lock:
+            state = self._enter("pool_snapshot_schedules")
+            return {name: list(found) for name, found in state.schedules.items() if found}
 
     def add_snapshot_schedule(self, name: str, interval: str) -> None:
         with self.world.lock:
@@ -830,6 +857,8 @@ def _resynced(global_id: str, source: FakeImage) -> Callable[[FakeSite], None]:
         image.data = bytearray(source.data)
         image.version, image.written_at = source.version, source.written_at
         image.split_brain = image.resyncing = image.orphan = False
+        # Ceph re-creates the copy under a new image id, and its schedule (kept by id) lapses.
+        site.schedules.pop(image.name, None)
 
     return apply
 
@@ -838,6 +867,7 @@ def _delete_copy(global_id: str) -> Callable[[FakeSite], None]:
     def apply(site: FakeSite) -> None:
         if (image := _by_global_id(site, global_id)) and not image.primary:
             del site.images[image.name]
+            site.schedules.pop(image.name, None)
 
     return apply
 

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -279,8 +280,17 @@ def test_promote_back_where_it_was_demoted__needs_no_propagation(
 ) -> None:
     mirrored(sites, image_name)
     sites.a.demote(image_name)
+    # What a switch's promote asks: refused, since this copy holds nothing of the peer since.
+    with pytest.raises(ImageBusy):
+        sites.a.promote(image_name, only_if_replayed=True)
+    assert sites.a.mirror_info(image_name).primary is False
     sites.a.promote(image_name)  # the rollback failover relies on: no wait, no force
     assert sites.a.mirror_info(image_name).primary is True
+    journal = f"{image_name}-j"
+    mirrored(sites, journal, MirrorMode.JOURNAL)
+    sites.a.demote(journal)
+    sites.a.promote(journal, only_if_replayed=True)  # journal mode: nothing to tell by
+    assert sites.a.mirror_info(journal).primary is True
 
 
 def test_newest_mirror_snapshot__says_who_demoted__journal_mode_has_none(
@@ -307,6 +317,38 @@ def test_newest_mirror_snapshot__says_who_demoted__journal_mode_has_none(
     journal = f"{image_name}-j"
     mirrored(sites, journal, MirrorMode.JOURNAL)
     assert sites.a.last_mirror_snapshot(journal) is None
+
+
+def test_synced_snapshot_time__on_primary_and_synced_copy__none_in_journal_mode(
+    sites: TwoSites, image_name: str
+) -> None:
+    """What status falls back on when rbd-mirror has not said how fresh a copy is: whether
+    it holds a whole snapshot yet (a first sync unfinished has none)."""
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    mirrored(sites, image_name)
+    taken = sites.a.synced_snapshot_time(image_name)
+    assert taken is not None and taken >= before
+    copied = eventually(lambda: sites.b.synced_snapshot_time(image_name), sites.patience)
+    assert copied is not None and copied >= taken - timedelta(seconds=1)
+    journal = f"{image_name}-j"
+    mirrored(sites, journal, MirrorMode.JOURNAL)
+    assert sites.a.synced_snapshot_time(journal) is None
+
+
+def test_image_users__an_idle_image_has_none__rbd_mirror_is_not_one(
+    sites: TwoSites, image_name: str
+) -> None:
+    """On the lab the peer's rbd-mirror watches a snapshot-mode primary and the local one
+    holds the copy's lock: neither is a user a demote would cut off."""
+    mirrored(sites, image_name)
+    eventually(
+        lambda: sites.b.mirror_statuses()[image_name].state == ReplayState.REPLAYING,
+        sites.patience,
+        (KeyError,),
+        interval=1,
+    )
+    assert sites.a.image_users(image_name) == []
+    assert sites.b.image_users(image_name) == []
 
 
 def test_forced_promote__while_peer_is_primary__leaves_both_primary(
@@ -408,6 +450,23 @@ def test_snapshot_schedule__add_list_remove_idempotent(sites: TwoSites, image_na
     sites.a.remove_snapshot_schedule(image_name, "1h")
     sites.a.remove_snapshot_schedule(image_name, "1h")
     assert sites.a.snapshot_schedules(image_name) == []
+
+
+def test_pool_snapshot_schedules__every_image_in_one_call__a_copy_may_have_one_too(
+    sites: TwoSites, image_name: str
+) -> None:
+    """A schedule on a non-primary copy is accepted (and inert until it is promoted: Ceph's
+    scheduler snapshots primaries only), so it can be there before a failover."""
+    other = f"{image_name}-2"
+    mirrored(sites, image_name)
+    mirrored(sites, other)
+    sites.a.add_snapshot_schedule(image_name, "1h")
+    sites.a.add_snapshot_schedule(other, "1d")
+    found = sites.a.pool_snapshot_schedules()
+    assert found[image_name] == ["1h"] and found[other] == ["1d"]
+    sites.b.add_snapshot_schedule(image_name, "1h")
+    assert sites.b.pool_snapshot_schedules().get(image_name) == ["1h"]
+    assert other not in sites.b.pool_snapshot_schedules()
 
 
 # ---- the lock ------------------------------------------------------------------------------

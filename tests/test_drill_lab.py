@@ -12,14 +12,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from rbdfail import ceph
 from rbdfail.cluster import Cluster, MirrorSnapshot, ReplayState
 from rbdfail.config import load_config
 from rbdfail.drill import JOURNAL_MODE, DrillRequest, Verdict, run_drill
@@ -49,12 +47,8 @@ def config_file(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
 
 
 @pytest.fixture
-def sites(lab: RunningLab) -> Iterator[tuple[Cluster, Cluster]]:
-    primary = ceph.connect(lab.config.backend, 5)
-    secondary = ceph.connect(lab.config.replication_devices[0], 5)
-    yield primary, secondary
-    primary.close()
-    secondary.close()
+def sites(lab_sites: tuple[Cluster, Cluster]) -> tuple[Cluster, Cluster]:
+    return lab_sites  # conftest's: (default, secondary)
 
 
 def synced(primary: Cluster, secondary: Cluster, names: list[str]) -> dict[str, int]:

@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from rbdfail import ceph
 from rbdfail.cli import main
 from rbdfail.cluster import Cluster, MirrorMode, MirrorSnapshotState, MirrorState, ReplayState
 from rbdfail.errors import CephError, ImageNotFound
@@ -55,12 +53,8 @@ def config_file(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
 
 
 @pytest.fixture
-def sites(lab: RunningLab) -> Iterator[tuple[Cluster, Cluster]]:
-    primary = ceph.connect(lab.config.backend, 5)
-    secondary = ceph.connect(lab.config.replication_devices[0], 5)
-    yield primary, secondary
-    primary.close()
-    secondary.close()
+def sites(lab_sites: tuple[Cluster, Cluster]) -> tuple[Cluster, Cluster]:
+    return lab_sites
 
 
 def rbdfail(config_file: Path, *args: str) -> tuple[int, dict[str, Any]]:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from rbdfail.cli import main
-from rbdfail.cluster import ImageStatus, MirrorMode, ReplayState
+from rbdfail.cluster import ImageStatus, ImageUser, MirrorMode, ReplayState
 from rbdfail.config import Config
 from rbdfail.metrics import write_textfile
 from rbdfail.state import STATE_FILE, State, read_state
@@ -237,6 +237,40 @@ def test_metrics__lag_split_brain_and_errors_are_series(
     assert got[("rbdfail_volume_mirror_state", frozenset(replaying))] == 1
     for site in ("default", "secondary"):
         assert got[("rbdfail_site_reachable", frozenset({("site", site)}))] == 1
+
+
+def test_metrics__rpo_last_sync_schedule_and_users_per_volume(
+    config: Config, fake_ceph: FakeCeph, sites, tmp_path: Path
+) -> None:
+    primary, secondary = sites
+    mirrored(primary, secondary, "s-old", MirrorMode.SNAPSHOT)
+    fake_ceph.sites["default"].images["s-old"].users = [ImageUser("client.9", "a", False)]
+    fake_ceph.advance(50)
+    mirrored(primary, secondary, "s-new", MirrorMode.SNAPSHOT)
+    mirrored(primary, secondary, "s-syncing", MirrorMode.SNAPSHOT)
+    fake_ceph.sites["secondary"].images["s-syncing"].first_sync_done = False
+    out = tmp_path / "rbdfail.prom"
+    now = fake_ceph.now()
+
+    report = gather(config, State(), fake_ceph.connect, now=now, with_users=True)
+    write_textfile(report, out, now)
+
+    got = samples(out)
+    rpo = {
+        v: got.get(("rbdfail_volume_rpo_seconds", frozenset({("volume", v)})))
+        for v in ("s-old", "s-new", "s-syncing")
+    }
+    assert rpo["s-old"] is not None and 49 <= rpo["s-old"] <= 52
+    assert rpo["s-new"] is not None and rpo["s-new"] <= 2
+    assert rpo["s-syncing"] is None  # unknown is left out, never 0
+    synced = got[("rbdfail_volume_last_sync_timestamp_seconds", frozenset({("volume", "s-new")}))]
+    assert now - 2 <= synced <= now
+    assert got[("rbdfail_volume_users", frozenset({("volume", "s-old")}))] == 1
+    assert got[("rbdfail_volume_users", frozenset({("volume", "s-new")}))] == 0
+    # The fake's `snap` type asks for no schedule: nothing to judge, no series.
+    assert not any(name == "rbdfail_volume_schedule_ok" for name, _ in got)
+    worst = report.to_json()["sites"]["secondary"]["worst_rpo"]
+    assert worst["volume"] == "s-syncing" and worst["first_sync_done"] is False
 
 
 def test_metrics__unreachable_site_is_0_and_unknown_figures_are_left_out(

@@ -197,6 +197,16 @@ def test_status__a_journal_copy_held_back_is_reported_entries_behind(
         assert row["primary_site"] == "default"
         assert row["sites"]["secondary"]["state"] == "replaying"
         assert row["entries_behind"] > 0 and row["lag_seconds"] is None
+        # Entries held back: no time can be put on what the copy lacks, only a lower bound,
+        # and a limit can never be proven.
+        assert row["rpo"]["bound"] in ("at-least", "estimate"), row["rpo"]
+        result = CliRunner().invoke(
+            main,
+            ["-c", str(lab.lab.config_file), "check", "--max-rpo", "3600", "--json"],
+        )
+        [rpo] = [i for i in json.loads(result.stdout)["items"] if i["name"] == "RPO"]
+        assert result.exit_code == 1 and rpo["verdict"] == "fail"
+        assert name in rpo["reason"] and "entries behind" in rpo["reason"]
     finally:
         # A copy 600 s behind would hold up a later test's failover: gone with its image.
         cluster.disable_mirroring(name)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
-from rbdfail.workers import run_all
+from rbdfail.workers import CallSlots, run_all
 
 
 def test_run_all__results_in_order_and_never_more_at_once_than_asked() -> None:
@@ -73,3 +74,37 @@ def test_run_all__an_unexpected_error_in_work_reaches_the_caller() -> None:
 
     with pytest.raises(ValueError, match="bug on"):
         run_all([1], work, 1)
+
+
+def test_call_slots__a_freed_slot_goes_to_an_urgent_call_before_those_waiting_longer() -> None:
+    """Demotes are the critical path of a switch: they must not queue behind promotes."""
+    slots = CallSlots(1, trace=[])
+    order: list[str] = []
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(5)
+
+    def call(name: str, urgent: bool) -> threading.Thread:
+        thread = threading.Thread(
+            target=lambda: slots.call(order.append, name, urgent=urgent), daemon=True
+        )
+        thread.start()
+        return thread
+
+    holder = threading.Thread(target=lambda: slots.call(hold), daemon=True)
+    holder.start()
+    assert holding.wait(5)
+    waiting = [call("promote-1", False), call("promote-2", False)]
+    time.sleep(0.1)  # both queued first
+    waiting.append(call("demote", True))
+    time.sleep(0.1)
+    release.set()
+    for thread in [holder, *waiting]:
+        thread.join(5)
+    assert order[0] == "demote" and sorted(order[1:]) == ["promote-1", "promote-2"]
+    assert slots.trace is not None
+    assert [t.call for t in slots.trace].count("append") == 3
+    assert all(t.outcome == "ok" and t.started >= t.asked for t in slots.trace)

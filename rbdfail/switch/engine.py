@@ -22,13 +22,16 @@ Nothing here prints: progress goes to an observer, the outcome is a `FailoverRep
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 from tenacity import (
     Retrying,
@@ -38,7 +41,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from rbdfail.cluster import Cluster, MirrorSnapshotState, ReplayState
+from rbdfail.cluster import ReplayState
 from rbdfail.config import Config
 from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState
 from rbdfail.state import Journal, State, VolumeRecord, save_state
@@ -57,7 +60,7 @@ from rbdfail.switch.model import (
 )
 from rbdfail.switch.run import Run, throttled
 from rbdfail.switch.sites import UNREACHABLE, Sites
-from rbdfail.workers import CallSlots, run_all
+from rbdfail.workers import CallSlots, CallTrace, run_all
 
 
 def execute(
@@ -73,7 +76,8 @@ def execute(
     """Carry the plan out and record it; the caller holds the lock, and `lock_held` raises
     when it is not provably held any more: no Ceph call starts after that."""
     started = time.monotonic()
-    slots = CallSlots(options.concurrency, before_call=lock_held)
+    trace: list[CallTrace] | None = [] if options.call_trace else None
+    slots = CallSlots(options.concurrency, before_call=lock_held, trace=trace)
     run = Run(
         throttled(sites, slots),
         options,
@@ -97,7 +101,7 @@ def execute(
         host=socket.gethostname(),
         pid=os.getpid(),
     )
-    todo = [v for v in plan.volumes if v.plan in _WORK]
+    todo = [v for v in plan.volumes if _is_work(v)]
     # Forced promotes wait on nothing but their own call: more volumes in progress than
     # slots only pays while demotions have to propagate.
     per_slot = options.volumes_per_slot if sites.source is not None else 1
@@ -113,7 +117,7 @@ def execute(
     outcomes = {o.name: o for o in finished.results if o is not None}
     report_volumes = []
     for volume in plan.volumes:
-        if volume.plan in _WORK:
+        if _is_work(volume):
             outcome = outcomes.get(volume.name) or VolumeOutcome(
                 volume.name, Action.NOT_STARTED, "", "interrupted before its turn", 0.0
             )
@@ -134,6 +138,8 @@ def execute(
         finished.overran,
         state_error=state_error,
     )
+    if options.call_trace and trace is not None:
+        _write_trace(options.call_trace, trace, started)
     journal.write(
         "end",
         operation=plan.operation,
@@ -144,7 +150,20 @@ def execute(
     return report
 
 
+def _write_trace(path: Path, trace: list[CallTrace], origin: float) -> None:
+    """One JSON line per Ceph call, seconds from the run's start; a diagnostic: a failure to
+    write it does not fail the run."""
+    with suppress(OSError), open(path, "w") as out:
+        for call in sorted(trace, key=lambda c: c.asked):
+            out.write(json.dumps(call.to_json(origin)) + "\n")
+
+
 _WORK = (Plan.DEMOTE_PROMOTE, Plan.PROMOTE, Plan.FORCE_PROMOTE, Plan.RESYNC)
+
+
+def _is_work(volume: PlannedVolume) -> bool:
+    """A volume primary on the target already is work too when its schedule is missing there."""
+    return volume.plan in _WORK or (volume.plan == Plan.NOTHING and volume.schedule is not None)
 
 
 def _known_outcome(volume: PlannedVolume) -> VolumeOutcome:
@@ -221,9 +240,33 @@ def _fail_over_one(run: Run, volume: PlannedVolume) -> VolumeOutcome:
         return VolumeOutcome(volume.name, action, "", error, time.monotonic() - begun, detail)
 
     try:
-        return _steps(run, volume, deadline, outcome)
+        if volume.plan == Plan.NOTHING:  # here only for its schedule
+            done = _known_outcome(volume)
+        else:
+            done = _steps(run, volume, deadline, outcome)
     except CephError as exc:
         return replace(outcome(Action.FAILED, str(exc)), hint=exc.hint)
+    if volume.schedule and done.action.succeeded:
+        return _follow_schedule(run, volume.name, volume.schedule, done)
+    return done
+
+
+def _follow_schedule(run: Run, name: str, interval: str, done: VolumeOutcome) -> VolumeOutcome:
+    """Add the volume's mirror-snapshot schedule on the target, now primary there (see
+    plan_upkeep.py): after the promote, so a failure here costs the schedule, not the switch."""
+    target = run.sites.target
+    run.step(name, "add-schedule", site=target.site, interval=interval)
+    try:
+        target.add_snapshot_schedule(name, interval)
+    except CephError as exc:
+        run.journal.write("schedule-failed", volume=name, error=exc.reason)
+        return replace(
+            done,
+            detail=f"{done.detail}; its {interval} snapshot schedule could not be added on "
+            f"{target.site} ({exc.reason}): nothing replicates back until it is "
+            "(`rbdfail enable-mirroring` adds it)",
+        )
+    return replace(done, detail=f"{done.detail}; snapshot schedule {interval} added")
 
 
 def _steps(
@@ -342,7 +385,6 @@ def _promote_when_propagated(run: Run, name: str, deadline: float) -> None:
     # Propagation takes seconds (the target's rbd-mirror replays the demotion); retries are a
     # cheap open+promote each, so a short cap keeps the overshoot after it arrives small.
     backoff = wait_exponential(multiplier=0.1, max=0.5)
-    replayed = False  # once the copy is past its own demotion it cannot go back to it
     for attempt in Retrying(
         retry=retry_if_exception_type(ImageBusy),
         # Stop early once the source is lost: its demotion will not arrive any more.
@@ -353,29 +395,10 @@ def _promote_when_propagated(run: Run, name: str, deadline: float) -> None:
         reraise=True,
     ):
         with attempt:
-            if not replayed:
-                _refuse_unreplayed(target, name)
-                replayed = True
-            target.promote(name)
+            # Snapshot mode: not before the copy has replayed the peer since it demoted itself
+            # (journal mode shows nothing python-rbd can read of it: not covered).
+            target.promote(name, only_if_replayed=True)
     run.step(name, "promoted", site=target.site)
-
-
-def _refuse_unreplayed(target: Cluster, name: str) -> None:
-    """ImageBusy while the copy was demoted by this site itself and has not replayed the
-    peer's promotion since (its newest mirror snapshot is its own demotion).
-
-    Ceph promotes such a copy without force at once, and it lacks every write the peer made
-    as primary: measured on the lab (issue 13), a failover 5 s after a failback promoted the
-    journal-mode copies in 0.01 s without the write made in between. Snapshot mode shows it in
-    the snapshot's state; journal mode shows nothing python-rbd can read (not covered here).
-    """
-    last = target.last_mirror_snapshot(name)
-    if last is not None and last[0] == MirrorSnapshotState.PRIMARY_DEMOTED:
-        raise ImageBusy(
-            "demoted here itself, and the peer's promotion not replayed here since",
-            site=target.site,
-            image=name,
-        )
 
 
 def _roll_back(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 from rbdfail.config import Config
@@ -67,6 +68,10 @@ class PlannedVolume:
     volume_type: str
     plan: Plan
     reason: str
+    # The mirror-snapshot schedule to add on the target once it is primary there (its type
+    # asks for one and the target has none); None: nothing to add.
+    schedule: str | None = None
+    users: tuple[str, ...] = ()  # clients with it open on the source, rbd-mirror aside
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +79,8 @@ class PlannedVolume:
             "volume_type": self.volume_type,
             "plan": self.plan,
             "reason": self.reason,
+            "add_schedule": self.schedule,
+            "users": list(self.users),
         }
 
 
@@ -114,6 +121,7 @@ class FailoverPlan:
     breaks_locks_after: float | None = None
     # What the plan was made without: an unusable state.json, inventory.json or journal line.
     warnings: tuple[str, ...] = ()
+    users_read: bool = False  # who has each source volume open was read (see plan_upkeep.py)
 
     @property
     def forced(self) -> bool:
@@ -136,6 +144,7 @@ class FailoverPlan:
             "inventory_taken_at": self.inventory_taken_at,
             "breaks_locks_after": self.breaks_locks_after,
             "warnings": list(self.warnings),
+            "users_read": self.users_read,
             "counts": self.counts(),
             "volumes": [v.to_json() for v in self.volumes],
         }
@@ -227,7 +236,8 @@ class Options:
     # of its time waiting for the demotion to reach the target (about 3 s, against about 1 s
     # a call), and that wait holds no slot. Measured, 200 volumes: one volume per slot took
     # 23.4 s against 13.3 s for `rbd mirror pool demote` + `promote` at the same concurrency.
-    volumes_per_slot: int = 4
+    volumes_per_slot: int = 8
+    call_trace: Path | None = None  # write every Ceph call's times there (a diagnostic)
 
     @property
     def hard_limit(self) -> float:
@@ -313,6 +323,10 @@ class SwitchRequest:
     target: str | None = None  # failover: the replication device; failback: always `default`
     dry_run: bool = False  # plan only: no lock, no journal, nothing changed
     resync: tuple[str, ...] = ()  # failback: also resync these if primary on both sites
+    require_idle: bool = False  # a volume a client still has open on the source is not moved
+    # Read who has each source volume open (a call per volume): for a plan someone reads first
+    # (a dry run, a confirmation) and for --require-idle; a `--yes` run does without.
+    read_users: bool = True
 
 
 @dataclass(frozen=True)

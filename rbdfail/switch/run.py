@@ -14,12 +14,17 @@ from rbdfail.switch.model import Observer, Options
 from rbdfail.switch.sites import Sites
 from rbdfail.workers import CallSlots, Throttled
 
+# The calls on a switch's critical path: every promote waits for its demotion, then for that
+# to reach the target. Given the next free slot first, the demotes end about as soon as if
+# they ran alone, and the promotes fill the slots around them (measured, README Performance).
+URGENT_CALLS = frozenset({"demote"})
+
 
 def throttled(sites: Sites, slots: CallSlots) -> Sites:
-    """The same sites, each call through one of the run's call slots."""
+    """The same sites, each call through one of the run's call slots, demotes first."""
 
     def wrap(cluster: Cluster) -> Cluster:
-        return cast(Cluster, Throttled(cluster, slots))
+        return cast(Cluster, Throttled(cluster, slots, URGENT_CALLS))
 
     return Sites(
         sites.source_id,

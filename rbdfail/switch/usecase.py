@@ -35,6 +35,7 @@ from rbdfail.switch.model import (
 )
 from rbdfail.switch.plan_failback import plan_failback
 from rbdfail.switch.plan_failover import plan_failover
+from rbdfail.switch.plan_upkeep import with_upkeep
 from rbdfail.switch.sites import (
     Sites,
     connect_failback_sites,
@@ -82,10 +83,11 @@ def run_switch(
                 journal = Journal(config.state_dir, run_id)  # an unusable state dir fails here
                 lock = FailoverLock(sites, run_id, f"{request.operation} to {target}")
                 lock.acquire(observer.note)
+            plan = _plan(config, request, sites, warnings)
             plan = replace(
-                _plan(config, request, sites, warnings),
+                plan,
                 breaks_locks_after=request.options.break_locks_after,
-                warnings=tuple(warnings),
+                warnings=(*warnings, *plan.warnings),
             )
             if request.dry_run or not confirm(plan):
                 return SwitchResult(plan, None)
@@ -148,17 +150,18 @@ def _plan(
         warnings.append(damage)
     resumes = unfinished_run(config.state_dir, sites.target.site)
     if request.operation == Operation.FAILBACK:
-        said = read_for_failback(config, sites)
+        said = read_for_failback(config, sites, request.read_users or request.require_idle)
         forced = forced_on(config.state_dir, said.source, config.backend.backend_id)
-        return plan_failback(said, forced, request.resync, resumes)
-    said = read_for_failover(config, sites)
+        plan = plan_failback(said, forced, request.resync, resumes)
+        return with_upkeep(plan, said, request.require_idle)
+    said = read_for_failover(config, sites, request.read_users or request.require_idle)
     try:
         inventory = read_inventory(config.state_dir)
     except StateCorrupt as exc:
         inventory = None
         if not said.source_reachable:  # only then is it needed
             warnings.append(f"{exc}: volumes only on {said.source} cannot be marked error")
-    return plan_failover(config, said, inventory, resumes)
+    return with_upkeep(plan_failover(config, said, inventory, resumes), said, request.require_idle)
 
 
 def new_run_id() -> str:

@@ -1,0 +1,838 @@
+"""`rbdfail import-cinder`: an rbdfail.yaml written from a real cinder.conf (and the volume types).
+
+cinder.conf is read the way Cinder reads it (oslo.config), not the way configparser would:
+- a backend's driver options come from its own section, else from `[backend_defaults]`, else
+  Cinder's default. `[DEFAULT]` is not inherited: Cinder has ignored driver options there since
+  Ocata (a stale `rbd_pool` in `[DEFAULT]` must not become the pool a failover acts on);
+- a key given several times keeps every value (`replication_device` is a MultiOpt: one line per
+  secondary site); for a single-valued option the last one wins;
+- section names match case-insensitively, keys do not; a value in matching quotes loses them;
+- `replication_device` values are oslo's Dict form, `key:value,key:value`, read as Cinder's RBD
+  driver reads them: `backend_id` required, `conf` defaulting to /etc/ceph/<backend_id>.conf,
+  `user` to the backend's `rbd_user`, else `cinder`; other keys are ignored, as Cinder does.
+
+The output is today's one-backend shape: one backend per file (multi-backend import follows the
+multi-backend configuration). What cinder.conf cannot say (which volume has which type: Cinder
+keeps that in its database) is left as a `FILL IN` placeholder that the config loader refuses,
+quoting it, so the file is never used half-filled. Key material is never written. Never prints.
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import contextlib
+import errno
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rbdfail.config import DEFAULT_BACKEND_ID, load_config
+from rbdfail.errors import ConfigError
+from rbdfail.limits import MAX_SECONDS
+
+RBD_DRIVER = "cinder.volume.drivers.rbd.RBDDriver"
+LVM_DRIVER = "cinder.volume.drivers.lvm.LVMVolumeDriver"  # Cinder's default volume_driver
+SHARED = "backend_defaults"  # Cinder's section of defaults for every backend
+# Written empty by some deployment templates; Cinder then does as if they were not set (an
+# empty rbd_pool or rbd_cluster_name it refuses).
+OPTIONAL_WHEN_EMPTY = ("rbd_user", "volume_backend_name")
+FILL_IN = "FILL IN"
+MAX_INPUT_BYTES = 1 << 20
+TYPES_COMMAND = "openstack volume type list --long -f json"
+# Cinder's RBD driver mirrors a volume only when its type says exactly this (_is_replicated_type).
+REPLICATED_SPEC = "<is> True"
+_NO_DEFAULT_SECTION = "\x00"  # configparser's DEFAULT would be inherited by every section
+_OCCURRENCE = "\x00"  # joins a key and its occurrence while reading; no key can hold it
+
+
+@dataclass(frozen=True)
+class CinderImport:
+    """The YAML text and what an operator must know about it."""
+
+    text: str
+    backend: str  # the cinder.conf section imported
+    todo: tuple[str, ...]  # what must be filled in before rbdfail can use the file
+    notes: tuple[str, ...]  # what was ignored, assumed or passed over (also in the text)
+
+
+# ---- cinder.conf, read as oslo.config reads it --------------------------------------------------
+class _OsloIni(configparser.RawConfigParser):
+    """configparser with oslo.config's rules: every occurrence of a key kept, keys as written,
+    [DEFAULT] an ordinary section, a blank line ends a value, no interpolation."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            strict=False,  # a section given twice is merged, as oslo does
+            default_section=_NO_DEFAULT_SECTION,
+            interpolation=None,
+            empty_lines_in_values=False,
+        )
+        self._read_keys = 0
+
+    def optionxform(self, optionstr: str) -> str:
+        # Called once per key line while reading: numbering each makes every occurrence a key of
+        # its own, so a repeated key is neither refused (strict) nor overwritten (not strict).
+        self._read_keys += 1
+        return f"{optionstr}{_OCCURRENCE}{self._read_keys}"
+
+
+@dataclass
+class _CinderConf:
+    path: Path
+    names: dict[str, str] = field(default_factory=dict)  # normalized section name -> as written
+    values: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # by normalized name
+
+    def section(self, name: str) -> dict[str, list[str]] | None:
+        return self.values.get(_normalized(name))
+
+    def lookup(self, backend: str, key: str) -> tuple[list[str], str] | None:
+        """Every value of `key` for the backend and where it came from: its section, else
+        [backend_defaults] (oslo.config's lookup for a backend's option); None when neither."""
+        for name in (backend, SHARED):
+            found = (self.section(name) or {}).get(key)
+            if found:
+                return found, f"[{self.names[_normalized(name)]}] {key}"
+        return None
+
+    def last(self, backend: str, key: str) -> tuple[str, str] | None:
+        found = self.lookup(backend, key)
+        return (found[0][-1], found[1]) if found else None
+
+    def ignored_default(self, backend: str, key: str) -> str | None:
+        """A note when [DEFAULT] sets a driver option the backend does not get from elsewhere."""
+        values = (self.section("DEFAULT") or {}).get(key)
+        if not values or self.lookup(backend, key):
+            return None
+        return (
+            f"[DEFAULT] {key} is ignored: Cinder has read driver options only from a backend's "
+            f"section and [{SHARED}] since Ocata"
+        )
+
+
+def _normalized(section: str) -> str:
+    return section if section == "DEFAULT" else section.lower()  # oslo.config's group lookup
+
+
+def _read_cinder_conf(path: Path) -> _CinderConf:
+    text = _read_text(path, "cinder.conf")
+    parser = _OsloIni()
+    try:
+        parser.read_string(text, source=str(path))
+    except configparser.MissingSectionHeaderError as exc:
+        raise ConfigError(
+            f"{path}:{exc.lineno}: not a cinder.conf: {exc.line.strip()!r} comes before any "
+            "[section]",
+            hint="give the cinder.conf of the cinder-volume service (oslo.config INI format)",
+        ) from None
+    except configparser.ParsingError as exc:
+        lineno, shown = exc.errors[0]  # configparser keeps repr(line)
+        line = ast.literal_eval(shown) if shown[:1] in "'\"" else shown
+        raise ConfigError(
+            f"{path}:{lineno}: not a cinder.conf line: {line.strip()!r} (expected `key = value`, "
+            "`[section]`, a comment or an indented continuation)",
+            hint="fix that line (oslo.config would refuse it too)",
+        ) from None
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: not a cinder.conf: {exc.message}") from None
+    conf = _CinderConf(path)
+    for section in parser.sections():
+        name = _normalized(section)
+        conf.names.setdefault(name, section)
+        values = conf.values.setdefault(name, {})
+        for numbered, value in parser.items(section, raw=True):
+            key = numbered.rpartition(_OCCURRENCE)[0]
+            values.setdefault(key, []).append(_unquoted(value))
+    return conf
+
+
+def _unquoted(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]  # as oslo.config's parser does
+    return value
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_INPUT_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found", hint="check the path") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read the {what}: {exc.strerror or exc}",
+            hint="check the path and its permissions (cinder.conf is often readable by root "
+            "and the cinder group only)",
+        ) from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_INPUT_BYTES >> 20} MiB: not a {what}")
+    try:
+        return data.decode("utf-8-sig")  # a BOM, as some editors write, is not a character
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the {what} is not UTF-8 text") from None
+
+
+# ---- the backend ---------------------------------------------------------------------------
+def _enabled_backends(conf: _CinderConf) -> list[str]:
+    values = (conf.section("DEFAULT") or {}).get("enabled_backends") or [""]
+    return [name.strip() for name in values[-1].split(",") if name.strip()]
+
+
+def _driver(conf: _CinderConf, backend: str) -> str:
+    found = conf.last(backend, "volume_driver")
+    return found[0].strip() if found else LVM_DRIVER
+
+
+def _short(driver: str) -> str:
+    return driver.rpartition(".")[2] or driver
+
+
+def _choose_backend(conf: _CinderConf, asked: str | None, notes: list[str]) -> str:
+    """The backend named, else the one RBD backend among enabled_backends (the one replicated
+    RBD backend when there are several RBD ones)."""
+    enabled = _enabled_backends(conf)
+    if asked is not None:
+        if conf.section(asked) is None:
+            known = ", ".join(f"[{n}]" for n in conf.names.values()) or "none"
+            raise ConfigError(
+                f"{conf.path}: no section [{asked}] (sections: {known})",
+                hint="give --backend the name of the backend's section, as in enabled_backends",
+            )
+        section = conf.names[_normalized(asked)]
+        if _normalized(section) in ("DEFAULT", SHARED):
+            raise ConfigError(
+                f"{conf.path}: [{section}] is not a backend's section",
+                hint="give --backend the name of the backend's section, as in enabled_backends",
+            )
+        if (driver := _driver(conf, section)) != RBD_DRIVER:
+            unset = conf.last(section, "volume_driver") is None
+            raise ConfigError(
+                f"{conf.path}: [{section}] is not an RBD backend: volume_driver is {driver}"
+                + (" (not set: Cinder's default)" if unset else ""),
+                hint=f"rbdfail imports backends with volume_driver = {RBD_DRIVER}",
+            )
+        if _normalized(section) not in {_normalized(n) for n in enabled}:
+            notes.append(f"[{section}] is not in enabled_backends: imported as asked")
+        return section
+    if not enabled:
+        raise ConfigError(
+            f"{conf.path}: [DEFAULT] enabled_backends is not set: no backend to import",
+            hint="pass --backend SECTION (Cinder has needed enabled_backends since Ocata)",
+        )
+    rbd = [name for name in enabled if _driver(conf, name) == RBD_DRIVER]
+    replicated = [name for name in rbd if conf.lookup(name, "replication_device")]
+    chosen = replicated or rbd
+    if not chosen:
+        found = ", ".join(f"{name} ({_short(_driver(conf, name))})" for name in enabled)
+        raise ConfigError(
+            f"{conf.path}: no RBD backend in enabled_backends: {found}",
+            hint=f"rbdfail imports backends with volume_driver = {RBD_DRIVER}",
+        )
+    if len(chosen) > 1:
+        kind = "replicated RBD backends" if replicated else "RBD backends"
+        raise ConfigError(
+            f"{conf.path}: {len(chosen)} {kind} in enabled_backends: {', '.join(chosen)}",
+            hint="pick one with --backend NAME and import each into its own file (importing "
+            "several into one file comes with the multi-backend configuration)",
+        )
+    if passed_over := [name for name in rbd if name not in chosen]:
+        notes.append(
+            f"RBD backend(s) without replication_device passed over: {', '.join(passed_over)} "
+            "(import one with --backend NAME)"
+        )
+    backend = chosen[0]
+    if conf.section(backend) is None:
+        raise ConfigError(
+            f"{conf.path}: enabled_backends names {backend!r} but there is no [{backend}] section",
+            hint="add the backend's section, or pass --backend SECTION",
+        )
+    return conf.names[_normalized(backend)]
+
+
+def _text(conf: _CinderConf, value: str, origin: str) -> str:
+    """A value rbdfail will use: one printable line, no oslo.config substitution, not empty."""
+    value = value.strip()
+    for wrong, problem in (
+        (not value, "is empty"),
+        ("\n" in value, "spans several lines"),
+        (not value.isprintable(), "holds a control character"),
+        ("$" in value, "uses oslo.config's $substitution, which import-cinder does not expand"),
+    ):
+        if wrong:
+            raise ConfigError(
+                f"{conf.path}: {origin} {problem}", hint="write the value out in full"
+            )
+    return value
+
+
+def _path(conf: _CinderConf, value: str, origin: str) -> str:
+    value = _text(conf, value, origin)
+    if not os.path.isabs(value):
+        raise ConfigError(
+            f"{conf.path}: {origin} {value!r} is a relative path (relative to the cinder-volume "
+            "service's working directory; rbdfail would read it next to its own file)",
+            hint="write it as an absolute path",
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class _Value:
+    value: str
+    origin: str  # "[ceph] rbd_pool", or why a default was taken
+
+
+@dataclass(frozen=True)
+class _Device:
+    backend_id: _Value
+    conf: _Value
+    user: _Value
+    origin: str
+    ignored: tuple[str, ...]  # not carried over: secret_uuid, and what Cinder's driver ignores
+
+
+@dataclass(frozen=True)
+class _Backend:
+    section: str
+    name: _Value
+    conf: _Value
+    user: _Value
+    pool: _Value
+    cluster_name: _Value
+    devices: tuple[_Device, ...]
+    timeout: _Value
+    volume_backend_name: str  # what the scheduler matches a type's volume_backend_name with
+
+
+def _read_backend(conf: _CinderConf, section: str, notes: list[str]) -> _Backend:
+    def get(key: str) -> _Value | None:
+        found = conf.last(section, key)
+        if found is None or (not found[0].strip() and key in OPTIONAL_WHEN_EMPTY):
+            return None
+        return _Value(_text(conf, found[0], found[1]), found[1])
+
+    for key in ("rbd_pool", "rbd_user", "rbd_ceph_conf", "rbd_cluster_name", "replication_device"):
+        if note := conf.ignored_default(section, key):
+            notes.append(note)
+    if (pool := get("rbd_pool")) is None:
+        raise ConfigError(
+            f"{conf.path}: [{section}] has no rbd_pool (nor has [{SHARED}])",
+            hint="set rbd_pool in the backend's section and import again; Cinder would use its "
+            "default pool `rbd`, but rbdfail does not guess the pool a failover acts on",
+        )
+    cluster = get("rbd_cluster_name") or _Value(
+        "ceph", "rbd_cluster_name not set: Cinder's default"
+    )
+    found_conf = conf.last(section, "rbd_ceph_conf")
+    if found_conf and found_conf[0].strip():
+        ceph_conf = _Value(_path(conf, *found_conf), found_conf[1])
+    else:  # Cinder passes "" and librados looks in its default places
+        ceph_conf = _Value(
+            f"/etc/ceph/{cluster.value}.conf",
+            "rbd_ceph_conf not set: where librados looks for cluster "
+            f"{cluster.value!r} (unless $CEPH_CONF is set for cinder-volume)",
+        )
+    rbd_user = get("rbd_user")
+    user = rbd_user or _Value(
+        "admin",
+        "rbd_user not set: Cinder connects as librados' default, client.admin; rbdfail needs "
+        "only the rbd profile, consider a user of its own",
+    )
+    if conf.lookup(section, "rbd_secret_uuid"):
+        notes.append(
+            "rbd_secret_uuid ignored: it names a libvirt secret; no key material is copied"
+        )
+    if conf.lookup(section, "rbd_keyring_conf"):
+        notes.append(
+            "rbd_keyring_conf ignored: Cinder no longer reads it (OSSN-0085) and its own "
+            "connections never used it; rbdfail "
+            "finds the keyring as librados does for Cinder (ceph.conf's `keyring`, else "
+            "/etc/ceph/$cluster.client.$user.keyring)"
+        )
+    name = get("volume_backend_name")
+    devices = _read_devices(conf, section, rbd_user)
+    return _Backend(
+        section=section,
+        name=name or _Value(section, "volume_backend_name not set: the section's name"),
+        conf=ceph_conf,
+        user=user,
+        pool=pool,
+        cluster_name=cluster,
+        devices=devices,
+        timeout=_timeout(conf, section, notes),
+        volume_backend_name=name.value if name else "RBD",  # the RBD driver reports "RBD" then
+    )
+
+
+def _read_devices(conf: _CinderConf, section: str, rbd_user: _Value | None) -> tuple[_Device, ...]:
+    found = conf.lookup(section, "replication_device")
+    if found is None:
+        return ()
+    values, origin = found
+    devices: list[_Device] = []
+    for index, raw in enumerate(values, 1):
+        where = f"{origin} #{index}" if len(values) > 1 else origin
+        pairs = _device_pairs(conf, raw, where)
+        backend_id = _text(conf, pairs.pop("backend_id", ""), f"{where}: backend_id")
+        used = [device.backend_id.value for device in devices]
+        if backend_id in (*used, DEFAULT_BACKEND_ID):
+            taken = "Cinder's id for the backend itself" if backend_id not in used else "taken"
+            raise ConfigError(
+                f"{conf.path}: {where}: backend_id {backend_id!r} is {taken}",
+                hint="give each replication_device its own backend_id, e.g. secondary",
+            )
+        device_conf = pairs.pop("conf", None)
+        device_user = pairs.pop("user", None)
+        devices.append(
+            _Device(
+                backend_id=_Value(backend_id, where),
+                conf=_Value(_path(conf, device_conf, f"{where}: conf"), where)
+                if device_conf is not None
+                else _Value(f"/etc/ceph/{backend_id}.conf", "conf not given: Cinder's default"),
+                user=_Value(_text(conf, device_user, f"{where}: user"), where)
+                if device_user is not None
+                else _Value(rbd_user.value, f"user not given: {rbd_user.origin}, as Cinder does")
+                if rbd_user is not None
+                else _Value("cinder", "user not given and no rbd_user: Cinder's default"),
+                origin=where,
+                ignored=tuple(pairs),
+            )
+        )
+    return tuple(devices)
+
+
+def _device_pairs(conf: _CinderConf, raw: str, where: str) -> dict[str, str]:
+    """oslo.config's Dict: `key:value` pairs separated by commas, split at the first colon."""
+    pairs: dict[str, str] = {}
+    parts = list(filter(None, (part.strip() for part in raw.split(","))))
+    for number, part in enumerate(parts, 1):
+        key, colon, value = (text.strip() for text in part.partition(":"))
+        if not colon or not key or key in pairs:
+            # The part itself is not shown: it could be a secret written where a key belongs.
+            problem = (
+                f"{key!r} is given twice" if key in pairs else f"part {number} is not key:value"
+            )
+            raise ConfigError(
+                f"{conf.path}: {where}: {problem}",
+                hint="write it as replication_device = backend_id:secondary,"
+                "conf:/etc/ceph/secondary.conf,user:cinder",
+            )
+        pairs[key] = value
+    if not pairs.get("backend_id"):
+        raise ConfigError(
+            f"{conf.path}: {where} has no backend_id (Cinder's RBD driver refuses it too)",
+            hint="add backend_id:NAME, the id `rbdfail failover --to NAME` will use",
+        )
+    return pairs
+
+
+def _timeout(conf: _CinderConf, section: str, notes: list[str]) -> _Value:
+    found = conf.last(section, "replication_connect_timeout")
+    if found is None:
+        return _Value("5", "replication_connect_timeout not set: Cinder's default")
+    text, origin = found
+    try:
+        seconds = int(text.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{conf.path}: {origin} {text.strip()!r} is not a whole number of seconds",
+            hint="Cinder would refuse it too (an IntOpt)",
+        ) from None
+    if seconds <= 0:
+        notes.append(
+            f"{origin} is {seconds} (no timeout in Cinder); rbdfail needs a bound: 5 s, "
+            "Cinder's default"
+        )
+        return _Value("5", f"{origin} is {seconds}: no timeout, which rbdfail does not allow")
+    if seconds > MAX_SECONDS:
+        raise ConfigError(
+            f"{conf.path}: {origin} {seconds} is over a day",
+            hint=f"rbdfail allows at most {MAX_SECONDS:g} seconds",
+        )
+    return _Value(str(seconds), origin)
+
+
+# ---- volume types (openstack volume type list --long -f json) -------------------------------
+@dataclass(frozen=True)
+class _CinderType:
+    name: str
+    properties: dict[str, str]
+
+
+_PROPERTY = re.compile(r"([^=',][^=']*)='(.*?)'(?=, [^=',][^=']*='|\Z)", re.DOTALL)
+
+
+def _read_types(path: Path) -> list[_CinderType]:
+    """The JSON `openstack volume type list --long -f json` prints: a list of objects with
+    "Name" and "Properties", a mapping (osc-lib's DictColumn) or, from clients before 2017,
+    the string `key='value', key='value'`."""
+    hint = f"give the output of `{TYPES_COMMAND}`"
+    try:
+        document = json.loads(_read_text(path, "volume types file"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: not JSON: {exc.msg}", hint=hint) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not JSON: nested too deeply", hint=hint) from None
+    if not isinstance(document, list):
+        raise ConfigError(
+            f"{path}: expected a list of volume types, got JSON {_kind(document)}", hint=hint
+        )
+    types: list[_CinderType] = []
+    for index, entry in enumerate(document):
+        where = f"{path}: entry {index}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("Name"), str):
+            raise ConfigError(f'{where}: expected an object with a "Name"', hint=hint)
+        name = entry["Name"]
+        if not name.strip() or not name.isprintable():
+            raise ConfigError(f"{where}: the name {name!r} cannot be a volume type's")
+        if name in (t.name for t in types):
+            raise ConfigError(f"{where}: volume type {name!r} is listed twice", hint=hint)
+        if "Properties" not in entry:
+            raise ConfigError(
+                f'{where} ({name!r}) has no "Properties": the extra specs are needed',
+                hint=f"run `{TYPES_COMMAND}` (with --long; clients on the volume v2 API leave "
+                "them out: add --os-volume-api-version 3)",
+            )
+        types.append(_CinderType(name, _properties(entry["Properties"], f"{where} ({name!r})")))
+    return types
+
+
+def _properties(value: object, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ConfigError(f'{where}: "Properties" holds a value that is not text')
+        return dict(value)
+    if not isinstance(value, str):
+        raise ConfigError(f'{where}: "Properties" is JSON {_kind(value)}, not a mapping')
+    properties: dict[str, str] = {}
+    position = 0
+    while position < len(value):
+        if not (match := _PROPERTY.match(value, position)):
+            raise ConfigError(
+                f"{where}: cannot read \"Properties\" {value!r} as key='value', key='value'",
+                hint=f"give the JSON of a current `{TYPES_COMMAND}`",
+            )
+        properties[match[1].strip()] = match[2]
+        position = match.end() + 2  # past ", "
+    return properties
+
+
+def _kind(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    return "null" if value is None else names.get(type(value), "a number")
+
+
+# ---- the YAML ------------------------------------------------------------------------------
+def _scalar(value: str) -> str:
+    """A YAML scalar that reads back as exactly `value`: plain when it can be, else quoted."""
+    plain = re.fullmatch(r"[A-Za-z0-9_/][A-Za-z0-9_./@+-]*", value) is not None
+    if plain and yaml.safe_load(f"k: {value}") == {"k": value}:
+        return value
+    return json.dumps(value, ensure_ascii=False)  # a JSON string is a YAML double-quoted one
+
+
+def _shown(text: str) -> str:
+    """Text safe inside a one-line comment."""
+    return text if text.isprintable() else json.dumps(text)
+
+
+def _line(key_value: str, comment: str, indent: int = 0) -> str:
+    left = " " * indent + key_value
+    return f"{left:<40} # {_shown(comment)}" if comment else left
+
+
+def _glob(conf: _CinderConf, notes: list[str]) -> tuple[str, str]:
+    """The glob matching every volume's image name: Cinder names them by volume_name_template."""
+    found = (conf.section("DEFAULT") or {}).get("volume_name_template")
+    template = found[-1].strip() if found else "volume-%s"
+    origin = (
+        "[DEFAULT] volume_name_template"
+        if found
+        else "volume_name_template not set: Cinder's volume-%s"
+    )
+    if template.count("%s") == 1 and "%" not in template.replace("%s", "") and "$" not in template:
+        return template.replace("%s", "*"), origin
+    notes.append(f"{origin} {template!r} is not NAME%s-like: the rule matches every image")
+    return "*", origin
+
+
+def import_cinder(
+    cinder_conf: Path, backend: str | None = None, volume_types: Path | None = None
+) -> CinderImport:
+    """Read cinder.conf (and the volume types) and write the rbdfail.yaml text; refuse, with
+    the file, section and key, whatever Cinder would refuse or rbdfail could not use."""
+    conf = _read_cinder_conf(Path(cinder_conf))
+    notes: list[str] = []
+    todo: list[str] = []
+    chosen = _read_backend(conf, _choose_backend(conf, backend, notes), notes)
+    types = _read_types(Path(volume_types)) if volume_types is not None else None
+    lines = _header(conf, chosen, volume_types)
+    lines += _backend_lines(chosen)
+    lines += _device_lines(chosen, todo, notes)
+    lines += [
+        "",
+        _line(f"replication_connect_timeout: {chosen.timeout.value}", chosen.timeout.origin),
+        "# volume_timeout, concurrency and state_dir are rbdfail's own (defaults 60, 32,",
+        "# /var/lib/rbdfail): see examples/rbdfail.yaml.",
+    ]
+    lines += _type_lines(conf, chosen, types, volume_types, todo, notes)
+    if notes:
+        lines += ["", "# Notes from the import:", *(f"# - {_shown(note)}" for note in notes)]
+    text = "\n".join(lines) + "\n"
+    if not todo:
+        _must_load(text)
+    return CinderImport(text, chosen.section, tuple(todo), tuple(notes))
+
+
+def _header(conf: _CinderConf, backend: _Backend, volume_types: Path | None) -> list[str]:
+    lines = [
+        "# rbdfail configuration written by `rbdfail import-cinder`",
+        f"#   from {_shown(str(conf.path))}, backend section [{_shown(backend.section)}]",
+    ]
+    if volume_types is not None:
+        lines.append(f"#   and the volume types in {_shown(str(volume_types))}")
+    return [
+        *lines,
+        "# Each value's comment says where it came from. Lines marked FILL IN must be completed:",
+        "# until then rbdfail refuses this file and quotes the placeholder.",
+        "# No key material is copied: rbd_secret_uuid and secret_uuid (libvirt secrets) are",
+        "# ignored.",
+        "",
+    ]
+
+
+def _backend_lines(backend: _Backend) -> list[str]:
+    return [
+        "backend:",
+        _line(f"name: {_scalar(backend.name.value)}", backend.name.origin, 2),
+        _line(f"conf: {_scalar(backend.conf.value)}", backend.conf.origin, 2),
+        _line(f"user: {_scalar(backend.user.value)}", backend.user.origin, 2),
+        _line(f"pool: {_scalar(backend.pool.value)}", backend.pool.origin, 2),
+        _line(
+            f"cluster_name: {_scalar(backend.cluster_name.value)}", backend.cluster_name.origin, 2
+        ),
+        "  # keyring: not set: found as librados finds it for Cinder (ceph.conf's `keyring`, else",
+        "  #   /etc/ceph/<cluster_name>.client.<user>.keyring)",
+    ]
+
+
+def _device_lines(backend: _Backend, todo: list[str], notes: list[str]) -> list[str]:
+    if not backend.devices:
+        todo.append(
+            f"replication_device: [{backend.section}] has no replication_device: add the "
+            "secondary site (backend_id, conf, user)"
+        )
+        return [
+            "",
+            f"# {FILL_IN}: [{_shown(backend.section)}] has no replication_device (Cinder does not "
+            "replicate this backend).",
+            "#   Add the secondary site, e.g.  - {backend_id: secondary, conf: "
+            "/etc/ceph/secondary.conf, user: cinder}",
+            "replication_device: []",
+        ]
+    lines = ["", "replication_device:"]
+    for device in backend.devices:
+        if "secret_uuid" in device.ignored:
+            notes.append(f"{device.origin}: secret_uuid ignored: a libvirt secret, not copied")
+        if others := [key for key in device.ignored if key != "secret_uuid"]:
+            notes.append(
+                f"{device.origin}: {', '.join(others)} ignored, as Cinder's RBD driver ignores them"
+            )
+        lines += [
+            _line(f"  - backend_id: {_scalar(device.backend_id.value)}", device.backend_id.origin),
+            _line(f"conf: {_scalar(device.conf.value)}", device.conf.origin, 4),
+            _line(f"user: {_scalar(device.user.value)}", device.user.origin, 4),
+            # Cinder hands librados the backend_id as the cluster name of a replication target,
+            # which decides its default keyring: /etc/ceph/<backend_id>.client.<user>.keyring.
+            _line(
+                f"cluster_name: {_scalar(device.backend_id.value)}",
+                "Cinder connects to a replication target with its backend_id as cluster name",
+                4,
+            ),
+        ]
+    return lines
+
+
+def _type_lines(
+    conf: _CinderConf,
+    backend: _Backend,
+    types: list[_CinderType] | None,
+    types_file: Path | None,
+    todo: list[str],
+    notes: list[str],
+) -> list[str]:
+    glob, glob_origin = _glob(conf, notes)
+    lines = ["", "volume_types:"]
+    mine: list[_CinderType] = []
+    if types is not None:
+        for cinder_type in types:
+            target = cinder_type.properties.get("volume_backend_name")
+            if target is not None and target != backend.volume_backend_name:
+                notes.append(
+                    f"volume type {cinder_type.name!r} passed over: it is for backend "
+                    f"{target!r}, not {backend.volume_backend_name!r}"
+                )
+            else:
+                mine.append(cinder_type)
+    for cinder_type in mine:
+        lines += _one_type(cinder_type, backend, types_file)
+    if backend.devices and mine and not any(_replicated(t) for t in mine):
+        notes.append(
+            f"no volume type of backend {backend.volume_backend_name!r} replicates: a failover "
+            "would move no volume"
+        )
+    if not mine:
+        why = (
+            "no --volume-types given"
+            if types is None
+            else f"no volume type in {types_file} is for backend {backend.volume_backend_name!r}"
+        )
+        todo.append(f"volume_types: {why}: import again with --volume-types FILE, or write them")
+        lines += [
+            f"  # {FILL_IN}: {_shown(why)}.",
+            f"  #   Import again with --volume-types FILE, FILE from `{TYPES_COMMAND}`,",
+            "  #   or write this backend's types here, e.g.:",
+            "  replicated:                           # a type Cinder mirrors",
+            f'    replication_enabled: "{REPLICATED_SPEC}"',
+            "    mirror_mode: journal                # Cinder's RBD driver mirrors in journal mode",
+            "  not-replicated: {}",
+        ]
+    names = [t.name for t in mine] or ["replicated", "not-replicated"]
+    lines += [
+        "",
+        "# Which type each volume has: the first rule whose glob matches its image wins.",
+        "volumes:",
+    ]
+    if len(mine) == 1:
+        lines.append(_line(f"  - match: {_scalar(glob)}", f"every volume's image ({glob_origin})"))
+        lines.append(_line(f"    type: {_scalar(mine[0].name)}", "the backend's only volume type"))
+        return lines
+    placeholder = (
+        f"{FILL_IN}: the type of the volumes no rule above names (one of: {', '.join(names)})"
+    )
+    todo.append(
+        "volumes: which volume has which type (Cinder keeps it in its database): write the rules"
+    )
+    return [
+        *lines,
+        f"  # {FILL_IN}: which volume has which type. Cinder keeps that in its database, not in "
+        "cinder.conf:",
+        "  #   `openstack volume list --long -f json` gives each volume's ID and Type; its image "
+        f"is {_shown(glob.replace('*', '<ID>'))}.",
+        "  #   Write a rule per volume (or per glob) above the last one, e.g.",
+        f"  #     - {{match: {_shown(_scalar(glob.replace('*', '0f3c5a2e-...')))}, type: "
+        f"{_shown(_scalar(names[0]))}}}",
+        "  #   or set the image's metadata, which wins over the rules:",
+        f"  #     rbd image-meta set {_shown(backend.pool.value)}/IMAGE rbdfail.volume_type TYPE",
+        "  #   then give the last rule the type of every other volume.",
+        _line(f"  - match: {_scalar(glob)}", f"every volume's image ({glob_origin})"),
+        f"    type: {_scalar(placeholder)}",
+    ]
+
+
+def _replicated(cinder_type: _CinderType) -> bool:
+    return cinder_type.properties.get("replication_enabled") == REPLICATED_SPEC
+
+
+def _one_type(cinder_type: _CinderType, backend: _Backend, types_file: Path | None) -> list[str]:
+    spec = cinder_type.properties.get("replication_enabled")
+    where = (
+        "no volume_backend_name: any backend"
+        if "volume_backend_name" not in (cinder_type.properties)
+        else f"volume_backend_name={backend.volume_backend_name!r}"
+    )
+    origin = f"{types_file} {cinder_type.name!r}: {where}"
+    if _replicated(cinder_type):
+        return [
+            _line(f"  {_scalar(cinder_type.name)}:", origin),
+            _line(f'    replication_enabled: "{REPLICATED_SPEC}"', "its replication_enabled"),
+            _line("    mirror_mode: journal", "Cinder's RBD driver mirrors in journal mode"),
+        ]
+    why = (
+        "no replication_enabled"
+        if spec is None
+        else f"replication_enabled={spec!r}: Cinder's RBD driver mirrors only on "
+        f"exactly {REPLICATED_SPEC!r}"
+    )
+    return [_line(f"  {_scalar(cinder_type.name)}: {{}}", f"{origin}; not replicated: {why}")]
+
+
+def _must_load(text: str) -> None:
+    """A file with nothing to fill in must load: check it the way rbdfail will read it."""
+    with tempfile.TemporaryDirectory(prefix="rbdfail-import-") as folder:
+        path = Path(folder) / "rbdfail.yaml"
+        path.write_text(text, encoding="utf-8")
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"the imported configuration does not load: {exc}",
+                hint="nothing was written; please report this with the cinder.conf section",
+            ) from None
+
+
+# ---- writing the file --------------------------------------------------------------------------
+def write_new_file(path: Path, text: str, force: bool, inputs: tuple[Path, ...] = ()) -> None:
+    """Write `text` to `path` whole or not at all; an existing file is replaced only with
+    force, and never one of the `inputs` (a slip of -o must not destroy cinder.conf)."""
+    path = Path(path)
+    for given in inputs:
+        with contextlib.suppress(OSError):
+            if path.exists() and path.samefile(given):
+                raise ConfigError(
+                    f"{path}: is the input {given}: not overwritten", hint="give -o another file"
+                )
+    try:
+        with _temporary(path.parent, path.name) as temporary:
+            with open(temporary, "w", encoding="utf-8") as out:
+                out.write(text)
+                out.flush()
+                os.fsync(out.fileno())  # on disk before its name is
+            os.chmod(temporary, 0o644)  # no secrets in it
+            if force:
+                os.replace(temporary, path)
+            else:
+                _link_new(temporary, path)
+    except FileExistsError:
+        raise ConfigError(
+            f"{path}: already exists: not overwritten",
+            hint="give another -o FILE, or pass --force to replace it",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot write it: {exc.strerror or exc}",
+            hint="give -o a file in a folder this user may write",
+        ) from None
+
+
+def _link_new(temporary: Path, path: Path) -> None:
+    """Put the whole file at `path` unless something is there: a hard link does both at once."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if path.exists() or path.is_symlink():  # no hard links here: check, then rename
+            raise FileExistsError(errno.EEXIST, "exists", str(path)) from None
+        os.replace(temporary, path)
+
+
+@contextlib.contextmanager
+def _temporary(folder: Path, name: str) -> Iterator[Path]:
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    os.close(descriptor)
+    try:
+        yield Path(temporary)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)  # after a link or a failure; gone already after a replace
