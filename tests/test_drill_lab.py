@@ -253,3 +253,42 @@ def test_drill__a_failover_mid_drill_goes_through_and_the_drill_stops_saying_so(
             assert secondary.mirror_info(name).primary
     finally:
         remove_everywhere(sites, names)
+
+
+def test_drill__its_read_only_open_is_no_user_a_switch_would_wait_for(
+    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    """A switch names the clients that have a source volume open (watchers, lock holders) and,
+    with --require-idle, leaves such a volume where it is: the drill's read-only opens (the
+    primary at a snapshot, the copy's head) must not count as one."""
+    primary, secondary = sites
+    name = f"{image_name}-s1"
+    reader = None
+    try:
+        mirrored_and_replaying(config_file, primary, secondary, [name])
+        snap = primary.mirror_snapshots(name)[-1].id
+        conf = lab.config.backend.conf
+        reader = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import rados, rbd, time\n"
+                f"c = rados.Rados(conffile={str(conf)!r}, rados_id='cinder'); c.connect()\n"
+                f"image = rbd.Image(c.open_ioctx('volumes'), {name!r}, read_only=True)\n"
+                f"image.set_snap_by_id({snap})\n"
+                "image.read(0, 4096)\n"
+                "print('open', flush=True)\n"
+                "time.sleep(300)\n",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
+        users = primary.image_users(name)
+        print(f"\nusers of a primary opened read-only at a snapshot: {users}")
+        assert users == []
+    finally:
+        if reader is not None:
+            reader.kill()
+            reader.wait()
+        remove_everywhere(sites, [name])
