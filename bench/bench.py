@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import signal
@@ -42,6 +43,7 @@ SCENARIOS = {
     "status": "status",
     "clean": "clean_failover",
     "forced": "forced_failover",
+    "drill": "drill",
 }
 # Cinder's defaults for reaching a cluster: replication_connect_timeout (5 s, used here for the
 # primary too, where Cinder's own rados_connect_timeout of -1 would wait out client_mount_timeout,
@@ -461,6 +463,72 @@ class Bench:
             ),
         ]
 
+    # ---- drill (issue 16) ------------------------------------------------------------------
+    def drill(self) -> list[Row]:
+        """`rbdfail drill` (sampled, and --full) of N synced volumes vs reading each whole with
+        `rbd export | sha256sum` on both sites, as many at once as rbdfail's concurrency."""
+        self.reset()
+        names = self.mirrored("db-drill")
+        with ThreadPoolExecutor(64) as pool:  # 1 MiB of data each, then a mirror snapshot
+            list(pool.map(lambda name: self.primary.write(name, 0, os.urandom(1 << 20)), names))
+            taken = dict(
+                zip(names, pool.map(self.primary.create_mirror_snapshot, names), strict=True)
+            )
+        secondary = ceph.connect(self.config.replication_devices[0], 10)
+        deadline = time.monotonic() + 900
+        try:
+            while True:
+                with ThreadPoolExecutor(32) as pool:
+                    newest = list(pool.map(secondary.mirror_snapshots, names))
+                synced = sum(
+                    bool(s) and s[-1].complete and s[-1].primary_snap_id == taken[n]
+                    for n, s in zip(names, newest, strict=True)
+                )
+                if synced == len(names):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {synced} of {len(names)} copies synced in 15 min")
+                time.sleep(2)
+        finally:
+            secondary.close()
+        concurrency = self.config.concurrency
+
+        def export_all() -> float:
+            # The primary's head: `rbd export` cannot name a mirror snapshot (nor can librbd,
+            # measured), and nothing was written after it, so the head is that snapshot.
+            exports = [
+                " ".join(self.rbd(site, "export", f"{site.pool}/{name}", "-"))
+                + " 2>/dev/null | sha256sum"
+                for site in self.config.sites
+                for name in names
+            ]
+            started = time.monotonic()
+            with ThreadPoolExecutor(concurrency) as pool:
+                list(pool.map(lambda line: _run(["bash", "-o", "pipefail", "-c", line]), exports))
+            return time.monotonic() - started
+
+        runs: dict[str, list[float]] = {"rbdfail": [], "rbdfail --full": [], "export": []}
+        for _ in range(self.reps):
+            runs["rbdfail"].append(timed(self.rbdfail("drill")))
+            runs["rbdfail --full"].append(timed(self.rbdfail("drill", "--full")))
+            runs["export"].append(export_all())
+        export = f"rbd export | sha256sum, both sites, {concurrency} at once"
+        return [
+            Row(
+                f"drill of {self.n} volumes (16 MiB, 1 MiB data), sampled",
+                statistics.median(runs["rbdfail"]),
+                {export: statistics.median(runs["export"])},
+                "",
+                runs,
+            ),
+            Row(
+                "  the same, --full",
+                statistics.median(runs["rbdfail --full"]),
+                {export: statistics.median(runs["export"])},
+                "",
+            ),
+        ]
+
     def help_startup(self) -> Row:
         median, runs = median_of(max(self.reps, 5), lambda _: timed([*RBDFAIL, "--help"]))
         return Row("rbdfail --help start-up", median, {}, "< 0.3 s", {"rbdfail": runs})
@@ -624,8 +692,6 @@ def _drop(cluster: Cluster, name: str, info: MirrorInfo | None) -> None:
 
 
 def _cores() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))
 
 

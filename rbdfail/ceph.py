@@ -17,12 +17,14 @@ Two kinds of time (design.md), set apart on the connection:
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import shutil
+import struct
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -37,6 +39,7 @@ from rbdfail.cluster import (
     ImageUser,
     MirrorInfo,
     MirrorMode,
+    MirrorSnapshot,
     MirrorSnapshotState,
     MirrorState,
     Monitor,
@@ -57,6 +60,7 @@ from rbdfail.errors import (
     PermissionDenied,
     SiteUnreachable,
 )
+from rbdfail.workers import all_at_once
 
 try:
     import rados
@@ -190,15 +194,7 @@ def connect(site: SiteConfig, timeout: float) -> CephCluster:
 def connect_all(sites: list[SiteConfig], timeout: float) -> list[CephCluster]:
     """Connect to every site at once, so that dead sites cost one timeout in all; on any
     failure close what did connect and raise the first error (in the sites' order)."""
-    with ThreadPoolExecutor(max_workers=len(sites)) as pool:
-        futures = [pool.submit(connect, site, timeout) for site in sites]
-    errors = [f.exception() for f in futures if f.exception() is not None]
-    if errors:
-        for future in futures:
-            if future.exception() is None:
-                future.result().close()
-        raise errors[0]  # type: ignore[misc]
-    return [f.result() for f in futures]
+    return all_at_once(lambda site: connect(site, timeout), sites, lambda c: c.close())
 
 
 def _shutdown(client: Any) -> None:
@@ -640,6 +636,109 @@ class CephCluster(Cluster):
         with self._op(), suppress(rados.ObjectNotFound):  # ENOENT: not held by this cookie
             self._ioctx.unlock(name, name, cookie)
 
+    # ---- drills (issue 16): read-only, at one mirror snapshot --------------------------------
+    # Measured on the lab (Ceph 16.2.15, python-rbd 16.2):
+    # - a mirror snapshot cannot be named: opening at its name, cloning it and diff_iterate
+    #   from it all answer ENOENT (librbd looks names up in the user namespace); it is reached
+    #   by id with `set_snap_by_id` on an image opened read-only;
+    # - a copy's non-primary snapshot holds the copy as it was BEFORE that snapshot's sync
+    #   (rbd-mirror creates it, then copies the primary's changes into the head): read at that
+    #   snapshot, a copy synced to the primary's snapshot N showed the primary's N-1, and its
+    #   head showed N exactly. See drill.py for how the copy is read.
+    def mirror_snapshots(self, name: str) -> list[MirrorSnapshot]:
+        with self._image(name, read_only=True) as image:
+            found = []
+            for snap in image.list_snaps():
+                mirror = snap.get("mirror")
+                if snap.get("namespace") != rbd.RBD_SNAP_NAMESPACE_TYPE_MIRROR or not mirror:
+                    continue
+                primary_snap = mirror.get("primary_snap_id")
+                found.append(
+                    MirrorSnapshot(
+                        id=int(snap["id"]),
+                        state=_SNAPSHOT_STATES.get(
+                            mirror.get("state", -1), MirrorSnapshotState.UNKNOWN
+                        ),
+                        complete=bool(mirror.get("complete")),
+                        # A primary's own snapshot carries CEPH_NOSNAP - 1 here (measured).
+                        primary_snap_id=primary_snap
+                        if primary_snap is not None and primary_snap < _NO_PRIMARY_SNAP
+                        else None,
+                        size=int(snap["size"]),
+                        timestamp=_utc(image.get_snap_timestamp(snap["id"])),
+                    )
+                )
+        return sorted(found, key=lambda s: s.id)
+
+    def extent_digests(
+        self, name: str, snap_id: int | None, extents: Sequence[tuple[int, int]]
+    ) -> list[str]:
+        # Side by side extents are read in one call of up to _DIGEST_CHUNK and hashed apart:
+        # a sample's blocks holding data mostly touch, and one OSD op per 64 KiB block made a
+        # sampled drill of 200 small volumes slower than reading them whole (bench).
+        with self._image(name, read_only=True) as image:
+            if snap_id is not None:
+                image.set_snap_by_id(snap_id)
+            size = image.size()
+
+            def read(position: int, length: int) -> bytes:
+                # librbd refuses a read past the end (EINVAL): what lies there is zeros.
+                readable = max(0, min(length, size - position))
+                data = bytes(image.read(position, readable)) if readable else b""
+                return data + b"\0" * (length - len(data))
+
+            digests = []
+            for run in _side_by_side(extents, _DIGEST_CHUNK):
+                start = run[0][0]
+                if len(run) > 1:
+                    data = read(start, run[-1][0] + run[-1][1] - start)
+                    digests += [
+                        hashlib.sha256(data[o - start : o - start + n]).hexdigest() for o, n in run
+                    ]
+                    continue
+                digest, position, end = hashlib.sha256(), start, start + run[0][1]
+                while position < end:
+                    chunk = min(_DIGEST_CHUNK, end - position)
+                    digest.update(read(position, chunk))
+                    position += chunk
+                digests.append(digest.hexdigest())
+        return digests
+
+    def allocated_extents(self, name: str, snap_id: int, limit: int) -> list[tuple[int, int]]:
+        found: list[tuple[int, int]] = []
+
+        def note(offset: int, length: int, exists: bool) -> int:
+            if exists and len(found) < limit:
+                found.append((offset, length))
+            return 0
+
+        with self._image(name, read_only=True) as image:
+            image.set_snap_by_id(snap_id)
+            image.diff_iterate(0, image.size(), None, note)
+        return found
+
+    def lock_holder(self, name: str) -> str | None:
+        # python-rados cannot list a lock's lockers, and taking the lock to see would make a
+        # switch starting then find it held (refused, exit 4): cls_lock's get_info asks the
+        # OSD, which drops lapsed lockers before answering. Its reply (cls_lock_types.h):
+        # ENCODE_START header (6 bytes), then the lockers map, its count first.
+        request = _encoded_string(name)
+        with self._op():
+            try:
+                ret, out = self._ioctx.execute(
+                    name, "lock", "get_info", _encode_start(request), 65536
+                )
+            except rados.ObjectNotFound:
+                return None  # never locked on this site
+        if ret < 0 or len(out) < 10:
+            return None
+        lockers = struct.unpack_from("<I", bytes(out), 6)[0]
+        return (self._lock_holder(name) or "holder unknown") if lockers else None
+
+    def create_mirror_snapshot(self, name: str) -> int:
+        with self._image(name) as image:
+            return int(image.mirror_image_create_snapshot())
+
 
 # librbd numbers them 0 (unknown) .. 6 (stopped), in order; a newer one is shown as unknown.
 _REPLAY_STATES = dict(enumerate(ReplayState))
@@ -677,3 +776,38 @@ def _bits(features: Iterable[Feature]) -> int:
     for feature in features:
         bits |= _FEATURE_BITS[feature]
     return bits
+
+
+# ---- drills (issue 16) ----------------------------------------------------------------------
+_DIGEST_CHUNK = 4 << 20  # one RBD object: a read never holds more than this in memory
+# Below CEPH_NOSNAP - 1, which librbd gives as the primary_snap_id of a primary's own snapshot.
+_NO_PRIMARY_SNAP = (1 << 64) - 2
+
+
+def _utc(stamp: datetime | None) -> datetime | None:
+    """python-rbd gives a snapshot's timestamp as a naive datetime in UTC."""
+    return stamp.replace(tzinfo=UTC) if stamp is not None else None
+
+
+def _encoded_string(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack("<I", len(raw)) + raw
+
+
+def _encode_start(payload: bytes) -> bytes:
+    """Ceph's ENCODE_START(1, 1): struct_v, struct_compat, then the payload's length."""
+    return struct.pack("<BBI", 1, 1, len(payload)) + payload
+
+
+def _side_by_side(extents: Sequence[tuple[int, int]], most: int) -> Iterator[list[tuple[int, int]]]:
+    """The extents in their order, in runs that touch end to start and span at most `most`."""
+    run: list[tuple[int, int]] = []
+    for offset, length in extents:
+        if run and offset == run[-1][0] + run[-1][1] and offset + length - run[0][0] <= most:
+            run.append((offset, length))
+            continue
+        if run:
+            yield run
+        run = [(offset, length)]
+    if run:
+        yield run

@@ -16,7 +16,7 @@ Rules every implementation follows (the ones failover depends on):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -172,7 +172,51 @@ class Peer:
     direction: str  # "rx", "tx" or "rx-tx"
 
 
-class Cluster(ABC):
+# ---- drills (issue 16): reading both sites at one mirror snapshot, read-only ------------------
+@dataclass(frozen=True)
+class MirrorSnapshot:
+    """One mirror snapshot of an image (snapshot namespace "mirror"), as this site holds it."""
+
+    id: int  # this site's snapshot id
+    state: MirrorSnapshotState
+    complete: bool  # on a copy: its sync from the primary has finished
+    primary_snap_id: int | None  # on a copy: the primary's snapshot it copies; None on a primary
+    size: int  # the image's size at the snapshot, in bytes
+    timestamp: datetime | None  # when this site took it
+
+
+class DrillReads(ABC):
+    """What a drill asks of a site. Every call is a read (no lock taken, nothing written, no
+    watch that outlives the call) except `create_mirror_snapshot`, which the drill never calls:
+    it is what a mirror-snapshot schedule does, for tests and benches."""
+
+    @abstractmethod
+    def mirror_snapshots(self, name: str) -> list[MirrorSnapshot]:
+        """The image's mirror snapshots, oldest first; [] for journal mode or no mirroring."""
+
+    @abstractmethod
+    def extent_digests(
+        self, name: str, snap_id: int | None, extents: Sequence[tuple[int, int]]
+    ) -> list[str]:
+        """sha256 (hex) of each (offset, length) extent, read from the image opened read-only,
+        at the snapshot `snap_id` of this site, or its head when None. Past the end: zeros."""
+
+    @abstractmethod
+    def allocated_extents(self, name: str, snap_id: int, limit: int) -> list[tuple[int, int]]:
+        """Up to `limit` (offset, length) extents holding data at the snapshot: every extent
+        written since the image was created (diff_iterate from the beginning)."""
+
+    @abstractmethod
+    def lock_holder(self, name: str) -> str | None:
+        """The holder's text of the RADOS lock `name` (see `lock`) while someone holds it,
+        None when it is free or lapsed; never takes it."""
+
+    @abstractmethod
+    def create_mirror_snapshot(self, name: str) -> int:
+        """A new mirror snapshot of a primary image (what a schedule does); its id."""
+
+
+class Cluster(DrillReads):  # DrillReads: the drill's calls, above
     """One connection to one site's pool, shared by every worker thread.
 
     Implementations are thread-safe: failover runs many volumes at once over one connection.

@@ -9,6 +9,7 @@ may not read) is left out rather than written as 0, which would read as "fine".
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
@@ -16,7 +17,12 @@ from rbdfail.rpo import Bound
 from rbdfail.status import StatusReport
 
 
-def write_textfile(report: StatusReport, path: Path, taken_at: float) -> None:
+def write_textfile(
+    report: StatusReport,
+    path: Path,
+    taken_at: float,
+    drills: dict[str, dict[str, Any]] | None = None,
+) -> None:
     registry = CollectorRegistry()
 
     def gauge(name: str, documentation: str, *labels: str) -> Gauge:
@@ -98,5 +104,15 @@ def write_textfile(report: StatusReport, path: Path, taken_at: float) -> None:
             lag.labels(volume.name).set(volume.lag_seconds)
         if volume.entries_behind is not None:
             behind.labels(volume.name).set(volume.entries_behind)
+
+    # ---- drills (issue 16): from the state dir's drill.json, not from this reading ----------
+    drilled = gauge(
+        "drill_last_success_timestamp_seconds",
+        "When the volume's copy last passed `rbdfail drill` (Unix time); absent if never.",
+        "volume",
+        "target",
+    )
+    for name, record in sorted((drills or {}).items()):
+        drilled.labels(name, record["target"]).set(record["last_success"])
 
     write_to_textfile(str(path), registry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -13,7 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rbdfail.check import CheckItem, Verdict
-from rbdfail.mirroring import Outcome, Report, VolumeResult
+from rbdfail.drill import DrillReport, VolumeDrill
+from rbdfail.mirroring import Outcome, Report
 from rbdfail.pools import SetupAction, SetupItem
 from rbdfail.status import SiteImage, StatusReport
 from rbdfail.switch.model import Action, FailoverPlan, FailoverReport, Plan, VolumeOutcome
@@ -62,6 +64,24 @@ _OUTCOME_STYLE = {
 }
 
 
+class _Attention(Protocol):
+    @property
+    def needs_attention(self) -> bool: ...
+
+
+class _Done(Protocol):
+    """One volume's result as progress shows it (enable/disable mirroring, drill)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def outcome(self) -> _Attention: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def duration_s(self) -> float: ...
+
+
 class VolumeProgress:
     """Live progress on stderr: a rich bar on a terminal, one timestamped line per volume
     otherwise (logs, CI, runbooks piping stderr to a file)."""
@@ -93,9 +113,10 @@ class VolumeProgress:
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()
 
-    def __call__(self, result: VolumeResult) -> None:
+    def __call__(self, result: _Done) -> None:
         self.done += 1
-        self.counts[result.outcome] = self.counts.get(result.outcome, 0) + 1
+        outcome = str(result.outcome)
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
         summary = ", ".join(f"{n} {o}" for o, n in sorted(self.counts.items()))
         self._progress.update(self._task, advance=1, counts=summary)
         if not self._live:
@@ -420,3 +441,74 @@ def failover_report(report: FailoverReport) -> None:
         + (" (interrupted)" if report.interrupted else ""),
         highlight=False,
     )
+
+
+# ---- drill (issue 16) -------------------------------------------------------------------------
+_VERDICT_STYLE = {"identical": "green", "differs": "red", "unknown": "yellow"}
+
+
+class DrillProgress:
+    """The drill's observer: its notes as timestamped lines on stderr, then the per-volume
+    progress of the other commands once the volumes are known."""
+
+    def __init__(self, line: Callable[[str], None]) -> None:
+        self._line = line
+        self._bar: VolumeProgress | None = None
+
+    def note(self, message: str) -> None:
+        self._line(message)
+
+    def started(self, total: int) -> None:
+        self._bar = VolumeProgress("drill", total)
+        self._bar.__enter__()
+
+    def finished(self, volume: VolumeDrill) -> None:
+        if self._bar is not None:
+            self._bar(volume)
+
+    def stopped(self, reason: str) -> None:
+        self.close()
+        self._line(f"drill stopped: {reason}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+def drill_report(report: DrillReport) -> None:
+    mode = "every extent" if report.full else "sampled"
+    table = Table(
+        title=f"drill of {report.target!r} against {report.source!r} ({mode})",
+        title_justify="left",
+    )
+    table.add_column("volume", overflow="fold")
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("snapshot", no_wrap=True)
+    table.add_column("RPO", justify="right", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    with_exec = any(v.exec for v in report.volumes)
+    if with_exec:
+        table.add_column("--exec", no_wrap=True)
+    for v in report.volumes:
+        row = [
+            escape(v.name),
+            f"[{_VERDICT_STYLE[v.verdict]}]{v.verdict}[/]",
+            f"{v.snapshot.primary_id}/{v.snapshot.copy_id}" if v.snapshot else "-",
+            f"{v.rpo_seconds:.0f}s" if v.rpo_seconds is not None else "-",
+            escape(v.detail),
+        ]
+        if with_exec:
+            code = "-" if v.exec is None else v.exec.exit_code
+            row.append(f"exit {code}" if v.exec and code is not None else escape(str(code)))
+        table.add_row(*row)
+    stdout.print(table)
+    counts = ", ".join(f"{n} {o}" for o, n in sorted(report.counts.items())) or "no volume"
+    stdout.print(
+        f"{len(report.volumes)} volume(s): {counts}, {report.result}, in {report.duration_s:.1f}s",
+        highlight=False,
+    )
+    if report.stopped:
+        stdout.print(f"[yellow]stopped: {escape(report.stopped)}[/]")
+    for warning in report.warnings:
+        stdout.print(f"[yellow]warning: {escape(warning)}[/]")

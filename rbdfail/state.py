@@ -357,3 +357,41 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ---- drills (issue 16): when each volume last passed one -------------------------------------
+DRILL_FILE = "drill.json"
+
+
+def read_drill(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each volume's last successful drill: {"last_success": unix time, "target": site}; {} when
+    none ran or the file cannot be used (a record for metrics, never a reason to fail)."""
+    try:
+        raw = json.loads((state_dir / DRILL_FILE).read_text(errors="replace"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    volumes = raw.get("volumes") if isinstance(raw, dict) else None
+    if not isinstance(volumes, dict):
+        return {}
+    return {
+        name: record
+        for name, record in volumes.items()
+        if isinstance(record, dict)
+        and isinstance(record.get("last_success"), int | float)
+        and isinstance(record.get("target"), str)
+    }
+
+
+def record_drill(state_dir: Path, target: str, successes: dict[str, float]) -> str | None:
+    """Add this drill's successes (volume -> unix time) to drill.json, keeping the others'
+    last ones; None, or what could not be recorded."""
+    volumes = read_drill(state_dir)
+    volumes.update(
+        {name: {"last_success": when, "target": target} for name, when in successes.items()}
+    )
+    try:
+        _write_atomically(state_dir, DRILL_FILE, {"volumes": dict(sorted(volumes.items()))})
+    except (OSError, RbdfailError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return f"cannot record the drill in {state_dir / DRILL_FILE}: {reason}"
+    return None

@@ -21,6 +21,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -266,3 +267,20 @@ class Throttled:
             return attribute
         urgent = name in self._urgent
         return lambda *args, **kwargs: self._slots.call(attribute, *args, urgent=urgent, **kwargs)
+
+
+def all_at_once(
+    work: Callable[[T], R], items: Sequence[T], undo: Callable[[R], None] = lambda result: None
+) -> list[R]:
+    """work(item) for every item at once, one thread each (connecting to every site, so that
+    dead ones cost one timeout in all); if any fails, undo() what succeeded and raise the first
+    error, in the items' order."""
+    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        futures = [pool.submit(work, item) for item in items]
+    errors = [error for f in futures if (error := f.exception()) is not None]
+    if errors:
+        for future in futures:
+            if future.exception() is None:
+                undo(future.result())
+        raise errors[0]
+    return [f.result() for f in futures]

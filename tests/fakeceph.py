@@ -20,11 +20,12 @@ held to it by tests/test_contract.py:
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +40,7 @@ from rbdfail.cluster import (
     ImageUser,
     MirrorInfo,
     MirrorMode,
+    MirrorSnapshot,
     MirrorSnapshotState,
     MirrorState,
     Monitor,
@@ -88,6 +90,8 @@ class FakeImage:
     # promotes it without force all the same (its newest mirror snapshot: primary-demoted).
     demoted_here: bool = False
     users: list[ImageUser] = field(default_factory=list)  # clients with it open (tests set them)
+    # Its mirror snapshots, oldest first (drills; see `FakeCluster._take_mirror_snapshot`).
+    mirror_snaps: list[FakeSnap] = field(default_factory=list)
 
 
 @dataclass
@@ -111,6 +115,20 @@ class FakeSite:
     schedules: dict[str, list[str]] = field(default_factory=dict)  # image -> intervals
     calls: list[tuple[str, str]] = field(default_factory=list)  # (operation, image) in order
     locks: dict[str, FakeLock] = field(default_factory=dict)
+    last_snap_id: int = 0  # snapshot ids are the site's own, as in Ceph
+
+
+@dataclass(frozen=True)
+class FakeSnap:
+    """A mirror snapshot (drills): `data` is what reading the image at it gives."""
+
+    id: int
+    state: MirrorSnapshotState
+    complete: bool
+    primary_snap_id: int | None
+    size: int
+    timestamp: float  # wall clock, on the world's time
+    data: bytes
 
 
 @dataclass
@@ -320,6 +338,7 @@ class FakeCluster(Cluster):
             image.version, image.written_at = image.version + 1, self.world.now()
             if image.mirror_state == MirrorState.ENABLED:
                 self.world.replicate_later(self.site, _set_data(image))
+                self._take_mirror_snapshot(image, MirrorSnapshotState.PRIMARY)
 
     def read(self, name: str, offset: int, length: int) -> bytes:
         with self.world.lock:
@@ -355,6 +374,7 @@ class FakeCluster(Cluster):
             image.written_at = image.written_at or self.world.now()  # Ceph snapshots at enable
             image.global_id, image.orphan = str(uuid.uuid4()), False
             self.world.replicate_later(self.site, _create_copy(image))
+            self._take_mirror_snapshot(image, MirrorSnapshotState.PRIMARY)
 
     def disable_mirroring(self, name: str, force: bool = False) -> None:
         with self.world.lock:
@@ -381,6 +401,7 @@ class FakeCluster(Cluster):
                 raise InvalidState("image is not primary", site=self.site, image=name)
             image.primary, image.orphan, image.lock_broken = False, True, False
             image.demoted_here = True
+            self._take_mirror_snapshot(image, MirrorSnapshotState.PRIMARY_DEMOTED)
             self.world.replicate_later(self.site, _peer_demoted(image.global_id))
 
     def last_mirror_snapshot(self, name: str) -> tuple[MirrorSnapshotState, bool] | None:
@@ -454,6 +475,7 @@ class FakeCluster(Cluster):
             image.primary, image.orphan, image.split_brain = True, False, False
             image.demoted_here = False
             self.world.replicate_later(self.site, _peer_promoted(image.global_id))
+            self._take_mirror_snapshot(image, MirrorSnapshotState.PRIMARY)
 
     def resync(self, name: str) -> None:
         with self.world.lock:
@@ -616,6 +638,97 @@ class FakeCluster(Cluster):
             if (held := locks.get(name)) and held.cookie == cookie:
                 del locks[name]
 
+    # ---- drills (issue 16) -------------------------------------------------------------------
+    # Snapshot mode as the fake plays it: a primary takes a mirror snapshot when mirroring is
+    # enabled, at each write (as an eager schedule would: the fake replicates every write), at
+    # a demote or a promote, and on `create_mirror_snapshot`; its copy gets a non-primary
+    # snapshot naming it when the replication daemon brings that state over. Kept as on the
+    # lab: the primary's newest 5, the copy's newest only. A copy's snapshot holds the copy as
+    # it was before that sync (measured), its head the synced state.
+    def _take_mirror_snapshot(self, image: FakeImage, snap_state: MirrorSnapshotState) -> None:
+        if image.mode != MirrorMode.SNAPSHOT or image.mirror_state != MirrorState.ENABLED:
+            return
+        site = self.world.sites[self.site]
+        site.last_snap_id += 1
+        before = bytes(image.mirror_snaps[-1].data) if image.mirror_snaps else b""
+        snap = FakeSnap(
+            site.last_snap_id,
+            snap_state,
+            True,
+            None,
+            image.size,
+            self.world.now(),
+            bytes(image.data),
+        )
+        image.mirror_snaps = [*image.mirror_snaps, snap][-5:]
+        self.world.replicate_later(self.site, _snapshot_copied(image.global_id, snap, before))
+
+    def mirror_snapshots(self, name: str) -> list[MirrorSnapshot]:
+        with self.world.lock:
+            image = self._get(self._enter("mirror_snapshots", name), name)
+            return [
+                MirrorSnapshot(
+                    s.id,
+                    s.state,
+                    s.complete,
+                    s.primary_snap_id,
+                    s.size,
+                    datetime.fromtimestamp(s.timestamp, UTC),
+                )
+                for s in image.mirror_snaps
+            ]
+
+    def extent_digests(
+        self, name: str, snap_id: int | None, extents: Sequence[tuple[int, int]]
+    ) -> list[str]:
+        with self.world.lock:
+            data = self._snapshot_data(self._enter("extent_digests", name), name, snap_id)
+        return [
+            hashlib.sha256(
+                data[offset : offset + length].ljust(length, b"\0")
+                if offset < len(data)
+                else b"\0" * length
+            ).hexdigest()
+            for offset, length in extents
+        ]
+
+    def allocated_extents(self, name: str, snap_id: int, limit: int) -> list[tuple[int, int]]:
+        with self.world.lock:
+            data = self._snapshot_data(self._enter("allocated_extents", name), name, snap_id)
+        # Runs of 4 KiB blocks holding anything but zeros.
+        block, found = 4096, list[tuple[int, int]]()
+        for offset in range(0, len(data), block):
+            if not any(data[offset : offset + block]):
+                continue
+            if found and found[-1][0] + found[-1][1] == offset:
+                found[-1] = (found[-1][0], found[-1][1] + block)
+            else:
+                found.append((offset, block))
+        return found[:limit]
+
+    def _snapshot_data(self, state: FakeSite, name: str, snap_id: int | None) -> bytes:
+        image = self._get(state, name)
+        if snap_id is None:
+            return bytes(image.data)
+        snap = next((s for s in image.mirror_snaps if s.id == snap_id), None)
+        if snap is None:  # librbd: ENOENT for a snapshot removed meanwhile
+            raise ImageNotFound(f"no snapshot {snap_id}", site=self.site, image=name)
+        return snap.data
+
+    def lock_holder(self, name: str) -> str | None:
+        with self.world.lock:
+            held = self._enter("lock_holder").locks.get(name)
+            return held.holder if held and held.expires_at > self.world.clock() else None
+
+    def create_mirror_snapshot(self, name: str) -> int:
+        with self.world.lock:
+            state = self._enter("create_mirror_snapshot", name)
+            image = self._primary(state, name, "create a mirror snapshot")
+            if image.mode != MirrorMode.SNAPSHOT:
+                raise InvalidState("not mirrored in snapshot mode", site=self.site, image=name)
+            self._take_mirror_snapshot(image, MirrorSnapshotState.PRIMARY)
+            return image.mirror_snaps[-1].id
+
 
 def _gated(method: Callable[..., Any]) -> Callable[..., Any]:
     """Before a call takes the lock: a frozen site hangs for the timeout then times out; an
@@ -755,5 +868,25 @@ def _delete_copy(global_id: str) -> Callable[[FakeSite], None]:
         if (image := _by_global_id(site, global_id)) and not image.primary:
             del site.images[image.name]
             site.schedules.pop(image.name, None)
+
+    return apply
+
+
+def _snapshot_copied(global_id: str, snap: FakeSnap, before: bytes) -> Callable[[FakeSite], None]:
+    """The copy's non-primary snapshot of the primary's `snap`: read at it, the copy as it was
+    before this sync (`before`: the primary's previous snapshot, which it held)."""
+    copied = {
+        MirrorSnapshotState.PRIMARY: MirrorSnapshotState.NON_PRIMARY,
+        MirrorSnapshotState.PRIMARY_DEMOTED: MirrorSnapshotState.NON_PRIMARY_DEMOTED,
+    }[snap.state]
+
+    def apply(site: FakeSite) -> None:
+        image = _by_global_id(site, global_id)
+        if image is None or image.primary or image.split_brain or image.resyncing:
+            return
+        site.last_snap_id += 1
+        image.mirror_snaps = [
+            FakeSnap(site.last_snap_id, copied, True, snap.id, snap.size, snap.timestamp, before)
+        ]
 
     return apply

@@ -6,6 +6,7 @@ rbdfail.ceph. When Ceph and the fake disagree, the lab run fails, and the fake i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from rbdfail.cluster import (
     ImageStatus,
     MirrorInfo,
     MirrorMode,
+    MirrorSnapshot,
     MirrorSnapshotState,
     MirrorState,
     PoolMirrorMode,
@@ -526,3 +528,93 @@ def test_frozen_site__connect_fails_within_the_timeout__calls_within_the_osd_flo
         lambda: isinstance(connected.list_images(), list), sites.patience, (OperationTimedOut,)
     )
     connected.close()
+
+
+# ---- drills (issue 16): what a drill reads, read-only ----------------------------------------
+def synced_to(sites: TwoSites, name: str, primary_snap: int) -> MirrorSnapshot:
+    """Wait until b's newest mirror snapshot is the complete copy of a's `primary_snap`."""
+
+    def synced() -> MirrorSnapshot | None:
+        snaps = sites.b.mirror_snapshots(name)
+        newest = snaps[-1] if snaps else None
+        ok = newest and newest.complete and newest.primary_snap_id == primary_snap
+        return newest if ok else None
+
+    copy = eventually(synced, sites.patience, (ImageNotFound,), interval=0.2)
+    assert copy is not None
+    return copy
+
+
+def test_mirror_snapshots__the_copy_names_the_primarys__its_head_is_that_snapshot(
+    sites: TwoSites, image_name: str
+) -> None:
+    """Measured on the lab: a copy's non-primary snapshot holds the copy as it was before that
+    sync, and its head the synced state: the head is what equals the primary's snapshot."""
+    first, second = b"first" * 800, b"second" * 700
+    sites.a.create_image(image_name, 8 * MiB)
+    sites.a.write(image_name, 0, first)
+    sites.a.enable_mirroring(image_name, MirrorMode.SNAPSHOT)
+    sites.copy_on_b(image_name)
+    sites.a.write(image_name, 2 * MiB, second)
+    taken = sites.a.create_mirror_snapshot(image_name)
+    primary = sites.a.mirror_snapshots(image_name)
+    assert primary[-1].id == taken and primary[-1].primary_snap_id is None
+    assert primary[-1].state == MirrorSnapshotState.PRIMARY and primary[-1].complete
+    assert primary[-1].size == 8 * MiB and primary[-1].timestamp is not None
+    copy = synced_to(sites, image_name, taken)
+    assert copy.state == MirrorSnapshotState.NON_PRIMARY
+    sites.a.write(image_name, 0, b"after the snapshot" * 100)  # not mirrored yet
+
+    extents = [(0, len(first)), (2 * MiB, len(second))]
+    at_primary = sites.a.extent_digests(image_name, taken, extents)
+    assert at_primary == [hashlib.sha256(first).hexdigest(), hashlib.sha256(second).hexdigest()]
+    assert sites.b.extent_digests(image_name, None, extents) == at_primary
+    # Read at its own snapshot, the copy is as it was before this sync (on the lab: without
+    # `second`, tests/test_drill_lab.py; the fake snapshots at every write, so there the
+    # sync before already carried it): what was there before is there.
+    assert sites.b.extent_digests(image_name, copy.id, extents)[0] == at_primary[0]
+    assert sites.a.extent_digests(image_name, None, extents)[0] != at_primary[0]
+
+
+def test_extent_digests__past_the_end_is_zeros__a_missing_snapshot_is_not_found(
+    sites: TwoSites, image_name: str
+) -> None:
+    mirrored(sites, image_name)
+    [digest] = sites.a.extent_digests(image_name, None, [(8 * MiB - 4096, 8192)])
+    assert digest == hashlib.sha256(b"\0" * 8192).hexdigest()
+    with pytest.raises(ImageNotFound):
+        sites.a.extent_digests(image_name, 999_999, [(0, 4096)])
+
+
+def test_allocated_extents__cover_what_was_written_at_the_snapshot(
+    sites: TwoSites, image_name: str
+) -> None:
+    sites.a.create_image(image_name, 16 * MiB)
+    sites.a.write(image_name, 5 * MiB, b"x" * 8192)
+    sites.a.enable_mirroring(image_name, MirrorMode.SNAPSHOT)
+    snap = sites.a.mirror_snapshots(image_name)[-1].id
+    sites.a.write(image_name, 12 * MiB, b"y" * 4096)  # after the snapshot
+    extents = sites.a.allocated_extents(image_name, snap, limit=100)
+    assert any(o <= 5 * MiB and 5 * MiB + 8192 <= o + n for o, n in extents), extents
+    assert not any(o <= 12 * MiB < o + n for o, n in extents), extents
+    assert sum(n for _, n in extents) <= 4 * MiB  # extents, not the whole image
+
+
+def test_mirror_snapshots__journal_mode_has_none(sites: TwoSites, image_name: str) -> None:
+    mirrored(sites, image_name, MirrorMode.JOURNAL)
+    assert sites.a.mirror_snapshots(image_name) == []
+
+
+def test_lock_holder__seen_while_held__none_when_free__never_taken(
+    sites: TwoSites, image_name: str
+) -> None:
+    name = f"{image_name}.lock"
+    assert sites.b.lock_holder(name) is None  # never locked: no object
+    sites.b.lock(name, "run-1", "ops@host-a pid 1", duration=30)
+    assert sites.b.lock_holder(name) == "ops@host-a pid 1"
+    assert sites.b.lock_holder(name) == "ops@host-a pid 1"  # looking did not take it
+    sites.b.lock(name, "run-1", "ops@host-a pid 1", duration=30)  # its holder renews as usual
+    sites.b.unlock(name, "run-1")
+    assert sites.b.lock_holder(name) is None
+    sites.b.lock(name, "run-2", "dead", duration=1)
+    eventually(lambda: sites.b.lock_holder(name) is None, 10.0)  # lapsed

@@ -1,0 +1,294 @@
+"""`rbdfail drill` on the real two-site lab: synced copies are identical, a copy damaged on
+the target is caught, --exec reads the copy read-only, a failover starting mid-drill goes
+through while the drill stops, and the drill leaves nothing behind (the copies stay
+non-primary and keep replaying, no snapshot, image or lock is added on either site)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rbdfail.cluster import Cluster, MirrorSnapshot, ReplayState
+from rbdfail.config import load_config
+from rbdfail.drill import JOURNAL_MODE, DrillRequest, Verdict, run_drill
+from rbdfail.errors import ImageNotFound
+from tests.conftest import RunningLab
+from tests.helpers import eventually
+from tests.test_failover_lab import mirrored_and_replaying, rbdfail, remove_everywhere
+
+pytestmark = pytest.mark.lab
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def config_file(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
+    """The lab's config, replicating only this test's images, with its own state dir."""
+    config = yaml.safe_load(lab.lab.config_file.read_text())
+    config["volumes"] = [
+        {"match": f"{image_name}-j*", "type": "replicated-journal"},
+        {"match": f"{image_name}-s*", "type": "replicated"},
+        {"match": "*", "type": "standard"},  # other tests' images: never drilled
+    ]
+    config["state_dir"] = str(tmp_path / "state")
+    path = tmp_path / "rbdfail.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def sites(lab_sites: tuple[Cluster, Cluster]) -> tuple[Cluster, Cluster]:
+    return lab_sites  # conftest's: (default, secondary)
+
+
+def synced(primary: Cluster, secondary: Cluster, names: list[str]) -> dict[str, int]:
+    """Write past the first sync, take a mirror snapshot of each (as a schedule would) and
+    wait until each copy holds it whole; the primary's snapshot ids."""
+    taken = {}
+    for name in names:
+        primary.write(name, 3 * MiB, os.urandom(256 * 1024))
+        taken[name] = primary.create_mirror_snapshot(name)
+
+    def copied(name: str) -> MirrorSnapshot | None:
+        snaps = secondary.mirror_snapshots(name)
+        ok = snaps and snaps[-1].complete and snaps[-1].primary_snap_id == taken[name]
+        return snaps[-1] if ok else None
+
+    for name in names:
+        eventually(functools.partial(copied, name), 60, (ImageNotFound,), interval=0.5)
+    return taken
+
+
+def footprint(cluster: Cluster, names: list[str]) -> tuple[list[str], dict[str, list[int]]]:
+    """The pool's images and each volume's snapshot ids: what a drill must leave as found."""
+    return sorted(cluster.list_images()), {
+        n: [s.id for s in cluster.mirror_snapshots(n)] for n in names
+    }
+
+
+def by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in report["volumes"]}
+
+
+def corrupt_copy(lab: RunningLab, name: str, offset: int) -> None:
+    """Damage the copy on the secondary as a disk fault would: 8 bytes written straight into
+    its RADOS data object as admin (librbd refuses writes to a non-primary image)."""
+    conf = lab.lab.root / "secondary" / "ceph.conf"
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import rados, rbd\n"
+            f"c = rados.Rados(conffile={str(conf)!r}, rados_id='admin'); c.connect(timeout=10)\n"
+            "io = c.open_ioctx('volumes')\n"
+            f"with rbd.Image(io, {name!r}, read_only=True) as image:\n"
+            "    prefix = image.stat()['block_name_prefix']\n"
+            f"obj, at = '{offset // (4 * MiB):016x}', {offset % (4 * MiB)}\n"
+            "io.write(f'{prefix}.{obj}', b'corrupt!', at)\n"
+            "c.shutdown()\n",
+        ],
+        check=True,
+        timeout=60,
+    )
+
+
+def test_drill__synced_copies_identical__journal_unknown__nothing_left_behind(
+    config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    primary, secondary = sites
+    snaps = [f"{image_name}-s1", f"{image_name}-s2"]
+    journal = f"{image_name}-j1"
+    try:
+        mirrored_and_replaying(config_file, primary, secondary, [*snaps, journal])
+        taken = synced(primary, secondary, snaps)
+        primary.write(snaps[0], 0, b"after the snapshot" * 1000)  # not mirrored: not compared
+        before = (footprint(primary, snaps), footprint(secondary, snaps))
+
+        code, report = rbdfail(config_file, "drill")
+        full_code, full = rbdfail(config_file, "drill", "--full", *snaps)
+
+        found = by_name(report)
+        for name in snaps:
+            assert found[name]["verdict"] == "identical", found[name]
+            assert found[name]["snapshot"]["primary_id"] == taken[name]
+            assert 0 <= found[name]["rpo_seconds"] < 600
+            assert by_name(full)[name]["checked_bytes"] == 4 * MiB
+        assert found[journal]["verdict"] == "unknown" and found[journal]["detail"] == JOURNAL_MODE
+        assert code == 3  # the journal-mode volume could not be verified
+        assert full_code == 0 and full["result"] == "complete", full
+        # Read-only: the same images and snapshots on both sites, the copies non-primary and
+        # replaying, and no switch lock left.
+        assert (footprint(primary, snaps), footprint(secondary, snaps)) == before
+        statuses = secondary.mirror_statuses()
+        for name in [*snaps, journal]:
+            assert not secondary.mirror_info(name).primary and primary.mirror_info(name).primary
+            assert statuses[name].state == ReplayState.REPLAYING, statuses[name]
+        assert secondary.lock_holder("rbdfail.failover") is None
+        assert primary.lock_holder("rbdfail.failover") is None
+    finally:
+        remove_everywhere(sites, [*snaps, journal])
+
+
+def test_drill__a_copy_is_its_head_not_its_snapshot(
+    config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    """Why the drill reads the copy's head (measured): the copy's own mirror snapshot holds it
+    as it was before that sync; its head equals the primary's snapshot."""
+    primary, secondary = sites
+    name = f"{image_name}-s1"
+    try:
+        mirrored_and_replaying(config_file, primary, secondary, [name])
+        taken = synced(primary, secondary, [name])[name]
+        copy = secondary.mirror_snapshots(name)[-1]
+        extent = [(3 * MiB, 256 * 1024)]  # written for this sync only
+        at_primary = primary.extent_digests(name, taken, extent)
+        assert secondary.extent_digests(name, None, extent) == at_primary
+        assert secondary.extent_digests(name, copy.id, extent) == [
+            hashlib.sha256(b"\0" * 256 * 1024).hexdigest()
+        ]
+    finally:
+        remove_everywhere(sites, [name])
+
+
+def test_drill__a_copy_damaged_on_the_target_is_caught_sampled_and_full(
+    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    primary, secondary = sites
+    names = [f"{image_name}-s1", f"{image_name}-s2"]
+    try:
+        mirrored_and_replaying(config_file, primary, secondary, names)
+        synced(primary, secondary, names)
+        corrupt_copy(lab, names[0], 3 * MiB + 4096)  # inside the extent holding data
+
+        code, report = rbdfail(config_file, "drill")
+        full_code, full = rbdfail(config_file, "drill", "--full", names[0])
+
+        damaged = by_name(report)[names[0]]
+        assert damaged["verdict"] == "differs", damaged
+        assert damaged["differing_offsets"] == [3 * MiB]  # its 64 KiB block
+        assert by_name(report)[names[1]]["verdict"] == "identical"
+        assert code == 3 and report["result"] == "partial"
+        assert full_code == 3 and by_name(full)[names[0]]["differing_offsets"] == [0]
+        print(f"\ndamaged copy: {damaged['detail']}")
+    finally:
+        remove_everywhere(sites, names)
+
+
+def test_drill__exec_reads_the_copy_read_only_with_the_rbd_cli(
+    config_file: Path, sites: tuple[Cluster, Cluster], image_name: str, tmp_path: Path
+) -> None:
+    """--exec as documented: `rbd export` of the copy (a read-only open, rbd profile user)
+    gives the primary's snapshot, byte for byte."""
+    primary, secondary = sites
+    name = f"{image_name}-s1"
+    out = tmp_path / "export.sha256"
+    try:
+        mirrored_and_replaying(config_file, primary, secondary, [name])
+        taken = synced(primary, secondary, [name])[name]
+        primary.write(name, 0, b"after the snapshot" * 1000)  # not in the copy: not in CMD's view
+        command = (
+            'rbd -c "$RBDFAIL_DRILL_CONF" --id "$RBDFAIL_DRILL_USER" '
+            f'export "$RBDFAIL_DRILL_IMAGE_SPEC" - 2>/dev/null | sha256sum > {out}'
+        )
+        before = footprint(secondary, [name])
+
+        code, report = rbdfail(config_file, "drill", name, "--exec", command)
+
+        ran = by_name(report)[name]["exec"]
+        assert code == 0 and ran["exit_code"] == 0, report
+        [whole] = primary.extent_digests(name, taken, [(0, 4 * MiB)])
+        assert out.read_text().split()[0] == whole
+        assert footprint(secondary, [name]) == before
+        print(f"\n--exec rbd export | sha256sum of a 4 MiB copy: {ran['duration_s']:.2f}s")
+    finally:
+        remove_everywhere(sites, [name])
+
+
+def test_drill__a_failover_mid_drill_goes_through_and_the_drill_stops_saying_so(
+    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    primary, secondary = sites
+    names = [f"{image_name}-s{i}" for i in range(1, 5)]
+    try:
+        mirrored_and_replaying(config_file, primary, secondary, names)
+        synced(primary, secondary, names)
+        # A slow drill: one volume at a time, each with a command that takes 5 s.
+        request = DrillRequest(
+            concurrency=1, connect_timeout=5, exec_command="sleep 5", exec_timeout=60
+        )
+        drilled: dict[str, Any] = {}
+        config = load_config(config_file)
+        drill = threading.Thread(
+            target=lambda: drilled.update(report=run_drill(config, request, lab.connect))
+        )
+        drill.start()
+        time.sleep(2)  # inside the first volume's command
+
+        started = time.monotonic()
+        code, report = rbdfail(config_file, "failover", "--to", "secondary", "--yes")
+        took = time.monotonic() - started
+        drill.join(60)
+
+        assert code == 0 and report["result"] == "complete", report  # never refused (exit 4)
+        assert not drill.is_alive()
+        stopped = drilled["report"]
+        assert stopped.stopped and "failover to secondary" in stopped.stopped, stopped
+        assert stopped.result != "complete"
+        first = stopped.volumes[0]
+        assert first.exec is not None and first.exec.exit_code is None  # its command ended
+        assert all(v.verdict != Verdict.DIFFERS for v in stopped.volumes)
+        assert [v for v in stopped.volumes if v.detail.startswith("not drilled: a failover")]
+        print(f"\nfailover of 4 volumes during a drill: {took:.1f}s; drill: {stopped.stopped}")
+        for name in names:
+            assert secondary.mirror_info(name).primary
+    finally:
+        remove_everywhere(sites, names)
+
+
+def test_drill__its_read_only_open_is_no_user_a_switch_would_wait_for(
+    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    """A switch names the clients that have a source volume open (watchers, lock holders) and,
+    with --require-idle, leaves such a volume where it is: the drill's read-only opens (the
+    primary at a snapshot, the copy's head) must not count as one."""
+    primary, secondary = sites
+    name = f"{image_name}-s1"
+    reader = None
+    try:
+        mirrored_and_replaying(config_file, primary, secondary, [name])
+        snap = primary.mirror_snapshots(name)[-1].id
+        conf = lab.config.backend.conf
+        reader = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import rados, rbd, time\n"
+                f"c = rados.Rados(conffile={str(conf)!r}, rados_id='cinder'); c.connect()\n"
+                f"image = rbd.Image(c.open_ioctx('volumes'), {name!r}, read_only=True)\n"
+                f"image.set_snap_by_id({snap})\n"
+                "image.read(0, 4096)\n"
+                "print('open', flush=True)\n"
+                "time.sleep(300)\n",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
+        users = primary.image_users(name)
+        print(f"\nusers of a primary opened read-only at a snapshot: {users}")
+        assert users == []
+    finally:
+        if reader is not None:
+            reader.kill()
+            reader.wait()
+        remove_everywhere(sites, [name])
