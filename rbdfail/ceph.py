@@ -160,6 +160,8 @@ def connect(site: SiteConfig, timeout: float) -> CephCluster:
         client.connect(timeout=int(seconds))
         connected = True
         ioctx = client.open_ioctx(site.pool)
+        if site.namespace:
+            _enter_namespace(site, ioctx)
     except rados.TimedOut as exc:
         _shutdown(client)
         raise SiteUnreachable(
@@ -188,7 +190,24 @@ def connect(site: SiteConfig, timeout: float) -> CephCluster:
     except rados.Error as exc:
         _shutdown(client)
         raise SiteUnreachable(f"cannot connect: {exc}", site=site.backend_id) from exc
+    except CephError:
+        _shutdown(client)
+        raise
     return CephCluster(site, client, ioctx, timeout)
+
+
+def _enter_namespace(site: SiteConfig, ioctx: Any) -> None:
+    """Work inside the site's RBD namespace. Measured: in a namespace that does not exist,
+    listing finds nothing and raises nothing, so a typo would read as an empty site."""
+    if not rbd.RBD().namespace_exists(ioctx, site.namespace):
+        raise CephError(
+            f"RBD namespace {site.namespace!r} does not exist in pool {site.pool!r}",
+            site=site.backend_id,
+            hint=f"fix `namespace` in rbdfail.yaml, or create it on every site "
+            f"(`rbd namespace create {site.where}`, then `rbd mirror pool enable {site.where} "
+            "image`)",
+        )
+    ioctx.set_namespace(site.namespace)
 
 
 def connect_all(sites: list[SiteConfig], timeout: float) -> list[CephCluster]:
@@ -212,12 +231,16 @@ class CephCluster(Cluster):
         self.config = site
         self.timeout = timeout
         self._client = client
-        self._ioctx = ioctx
+        self._ioctx = ioctx  # in the site's namespace, if it has one
+        # Peers are the pool's, whatever the namespace (a namespace lists none: measured).
+        self._pool_ioctx = client.open_ioctx(site.pool) if site.namespace else ioctx
         self._rbd = rbd.RBD()
         self._mirror_clients: tuple[float, frozenset[str]] | None = None  # (read at, ids)
 
     def close(self) -> None:
         # Both return at once even when the site is frozen (measured), so no guard thread.
+        if self._pool_ioctx is not self._ioctx:
+            self._pool_ioctx.close()
         self._ioctx.close()
         self._client.shutdown()
 
@@ -443,6 +466,8 @@ class CephCluster(Cluster):
                 command += ["--keyring", str(self.config.keyring)]
             command += ["--client_mount_timeout", str(max(1, math.ceil(self.timeout)))]
             command += ["-p", self.pool, "listwatchers", "rbd_mirroring"]
+            if self.config.namespace:
+                command += ["--namespace", self.config.namespace]
             with suppress(OSError, subprocess.SubprocessError):
                 out = subprocess.run(
                     command, capture_output=True, text=True, timeout=self.timeout + 5, check=False
@@ -504,13 +529,20 @@ class CephCluster(Cluster):
     def set_pool_mirror_mode(self, mode: PoolMirrorMode) -> None:
         bit = next(b for b, m in _POOL_MODES.items() if m == mode)
         with self._op():
+            # A namespace mirrors only in a pool that mirrors: the pool's own mode first.
+            if (
+                self._pool_ioctx is not self._ioctx
+                and mode != PoolMirrorMode.DISABLED
+                and self._rbd.mirror_mode_get(self._pool_ioctx) == rbd.RBD_MIRROR_MODE_DISABLED
+            ):
+                self._rbd.mirror_mode_set(self._pool_ioctx, rbd.RBD_MIRROR_MODE_IMAGE)
             self._rbd.mirror_mode_set(self._ioctx, bit)
 
     def peers(self) -> list[Peer]:
         with self._op():
             return [
                 Peer(p["uuid"], p["site_name"], _DIRECTIONS.get(p["direction"], "unknown"))
-                for p in self._rbd.mirror_peer_list(self._ioctx)
+                for p in self._rbd.mirror_peer_list(self._pool_ioctx)
             ]
 
     def monitors(self) -> list[Monitor]:
@@ -542,12 +574,12 @@ class CephCluster(Cluster):
 
     def create_peer_token(self) -> str:
         with self._op():
-            return str(self._rbd.mirror_peer_bootstrap_create(self._ioctx))
+            return str(self._rbd.mirror_peer_bootstrap_create(self._pool_ioctx))
 
     def import_peer_token(self, token: str) -> None:
         with self._op():
             self._rbd.mirror_peer_bootstrap_import(
-                self._ioctx, rbd.RBD_MIRROR_PEER_DIRECTION_RX_TX, token
+                self._pool_ioctx, rbd.RBD_MIRROR_PEER_DIRECTION_RX_TX, token
             )
 
     # ---- mirror-snapshot schedules ------------------------------------------------------
@@ -555,15 +587,16 @@ class CephCluster(Cluster):
         out = self._mgr(
             "",
             prefix="rbd mirror snapshot schedule list",
-            level_spec=f"{self.pool}/",
+            level_spec=f"{self.config.where}/",
             recursive=True,
             format="json",
         )
         found: dict[str, list[str]] = {}
         for level in json.loads(out or "{}").values():
-            # "pool/image" (image levels only: a pool-wide schedule has no image part)
-            pool, _, image = str(level.get("name", "")).partition("/")
-            if pool == self.pool and image and "/" not in image:
+            # "pool/image" or "pool/namespace/image"; pool- and namespace-wide ones have no
+            # image part.
+            where, _, image = str(level.get("name", "")).rpartition("/")
+            if where == self.config.where and image:
                 found.setdefault(image, []).extend(s["interval"] for s in level["schedule"])
         return found
 
@@ -571,7 +604,7 @@ class CephCluster(Cluster):
         out = self._mgr(
             name,
             prefix="rbd mirror snapshot schedule list",
-            level_spec=f"{self.pool}/{name}",
+            level_spec=f"{self.config.where}/{name}",
             format="json",
         )
         return [
@@ -582,7 +615,7 @@ class CephCluster(Cluster):
         self._mgr(
             name,
             prefix="rbd mirror snapshot schedule add",
-            level_spec=f"{self.pool}/{name}",
+            level_spec=f"{self.config.where}/{name}",
             interval=interval,
         )
 
@@ -590,7 +623,7 @@ class CephCluster(Cluster):
         self._mgr(
             name,
             prefix="rbd mirror snapshot schedule remove",
-            level_spec=f"{self.pool}/{name}",
+            level_spec=f"{self.config.where}/{name}",
             interval=interval,
         )
 

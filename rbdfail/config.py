@@ -41,6 +41,12 @@ class SiteConfig:
     pool: str
     cluster_name: str = "ceph"
     keyring: Path | None = None
+    namespace: str = ""  # an RBD namespace of the pool; "" is the pool's default one
+
+    @property
+    def where(self) -> str:
+        """The pool, and its namespace if any, as `rbd` spells it: "volumes/tenant"."""
+        return f"{self.pool}/{self.namespace}" if self.namespace else self.pool
 
 
 # How every use case reaches a site: ceph.connect on a real host, FakeCeph.connect in tests.
@@ -362,7 +368,7 @@ TOP_KEYS = (
     *("backend", "replication_device", "replication_connect_timeout", "volume_timeout"),
     *("concurrency", "volume_types", "volumes", "state_dir"),
 )
-SITE_KEYS = ("conf", "user", "pool", "cluster_name", "keyring")
+SITE_KEYS = ("conf", "user", "pool", "namespace", "cluster_name", "keyring")
 BACKEND_KEYS = ("name", *SITE_KEYS)
 # secret_uuid is accepted because Cinder's replication_device strings carry it; it is libvirt's
 # secret for attaching volumes to guests and means nothing to rbdfail, so it is ignored.
@@ -370,6 +376,7 @@ DEVICE_KEYS = ("backend_id", *SITE_KEYS, "secret_uuid")
 TYPE_KEYS = ("replication_enabled", "mirror_mode", "snapshot_interval")
 RULE_KEYS = ("match", "type")
 _INTERVAL = re.compile(r"^[1-9][0-9]*[mhd]$")
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _CINDER_BOOL = re.compile(r"^(?:<is>\s*)?(true|false)$", re.IGNORECASE)
 
 
@@ -472,6 +479,28 @@ def _site(section: _Section, backend_id: str, backend: SiteConfig | None) -> Sit
             "name, so the copies are in a pool of the same name on every site",
             f"remove it (it defaults to backend.pool), or set it to {backend.pool!r}",
         )
+    namespace = (
+        section.text("namespace", "")
+        if section.has("namespace")
+        else backend.namespace
+        if backend
+        else ""
+    )
+    if namespace and not _NAMESPACE.match(namespace):
+        raise section.error(
+            "namespace",
+            f"{namespace!r} is not an RBD namespace name",
+            "letters, digits, '_', '.' and '-', at most 64",
+        )
+    if backend is not None and namespace != backend.namespace:
+        # Measured on Ceph 16.2: a namespace is mirrored into the namespace of the same name on
+        # the peer (mapping to another name came with a later release).
+        raise section.error(
+            "namespace",
+            f"{namespace!r} differs from backend.namespace {backend.namespace!r}: rbd-mirror "
+            "replays a namespace into the namespace of the same name on the peer",
+            "remove it (it defaults to backend.namespace)",
+        )
     return SiteConfig(
         backend_id=backend_id,
         conf=section.path("conf", f"/etc/ceph/{backend_id if backend else 'ceph'}.conf"),
@@ -479,6 +508,7 @@ def _site(section: _Section, backend_id: str, backend: SiteConfig | None) -> Sit
         pool=pool,
         cluster_name=section.text("cluster_name", "ceph"),
         keyring=keyring,
+        namespace=namespace,
     )
 
 

@@ -38,6 +38,8 @@ from rbdfail.errors import LabError
 SITES = ("primary", "secondary")
 SITE_ALIASES = {"default": "primary"}  # the backend's Cinder id names the primary site too
 POOL = "volumes"
+# An RBD namespace of the pool, mirrored like the pool, for configs that name one.
+NAMESPACE = "tenants"
 USER = "cinder"
 
 # The binaries the lab runs, and the Debian package that ships each.
@@ -337,6 +339,7 @@ class Lab:
         say(f"{site.name}: pool {POOL!r}, users client.{USER} and client.rbd-mirror.{site.name}")
         _ceph(site, "osd", "pool", "create", POOL, "8", "8", check=True)
         _rbd(site, "pool", "init", POOL)
+        _rbd(site, "namespace", "create", f"{POOL}/{NAMESPACE}")
         _ceph(
             site,
             "auth",
@@ -372,16 +375,24 @@ class Lab:
         from rbdfail.config import SiteConfig
 
         self._progress(f"rbdfail setup: image mode, peering {a.name} <-> {b.name}")
-        sites = [
-            SiteConfig(backend_id=backend_id, conf=site.conf, user="admin", pool=POOL)
-            for backend_id, site in (("default", a), ("secondary", b))
-        ]
-        backend, device = ceph.connect_all(sites, 10)
-        try:
-            items = pools.prepare(backend, [device])
-        finally:
-            backend.close()
-            device.close()
+        items = []
+        for namespace in ("", NAMESPACE):  # the pool, then its namespace (peers: the pool's)
+            sites = [
+                SiteConfig(
+                    backend_id=backend_id,
+                    conf=site.conf,
+                    user="admin",
+                    pool=POOL,
+                    namespace=namespace,
+                )
+                for backend_id, site in (("default", a), ("secondary", b))
+            ]
+            backend, device = ceph.connect_all(sites, 10)
+            try:
+                items += pools.prepare(backend, [device])
+            finally:
+                backend.close()
+                device.close()
         if failed := [i for i in items if i.action == "failed"]:
             raise LabError("; ".join(f"{i.site}: {i.item}: {i.detail}" for i in failed))
 

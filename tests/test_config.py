@@ -684,3 +684,33 @@ def test_load__device_pool_other_than_the_backend_s_is_refused_rbd_mirror_pairs_
         "name on every site"
     )
     assert error.hint == "remove it (it defaults to backend.pool), or set it to 'volumes'"
+
+
+def test_load__backend_namespace_is_inherited_by_its_devices(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        "backend:\n  pool: volumes\n  namespace: tenants\n"
+        "replication_device:\n  - {backend_id: b}\n",
+    )
+    assert [s.namespace for s in config.sites] == ["tenants", "tenants"]
+    assert config.backend.where == "volumes/tenants"
+    plain = load(tmp_path, "backend: {pool: volumes}\nreplication_device: [{backend_id: b}]\n")
+    assert plain.backend.where == "volumes"
+
+
+def test_load__device_namespace_other_than_the_backend_s_or_a_bad_name_is_refused(
+    tmp_path: Path,
+) -> None:
+    error = refused(
+        tmp_path,
+        "backend: {pool: volumes, namespace: a}\n"
+        "replication_device:\n  - {backend_id: b, namespace: c}\n",
+    )
+    assert "replication_device[0].namespace: 'c' differs from backend.namespace 'a'" in (
+        error.message
+    )
+    error = refused(
+        tmp_path,
+        "backend: {pool: volumes, namespace: 'a/b'}\nreplication_device: [{backend_id: b}]\n",
+    )
+    assert "backend.namespace: 'a/b' is not an RBD namespace name" in error.message
