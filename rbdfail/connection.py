@@ -51,9 +51,11 @@ def connection_info(config: Config, connect: Connect, volume: str) -> dict[str, 
         "driver_volume_type": "rbd",
         "site": site.backend_id,
         "data": {
+            # librbd's image spec: "pool/image", or "pool/namespace/image" in a namespace
+            # (a key of its own then; Cinder's shape has none).
             "name": f"{site.where}/{volume}",
             "pool": site.pool,
-            "namespace": site.namespace,
+            **({"namespace": site.namespace} if site.namespace else {}),
             "volume": volume,
             "cluster_name": site.cluster_name,
             "hosts": [address.rsplit(":", 1)[0] for address in legacy],
