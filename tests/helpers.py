@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
+import yaml
 from tenacity import (
     RetryError,
     Retrying,
@@ -35,3 +37,23 @@ def eventually(
     except RetryError as exc:
         last = exc.last_attempt.result()
         raise AssertionError(f"not true within {timeout}s (last answer: {last!r})") from None
+
+
+def lab_config(
+    lab_file: Path,
+    tmp_path: Path,
+    volumes: list[dict[str, str]],
+    types: dict[str, dict[str, Any]] | None = None,
+    backend: dict[str, Any] | None = None,
+) -> Path:
+    """The lab's rbdfail.yaml for one test: its volume rules first (every other image is
+    `standard`: other tests' images are never touched), extra volume types and backend keys,
+    and a state dir of its own in tmp_path."""
+    config = yaml.safe_load(lab_file.read_text())
+    config["volume_types"].update(types or {})
+    config["backend"].update(backend or {})
+    config["volumes"] = [*volumes, {"match": "*", "type": "standard"}]
+    config["state_dir"] = str(tmp_path / "state")
+    path = tmp_path / "rbdfail.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

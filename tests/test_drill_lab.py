@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from rbdfail.cluster import Cluster, MirrorSnapshot, ReplayState
 from rbdfail.config import load_config
 from rbdfail.drill import JOURNAL_MODE, DrillRequest, Verdict, run_drill
 from rbdfail.errors import ImageNotFound
 from tests.conftest import RunningLab
-from tests.helpers import eventually
+from tests.helpers import eventually, lab_config
 from tests.test_failover_lab import mirrored_and_replaying, rbdfail, remove_everywhere
 
 pytestmark = pytest.mark.lab
@@ -34,16 +33,14 @@ MiB = 1 << 20
 @pytest.fixture
 def config_file(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
     """The lab's config, replicating only this test's images, with its own state dir."""
-    config = yaml.safe_load(lab.lab.config_file.read_text())
-    config["volumes"] = [
-        {"match": f"{image_name}-j*", "type": "replicated-journal"},
-        {"match": f"{image_name}-s*", "type": "replicated"},
-        {"match": "*", "type": "standard"},  # other tests' images: never drilled
-    ]
-    config["state_dir"] = str(tmp_path / "state")
-    path = tmp_path / "rbdfail.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return lab_config(
+        lab.lab.config_file,
+        tmp_path,
+        [
+            {"match": f"{image_name}-j*", "type": "replicated-journal"},
+            {"match": f"{image_name}-s*", "type": "replicated"},
+        ],
+    )
 
 
 @pytest.fixture

@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from rbdfail.cli import main
 from rbdfail.cluster import Cluster, MirrorMode, MirrorSnapshotState, MirrorState, ReplayState
 from rbdfail.errors import CephError, ImageNotFound
 from tests.conftest import RunningLab
-from tests.helpers import eventually
+from tests.helpers import eventually, lab_config
 
 pytestmark = pytest.mark.lab
 
@@ -40,16 +39,14 @@ CHUNK = 256 * 1024
 @pytest.fixture
 def config_file(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
     """The lab's config, replicating only this test's images, with its own state dir."""
-    config = yaml.safe_load(lab.lab.config_file.read_text())
-    config["volumes"] = [
-        {"match": f"{image_name}-j*", "type": "replicated-journal"},
-        {"match": f"{image_name}-s*", "type": "replicated"},
-        {"match": "*", "type": "standard"},  # other tests' images: never touched
-    ]
-    config["state_dir"] = str(tmp_path / "state")
-    path = tmp_path / "rbdfail.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return lab_config(
+        lab.lab.config_file,
+        tmp_path,
+        [
+            {"match": f"{image_name}-j*", "type": "replicated-journal"},
+            {"match": f"{image_name}-s*", "type": "replicated"},
+        ],
+    )
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from rbdfail import ceph
@@ -16,7 +15,7 @@ from rbdfail.cli import main
 from rbdfail.cluster import Cluster, Feature, MirrorMode, MirrorState
 from rbdfail.mirroring import ADDED_FEATURES_KEY
 from tests.conftest import RunningLab
-from tests.helpers import eventually
+from tests.helpers import eventually, lab_config
 
 pytestmark = pytest.mark.lab
 
@@ -26,21 +25,17 @@ LAYERING = frozenset({Feature.LAYERING})
 @pytest.fixture
 def config_file(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
     """The lab's config with types of every kind, for images prefixed with this test's name."""
-    config = yaml.safe_load(lab.lab.config_file.read_text())
-    config["volume_types"]["hourly"] = {
-        "replication_enabled": "<is> True",
-        "mirror_mode": "snapshot",
-        "snapshot_interval": "1h",
-    }
-    config["volumes"] = [
-        {"match": f"{image_name}-j*", "type": "replicated-journal"},
-        {"match": f"{image_name}-s*", "type": "replicated"},
-        {"match": f"{image_name}-h*", "type": "hourly"},
-        {"match": "*", "type": "standard"},
-    ]
-    path = tmp_path / "rbdfail.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    hourly = {"replication_enabled": "<is> True", "mirror_mode": "snapshot"}
+    return lab_config(
+        lab.lab.config_file,
+        tmp_path,
+        [
+            {"match": f"{image_name}-j*", "type": "replicated-journal"},
+            {"match": f"{image_name}-s*", "type": "replicated"},
+            {"match": f"{image_name}-h*", "type": "hourly"},
+        ],
+        types={"hourly": hourly | {"snapshot_interval": "1h"}},
+    )
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from rbdfail import ceph
@@ -23,7 +22,7 @@ from rbdfail.config import load_config
 from rbdfail.errors import CephError, ImageNotFound
 from rbdfail.lab import NAMESPACE
 from tests.conftest import RunningLab
-from tests.helpers import eventually
+from tests.helpers import eventually, lab_config
 from tests.test_failover_lab import rbdfail, remove_everywhere
 
 pytestmark = pytest.mark.lab
@@ -32,16 +31,12 @@ MiB = 1 << 20
 
 
 def namespaced(lab: RunningLab, tmp_path: Path, image_name: str, namespace: str) -> Path:
-    config = yaml.safe_load(lab.lab.config_file.read_text())
-    config["backend"]["namespace"] = namespace  # the device inherits it
-    config["volumes"] = [
-        {"match": f"{image_name}-*", "type": "replicated"},
-        {"match": "*", "type": "standard"},
-    ]
-    config["state_dir"] = str(tmp_path / "state")
-    path = tmp_path / "rbdfail.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return lab_config(
+        lab.lab.config_file,
+        tmp_path,
+        [{"match": f"{image_name}-*", "type": "replicated"}],
+        backend={"namespace": namespace},  # the device inherits it
+    )
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from rbdfail import ceph
@@ -27,7 +26,7 @@ from rbdfail.errors import ImageNotFound
 from rbdfail.state import State
 from rbdfail.status import StatusReport, gather
 from tests.conftest import RunningLab
-from tests.helpers import eventually
+from tests.helpers import eventually, lab_config
 from tests.test_failover_lab import (
     CHUNK,
     check_exit,
@@ -51,21 +50,16 @@ FIRST_SNAPSHOT_S = 240
 @pytest.fixture
 def config_file(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
     """The lab's config with a scheduled type for this test's images only."""
-    config = yaml.safe_load(lab.lab.config_file.read_text())
-    config["volume_types"]["scheduled"] = {
-        "replication_enabled": "<is> True",
-        "mirror_mode": "snapshot",
-        "snapshot_interval": INTERVAL,
-    }
-    config["volumes"] = [
-        {"match": f"{image_name}-s*", "type": "scheduled"},
-        {"match": f"{image_name}-n*", "type": "replicated"},  # snapshot mode, no schedule
-        {"match": "*", "type": "standard"},  # other tests' images: never touched
-    ]
-    config["state_dir"] = str(tmp_path / "state")
-    path = tmp_path / "rbdfail.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    scheduled = {"replication_enabled": "<is> True", "mirror_mode": "snapshot"}
+    return lab_config(
+        lab.lab.config_file,
+        tmp_path,
+        [
+            {"match": f"{image_name}-s*", "type": "scheduled"},
+            {"match": f"{image_name}-n*", "type": "replicated"},  # snapshot mode, no schedule
+        ],
+        types={"scheduled": scheduled | {"snapshot_interval": INTERVAL}},
+    )
 
 
 def volume_row(config_file: Path, name: str) -> dict[str, Any]:
