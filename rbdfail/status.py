@@ -8,12 +8,11 @@ complete. Nothing here prints.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from rbdfail.cluster import (
     Cluster,
@@ -31,6 +30,7 @@ from rbdfail.rpo import UNKNOWN as RPO_UNKNOWN
 from rbdfail.rpo import Rpo, copy_rpo, description_tail, schedule_verdict
 from rbdfail.state import State
 from rbdfail.volumes import Volume, list_volumes
+from rbdfail.workers import read_each
 
 
 @dataclass(frozen=True)
@@ -291,8 +291,8 @@ def _read_site(
             names=frozenset(v.name for v in volumes) or frozenset(cluster.list_images()),
             volumes=volumes,
             schedules=_schedules(cluster),
-            synced=_per_image(cluster.synced_snapshot_time, unsaid),
-            users=_per_image(cluster.image_users, primaries),
+            synced=read_each(cluster.synced_snapshot_time, unsaid, (CephError,)),
+            users=read_each(cluster.image_users, primaries, (CephError,)),
         )
     except CephError as exc:
         return SiteView(site.backend_id, reachable=False, error=exc.reason)
@@ -305,24 +305,6 @@ def _schedules(cluster: Cluster) -> dict[str, list[str]] | None:
         return cluster.pool_snapshot_schedules()
     except CephError:  # a manager down or a user without mgr caps: schedules unknown
         return None
-
-
-T = TypeVar("T")
-_IMAGE_READERS = 16  # one call per image, concurrently (they wait on the OSDs, not the CPU)
-
-
-def _per_image(read: Callable[[str], T], names: list[str]) -> dict[str, T]:
-    """read(name) for each image; one that vanished or failed meanwhile is left out."""
-    if not names:
-        return {}
-
-    def one(name: str) -> tuple[str, T] | None:
-        with suppress(CephError):
-            return name, read(name)
-        return None
-
-    with ThreadPoolExecutor(max_workers=min(_IMAGE_READERS, len(names))) as pool:
-        return dict(found for found in pool.map(one, names) if found is not None)
 
 
 def _volume(

@@ -284,3 +284,25 @@ def all_at_once(
                 undo(future.result())
         raise errors[0]
     return [f.result() for f in futures]
+
+
+def read_each(
+    read: Callable[[str], R],
+    names: Sequence[str],
+    skip: tuple[type[BaseException], ...],
+    threads: int = 16,
+) -> dict[str, R]:
+    """read(name) for each image, `threads` at once (one call each: they wait on the OSDs,
+    not the CPU); an image whose read raises one of `skip` (it vanished meanwhile, say) is left
+    out."""
+    if not names:
+        return {}
+
+    def one(name: str) -> tuple[str, R] | None:
+        try:
+            return name, read(name)
+        except skip:
+            return None
+
+    with ThreadPoolExecutor(max_workers=min(threads, len(names))) as pool:
+        return dict(found for found in pool.map(one, names) if found is not None)
