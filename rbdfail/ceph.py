@@ -428,13 +428,6 @@ class CephCluster(Cluster):
         with self._image(name, read_only=True) as image:
             return _newest_mirror_snapshot(image)
 
-    def synced_snapshot_time(self, name: str) -> datetime | None:
-        with self._image(name, read_only=True) as image:
-            complete = [s["id"] for s in image.list_snaps() if s.get("mirror", {}).get("complete")]
-            if not complete:
-                return None
-            return image.get_snap_timestamp(max(complete)).replace(tzinfo=UTC)  # type: ignore[no-any-return]
-
     def image_users(self, name: str) -> list[ImageUser]:
         mirror_daemons = self._rbd_mirror_clients()
         with self._image(name, read_only=True) as image:

@@ -294,12 +294,6 @@ class Cluster(DrillReads):  # DrillReads: the drill's calls, above
         complete; None when it has none (journal mode, not mirrored)."""
 
     @abstractmethod
-    def synced_snapshot_time(self, name: str) -> datetime | None:
-        """When this site made its newest complete mirror snapshot of a snapshot-mode image
-        (for a copy: when it began copying it); None while it has none, e.g. a copy whose first
-        sync has not finished. Journal mode has none."""
-
-    @abstractmethod
     def image_users(self, name: str) -> list[ImageUser]:
         """The clients that have the image open (its watchers and lock holders), rbd-mirror's
         connections left out."""

@@ -23,7 +23,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from rbdfail.cluster import ImageStatus, MirrorMode, ReplayState
+from rbdfail.cluster import ImageStatus, MirrorMode, MirrorSnapshot, ReplayState
 
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 STALE_INTERVALS = 3  # a schedule silent for this many of its intervals has stopped
@@ -118,6 +118,13 @@ def copy_rpo(
         )
     state = f"{status.state}: {status.description}" if status else "no status"
     return Rpo(None, Bound.UNKNOWN, f"rbd-mirror does not say ({state})", primary_snapshot=remote)
+
+
+def whole_snapshot_time(snapshots: list[MirrorSnapshot]) -> datetime | None:
+    """When this site took its newest complete mirror snapshot (on a copy: when it began
+    copying it); None while it has none, e.g. a copy whose first sync has not finished."""
+    whole = [s for s in snapshots if s.complete]
+    return max(whole, key=lambda s: s.id).timestamp if whole else None
 
 
 def _journal(status: ImageStatus | None, tail: dict[str, Any], now: float) -> Rpo:

@@ -27,7 +27,7 @@ from rbdfail.cluster import (
 from rbdfail.config import Config, Connect, SiteConfig
 from rbdfail.errors import CephError
 from rbdfail.rpo import UNKNOWN as RPO_UNKNOWN
-from rbdfail.rpo import Rpo, copy_rpo, description_tail, schedule_verdict
+from rbdfail.rpo import Rpo, copy_rpo, description_tail, schedule_verdict, whole_snapshot_time
 from rbdfail.state import State
 from rbdfail.volumes import Volume, list_volumes
 from rbdfail.workers import read_each
@@ -291,7 +291,11 @@ def _read_site(
             names=frozenset(v.name for v in volumes) or frozenset(cluster.list_images()),
             volumes=volumes,
             schedules=_schedules(cluster),
-            synced=read_each(cluster.synced_snapshot_time, unsaid, (CephError,)),
+            synced=read_each(
+                lambda name: whole_snapshot_time(cluster.mirror_snapshots(name)),
+                unsaid,
+                (CephError,),
+            ),
             users=read_each(cluster.image_users, primaries, (CephError,)),
         )
     except CephError as exc:

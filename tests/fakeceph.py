@@ -417,16 +417,6 @@ class FakeCluster(Cluster):
                 return MirrorSnapshotState.NON_PRIMARY_DEMOTED, True
             return MirrorSnapshotState.NON_PRIMARY, image.first_sync_done
 
-    def synced_snapshot_time(self, name: str) -> datetime | None:
-        # The fake's snapshot-mode images take a mirror snapshot at enable and at every write.
-        with self.world.lock:
-            image = self._get(self._enter("synced_snapshot_time", name), name)
-            if image.mode != MirrorMode.SNAPSHOT or image.mirror_state != MirrorState.ENABLED:
-                return None
-            if not image.primary and not image.first_sync_done:
-                return None
-            return datetime.fromtimestamp(image.written_at, UTC)
-
     def image_users(self, name: str) -> list[ImageUser]:
         with self.world.lock:
             return list(self._get(self._enter("image_users", name), name).users)
@@ -666,11 +656,13 @@ class FakeCluster(Cluster):
     def mirror_snapshots(self, name: str) -> list[MirrorSnapshot]:
         with self.world.lock:
             image = self._get(self._enter("mirror_snapshots", name), name)
+            # A copy a test put mid first sync holds no whole snapshot yet.
+            synced = image.primary or image.first_sync_done
             return [
                 MirrorSnapshot(
                     s.id,
                     s.state,
-                    s.complete,
+                    s.complete and synced,
                     s.primary_snap_id,
                     s.size,
                     datetime.fromtimestamp(s.timestamp, UTC),

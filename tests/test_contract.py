@@ -38,6 +38,7 @@ from rbdfail.errors import (
     OperationTimedOut,
     SiteUnreachable,
 )
+from rbdfail.rpo import whole_snapshot_time
 from tests.conftest import fake_site
 from tests.helpers import eventually
 
@@ -319,20 +320,22 @@ def test_newest_mirror_snapshot__says_who_demoted__journal_mode_has_none(
     assert sites.a.last_mirror_snapshot(journal) is None
 
 
-def test_synced_snapshot_time__on_primary_and_synced_copy__none_in_journal_mode(
+def test_whole_snapshot_time__on_primary_and_synced_copy__none_in_journal_mode(
     sites: TwoSites, image_name: str
 ) -> None:
     """What status falls back on when rbd-mirror has not said how fresh a copy is: whether
     it holds a whole snapshot yet (a first sync unfinished has none)."""
     before = datetime.now(UTC) - timedelta(seconds=5)
     mirrored(sites, image_name)
-    taken = sites.a.synced_snapshot_time(image_name)
+    taken = whole_snapshot_time(sites.a.mirror_snapshots(image_name))
     assert taken is not None and taken >= before
-    copied = eventually(lambda: sites.b.synced_snapshot_time(image_name), sites.patience)
+    copied = eventually(
+        lambda: whole_snapshot_time(sites.b.mirror_snapshots(image_name)), sites.patience
+    )
     assert copied is not None and copied >= taken - timedelta(seconds=1)
     journal = f"{image_name}-j"
     mirrored(sites, journal, MirrorMode.JOURNAL)
-    assert sites.a.synced_snapshot_time(journal) is None
+    assert whole_snapshot_time(sites.a.mirror_snapshots(journal)) is None
 
 
 def test_image_users__an_idle_image_has_none__rbd_mirror_is_not_one(
