@@ -178,6 +178,11 @@ class CallSlots:
         self._queued: dict[int, float] = {}  # thread -> seconds spent queued, finished waits
         self._queued_since: dict[int, float] = {}  # thread queued now -> since when
 
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a slot now."""
+        return self._free.waiting
+
     def begin(self, thread: int) -> None:
         """A thread starts on a new volume (thread ids are reused): its queued time is 0."""
         with self._lock:
@@ -238,14 +243,17 @@ class _PriorityGate:
     def __init__(self, capacity: int) -> None:
         self._free = capacity
         self._urgent_waiting = 0
+        self.waiting = 0
         self._changed = threading.Condition()
 
     def acquire(self, urgent: bool) -> None:
         with self._changed:
             self._urgent_waiting += urgent
+            self.waiting += 1
             while self._free == 0 or (not urgent and self._urgent_waiting):
                 self._changed.wait()
             self._urgent_waiting -= urgent
+            self.waiting -= 1
             self._free -= 1
 
     def release(self) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from rbdfail.workers import CallSlots, run_all
+from tests.helpers import eventually
 
 
 def test_run_all__results_in_order_and_never_more_at_once_than_asked() -> None:
@@ -98,9 +98,9 @@ def test_call_slots__a_freed_slot_goes_to_an_urgent_call_before_those_waiting_lo
     holder.start()
     assert holding.wait(5)
     waiting = [call("promote-1", False), call("promote-2", False)]
-    time.sleep(0.1)  # both queued first
+    eventually(lambda: slots.waiting == 2, 5)  # both queued first
     waiting.append(call("demote", True))
-    time.sleep(0.1)
+    eventually(lambda: slots.waiting == 3, 5)
     release.set()
     for thread in [holder, *waiting]:
         thread.join(5)
