@@ -980,6 +980,40 @@ def test_lock__a_run_paused_past_its_lock_stops_issuing_calls__named__rerun_fini
     assert by_name(again)["s-1"].action == Action.DEMOTED_PROMOTED
 
 
+def test_lock__paused_past_its_lapse_while_another_run_came_and_went__never_taken_again(
+    config: Config,
+    fake_ceph: FakeCeph,
+    primary: FakeCluster,
+    secondary: FakeCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run paused (SIGSTOP, a VM stall) past its lock's lapse, while an opposite run took
+    the locks, ran and released them: on resuming, its renewal finds the lock free. Taking it
+    again would let it go on from a plan made before the other run; it must stop instead."""
+    replicated(primary, secondary, ["s-1"])
+    away = connect_sites(config, State(), "secondary", fake_ceph.connect, CONNECT_TIMEOUT)
+    paused = FailoverLock(away, "r-paused", "failover to secondary")
+    paused.acquire()
+    try:
+        fake_ceph.advance(31)  # its locks lapse while it is stopped
+        home = connect_failback_sites(
+            config, State(active_backend="secondary"), fake_ceph.connect, CONNECT_TIMEOUT
+        )
+        other = FailoverLock(home, "r-other", "failback to default")
+        other.acquire()
+        other.release()
+        monkeypatch.setattr("rbdfail.switch.lock.PROVABLY_HELD_S", 0.05)
+        time.sleep(0.1)  # not renewed for longer than it is provably held: the pause
+
+        assert paused.renew(away.target) is False
+        with pytest.raises(RbdfailError, match="not renewed"):
+            paused.check()
+        assert fake_ceph.sites["secondary"].locks == {}  # not taken again
+        assert paused.renew(away.target) is False  # for good
+    finally:
+        paused.release()
+
+
 def test_lock__taken_over_by_another_run__this_one_stops_issuing_calls(
     config: Config,
     fake_ceph: FakeCeph,
