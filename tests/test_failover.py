@@ -980,6 +980,33 @@ def test_lock__a_run_paused_past_its_lock_stops_issuing_calls__named__rerun_fini
     assert by_name(again)["s-1"].action == Action.DEMOTED_PROMOTED
 
 
+def test_lock__a_run_paused_past_its_lock__does_not_write_state_json__says_so(
+    config: Config,
+    fake_ceph: FakeCeph,
+    primary: FakeCluster,
+    secondary: FakeCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another run may have run meanwhile and recorded its own state: a run that lost its lock
+    must not replace it with its older view (seen on the lab, tests/test_chaos_lab.py)."""
+    monkeypatch.setattr("rbdfail.switch.lock.PROVABLY_HELD_S", 0.3)
+    replicated(primary, secondary, ["s-1", "s-2"])
+    recorder = Recorder()
+
+    def pause_before_the_second(name: str, step: str) -> None:
+        if (name, step) == ("s-2", "demote"):
+            time.sleep(0.5)
+
+    recorder.on_step = pause_before_the_second
+    report = run(config, fake_ceph, recorder, concurrency=1, volumes_per_slot=1)
+
+    assert by_name(report)["s-1"].action == Action.DEMOTED_PROMOTED  # moved before the pause
+    assert by_name(report)["s-2"].action == Action.FAILED
+    assert not (config.state_dir / "state.json").exists()
+    assert report.state_error and "not renewed" in report.state_error
+    assert any("state.json not written" in said for said in report.unrecorded)
+
+
 def test_lock__paused_past_its_lapse_while_another_run_came_and_went__never_taken_again(
     config: Config,
     fake_ceph: FakeCeph,

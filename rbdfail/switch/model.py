@@ -169,7 +169,7 @@ class FailoverReport:
             said.append(
                 f"{self.state_error}: it does not say that {self.active_backend} is the active "
                 f"backend now (the volumes are where this report says). Once the state dir is "
-                f"writable, run `rbdfail {self.plan.operation}"
+                f"writable and no other run is running, run `rbdfail {self.plan.operation}"
                 + ("" if self.plan.operation == Operation.FAILBACK else f" --to {self.plan.target}")
                 + " --yes` again: it plans from the sites and writes it"
             )
