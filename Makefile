@@ -60,8 +60,15 @@ fuzz: venv
 CHAOS_SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
 chaos: venv
 	@echo "chaos seed $(CHAOS_SEED): CHAOS_SEED=$(CHAOS_SEED) make chaos replays this run"
+	@# Two sessions, so that the shared lab of the kill cases is down before the lost cases
+	@# start a lab each: one lab at a time on the machine. Exit 5 is "no case selected".
 	RBDFAIL_CHAOS_SEED=$(CHAOS_SEED) $(VENV)/bin/pytest -v -s -p no:cacheprovider -m chaos \
-	  $(if $(ONLY),-k "$(ONLY)") tests/test_chaos_lab.py
+	  -k "test_chaos__killed_at $(if $(ONLY),and ($(ONLY)))" tests/test_chaos_lab.py; \
+	killed=$$?; \
+	RBDFAIL_CHAOS_SEED=$(CHAOS_SEED) $(VENV)/bin/pytest -v -s -p no:cacheprovider -m chaos \
+	  -k "test_chaos__source_lost $(if $(ONLY),and ($(ONLY)))" tests/test_chaos_lab.py; \
+	lost=$$?; ok() { [ $$1 -eq 0 ] || [ $$1 -eq 5 ]; }; \
+	ok $$killed && ok $$lost && [ "$$killed$$lost" != 55 ]
 
 demo: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh

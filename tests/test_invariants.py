@@ -31,6 +31,19 @@ def failover(config: Config, fake_ceph: FakeCeph) -> tuple[dict[str, Any], int]:
     return json.loads(json.dumps(report.to_json(), default=str)), code
 
 
+def failed_over(
+    config: Config,
+    fake_ceph: FakeCeph,
+    primary: FakeCluster,
+    secondary: FakeCluster,
+    names: list[str],
+) -> tuple[dict[str, Written], dict[str, Any], int]:
+    """The volumes mirrored with data, then a failover: what was written, its report and code."""
+    replicated(primary, secondary, names, data=True)
+    wrote = written(primary, names)
+    return (wrote, *failover(config, fake_ceph))
+
+
 def sites(primary: FakeCluster, secondary: FakeCluster) -> dict[str, FakeCluster | None]:
     return {"default": primary, "secondary": secondary}
 
@@ -38,11 +51,7 @@ def sites(primary: FakeCluster, secondary: FakeCluster) -> dict[str, FakeCluster
 def test_a_clean_failover_holds_every_invariant(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:
-    names = ["s-1", "j-1"]
-    replicated(primary, secondary, names, data=True)
-    wrote = written(primary, names)
-
-    report, code = failover(config, fake_ceph)
+    wrote, report, code = failed_over(config, fake_ceph, primary, secondary, ["s-1", "j-1"])
 
     assert check_invariants(sites(primary, secondary), wrote, report, code, config.state_dir) == []
 
@@ -50,10 +59,7 @@ def test_a_clean_failover_holds_every_invariant(
 def test_every_violation_is_found_and_named__not_only_the_first(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:
-    names = ["s-1", "s-2", "s-3"]
-    replicated(primary, secondary, names, data=True)
-    wrote = written(primary, names)
-    report, code = failover(config, fake_ceph)
+    wrote, report, code = failed_over(config, fake_ceph, primary, secondary, ["s-1", "s-2", "s-3"])
     secondary.demote("s-1")  # primary nowhere, and the report says promoted
     secondary.write("s-2", 0, b"not what the newest writer wrote")
     state = config.state_dir / "state.json"
@@ -72,9 +78,7 @@ def test_every_violation_is_found_and_named__not_only_the_first(
 def test_split_brain_is_a_violation_unless_the_report_names_it(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:
-    replicated(primary, secondary, ["s-1"], data=True)
-    wrote = written(primary, ["s-1"])
-    report, code = failover(config, fake_ceph)
+    wrote, report, code = failed_over(config, fake_ceph, primary, secondary, ["s-1"])
     primary.promote("s-1", force=True)  # someone forced it back by hand
 
     found = check_invariants(sites(primary, secondary), wrote, report, code, config.state_dir)
@@ -114,9 +118,7 @@ def test_the_kept_data_is_accepted_only_after_a_journaled_forced_promote(
 def test_a_site_that_cannot_be_read_is_said_not_counted(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:
-    replicated(primary, secondary, ["s-1"], data=True)
-    wrote = written(primary, ["s-1"])
-    report, code = failover(config, fake_ceph)
+    wrote, report, code = failed_over(config, fake_ceph, primary, secondary, ["s-1"])
 
     found = check_invariants(
         {"default": None, "secondary": secondary}, wrote, report, code, config.state_dir
