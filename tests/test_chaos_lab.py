@@ -90,7 +90,7 @@ LOST_CASES = [
     for step in steps
     for shape in SHAPES
 ]
-# make test: about N min of lab time (see the README's Chaos section).
+# make test: these and the paused run, about 3 min of lab time (README, Chaos).
 CI_CASES = [Case("failover", "demoted", "same"), Case("failover", "promote", "opposite")]
 
 

@@ -628,7 +628,8 @@ def test_kill_mid_run_then_rerun__finishes_without_repeating_anything(
     assert report.result == "complete"
     assert all(primary_on(secondary, n) for n in names)
     new_demotes = calls(fake_ceph, "default", "demote")[len(demotes_before) :]
-    assert new_demotes == ["s-04", "s-05"]  # nothing demoted twice
+    # Up to 4 volumes per call slot are in progress: their order varies (seen under load).
+    assert sorted(new_demotes) == ["s-04", "s-05"]  # nothing demoted twice
     events = [line["event"] for line in journal_lines(config.state_dir)]
     assert events.count("start") == 2 and events.count("end") == 1
     # Finished by the second run: a third resumes nothing.
