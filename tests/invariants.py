@@ -54,11 +54,12 @@ def sha256(data: bytes) -> str:
 
 
 def forced_volumes(state_dir: Path) -> dict[str, str]:
-    """Volume -> the site the journal says it was last force-promoted on."""
+    """Volume -> the site the journal says it was last force-promoted on (also after the run
+    had given up on it: `late-step`)."""
     return {
         line["volume"]: line.get("site", "?")
         for line in journal_lines(state_dir)
-        if line.get("event") == "step" and line.get("step") == "force-promoted"
+        if line.get("event") in ("step", "late-step") and line.get("step") == "force-promoted"
     }
 
 
@@ -107,7 +108,8 @@ def check_invariants(
         if not holders:
             holders = [s for s, c in sites.items() if c is not None and s not in unreadable]
             found = {s: _digest(sites[s], name, wrote.length) for s in holders}
-            if not accepted & set(found.values()):
+            # A site lost for good (killed) may be the one that held it: that cannot be read.
+            if not accepted & set(found.values()) and not unreadable:
                 violations.append(
                     f"{name}: primary nowhere, and no site holds the newest data ({_show(found)})"
                 )

@@ -267,7 +267,10 @@ def prepared(stage: Stage, case: Case) -> tuple[tuple[str, ...], tuple[str, ...]
     if case.flow == "failover":
         return ("failover", "--to", "secondary"), ("failback",), "primary"
     forced_failover(stage)
-    return ("failback",), ("failover", "--to", "secondary"), "secondary"
+    # A resync whose source is lost for good waits this out (900 s by default); it took well
+    # under a minute on the lab.
+    back = ("failback", "--resync-timeout", "180")
+    return back, ("failover", "--to", "secondary"), "secondary"
 
 
 def the_victim(stage: Stage, case: Case) -> str:
@@ -289,7 +292,7 @@ def run_kill_case(stage: Stage, case: Case) -> None:
     assert again.code in (0, 3), again.report
     if case.then == "opposite" and case.flow == "failback":
         # Away again after a failback cut off: home must be reachable once more too.
-        home = stage.rbdfail("failback")
+        home = stage.rbdfail("failback", "--resync-timeout", "180")
         stage.check(home, "after failing back once more")
 
 
@@ -312,6 +315,8 @@ def run_lost_case(stage: Stage, case: Case) -> None:
     assert ran.hit is not None, f"{victim} never reached {case.step}: {ran.report}"
     print(f"{source} {case.shape} at {ran.hit['step']} of {victim}: exit {ran.code}")
     stage.check(ran, f"after {source} was lost ({case.shape}) and recovered")
+    if case.flow == "failover":  # the source lost: every volume must still get there
+        assert ran.report is not None and ran.report["result"] == "complete", ran.report
 
 
 # ---- the CI subset ------------------------------------------------------------------------

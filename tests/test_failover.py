@@ -52,7 +52,11 @@ from tests.helpers import eventually
 
 # Short budgets: a forced promote on the fake takes no time at all.
 OPTIONS = Options(
-    connect_timeout=CONNECT_TIMEOUT, volume_timeout=5.0, concurrency=8, forced_promote_s=0.5
+    connect_timeout=CONNECT_TIMEOUT,
+    volume_timeout=5.0,
+    concurrency=8,
+    forced_promote_s=0.5,
+    op_timeout_s=CONNECT_TIMEOUT,  # the fake's frozen calls take the connect timeout
 )
 
 
@@ -282,6 +286,33 @@ def test_source_lost__a_lock_handoff_that_works_is_left_alone(
 
     assert report.result == "complete"
     assert calls(fake_ceph, "secondary", "break_image_lock") == []
+
+
+def test_source_lost_after_every_demote__the_roll_back_finds_it__forced_within_the_limit(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """The source's storage dies right after the demotes, before they reach the target: no
+    demote fails to say so. The promotes wait out the budget, the roll-back's call to the
+    source fails only after the OSD op timeout, and then the volume is forced. Seen on the
+    lab (chaos suite): given up on at the hard limit instead, and forced after the report."""
+    replicated(primary, secondary, ["s-1"])
+    fake_ceph.replication_delay = 3600  # the demotion never reaches the target
+    fake_ceph.frozen_call_s = 2.0  # the OSD op timeout of the dead source
+    recorder = Recorder()
+
+    def storage_dies(name: str, step: str) -> None:
+        if step == "demoted":
+            fake_ceph.freeze("default")
+
+    recorder.on_step = storage_dies
+    report = run(
+        config, fake_ceph, recorder, volume_timeout=1.0, forced_promote_s=1.0, op_timeout_s=2.0
+    )
+
+    outcome = by_name(report)["s-1"]
+    assert outcome.action == Action.FORCE_PROMOTED, outcome
+    assert report.primary_lost and report.calls_left_running == 0
+    assert primary_on(secondary, "s-1")
 
 
 def test_source_lost_without_break_locks__a_stalled_handoff_is_given_up_named__a_rerun_finishes(

@@ -129,3 +129,20 @@ def test_a_site_that_cannot_be_read_is_said_not_counted(
 
 def test_no_report_and_exit_0_is_a_violation(config: Config, tmp_path: Path) -> None:
     assert check_invariants({}, {}, None, 0, tmp_path) == ["exit code 0 without a JSON report"]
+
+
+def test_primary_nowhere__named__still_the_newest_data_must_be_somewhere(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    wrote, report, _ = failed_over(config, fake_ceph, primary, secondary, ["s-1"])
+    secondary.demote("s-1")
+    report["volumes"][0] |= {"action": "failed", "error": "primary nowhere: ..."}
+    report["result"] = "failed"
+
+    def violations() -> list[str]:
+        return check_invariants(sites(primary, secondary), wrote, report, 1, config.state_dir)
+
+    assert not [v for v in violations() if v.startswith("s-1:")]  # named, the data is there
+    for site in ("default", "secondary"):
+        fake_ceph.sites[site].images["s-1"].data[:8] = bytearray(b"garbage!")
+    assert any(v.startswith("s-1: primary nowhere, and no site holds") for v in violations())

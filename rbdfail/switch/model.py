@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from rbdfail.config import Config
+from rbdfail.limits import OSD_OP_FLOOR_S
 from rbdfail.workers import RunResult
 
 
@@ -234,14 +235,23 @@ class Options:
     # a call), and that wait holds no slot. Measured, 200 volumes: one volume per slot took
     # 23.4 s against 13.3 s for `rbd mirror pool demote` + `promote` at the same concurrency.
     volumes_per_slot: int = 4
+    # How long a call to a site that died under the run takes to fail: its OSD op timeout.
+    op_timeout_s: float = OSD_OP_FLOOR_S
 
     @property
     def hard_limit(self) -> float:
         """When a volume's work is given up on: its budget, then room for what follows a
         budget spent waiting (a roll-back's two calls, or a forced promote). Time spent
         queued for a call slot is added on top (`CallSlots.queued`). Only a call that hangs
-        despite the timeouts reaches it."""
-        return self.volume_timeout + 2 * self.connect_timeout + self.forced_promote_s
+        despite the timeouts reaches it.
+
+        A roll-back's call to a source that died after every demote (so no demote failed to
+        tell) fails only after the OSD op timeout, then the volume is forced: chaos suite,
+        storage dead right after the demotes, each volume was given up on at 55 s and forced
+        5 s after the run had reported it failed, when 2 connect timeouts were allowed here.
+        """
+        after_budget = max(2 * self.connect_timeout, self.op_timeout_s)
+        return self.volume_timeout + after_budget + self.forced_promote_s
 
     def limit_for(self, volume: PlannedVolume) -> float:
         return self.hard_limit + (self.resync_timeout if volume.plan == Plan.RESYNC else 0)
@@ -258,13 +268,15 @@ def options_for(
     resync_timeout: float | None = None,
 ) -> Options:
     """The run's options: what the operator gave on the command line, else the config's."""
+    connect = connect_timeout or config.replication_connect_timeout
     return Options(
-        connect_timeout=connect_timeout or config.replication_connect_timeout,
+        connect_timeout=connect,
         volume_timeout=volume_timeout or config.volume_timeout,
         concurrency=concurrency or config.concurrency,
         force=force,
         break_locks_after=break_locks_after,
         resync_timeout=resync_timeout or Options.resync_timeout,
+        op_timeout_s=max(OSD_OP_FLOOR_S, connect),  # as ceph.connect sets it
     )
 
 
