@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rbdfail.ceph import OSD_OP_FLOOR_S
 from rbdfail.cluster import (
     Cluster,
     Feature,
@@ -36,6 +35,7 @@ from rbdfail.errors import (
     OperationTimedOut,
     SiteUnreachable,
 )
+from rbdfail.limits import OSD_OP_FLOOR_S
 from tests.conftest import fake_site
 from tests.helpers import eventually
 
