@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := ceph-mon ceph-osd ceph-mgr rbd-mirror ceph-common python3-rados python3-rbd \
                 python3-venv
 
-.PHONY: help deps venv test unit fuzz demo lint format bench clean
+.PHONY: help deps venv test unit fuzz chaos demo lint format bench clean
 
 help:
 	@echo "make test    install what is missing, then run every test (unit + real two-site lab)"
@@ -18,6 +18,8 @@ help:
 	@echo "make unit    only the tests that need no Ceph"
 	@echo "make lint    ruff and mypy"
 	@echo "make fuzz    the long hostile-input sweep (FUZZ_EXAMPLES=20000 documents per sweep)"
+	@echo "make chaos   the whole chaos sweep on the lab (CHAOS_SEED=N replays a run; ONLY=kill|lost|..."
+	@echo "             picks cases by name, as pytest -k)"
 	@echo "make bench   rbdfail against the alternatives on the lab (N=200 REPS=3 ONLY="forced status")"
 	@echo "make clean   stop the demo lab and remove the virtualenv"
 
@@ -52,6 +54,21 @@ FUZZ_EXAMPLES ?= 20000
 fuzz: venv
 	RBDFAIL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) RBDFAIL_FUZZ_RANDOM=1 \
 	  $(VENV)/bin/pytest -s -q -p no:cacheprovider -o timeout=0 tests/test_fuzz.py
+
+# The chaos sweep of tests/test_chaos_lab.py: every case `make test` does not run (marker
+# `chaos`); each case prints its seed. A new seed each run unless CHAOS_SEED is given.
+CHAOS_SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+chaos: venv
+	@echo "chaos seed $(CHAOS_SEED): CHAOS_SEED=$(CHAOS_SEED) make chaos replays this run"
+	@# Two sessions, so that the shared lab of the kill cases is down before the lost cases
+	@# start a lab each: one lab at a time on the machine. Exit 5 is "no case selected".
+	RBDFAIL_CHAOS_SEED=$(CHAOS_SEED) $(VENV)/bin/pytest -v -s -p no:cacheprovider -m chaos \
+	  -k "test_chaos__killed_at $(if $(ONLY),and ($(ONLY)))" tests/test_chaos_lab.py; \
+	killed=$$?; \
+	RBDFAIL_CHAOS_SEED=$(CHAOS_SEED) $(VENV)/bin/pytest -v -s -p no:cacheprovider -m chaos \
+	  -k "test_chaos__source_lost $(if $(ONLY),and ($(ONLY)))" tests/test_chaos_lab.py; \
+	lost=$$?; ok() { [ $$1 -eq 0 ] || [ $$1 -eq 5 ]; }; \
+	ok $$killed && ok $$lost && [ "$$killed$$lost" != 55 ]
 
 demo: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh

@@ -12,6 +12,9 @@ import math
 MAX_SECONDS = 86400.0  # any timeout or interval: one day
 MAX_LAG_SECONDS = 365 * 86400.0  # check --max-lag: a copy a year old is a copy to resync
 MAX_CONCURRENCY = 1024  # Ceph calls in flight; each holds a thread
+# The shortest OSD op timeout rbdfail's connections get (ceph.py says why it is never shorter):
+# also how long a call to a site that died under the run may take before it fails.
+OSD_OP_FLOOR_S = 30
 
 
 def seconds_problem(

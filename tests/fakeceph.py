@@ -164,6 +164,10 @@ class FakeCeph:
         # (site, method, image).
         self.lost_answers: set[tuple[str, str, str]] = set()
         self._released = threading.Event()
+        # How long a frozen site's calls hang before they time out; None: the connection's
+        # timeout. Set, it stands for the OSD op timeout (30 s at least on a real site), which
+        # is what a call to a site whose storage died takes, longer than the connect timeout.
+        self.frozen_call_s: float | None = None
         # Every wait for a frozen site's timeout: (site, operation), in order.
         self.timeouts: list[tuple[str, str]] = []
         self.in_flight: dict[str, int] = {}
@@ -733,9 +737,10 @@ def _gated(method: Callable[..., Any]) -> Callable[..., Any]:
         if world.sites[self.site].frozen:
             with world.lock:
                 world.timeouts.append((self.site, operation))
-            time.sleep(self.timeout)
+            waited = world.frozen_call_s or self.timeout
+            time.sleep(waited)
             raise OperationTimedOut(
-                f"no answer within {self.timeout:g}s", site=self.site, image=image or None
+                f"no answer within {waited:g}s", site=self.site, image=image or None
             )
         if fault := world.faults.get((self.site, operation, image)):
             raise fault

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rbdfail.ceph import OSD_OP_FLOOR_S
 from rbdfail.cluster import (
     Cluster,
     Feature,
@@ -38,6 +37,7 @@ from rbdfail.errors import (
     OperationTimedOut,
     SiteUnreachable,
 )
+from rbdfail.limits import OSD_OP_FLOOR_S
 from rbdfail.rpo import whole_snapshot_time
 from tests.conftest import fake_site
 from tests.helpers import eventually

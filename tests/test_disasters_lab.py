@@ -187,7 +187,9 @@ def test_forced_failover__a_volume_given_up_on_mid_call_says_what_next__a_rerun_
                 stalled = True
                 dl.lab.fail("secondary", Disaster.STORAGE_DEAD)
 
-    options = Options(connect_timeout=1, volume_timeout=1, concurrency=8)
+    # The call that hangs is the target's forced promote, not a dead source's: the allowance
+    # for one (the OSD op timeout, 30 s) is not what this is about, so its limit stays 18 s.
+    options = Options(connect_timeout=1, volume_timeout=1, concurrency=8, op_timeout_s=1)
     request = SwitchRequest(Operation.FAILOVER, options, "secondary")
     made: list[Cluster] = []  # left open by the run, under its calls still running
 

@@ -9,7 +9,8 @@ import pytest
 
 from rbdfail.config import Config
 from rbdfail.errors import CephError, OperationTimedOut, TargetUnreachable
-from rbdfail.state import State, VolumeRecord, read_state, write_state
+from rbdfail.state import Journal, State, VolumeRecord, read_state, write_state
+from rbdfail.switch.history import forced_on
 from rbdfail.switch.model import Action, FailoverReport, Operation, Plan
 from tests.fakeceph import FakeCeph, FakeCluster
 from tests.helpers import eventually
@@ -276,3 +277,14 @@ def test_failover_right_after_a_failback__waits_for_the_copy_to_replay__no_write
 
     assert by_name(report)["s-1"].action == Action.DEMOTED_PROMOTED
     assert secondary.read("s-1", 0, 37) == b"written on default after the failback"
+
+
+def test_history__a_forced_promote_journaled_late_counts_as_forced(config: Config) -> None:
+    """A volume given up on mid-run whose forced promote ended after the report (a late step,
+    seen on the lab in the chaos suite) split its history all the same: failback resyncs it."""
+    journal = Journal(config.state_dir, "r-1")
+    journal.write("step", volume="s-1", step="force-promote", site="secondary")
+    journal.write("given-up", volume="s-1", last_step="force-promote", after_s=55.0)
+    journal.write("late-step", volume="s-1", step="force-promoted", site="secondary")
+
+    assert forced_on(config.state_dir, "secondary", "default") == {"s-1": False}

@@ -90,8 +90,10 @@ def test_cli__json_report_and_exit_0_when_complete(config_file: Path, fake_ceph:
 
 
 def test_cli__exit_3_when_some_volume_failed_naming_it(
-    config_file: Path, fake_ceph: FakeCeph
+    config_file: Path, fake_ceph: FakeCeph, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The hard limit allows for a dead site's OSD op timeout (30 s): the fake has none.
+    monkeypatch.setattr("rbdfail.switch.model.OSD_OP_FLOOR_S", 1)
     fake_ceph.hangs.add(("secondary", "promote", "s-2"))
     code, out, _ = failover(fake_ceph, config_file, "--to", "secondary", "--yes", "--json")
     assert code == 3

@@ -43,7 +43,7 @@ from tenacity import (
 
 from rbdfail.cluster import ReplayState
 from rbdfail.config import Config
-from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState
+from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState, LockLost
 from rbdfail.state import Journal, State, VolumeRecord, save_state
 from rbdfail.switch.forced import force_promote
 from rbdfail.switch.model import (
@@ -125,8 +125,10 @@ def execute(
             outcome = _known_outcome(volume)
         report_volumes.append(outcome)
     report_volumes, new_state = _record(state, plan, report_volumes)
-    # A state dir that failed under the run is reported, not raised: the volumes have moved.
-    state_error = save_state(config.state_dir, new_state) if new_state is not state else None
+    state_error = None
+    if new_state is not state:
+        # A state dir that failed under the run is reported, not raised: the volumes have moved.
+        state_error = _lock_lost(lock_held) or save_state(config.state_dir, new_state)
     report = FailoverReport(
         journal.run_id,
         plan,
@@ -156,6 +158,18 @@ def _write_trace(path: Path, trace: list[CallTrace], origin: float) -> None:
     with suppress(OSError), open(path, "w") as out:
         for call in sorted(trace, key=lambda c: c.asked):
             out.write(json.dumps(call.to_json(origin)) + "\n")
+
+
+def _lock_lost(lock_held: Callable[[], None]) -> str | None:
+    """Why state.json must not be written: a run that lost its lock may have been overtaken by
+    another one, whose record it would replace with its own, older view (chaos suite: a
+    failover paused past its lock's lapse, resumed after a failback, said `secondary` active
+    with every volume back on default)."""
+    try:
+        lock_held()
+    except LockLost as exc:
+        return f"state.json not written: {exc.reason}"
+    return None
 
 
 _WORK = (Plan.DEMOTE_PROMOTE, Plan.PROMOTE, Plan.FORCE_PROMOTE, Plan.RESYNC)

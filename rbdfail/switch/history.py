@@ -29,7 +29,9 @@ def forced_on(state_dir: Path, site: str, home: str) -> dict[str, bool]:
     that copy the forced one's history, safe to switch to)."""
     forced: dict[str, bool] = {}
     for line in journal_lines(state_dir):
-        if line.get("event") != "step":
+        # A step after its volume was given up on (`late-step`) happened all the same: a
+        # forced promote that ended after the run's report still split the volume's history.
+        if line.get("event") not in ("step", "late-step"):
             continue
         name, step, where = line.get("volume"), line.get("step"), line.get("site")
         if not isinstance(name, str):

@@ -61,6 +61,7 @@ class FailoverLock:
         self._stop = threading.Event()
         self._renewed_at: dict[str, float] = {}  # site -> when its lock was last taken/renewed
         self._taken_over: str | None = None  # why the run lost a lock to another run
+        self._lapsed = False  # the target's lock went unrenewed too long: never renewed again
 
     def acquire(self, on_wait: Callable[[str], None] = lambda message: None) -> None:
         reachable = [c for c in (self.sites.target, self.sites.source) if c is not None]
@@ -105,15 +106,31 @@ class FailoverLock:
 
     def _renew(self, cluster: Cluster) -> None:
         # One thread per site: a source that stops answering must not hold up the target's.
-        while not self._stop.wait(LOCK_DURATION / 3):
-            try:
-                cluster.lock(LOCK_NAME, self.run_id, self.holder, LOCK_DURATION)
-                self._renewed_at[cluster.site] = time.monotonic()
-            except LockHeld as exc:  # it lapsed and another run took it
-                self._taken_over = f"{cluster.site}: {_describe_holder(exc.holder)}"
-                return
-            except CephError:
-                continue  # a slow site: try again; `check` says when that is too long
+        while not self._stop.wait(LOCK_DURATION / 3) and self.renew(cluster):
+            pass
+
+    def renew(self, cluster: Cluster) -> bool:
+        """Renew the lock on one site; False once it must not be renewed any more."""
+        if cluster is self.sites.target and self._stale():
+            # Not renewed for longer than it is provably held (the host paused): it may have
+            # lapsed, been taken by another run and released meanwhile, so taking it again
+            # now would let this run go on from a plan made before that run (found writing
+            # the chaos suite's paused-run case). The run stops instead, for good.
+            self._lapsed = True
+            return False
+        try:
+            cluster.lock(LOCK_NAME, self.run_id, self.holder, LOCK_DURATION)
+            self._renewed_at[cluster.site] = time.monotonic()
+        except LockHeld as exc:  # it lapsed and another run took it
+            self._taken_over = f"{cluster.site}: {_describe_holder(exc.holder)}"
+            return False
+        except CephError:
+            pass  # a slow site: try again; `check` says when that is too long
+        return True
+
+    def _stale(self) -> bool:
+        renewed = self._renewed_at.get(self.sites.target.site)
+        return renewed is not None and time.monotonic() - renewed > PROVABLY_HELD_S
 
     def check(self) -> None:
         """Raise LockLost unless the run provably holds its locks now."""
@@ -125,8 +142,7 @@ class FailoverLock:
                 hint="this run stopped issuing Ceph calls; see `rbdfail status`, and run the "
                 "command again once the other run has ended",
             )
-        renewed = self._renewed_at.get(target)
-        if renewed is not None and time.monotonic() - renewed > PROVABLY_HELD_S:
+        if self._lapsed or self._stale():
             raise LockLost(
                 f"this run's lock on {target} was not renewed for over {PROVABLY_HELD_S}s "
                 "(the host paused, or the site is slow): another run may hold it now",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rbdfail.config import Config
+from rbdfail.limits import OSD_OP_FLOOR_S
 from rbdfail.workers import RunResult
 
 
@@ -172,7 +173,7 @@ class FailoverReport:
             said.append(
                 f"{self.state_error}: it does not say that {self.active_backend} is the active "
                 f"backend now (the volumes are where this report says). Once the state dir is "
-                f"writable, run `rbdfail {self.plan.operation}"
+                f"writable and no other run is running, run `rbdfail {self.plan.operation}"
                 + ("" if self.plan.operation == Operation.FAILBACK else f" --to {self.plan.target}")
                 + " --yes` again: it plans from the sites and writes it"
             )
@@ -239,14 +240,23 @@ class Options:
     # ending 10.8 s in); 8 (all 200 at once) demotes ending 6.3-7.0 s in.
     volumes_per_slot: int = 8
     call_trace: Path | None = None  # write every Ceph call's times there (a diagnostic)
+    # How long a call to a site that died under the run takes to fail: its OSD op timeout.
+    op_timeout_s: float = OSD_OP_FLOOR_S
 
     @property
     def hard_limit(self) -> float:
         """When a volume's work is given up on: its budget, then room for what follows a
         budget spent waiting (a roll-back's two calls, or a forced promote). Time spent
         queued for a call slot is added on top (`CallSlots.queued`). Only a call that hangs
-        despite the timeouts reaches it."""
-        return self.volume_timeout + 2 * self.connect_timeout + self.forced_promote_s
+        despite the timeouts reaches it.
+
+        A roll-back's call to a source that died after every demote (so no demote failed to
+        tell) fails only after the OSD op timeout, then the volume is forced: chaos suite,
+        storage dead right after the demotes, each volume was given up on at 55 s and forced
+        5 s after the run had reported it failed, when 2 connect timeouts were allowed here.
+        """
+        after_budget = max(2 * self.connect_timeout, self.op_timeout_s)
+        return self.volume_timeout + after_budget + self.forced_promote_s
 
     def limit_for(self, volume: PlannedVolume) -> float:
         return self.hard_limit + (self.resync_timeout if volume.plan == Plan.RESYNC else 0)
@@ -263,13 +273,15 @@ def options_for(
     resync_timeout: float | None = None,
 ) -> Options:
     """The run's options: what the operator gave on the command line, else the config's."""
+    connect = connect_timeout or config.replication_connect_timeout
     return Options(
-        connect_timeout=connect_timeout or config.replication_connect_timeout,
+        connect_timeout=connect,
         volume_timeout=volume_timeout or config.volume_timeout,
         concurrency=concurrency or config.concurrency,
         force=force,
         break_locks_after=break_locks_after,
         resync_timeout=resync_timeout or Options.resync_timeout,
+        op_timeout_s=max(OSD_OP_FLOOR_S, connect),  # as ceph.connect sets it
     )
 
 

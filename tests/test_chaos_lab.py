@@ -1,0 +1,424 @@
+"""Chaos on the real lab (issue 13): rbdfail killed, sites lost, two runs at once.
+
+- rbdfail killed (SIGKILL) at each journal step of a failover and of a failback, then the same
+  command again, or (a case of its own) the opposite one;
+- the run's source site lost, in each shape the lab plays, at each of those steps (a lab of its
+  own per case: a killed site cannot come back, and forced promotes that take rbd-mirror's
+  locks may leave the survivor's daemon without its pool replayer);
+- two runs in opposite directions from two processes, the first paused (SIGSTOP) past its
+  lock's lapse while the second runs start to end.
+
+After each step of each case, the invariants of tests/invariants.py must hold: every case
+asserts that their list of violations is empty. The runs are real processes
+(`python -m rbdfail ... --yes --json`), watched through their journal: a case acts when the
+journal shows the chosen step of the chosen volume.
+
+`make test` runs CI_CASES, a fixed subset, with the seed 13; `make chaos` runs the whole sweep
+(marker `chaos`, deselected by default in pyproject.toml). Randomness (the volume acted on, the
+data written) comes from `random.Random` seeded with RBDFAIL_CHAOS_SEED and the case's id,
+printed by each case: `RBDFAIL_CHAOS_SEED=<seed> make chaos` replays a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rbdfail.cluster import Cluster
+from rbdfail.disasters import Disaster
+from rbdfail.errors import CephError
+from rbdfail.lab import Lab
+from rbdfail.switch.lock import LOCK_DURATION
+from tests.conftest import RunningLab
+from tests.helpers import eventually
+from tests.invariants import Written, check_invariants, sha256
+from tests.test_disasters_lab import DisasterLab, disaster_lab  # noqa: F401 - a fixture
+from tests.test_failover_lab import rbdfail, remove_everywhere
+
+# A case is one to three runs, the killed run's lock lapse (30 s) and a sync or a resync.
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
+
+SEED = int(os.environ.get("RBDFAIL_CHAOS_SEED", "13"))
+MiB = 1 << 20
+LENGTH = MiB  # the part of each volume written and checked
+CHUNK = 64 * 1024
+RUN_LIMIT_S = 420  # one rbdfail process, the lock's lapse and a forced failover included
+
+FAILOVER_STEPS = ("demote", "demoted", "promote")
+# After a forced failover the failback resyncs first: every step it journals.
+FAILBACK_STEPS = ("demote-stale", "resync", "resynced", "demote", "demoted", "promote")
+SHAPES = (Disaster.PARTITION, Disaster.STORAGE_DEAD, Disaster.SLOW, Disaster.KILLED)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One chaos case: the run acted on, the journal step it is acted on at, and how."""
+
+    flow: str  # "failover", or "failback" (after a forced failover)
+    step: str
+    then: str = ""  # after a kill: "same" command again, or the "opposite" one
+    shape: Disaster | None = None  # the run's source lost in this shape instead of a kill
+
+    @property
+    def id(self) -> str:
+        how = f"kill-then-{self.then}" if self.shape is None else f"lost-{self.shape}"
+        return f"{self.flow}-at-{self.step}-{how}"
+
+
+KILL_CASES = [
+    Case(flow, step, then)
+    for flow, steps in (("failover", FAILOVER_STEPS), ("failback", FAILBACK_STEPS))
+    for step in steps
+    for then in ("same", "opposite")
+]
+# Failing, not fixed yet: with the source's daemons killed, a demote in flight never returns
+# (librbd asks the lost lock owner again and again), so its volume is given up on at the hard
+# limit, named, and a re-run forces it; the run does not complete by itself.
+DEMOTE_HANGS = pytest.mark.xfail(
+    strict=True,
+    reason="source killed while demotes are in flight: those volumes are given up on (named; "
+    "a re-run forces them), not forced in the run. Seen with RBDFAIL_CHAOS_SEED=4242: "
+    "`CHAOS_SEED=4242 make chaos ONLY=failover-at-demoted-lost-killed`",
+)
+LOST_CASES = [
+    pytest.param(
+        case := Case(flow, step, shape=shape),
+        id=case.id,
+        marks=[DEMOTE_HANGS] if case.id == "failover-at-demoted-lost-killed" else [],
+    )
+    for flow, steps in (("failover", FAILOVER_STEPS), ("failback", FAILBACK_STEPS))
+    for step in steps
+    for shape in SHAPES
+]
+# make test: these and the paused run, about 3 min of lab time (README, Chaos).
+CI_CASES = [Case("failover", "demoted", "same"), Case("failover", "promote", "opposite")]
+
+
+@dataclass
+class Ran:
+    """One rbdfail process: its exit code, its JSON report (None if it printed none)."""
+
+    code: int
+    report: dict[str, Any] | None
+    stderr: str
+    hit: dict[str, Any] | None = None  # the journal line it was acted on at
+
+
+@dataclass
+class Stage:
+    """The sites, this case's volumes with what was written to each, its config and state."""
+
+    lab: Lab
+    sites: dict[str, Cluster]
+    config_file: Path
+    names: list[str]
+    rng: random.Random
+    written: dict[str, Written] = field(default_factory=dict)
+    lost: set[str] = field(default_factory=set)  # sites that cannot be read (killed)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config_file.parent / "state"
+
+    def write(self, site: str, name: str) -> None:
+        """A random chunk at a random place: the volume's newest data (not mirrored yet)."""
+        cluster = self.sites[site]
+        cluster.write(name, self.rng.randrange(LENGTH // CHUNK) * CHUNK, self.rng.randbytes(CHUNK))
+        newest = sha256(cluster.read(name, 0, LENGTH))
+        kept = self.written[name].kept if name in self.written else newest
+        self.written[name] = Written(newest, kept, LENGTH)
+
+    def mirrored_to(self, site: str) -> None:
+        """Wait until `site`'s copy of each volume holds its newest data: kept from then on."""
+        pending = set(self.names)
+
+        def arrived() -> bool:
+            for name in list(pending):
+                try:
+                    if sha256(self.sites[site].read(name, 0, LENGTH)) == self.written[name].newest:
+                        pending.discard(name)
+                except CephError:
+                    pass  # not created yet, or being re-copied
+            return not pending
+
+        eventually(arrived, 240, interval=2)
+        for name in self.names:
+            self.written[name] = replace(self.written[name], kept=self.written[name].newest)
+
+    def check(self, ran: Ran, when: str) -> None:
+        sites: dict[str, Cluster | None] = {
+            s: (None if s in self.lost else c) for s, c in self.sites.items()
+        }
+        violations = check_invariants(sites, self.written, ran.report, ran.code, self.state_dir)
+        ours = [v for v in (ran.report or {}).get("volumes", []) if v["name"] in self.names]
+        assert violations == [], (when, violations, ran.code, ours, ran.stderr[-2000:])
+
+    def victim(self) -> str:
+        """The volume acted on: any of them passes every step of these flows (a journal-mode
+        copy is resynced too)."""
+        return self.rng.choice(self.names)
+
+    def rbdfail(self, *args: str, at: tuple[str, str] | None = None, act: Act | None = None) -> Ran:
+        return run_rbdfail(self.config_file, self.state_dir, args, at, act)
+
+
+Act = Callable[[subprocess.Popen[bytes]], None]
+
+
+def run_rbdfail(
+    config_file: Path,
+    state_dir: Path,
+    args: tuple[str, ...],
+    at: tuple[str, str] | None = None,
+    act: Act | None = None,
+) -> Ran:
+    """`rbdfail ARGS --yes --json` as a process of its own; when the journal shows the step
+    `at` = (volume, step) of this process's run, `act` on the process (kill it, lose a site).
+    """
+    journal = state_dir / "journal.jsonl"
+    offset = journal.stat().st_size if journal.exists() else 0
+    out, err = (config_file.parent / f"{name}.{time.monotonic_ns()}" for name in ("out", "err"))
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rbdfail", "-c", str(config_file), *args, "--yes", "--json"],
+            stdout=stdout,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+        )
+    hit, deadline, partial = None, time.monotonic() + RUN_LIMIT_S, ""
+    try:
+        while proc.poll() is None and at is not None and hit is None:
+            assert time.monotonic() < deadline, f"rbdfail {args} still running"
+            if journal.exists():
+                with journal.open() as lines:
+                    lines.seek(offset)
+                    text = partial + lines.read()
+                    offset = lines.tell()
+                *complete, partial = text.split("\n")
+                for line in map(json.loads, complete):
+                    if line.get("event") == "step" and (line["volume"], line["step"]) == at:
+                        hit = line
+                        assert act is not None
+                        act(proc)
+                        break
+            time.sleep(0.005)
+        proc.wait(max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    report = json.loads(out.read_text()) if out.read_text().strip() else None
+    return Ran(proc.returncode, report, err.read_text(), hit)
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def stage_on(
+    lab: Lab, base_config: dict[str, Any], sites: dict[str, Cluster], tmp_path: Path, case_id: str
+) -> Stage:
+    """Three volumes (two snapshot-mode, one journal-mode) of this case alone, mirrored, each
+    copy holding its data; then a write on default after its last mirror snapshot."""
+    rng = random.Random(f"{SEED}:{case_id}")
+    print(f"\nchaos case {case_id}: seed {SEED} (RBDFAIL_CHAOS_SEED={SEED} replays it)")
+    stem = f"c{rng.randrange(16**6):06x}"
+    names = [f"{stem}-s1", f"{stem}-s2", f"{stem}-j1"]
+    config = {
+        **base_config,
+        "volume_timeout": 30,  # a promote refused to the end (a roll-back) costs this
+        "volumes": [
+            {"match": f"{stem}-s*", "type": "replicated"},
+            {"match": f"{stem}-j*", "type": "replicated-journal"},
+            {"match": "*", "type": "standard"},  # other tests' images: never touched
+        ],
+        "state_dir": str(tmp_path / "state"),
+    }
+    config_file = tmp_path / "rbdfail.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    stage = Stage(lab, sites, config_file, names, rng)
+    for name in names:
+        sites["default"].create_image(name, 4 * MiB)
+        stage.write("default", name)
+    code, report = rbdfail(config_file, "enable-mirroring", *names)
+    assert code == 0, report
+    stage.mirrored_to("secondary")
+    for name in names:
+        stage.write("default", name)  # only a demotion carries it: a forced promote loses it
+    return stage
+
+
+def forced_failover(stage: Stage) -> None:
+    """Failover with default partitioned, then default back: primary on both sites (named).
+    From then on the forced copies' data is the volumes' (README, Failback)."""
+    stage.lab.fail("primary", Disaster.PARTITION)
+    try:
+        ran = stage.rbdfail("failover", "--to", "secondary", "--connect-timeout", "3")
+    finally:
+        stage.lab.recover("primary")
+    stage.check(ran, "forced failover")
+    assert ran.code == 0 and ran.report is not None and ran.report["forced"], ran.report
+    for name in stage.names:
+        data = sha256(stage.sites["secondary"].read(name, 0, LENGTH))
+        stage.written[name] = Written(data, data, LENGTH)
+        # A write on the stale primary: the failback throws it away (not the newest writer's).
+        stage.sites["default"].write(name, 0, stage.rng.randbytes(CHUNK))
+
+
+def prepared(stage: Stage, case: Case) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+    """Bring the stage to where `case` acts: the run's arguments, the opposite run's, and the
+    run's source site."""
+    if case.flow == "failover":
+        return ("failover", "--to", "secondary"), ("failback",), "primary"
+    forced_failover(stage)
+    # A resync whose source is lost for good waits this out (900 s by default); it took well
+    # under a minute on the lab.
+    back = ("failback", "--resync-timeout", "180")
+    return back, ("failover", "--to", "secondary"), "secondary"
+
+
+def run_kill_case(stage: Stage, case: Case) -> None:
+    args, opposite, _ = prepared(stage, case)
+    victim = stage.victim()
+    killed = stage.rbdfail(*args, at=(victim, case.step), act=kill)
+    assert killed.hit is not None, f"{victim} never reached {case.step}: {killed.report}"
+    # A killed run names nothing: the invariants are for the run after it.
+    print(f"killed at {killed.hit['step']} of {victim} ({killed.hit['time']})")
+    # The killed run's lock lapses within LOCK_DURATION: the next run waits for it by itself.
+    again = stage.rbdfail(*(args if case.then == "same" else opposite))
+    stage.check(again, f"after the {case.then} command")
+    if case.then == "same":  # it finishes what the killed run began
+        assert again.code in (0, 3), again.report
+    # The opposite one may rightly refuse every volume (exit 1): a failover after a failback
+    # killed before its first demote finds the split brain the failback was there to end.
+    if case.then == "opposite" and case.flow == "failback":
+        # Away again after a failback cut off: home must be reachable once more too.
+        home = stage.rbdfail("failback", "--resync-timeout", "180")
+        stage.check(home, "after failing back once more")
+
+
+def run_lost_case(stage: Stage, case: Case) -> None:
+    assert case.shape is not None
+    args, _, source = prepared(stage, case)
+    victim = stage.victim()
+    where = "default" if source == "primary" else "secondary"
+
+    def lose(proc: subprocess.Popen[bytes]) -> None:
+        stage.lab.fail(source, case.shape)  # type: ignore[arg-type]
+
+    try:
+        ran = stage.rbdfail(*args, at=(victim, case.step), act=lose)
+    finally:
+        if case.shape == Disaster.KILLED:
+            stage.lost.add(where)
+        elif stage.lab.sites()[source].disaster:
+            stage.lab.recover(source)
+    assert ran.hit is not None, f"{victim} never reached {case.step}: {ran.report}"
+    print(f"{source} {case.shape} at {ran.hit['step']} of {victim}: exit {ran.code}")
+    stage.check(ran, f"after {source} was lost ({case.shape}) and recovered")
+    if case.flow == "failover":  # the source lost: every volume must still get there
+        assert ran.report is not None and ran.report["result"] == "complete", ran.report
+
+
+# ---- the CI subset ------------------------------------------------------------------------
+@pytest.fixture
+def shared_stage(
+    lab: RunningLab, lab_sites: tuple[Cluster, Cluster], tmp_path: Path, request: Any
+) -> Iterator[Stage]:
+    base = yaml.safe_load(lab.lab.config_file.read_text())
+    default, secondary = lab_sites
+    sites = {"default": default, "secondary": secondary}
+    stage = stage_on(lab.lab, base, sites, tmp_path, request.node.name)
+    try:
+        yield stage
+    finally:
+        remove_everywhere(lab_sites, stage.names)
+
+
+@pytest.mark.parametrize("case", CI_CASES, ids=lambda c: c.id)
+def test_chaos_ci__killed_at_a_step__the_next_run_holds_every_invariant(
+    shared_stage: Stage, case: Case
+) -> None:
+    run_kill_case(shared_stage, case)
+
+
+def test_chaos_ci__a_run_paused_past_its_lock_while_the_opposite_run_ran__stops(
+    shared_stage: Stage,
+) -> None:
+    """The failover is stopped (SIGSTOP) once a volume is through, past its lock's lapse; a
+    failback runs start to end meanwhile; then the failover goes on (SIGCONT). It must say it
+    lost its lock and change nothing more, and state.json must say what the failback did."""
+    stage = shared_stage
+    victim = stage.victim()
+    stopped: list[subprocess.Popen[bytes]] = []
+
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGSTOP)
+        stopped.append(proc)
+
+    # The failover runs in a thread of its own: run_rbdfail waits for its end.
+    result: list[Ran] = []
+    first = threading.Thread(
+        target=lambda: result.append(
+            stage.rbdfail("failover", "--to", "secondary", at=(victim, "promoted"), act=stop)
+        )
+    )
+    first.start()
+    eventually(lambda: stopped, RUN_LIMIT_S, interval=0.2)
+    time.sleep(LOCK_DURATION + 2)  # the lock lapses, renewed at most LOCK_DURATION ago
+    second = stage.rbdfail("failback")
+    stage.check(second, "the failback, the failover paused")
+    before = primaries(stage)
+    stopped[0].send_signal(signal.SIGCONT)
+    first.join(RUN_LIMIT_S)
+    (paused,) = result
+    ours = [v for v in (paused.report or {}).get("volumes", []) if v["name"] in stage.names]
+    print(f"the paused failover: exit {paused.code}, {ours}")
+    assert primaries(stage) == before, "the paused run changed something after it resumed"
+    errors = " ".join(str(v.get("error")) for v in ours)
+    assert "lock" in errors or paused.code != 0, ours
+    # state.json must still say what the failback did, as Ceph does.
+    stage.check(second, "after the paused failover ended")
+
+
+def primaries(stage: Stage) -> dict[str, tuple[bool, ...]]:
+    return {
+        name: tuple(c.mirror_info(name).primary for c in stage.sites.values())
+        for name in stage.names
+    }
+
+
+# ---- the sweep (make chaos) -------------------------------------------------------------
+@pytest.mark.chaos
+@pytest.mark.parametrize("case", KILL_CASES, ids=lambda c: c.id)
+def test_chaos__killed_at_a_step__the_next_run_holds_every_invariant(
+    shared_stage: Stage, case: Case
+) -> None:
+    run_kill_case(shared_stage, case)
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("case", LOST_CASES)
+def test_chaos__source_lost_at_a_step__the_run_holds_every_invariant(
+    disaster_lab: DisasterLab,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    case: Case,
+) -> None:
+    dl = disaster_lab
+    sites = {"default": dl.primary, "secondary": dl.secondary}
+    stage = stage_on(dl.lab, dl.config, sites, tmp_path, case.id)
+    run_lost_case(stage, case)
