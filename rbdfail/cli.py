@@ -201,7 +201,7 @@ def _acting_site(config: Config, site_id: str | None) -> SiteConfig:
     mirrored there, not on the backend (which may be the site that was lost)."""
     from rbdfail.state import read_state
 
-    return config.site(site_id or read_state(config.state_dir).active_backend)
+    return config.site(site_id or read_state(config.state_dir, config.state_scope).active_backend)
 
 
 def _remember_listing(config: Config, site_id: str, volumes: Sequence[Volume]) -> None:
@@ -212,11 +212,11 @@ def _remember_listing(config: Config, site_id: str, volumes: Sequence[Volume]) -
     from rbdfail.volumes import remember_listing
 
     try:
-        active = read_state(config.state_dir).active_backend
+        active = read_state(config.state_dir, config.state_scope).active_backend
     except StateCorrupt:
         return  # which site is active is unknown: keep the listing that was
     if site_id == active:
-        remember_listing(config.state_dir, site_id, volumes)
+        remember_listing(config, site_id, volumes)
 
 
 def _stderr_progress(message: str) -> None:
@@ -407,7 +407,7 @@ def status(
         taken_at = time.time()
         report = gather(
             config,
-            read_state(config.state_dir),
+            read_state(config.state_dir, config.state_scope),
             app.connect,
             images,
             with_users=with_users or bool(images),
@@ -520,7 +520,7 @@ def check(
     from rbdfail.status import gather
 
     config = app.config()
-    state = read_state(config.state_dir)
+    state = read_state(config.state_dir, config.state_scope)
     if target is None:
         default = config.backend.backend_id
         active = state.active_backend

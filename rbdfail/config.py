@@ -84,6 +84,14 @@ class Config:
     volume_timeout: float = 60.0
     concurrency: int = 32
     state_dir: Path = Path("/var/lib/rbdfail")
+    # In a file of several backends, this one's name: its part of state.json, its journal
+    # lines, its inventory and its volumes' names shown as pool/name. None: the only backend.
+    state_scope: str | None = None
+
+    def shown(self, name: str) -> str:
+        """A volume's name as the operator sees it: `pool/name` (`pool/namespace/name`) where
+        another backend could have an image of the same name."""
+        return f"{self.backend.where}/{name}" if self.state_scope else name
 
     @property
     def sites(self) -> tuple[SiteConfig, ...]:
@@ -127,6 +135,42 @@ class Config:
             if fnmatch.fnmatchcase(image_name, rule.match):
                 return self.volume_type(rule.type)
         return NOT_TYPED
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A configuration file: one or more backends (each a `Config`: a pool, its replication
+    devices and the shared settings), as cinder.conf holds one section per RBD backend."""
+
+    path: Path
+    backends: tuple[Config, ...]
+
+    @property
+    def several(self) -> bool:
+        return len(self.backends) > 1
+
+    def select(self, name: str | None) -> tuple[Config, ...]:
+        """Every backend, or the one named (--backend)."""
+        if name is None:
+            return self.backends
+        known = [backend.backend_name for backend in self.backends]
+        if name not in known:
+            raise ConfigError(
+                f"{self.path}: no backend {name!r} (known: {', '.join(known)})",
+                hint=_suggest(name, known, "use one of"),
+            )
+        return tuple(b for b in self.backends if b.backend_name == name)
+
+    def only(self, name: str | None, command: str) -> Config:
+        """The backend a single-backend command acts on: the one named, or the only one."""
+        chosen = self.select(name)
+        if len(chosen) > 1:
+            names = ", ".join(b.backend_name for b in chosen)
+            raise ConfigError(
+                f"{self.path}: `{command}` acts on one backend and this file has several ({names})",
+                hint=f"name one: rbdfail --backend {chosen[0].backend_name} {command} ...",
+            )
+        return chosen[0]
 
 
 def check_conf_readable(site: SiteConfig) -> None:
@@ -365,24 +409,124 @@ class _Section:
 
 
 TOP_KEYS = (
-    *("backend", "replication_device", "replication_connect_timeout", "volume_timeout"),
+    *("backends", "backend", "replication_device", "replication_connect_timeout"),
+    "volume_timeout",
     *("concurrency", "volume_types", "volumes", "state_dir"),
 )
 SITE_KEYS = ("conf", "user", "pool", "namespace", "cluster_name", "keyring")
 BACKEND_KEYS = ("name", *SITE_KEYS)
+BACKENDS_ENTRY_KEYS = (*SITE_KEYS, "replication_device")  # under `backends:`, named by its key
 # secret_uuid is accepted because Cinder's replication_device strings carry it; it is libvirt's
 # secret for attaching volumes to guests and means nothing to rbdfail, so it is ignored.
 DEVICE_KEYS = ("backend_id", *SITE_KEYS, "secret_uuid")
 TYPE_KEYS = ("replication_enabled", "mirror_mode", "snapshot_interval")
 RULE_KEYS = ("match", "type")
 _INTERVAL = re.compile(r"^[1-9][0-9]*[mhd]$")
+_BACKEND_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _CINDER_BOOL = re.compile(r"^(?:<is>\s*)?(true|false)$", re.IGNORECASE)
 
 
 def load_config(path: Path) -> Config:
+    """The file's backend, for a file of one backend (tests, the lab); a file of several is
+    refused naming them: the commands use `load_deployment`."""
+    deployment = load_deployment(path)
+    return deployment.only(None, "this")
+
+
+def load_deployment(path: Path) -> Deployment:
     """Read and validate the file; every problem is one ConfigError naming file, line and key."""
     path = Path(path)
+    top = _Section(path, "", _read_yaml(path), None, TOP_KEYS)
+    # The sites first: a file is read in the order it is written, backends on top.
+    found: list[tuple[str, SiteConfig, tuple[SiteConfig, ...]]] = []
+    if not top.has("backends"):  # the first shape: one backend, its devices at the top level
+        for key in ("backend", "replication_device"):
+            if not top.has(key):
+                hint = "add it, or list the backends under `backends:` (" + SEE_EXAMPLE + ")"
+                raise top.error(key, "required key missing", hint)
+        section = top.sub("backend", BACKEND_KEYS, ["pool"])
+        found.append((section.text("name", "ceph"), *_backend(section, top)))
+    else:
+        for key in ("backend", "replication_device"):
+            if key in top.data:
+                problem = "cannot be given with `backends`: each backend lists its own devices"
+                raise top.error(key, problem, "move it under the backend it belongs to")
+        sections = top.sub("backends", None)
+        if not sections.data:
+            raise top.error("backends", "lists no backend", SEE_EXAMPLE)
+        for name in sections.data:
+            if not _BACKEND_NAME.match(name):
+                hint = "letters, digits, '_', '.' and '-', as a cinder.conf section name"
+                raise sections.error(name, "is not a backend name", hint)
+            section = sections.sub(name, BACKENDS_ENTRY_KEYS, ["pool", "replication_device"])
+            backend, devices = _backend(section, section)
+            for other, site, _ in found:
+                if _same_images(site, backend):
+                    problem = f"the same pool as backend {other!r} ({backend.where} in {site.conf})"
+                    hint = "give each backend its own pool or namespace"
+                    raise section.error("pool", problem, hint)
+            found.append((name, backend, devices))
+
+    types = top.sub("volume_types", None)  # any name, each a mapping of TYPE_KEYS
+    volume_types = tuple(_volume_type(name, types.sub(name, TYPE_KEYS)) for name in types.data)
+    rules = top.get("volumes", _LineList, _LineList())
+    shared = dict(
+        path=path,
+        volume_types=volume_types,
+        volumes=tuple(
+            _rule(_Section(path, f"volumes[{i}]", rule, line, RULE_KEYS, RULE_KEYS), volume_types)
+            for i, (rule, line) in enumerate(zip(rules, rules.lines, strict=True))
+        ),
+        replication_connect_timeout=top.seconds("replication_connect_timeout", 5.0),
+        volume_timeout=top.seconds("volume_timeout", 60.0),
+        concurrency=top.count("concurrency", 32, MAX_CONCURRENCY),
+        state_dir=top.path("state_dir", "/var/lib/rbdfail"),
+    )
+    several = len(found) > 1
+    return Deployment(
+        path,
+        tuple(
+            Config(
+                backend_name=name,
+                backend=backend,
+                replication_devices=devices,
+                state_scope=name if several else None,
+                **shared,  # type: ignore[arg-type]
+            )
+            for name, backend, devices in found
+        ),
+    )
+
+
+def _same_images(one: SiteConfig, other: SiteConfig) -> bool:
+    return (one.conf, one.cluster_name, one.where) == (other.conf, other.cluster_name, other.where)
+
+
+def _backend(section: _Section, devices_in: _Section) -> tuple[SiteConfig, tuple[SiteConfig, ...]]:
+    """One backend's own site, then its replication devices (listed under `devices_in`)."""
+    backend = _site(section, DEFAULT_BACKEND_ID, None)
+    if not (entries := devices_in.get("replication_device", _LineList, _LineList())):
+        hint = "add `- backend_id: secondary` with its conf and user"
+        raise devices_in.error("replication_device", "needs at least one secondary site", hint)
+    devices: list[SiteConfig] = []
+    for index, (entry, line) in enumerate(zip(entries, entries.lines, strict=True)):
+        where = f"{devices_in.name('replication_device')}[{index}]"
+        if isinstance(entry, str):
+            entry = _cinder_string(section.file, where, line, entry)
+        device = _Section(section.file, where, entry, line, DEVICE_KEYS, ["backend_id"])
+        backend_id = device.text("backend_id", "")
+        used = [site.backend_id for site in (backend, *devices)]
+        if backend_id in used:
+            owner = used.index(backend_id)
+            by = f"replication_device[{owner - 1}]" if owner else "the backend itself (Cinder's id)"
+            hint = "give each replication device its own backend_id, e.g. secondary"
+            raise device.error("backend_id", f"{backend_id!r} is already used by {by}", hint)
+        devices.append(_site(device, backend_id, backend))
+    return backend, tuple(devices)
+
+
+def _read_yaml(path: Path) -> Any:
     try:
         with open(path, "rb") as file:
             data = file.read(MAX_CONFIG_BYTES + 1)
@@ -408,46 +552,7 @@ def load_config(path: Path) -> Config:
         raise ConfigError(message, hint=SEE_EXAMPLE) from None
     if raw is None:
         raise ConfigError(f"{path}: the configuration file is empty", hint=SEE_EXAMPLE)
-
-    top = _Section(path, "", raw, None, TOP_KEYS, ("backend", "replication_device"))
-    backend_section = top.sub("backend", BACKEND_KEYS, ["pool"])
-    backend = _site(backend_section, DEFAULT_BACKEND_ID, None)
-    if not (entries := top.get("replication_device", _LineList, _LineList())):
-        hint = "add `- backend_id: secondary` with its conf and user"
-        raise top.error("replication_device", "needs at least one secondary site", hint)
-    devices: list[SiteConfig] = []
-    for index, (entry, line) in enumerate(zip(entries, entries.lines, strict=True)):
-        where = f"replication_device[{index}]"
-        entry = _cinder_string(path, where, line, entry) if isinstance(entry, str) else entry
-        section = _Section(path, where, entry, line, DEVICE_KEYS, ["backend_id"])
-        backend_id = section.text("backend_id", "")
-        used = [site.backend_id for site in (backend, *devices)]
-        if backend_id in used:
-            owner = used.index(backend_id)
-            by = f"replication_device[{owner - 1}]" if owner else "the backend itself (Cinder's id)"
-            hint = "give each replication device its own backend_id, e.g. secondary"
-            raise section.error("backend_id", f"{backend_id!r} is already used by {by}", hint)
-        devices.append(_site(section, backend_id, backend))
-
-    types = top.sub("volume_types", None)  # any name, each a mapping of TYPE_KEYS
-    volume_types = tuple(_volume_type(name, types.sub(name, TYPE_KEYS)) for name in types.data)
-    rules = top.get("volumes", _LineList, _LineList())
-    concurrency = top.count("concurrency", 32, MAX_CONCURRENCY)
-    return Config(
-        path=path,
-        backend_name=backend_section.text("name", "ceph"),
-        backend=backend,
-        replication_devices=tuple(devices),
-        volume_types=volume_types,
-        volumes=tuple(
-            _rule(_Section(path, f"volumes[{i}]", rule, line, RULE_KEYS, RULE_KEYS), volume_types)
-            for i, (rule, line) in enumerate(zip(rules, rules.lines, strict=True))
-        ),
-        replication_connect_timeout=top.seconds("replication_connect_timeout", 5.0),
-        volume_timeout=top.seconds("volume_timeout", 60.0),
-        concurrency=concurrency,
-        state_dir=top.path("state_dir", "/var/lib/rbdfail"),
-    )
+    return raw
 
 
 def _cinder_string(file: Path, where: str, line: int, text: str) -> _LineDict:

@@ -526,7 +526,7 @@ def _size(count: int) -> str:
 # ---- the use case --------------------------------------------------------------------------
 def drill_target(config: Config, target: str | None) -> tuple[str, str]:
     """(target, source): the copies' site and the primaries', as `check` picks them."""
-    active = read_state(config.state_dir).active_backend
+    active = read_state(config.state_dir, config.state_scope).active_backend
     default = config.backend.backend_id
     target = target or (config.replication_devices[0].backend_id if active == default else default)
     config.site(target)  # an unknown id is a usage error, named

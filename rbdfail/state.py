@@ -3,7 +3,10 @@
 `state.json` says which backend is active and, for each volume, its status and previous status
 (a volume that is not replicated becomes `error` on failover, its previous status kept so that
 failback can restore it). Until a failover has run, the file does not exist: the backend
-`default` is active and every volume is `available`. It is replaced whole, atomically.
+`default` is active and every volume is `available`. It is replaced whole, atomically. A file
+of several backends keeps one such record per backend under `backends` (each function's
+`backend` names whose); a record of the one-backend shape, written before the file had
+several, stands for each of them (the sites were where it says, whichever backend).
 
 `inventory.json` is the active site's volumes and their types as last listed in full (by
 `status`, `check`, `volumes` or a failover): when that site is lost, a failover lists only the
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import tempfile
@@ -41,6 +45,9 @@ STATE_FILE = "state.json"
 JOURNAL_FILE = "journal.jsonl"
 INVENTORY_FILE = "inventory.json"
 AVAILABLE, ERROR = "available", "error"
+# In a state.json of several backends, the record of every backend without its own: the
+# one-backend file that was there before (no backend is named "*").
+EVERY_BACKEND = "*"
 
 
 @dataclass(frozen=True)
@@ -70,9 +77,10 @@ class State:
         return self.volumes.get(name, VolumeRecord())
 
 
-def read_state(state_dir: Path) -> State:
-    """state.json, or the state before any failover when there is none; StateCorrupt when it
-    holds what rbdfail does not write (exit 2: the commands that need it cannot guess)."""
+def read_state(state_dir: Path, backend: str | None = None) -> State:
+    """state.json (the record of `backend` in a file of several), or the state before any
+    failover when there is none; StateCorrupt when it holds what rbdfail does not write
+    (exit 2: the commands that need it cannot guess)."""
     path = state_dir / STATE_FILE
     try:
         raw = json.loads(path.read_text(errors="replace"))
@@ -82,9 +90,21 @@ def read_state(state_dir: Path) -> State:
         reason = exc.strerror if isinstance(exc, OSError) else f"not JSON ({exc})"
         raise _corrupt_state(path, str(reason)) from None
     try:
-        return _state_from(raw)
+        return _record_of(raw, backend)
     except (TypeError, ValueError) as exc:
         raise _corrupt_state(path, str(exc)) from None
+
+
+def _record_of(raw: object, backend: str | None) -> State:
+    if isinstance(raw, dict) and "backends" in raw:
+        if set(raw) != {"backends"} or not isinstance(raw["backends"], dict):
+            raise TypeError("expected {backends: {name: {active_backend, volumes}}}")
+        records = {name: _state_from(record) for name, record in raw["backends"].items()}
+        if backend is None:  # a file of several read for one backend: its own, or none
+            names = ", ".join(sorted(set(records) - {EVERY_BACKEND}))
+            raise ValueError(f"it holds the records of several backends ({names})")
+        return records.get(backend) or records.get(EVERY_BACKEND) or State()
+    return _state_from(raw)
 
 
 def _state_from(raw: object) -> State:
@@ -118,20 +138,38 @@ def _corrupt_state(path: Path, reason: str) -> StateCorrupt:
     )
 
 
-def write_state(state_dir: Path, state: State) -> None:
-    """Replace state.json atomically: a crash leaves the old file or the new, never half."""
-    document = {
+def write_state(state_dir: Path, state: State, backend: str | None = None) -> None:
+    """Replace state.json atomically: a crash leaves the old file or the new, never half.
+    `backend`'s record in a file of several; the others' are kept (the runs of two backends,
+    in one process or two, take turns under a file lock)."""
+    record = {
         "active_backend": state.active_backend,
         "volumes": {name: asdict(record) for name, record in sorted(state.volumes.items())},
     }
-    _write_atomically(state_dir, STATE_FILE, document)
+    if backend is None:
+        _write_atomically(state_dir, STATE_FILE, record)
+        return
+    _ensure_dir(state_dir)
+    with open(state_dir / ".state.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed
+        try:
+            raw = json.loads((state_dir / STATE_FILE).read_text(errors="replace"))
+        except (OSError, ValueError, RecursionError):
+            raw = {}  # none yet, or unusable: the caller was told when it read it
+        records = raw.get("backends") if isinstance(raw, dict) else None
+        if not isinstance(records, dict):
+            # The one-backend shape stood for every backend: the others keep it, as EVERY.
+            legacy = isinstance(raw, dict) and "active_backend" in raw
+            records = {EVERY_BACKEND: raw} if legacy else {}
+        records[backend] = record
+        _write_atomically(state_dir, STATE_FILE, {"backends": dict(sorted(records.items()))})
 
 
-def save_state(state_dir: Path, state: State) -> str | None:
+def save_state(state_dir: Path, state: State, backend: str | None = None) -> str | None:
     """write_state for the end of a run, whose volumes have moved whatever the disk says: None,
     or what could not be recorded (the report says it rather than losing the run)."""
     try:
-        write_state(state_dir, state)
+        write_state(state_dir, state, backend)
     except (OSError, RbdfailError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return f"cannot write {state_dir / STATE_FILE}: {reason}"
@@ -176,7 +214,13 @@ class Inventory:
     volume_types: dict[str, str]  # volume name -> its type's name
 
 
-def remember_volumes(state_dir: Path, site: str, volume_types: dict[str, str]) -> bool:
+def _inventory_file(backend: str | None) -> str:
+    return INVENTORY_FILE if backend is None else f"inventory.{backend}.json"
+
+
+def remember_volumes(
+    state_dir: Path, site: str, volume_types: dict[str, str], backend: str | None = None
+) -> bool:
     """Record a site's full listing, replacing the last one; best effort (a read-only command
     run by a user who may not write the state dir must still work): False when not written."""
     document = {
@@ -185,16 +229,16 @@ def remember_volumes(state_dir: Path, site: str, volume_types: dict[str, str]) -
         "volume_types": dict(sorted(volume_types.items())),
     }
     try:
-        _write_atomically(state_dir, INVENTORY_FILE, document)
+        _write_atomically(state_dir, _inventory_file(backend), document)
     except (OSError, RbdfailError):
         return False
     return True
 
 
-def read_inventory(state_dir: Path) -> Inventory | None:
+def read_inventory(state_dir: Path, backend: str | None = None) -> Inventory | None:
     """The last full listing, None when there is none yet; StateCorrupt when it cannot be
     read (a cache: the caller says so and goes on without it)."""
-    path = state_dir / INVENTORY_FILE
+    path = state_dir / _inventory_file(backend)
     try:
         raw = json.loads(path.read_text(errors="replace"))
     except FileNotFoundError:
@@ -225,15 +269,17 @@ def _corrupt_inventory(path: Path, reason: str) -> StateCorrupt:
 class Journal:
     """Appends one JSON line per event to journal.jsonl, each on disk before `write` returns.
 
-    Thread-safe; lines of one run carry its id. Opened per line, so a worker that finishes
+    Thread-safe; lines of one run carry its id (and, in a file of several backends, the
+    backend's name: their volumes may share names). Opened per line, so a worker that finishes
     after its run was reported (a call that outlived its deadline) can still record it. The
     first write that fails (ENOSPC, EROFS, the dir removed) is remembered in `error` and every
     later one is only counted: a run half done must finish its volumes, not die on its record.
     """
 
-    def __init__(self, state_dir: Path, run_id: str) -> None:
+    def __init__(self, state_dir: Path, run_id: str, backend: str | None = None) -> None:
         self.path = state_dir / JOURNAL_FILE
         self.run_id = run_id
+        self.backend = {} if backend is None else {"backend": backend}
         self.error: str | None = None
         self.unrecorded = 0  # lines not written since `error`
         self._lock = threading.Lock()
@@ -257,7 +303,7 @@ class Journal:
             ) from exc
 
     def write(self, event: str, **fields: Any) -> None:
-        line = {"time": _now(), "run": self.run_id, "event": event, **fields}
+        line = {"time": _now(), "run": self.run_id, **self.backend, "event": event, **fields}
         text = json.dumps(line, default=str) + "\n"
         with self._lock:
             if self.error is not None:
@@ -290,7 +336,7 @@ class Journal:
 
 # What the history reads of a line (switch/history.py): text when there, so that a line
 # rbdfail did not write (a hand edit, a disk fault) is skipped rather than misread.
-_JOURNAL_TEXT = ("run", "event", "target", "resumes", "step", "site", "volume")
+_JOURNAL_TEXT = ("run", "backend", "event", "target", "resumes", "step", "site", "volume")
 
 
 def _journal_line(text: str) -> dict[str, Any] | None:
@@ -308,12 +354,15 @@ def _journal_line(text: str) -> dict[str, Any] | None:
     return line
 
 
-def journal_lines(state_dir: Path) -> Iterator[dict[str, Any]]:
-    """The journal's lines, oldest first; a torn line (a crash mid-write) is skipped."""
+def journal_lines(state_dir: Path, backend: str | None = None) -> Iterator[dict[str, Any]]:
+    """The journal's lines, oldest first; a torn line (a crash mid-write) is skipped. With
+    `backend`, that backend's and those written before the file had several backends (they
+    may be any backend's: a re-run or a failback takes them into account, to be safe)."""
     try:
         with open(state_dir / JOURNAL_FILE, errors="replace") as lines:
             for text in lines:
-                if (line := _journal_line(text)) is not None:
+                line = _journal_line(text)
+                if line is not None and line.get("backend") in (None, backend):
                     yield line
     except FileNotFoundError:
         return

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rbdfail.cluster import Cluster, MirrorInfo, MirrorMode
@@ -80,7 +79,8 @@ def list_volumes(
     return volumes
 
 
-def remember_listing(state_dir: Path, site: str, volumes: Sequence[Volume]) -> None:
+def remember_listing(config: Config, site: str, volumes: Sequence[Volume]) -> None:
     """Keep a site's full listing as the inventory a failover needs when that site is lost
     (state.py); best effort: a read-only command must work for a user who cannot write."""
-    remember_volumes(state_dir, site, {v.name: v.volume_type for v in volumes})
+    types = {v.name: v.volume_type for v in volumes}
+    remember_volumes(config.state_dir, site, types, config.state_scope)

@@ -50,8 +50,8 @@ class FailingJournal(Journal):
 
     good = 5
 
-    def __init__(self, state_dir: Path, run_id: str) -> None:
-        super().__init__(state_dir, run_id)
+    def __init__(self, state_dir: Path, run_id: str, backend: str | None = None) -> None:
+        super().__init__(state_dir, run_id, backend)
         self.written = 0
 
     def _append(self, data: bytes) -> None:

@@ -128,7 +128,9 @@ def execute(
     state_error = None
     if new_state is not state:
         # A state dir that failed under the run is reported, not raised: the volumes have moved.
-        state_error = _lock_lost(lock_held) or save_state(config.state_dir, new_state)
+        state_error = _lock_lost(lock_held) or save_state(
+            config.state_dir, new_state, config.state_scope
+        )
     report = FailoverReport(
         journal.run_id,
         plan,

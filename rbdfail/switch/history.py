@@ -11,10 +11,10 @@ from pathlib import Path
 from rbdfail.state import journal_lines
 
 
-def unfinished_run(state_dir: Path, target: str) -> str | None:
+def unfinished_run(state_dir: Path, target: str, backend: str | None = None) -> str | None:
     """The id of the last failover to `target` that started and never ended, if any."""
     started: dict[str, str] = {}
-    for line in journal_lines(state_dir):
+    for line in journal_lines(state_dir, backend):
         if line.get("event") == "start" and line.get("target") == target:
             started.pop(line.get("resumes") or "", None)  # taken over by this run
             started[line["run"]] = target
@@ -23,12 +23,12 @@ def unfinished_run(state_dir: Path, target: str) -> str | None:
     return next(reversed(started), None) if started else None
 
 
-def forced_on(state_dir: Path, site: str, home: str) -> dict[str, bool]:
+def forced_on(state_dir: Path, site: str, home: str, backend: str | None = None) -> dict[str, bool]:
     """Volumes the journal says were force-promoted on `site` and not brought `home` since,
     each with whether its copy at home has been resynced since it was forced (only then is
     that copy the forced one's history, safe to switch to)."""
     forced: dict[str, bool] = {}
-    for line in journal_lines(state_dir):
+    for line in journal_lines(state_dir, backend):
         # A step after its volume was given up on (`late-step`) happened all the same: a
         # forced promote that ended after the run's report still split the volume's history.
         if line.get("event") not in ("step", "late-step"):

@@ -147,7 +147,7 @@ def read_for_failover(config: Config, sites: Sites, with_users: bool = True) -> 
                 sites.lose_source(exc)
         target_infos = target_reading.result()
     if source_volumes is not None:
-        remember_listing(config.state_dir, sites.source_id, source_volumes)
+        remember_listing(config, sites.source_id, source_volumes)
         volumes = source_volumes
     else:
         copies = set(target_infos)
@@ -160,7 +160,7 @@ def read_for_failover(config: Config, sites: Sites, with_users: bool = True) -> 
 def read_for_failback(config: Config, sites: Sites, with_users: bool = True) -> SitesSaid:
     """Every volume of the backend (the target, home) typed, and the source's images."""
     volumes = list_volumes(sites.target, config)  # the backend's pool: every volume, typed
-    remember_listing(config.state_dir, sites.target.site, volumes)
+    remember_listing(config, sites.target.site, volumes)
     away: dict[str, MirrorInfo] = {}
     away_names: list[str] = []
     if sites.source is not None:

@@ -62,7 +62,7 @@ def run_switch(
     warnings: list[str] = []
     corrupt_state = False
     try:
-        state = read_state(config.state_dir)
+        state = read_state(config.state_dir, config.state_scope)
     except StateCorrupt as exc:
         state, corrupt_state = State(), True
         warnings.append(
@@ -80,7 +80,8 @@ def run_switch(
         try:
             if not request.dry_run:
                 run_id = new_run_id()
-                journal = Journal(config.state_dir, run_id)  # an unusable state dir fails here
+                # An unusable state dir fails here, before anything changed.
+                journal = Journal(config.state_dir, run_id, config.state_scope)
                 lock = FailoverLock(sites, run_id, f"{request.operation} to {target}")
                 lock.acquire(observer.note)
             plan = _plan(config, request, sites, warnings)
@@ -148,15 +149,17 @@ def _plan(
     tell goes to `warnings`."""
     if damage := journal_damage(config.state_dir):
         warnings.append(damage)
-    resumes = unfinished_run(config.state_dir, sites.target.site)
+    resumes = unfinished_run(config.state_dir, sites.target.site, config.state_scope)
     if request.operation == Operation.FAILBACK:
         said = read_for_failback(config, sites, request.read_users or request.require_idle)
-        forced = forced_on(config.state_dir, said.source, config.backend.backend_id)
+        forced = forced_on(
+            config.state_dir, said.source, config.backend.backend_id, config.state_scope
+        )
         plan = plan_failback(said, forced, request.resync, resumes)
         return with_upkeep(plan, said, request.require_idle)
     said = read_for_failover(config, sites, request.read_users or request.require_idle)
     try:
-        inventory = read_inventory(config.state_dir)
+        inventory = read_inventory(config.state_dir, config.state_scope)
     except StateCorrupt as exc:
         inventory = None
         if not said.source_reachable:  # only then is it needed
