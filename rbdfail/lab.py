@@ -2,7 +2,10 @@
 
 Each site is a monitor, a manager, one memstore OSD and an rbd-mirror daemon from Debian's
 packages, all on 127.0.0.1 with ports chosen free at start, every file under the site's own
-folder. The two sites' `volumes` pools mirror in `image` mode and are peered both ways.
+folder. The two sites' `volumes` pools (and its namespace `volumes/tenants`) and their `fast`
+pools mirror in `image` mode and are peered both ways. `up` writes two configurations: one
+backend on `volumes` (rbdfail.yaml), and two backends, `ceph` on `volumes` and `fast` on
+`fast` (rbdfail-two-pools.yaml).
 
 A site can be failed in the shapes operators meet (`Disaster`): partitioned (every daemon
 stopped with SIGSTOP: calls hang rather than get refused), its storage dead while its rbd-mirror
@@ -40,6 +43,11 @@ SITE_ALIASES = {"default": "primary"}  # the backend's Cinder id names the prima
 POOL = "volumes"
 # An RBD namespace of the pool, mirrored like the pool, for configs that name one.
 NAMESPACE = "tenants"
+# A second pool, mirrored like the first, for configs of two backends (one per pool).
+FAST_POOL = "fast"
+POOLS = (POOL, FAST_POOL)
+# In the two-backend configuration: each backend's name (its cinder.conf section) and pool.
+TWO_POOL_BACKENDS = {"ceph": POOL, "fast": FAST_POOL}
 USER = "cinder"
 
 # The binaries the lab runs, and the Debian package that ships each.
@@ -127,7 +135,13 @@ class Lab:
 
     @property
     def config_file(self) -> Path:
+        """One backend, on the `volumes` pool."""
         return self.root / "rbdfail.yaml"
+
+    @property
+    def two_pools_config_file(self) -> Path:
+        """Two backends: `ceph` on the `volumes` pool, `fast` on the `fast` pool."""
+        return self.root / "rbdfail-two-pools.yaml"
 
     # ---- state ------------------------------------------------------------------------
     def sites(self) -> dict[str, SiteState]:
@@ -336,10 +350,19 @@ class Lab:
         self._spawn(site, "osd", ["ceph-osd", "-c", site.conf, "-i", osd_id, "-f"])
         self._wait(site, "OSD", lambda: _osds_up(site) >= 1)
 
-        say(f"{site.name}: pool {POOL!r}, users client.{USER} and client.rbd-mirror.{site.name}")
-        _ceph(site, "osd", "pool", "create", POOL, "8", "8", check=True)
-        _rbd(site, "pool", "init", POOL)
+        pools = ", ".join(repr(pool) for pool in POOLS)
+        say(f"{site.name}: pools {pools}, users client.{USER} and client.rbd-mirror.{site.name}")
+
+        def create(pool: str) -> None:
+            _ceph(site, "osd", "pool", "create", pool, "8", "8", check=True)
+            _rbd(site, "pool", "init", pool)
+
+        # Both pools at once: a create takes a monitor round (about 1 s here), `pool init`
+        # waits about 3 s for the new PGs, and the second pool's wait overlaps the first's.
+        with ThreadPoolExecutor(len(POOLS)) as threads:
+            list(threads.map(create, POOLS))
         _rbd(site, "namespace", "create", f"{POOL}/{NAMESPACE}")
+        rbd_pools = ", ".join(f"profile rbd pool={pool}" for pool in POOLS)
         _ceph(
             site,
             "auth",
@@ -348,9 +371,9 @@ class Lab:
             "mon",
             "profile rbd",
             "osd",
-            f"profile rbd pool={POOL}",
+            rbd_pools,
             "mgr",
-            f"profile rbd pool={POOL}",
+            rbd_pools,
             "-o",
             str(base / f"ceph.client.{USER}.keyring"),
             check=True,
@@ -376,13 +399,14 @@ class Lab:
 
         self._progress(f"rbdfail setup: image mode, peering {a.name} <-> {b.name}")
         items = []
-        for namespace in ("", NAMESPACE):  # the pool, then its namespace (peers: the pool's)
+        # Each pool, and after `volumes` its namespace (whose peers are the pool's).
+        for pool, namespace in ((POOL, ""), (POOL, NAMESPACE), (FAST_POOL, "")):
             sites = [
                 SiteConfig(
                     backend_id=backend_id,
                     conf=site.conf,
                     user="admin",
-                    pool=POOL,
+                    pool=pool,
                     namespace=namespace,
                 )
                 for backend_id, site in (("default", a), ("secondary", b))
@@ -407,22 +431,31 @@ class Lab:
         )
 
     def _check_mirroring(self, sites: dict[str, SiteState]) -> None:
-        """Mirror one probe image each way and wait until it shows up on the other site."""
-        self._progress("checking that images mirror both ways")
+        """Mirror one probe image each way in each pool and wait until each shows up on the
+        other site (the probes made and removed at once: each `rbd` call takes about 1 s)."""
+        self._progress(f"checking that images mirror both ways in {', '.join(POOLS)}")
         pairs = [(sites["primary"], sites["secondary"]), (sites["secondary"], sites["primary"])]
-        for source, _ in pairs:
-            probe = f"lab-probe-{source.name}"
-            _rbd(source, "create", f"{POOL}/{probe}", "--size", "4M")
-            _rbd(source, "mirror", "image", "enable", f"{POOL}/{probe}", "snapshot")
-        for source, target in pairs:
-            probe = f"lab-probe-{source.name}"
+        probes = [
+            (source, target, f"{pool}/lab-probe-{source.name}")
+            for source, target in pairs
+            for pool in POOLS
+        ]
 
-            def arrived(target: SiteState = target, probe: str = probe) -> bool:
-                return probe in _rbd(target, "ls", POOL).split()
+        def create(source: SiteState, spec: str) -> None:
+            _rbd(source, "create", spec, "--size", "4M")
+            _rbd(source, "mirror", "image", "enable", spec, "snapshot")
 
-            self._wait(target, f"mirrored image {probe}", arrived)
-        for source, _ in pairs:
-            _rbd(source, "rm", "--no-progress", f"{POOL}/lab-probe-{source.name}")
+        with ThreadPoolExecutor(len(probes)) as threads:
+            list(threads.map(lambda probe: create(probe[0], probe[2]), probes))
+        for _, target, spec in probes:
+            pool, _, probe = spec.partition("/")
+
+            def arrived(target: SiteState = target, pool: str = pool, probe: str = probe) -> bool:
+                return probe in _rbd(target, "ls", pool).split()
+
+            self._wait(target, f"mirrored image {spec}", arrived)
+        with ThreadPoolExecutor(len(probes)) as threads:
+            list(threads.map(lambda probe: _rbd(probe[0], "rm", "--no-progress", probe[2]), probes))
 
     def _write_config(self, sites: dict[str, SiteState]) -> None:
         primary, secondary = sites["primary"], sites["secondary"]
@@ -438,26 +471,29 @@ replication_device:
   - backend_id: secondary
     conf: {secondary.conf}
     user: {USER}
-replication_connect_timeout: 5
-volume_timeout: 60
-concurrency: 32
-volume_types:
-  replicated:
-    replication_enabled: "<is> True"
-    mirror_mode: snapshot
-  replicated-journal:
-    replication_enabled: "<is> True"
-    mirror_mode: journal
-  standard: {{}}
-volumes:
-  - match: "db-*"
-    type: replicated
-  - match: "journal-*"
-    type: replicated-journal
-  - match: "*"
-    type: standard
-state_dir: {self.root / "state"}
+{_shared_settings(self.root / "state")}"""
+        )
+        backends = "".join(
+            f"""\
+  {name}:
+    conf: {primary.conf}
+    user: {USER}
+    pool: {pool}
+    replication_device:
+      - backend_id: secondary
+        conf: {secondary.conf}
+        user: {USER}
 """
+            for name, pool in TWO_POOL_BACKENDS.items()
+        )
+        # A state dir of its own: a state.json of several backends is not one rbdfail.yaml
+        # can read (it would refuse it), and the lab's two files must not get in each other's way.
+        self.two_pools_config_file.write_text(
+            f"""\
+# rbdfail configuration of two backends for the lab in {self.root}, one per mirrored pool
+# (written by `rbdfail lab up`; rbdfail.yaml beside it is the one-backend file).
+backends:
+{backends}{_shared_settings(self.root / "state-two-pools")}"""
         )
 
     # ---- processes --------------------------------------------------------------------
@@ -617,6 +653,31 @@ state_dir: {self.root / "state"}
         return sites[name]
 
 
+def _shared_settings(state_dir: Path) -> str:
+    """The top-level settings of both configurations the lab writes: volume types, rules, ..."""
+    return f"""\
+replication_connect_timeout: 5
+volume_timeout: 60
+concurrency: 32
+volume_types:
+  replicated:
+    replication_enabled: "<is> True"
+    mirror_mode: snapshot
+  replicated-journal:
+    replication_enabled: "<is> True"
+    mirror_mode: journal
+  standard: {{}}
+volumes:
+  - match: "db-*"
+    type: replicated
+  - match: "journal-*"
+    type: replicated-journal
+  - match: "*"
+    type: standard
+state_dir: {state_dir}
+"""
+
+
 _STATE_LOCK = threading.Lock()
 
 
@@ -744,12 +805,13 @@ def _rbd(site: SiteState, *args: str) -> str:
 
 
 def _serves(site: SiteState) -> bool:
-    """The OSD is up and every PG of the pool answers a read: listing the pool visits each one
+    """The OSD is up and every PG of each pool answers a read: listing a pool visits each one
     (the mgr's PG states lag behind the OSD, so they cannot tell)."""
     if _osds_up(site) < 1:
         return False
     try:
-        _run(["rados", "-c", site.conf, "--rados-osd-op-timeout", "5", "-p", POOL, "ls"], 15)
+        for pool in POOLS:
+            _run(["rados", "-c", site.conf, "--rados-osd-op-timeout", "5", "-p", pool, "ls"], 15)
     except LabError:
         return False
     return True

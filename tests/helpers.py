@@ -57,3 +57,29 @@ def lab_config(
     path = tmp_path / "rbdfail.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def lab_config_two_pools(
+    lab_file: Path,
+    tmp_path: Path,
+    volumes: list[dict[str, str]],
+    types: dict[str, dict[str, Any]] | None = None,
+    backends: dict[str, dict[str, Any]] | None = None,
+) -> Path:
+    """The lab's rbdfail-two-pools.yaml (backends `ceph` on pool `volumes`, `fast` on pool
+    `fast`) for one test, as `lab_config` does the one-backend file: its volume rules first
+    (every other image is `standard`), extra volume types, extra keys per backend name, and a
+    state dir of its own in tmp_path.
+
+    The rules are the file's, shared by both backends (as every top-level setting is): a rule
+    types the images of its name in either pool, so a test names its images for their pool
+    (`{image_name}-v*` in volumes, `{image_name}-f*` in fast, say) where that matters."""
+    config = yaml.safe_load(lab_file.read_text())
+    config["volume_types"].update(types or {})
+    for name, keys in (backends or {}).items():
+        config["backends"][name].update(keys)
+    config["volumes"] = [*volumes, {"match": "*", "type": "standard"}]
+    config["state_dir"] = str(tmp_path / "state")
+    path = tmp_path / "rbdfail-two-pools.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
