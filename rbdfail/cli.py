@@ -30,12 +30,13 @@ from rbdfail.limits import MAX_CONCURRENCY, MAX_LAG_SECONDS, MAX_SECONDS, second
 
 if TYPE_CHECKING:
     from rbdfail.cluster import Cluster
-    from rbdfail.config import Config, Connect, SiteConfig
+    from rbdfail.config import Config, Connect, Deployment, SiteConfig
     from rbdfail.lab import Lab
     from rbdfail.mirroring import Report, Step, VolumeResult
     from rbdfail.status import StatusReport
-    from rbdfail.switch.model import FailoverPlan, Options
+    from rbdfail.switch.model import FailoverPlan, Options, SwitchRequest
     from rbdfail.volumes import Volume
+    from rbdfail.workers import RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # 4 and 5 are the exit_code of errors.LockedByAnotherRun and errors.TargetUnreachable.
@@ -47,19 +48,30 @@ class AppContext:
     debug: bool
     # How commands reach a site; the one place tests point at their fake (CliRunner's obj=).
     connect_with: Connect | None = None
-    _config: Config | None = None
+    backend_name: str | None = None  # --backend: one of the file's backends
+    _deployment: Deployment | None = None
 
     def connect(self, site: SiteConfig, timeout: float) -> Cluster:
         if self.connect_with is None:
             self.connect_with = _connect_to_ceph
         return self.connect_with(site, timeout)
 
-    def config(self) -> Config:
-        from rbdfail.config import find_config_path, load_config
+    def deployment(self) -> Deployment:
+        from rbdfail.config import find_config_path, load_deployment
 
-        if self._config is None:
-            self._config = load_config(find_config_path(self.config_path))
-        return self._config
+        if self._deployment is None:
+            self._deployment = load_deployment(find_config_path(self.config_path))
+        return self._deployment
+
+    def backends(self) -> tuple[Config, ...]:
+        """The backends a command acts on: every one of the file's, or the one --backend names."""
+        return self.deployment().select(self.backend_name)
+
+    def config(self, command: str | None = None) -> Config:
+        """The one backend of a command that acts on one: the only one, or --backend's."""
+        context = click.get_current_context(silent=True)
+        name = command or (context.info_name if context else None) or "this"
+        return self.deployment().only(self.backend_name, name)
 
 
 def _connect_to_ceph(site: SiteConfig, timeout: float) -> Cluster:
@@ -232,10 +244,19 @@ def _stderr_progress(message: str) -> None:
     help="Configuration file. Default: $RBDFAIL_CONFIG, else ./rbdfail.yaml, "
     "else /etc/rbdfail/rbdfail.yaml.",
 )
+@click.option(
+    "--backend",
+    "backend_name",
+    metavar="NAME",
+    default=None,
+    help="Act on this backend of the file only (default: every backend it lists).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(package_name="rbdfail")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
+def main(
+    ctx: click.Context, config_path: str | None, backend_name: str | None, debug: bool
+) -> None:
     """Fail over Ceph RBD mirroring between two sites, and back.
 
     \b
@@ -257,7 +278,7 @@ def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
       130 interrupted (re-run to finish)
     """
     # A caller (a test) may hand the connect function in as click's obj.
-    ctx.obj = AppContext(config_path, debug, connect_with=ctx.obj)
+    ctx.obj = AppContext(config_path, debug, connect_with=ctx.obj, backend_name=backend_name)
 
 
 @main.command()
@@ -788,7 +809,7 @@ def _switch_options(
 
     return replace(
         options_for(
-            app.config(),
+            app.backends()[0],  # the settings these are read from are shared by every backend
             connect_timeout=connect_timeout,
             volume_timeout=volume_timeout,
             concurrency=concurrency,
@@ -815,7 +836,6 @@ def _switch(
     from rbdfail import render
     from rbdfail.switch.model import Operation, SwitchRequest
     from rbdfail.switch.usecase import run_switch
-    from rbdfail.workers import RunResult
 
     if not dry_run and not yes and not sys.stdin.isatty():
         raise click.UsageError(
@@ -838,6 +858,8 @@ def _switch(
         require_idle=require_idle,
         read_users=dry_run or not yes,  # a plan someone reads before it runs
     )
+    if len(backends := app.backends()) > 1:
+        _switch_backends(app, backends, request, yes, as_json)
     result = run_switch(
         app.config(),
         request,
@@ -860,13 +882,58 @@ def _switch(
         render.failover_report(report)
     for unrecorded in report.unrecorded:  # on stderr too: a runbook's log keeps it
         click.secho(f"rbdfail: not recorded: {unrecorded}", fg="red", err=True)
-    if report.interrupted:
+    _exit_after_switch(
+        app, report.result, report.interrupted, bool(report.unrecorded), report.calls_left_running
+    )
+
+
+def _switch_backends(
+    app: AppContext, backends: Sequence[Config], request: SwitchRequest, yes: bool, as_json: bool
+) -> NoReturn:
+    """_switch for a file of several backends: one plan to confirm, one report by backend."""
+    from rbdfail import render
+    from rbdfail.switch.deployment import SwitchOfBackends, switch_backends
+
+    def confirm(switch: SwitchOfBackends) -> bool:
+        if yes:
+            return True
+        render.switch_of_backends(switch, render.stderr)
+        return click.confirm(f"{request.operation.capitalize()} to {switch.target}?", err=True)
+
+    switch = switch_backends(
+        backends,
+        request,
+        connect=app.connect,
+        confirm=confirm,
+        observer=render.SwitchProgress(_stderr_progress),
+    )
+    if not switch.carried_out and not request.dry_run:
+        raise click.Abort()
+    if as_json:
+        _emit_json(switch.to_json())
+    else:
+        render.switch_of_backends(switch)
+    if request.dry_run:
+        sys.exit(EXIT_OK)
+    for unrecorded in switch.unrecorded:
+        click.secho(f"rbdfail: not recorded: {unrecorded}", fg="red", err=True)
+    _exit_after_switch(
+        app, switch.result, switch.interrupted, bool(switch.unrecorded), switch.calls_left_running
+    )
+
+
+def _exit_after_switch(
+    app: AppContext, result: RunResult, interrupted: bool, unrecorded: bool, calls_left: int
+) -> NoReturn:
+    from rbdfail.workers import RunResult
+
+    if interrupted:
         sys.exit(EXIT_INTERRUPTED)
     exits = {RunResult.COMPLETE: EXIT_OK, RunResult.PARTIAL: EXIT_PARTIAL}
-    code = exits.get(report.result, EXIT_FAILED)
+    code = exits.get(result, EXIT_FAILED)
     # Volumes moved but the state dir does not say so: not a clean run (3), as for a volume.
-    final = EXIT_PARTIAL if code == EXIT_OK and report.unrecorded else code
-    if report.calls_left_running and app.connect_with is _connect_to_ceph:
+    final = EXIT_PARTIAL if code == EXIT_OK and unrecorded else code
+    if calls_left and app.connect_with is _connect_to_ceph:
         # librados must not be torn down under a call still running: a process left to
         # the interpreter's exit with such connections was seen to abort (boost::bad_get,
         # exit 134), which would hide this exit code from the runbook. The report is out.
