@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from rbdfail.config import Config, Connect, Deployment, SiteConfig
     from rbdfail.lab import Lab
     from rbdfail.mirroring import Report, Step, VolumeResult
+    from rbdfail.state import State
     from rbdfail.status import StatusReport
     from rbdfail.switch.model import FailoverPlan, Options, SwitchRequest
     from rbdfail.volumes import Volume
@@ -421,11 +422,12 @@ def status(
     from rbdfail import render
     from rbdfail.state import read_drill, read_state
     from rbdfail.status import gather
+    from rbdfail.workers import all_at_once
 
-    config = app.config()
+    backends = app.backends()
+    several = len(backends) > 1
 
-    def show() -> StatusReport:
-        taken_at = time.time()
+    def read(config: Config) -> StatusReport:
         report = gather(
             config,
             read_state(config.state_dir, config.state_scope),
@@ -436,28 +438,46 @@ def status(
         backend = report.sites[config.backend.backend_id]
         if backend.reachable and not images:
             _remember_listing(config, backend.backend_id, backend.volumes)
+        return report
+
+    def show() -> list[StatusReport]:
+        taken_at = time.time()
+        reports = all_at_once(read, backends)  # every backend's sites at once
+        read_now = list(zip(backends, reports, strict=True))
+        drills = read_drill(backends[0].state_dir)
         if prometheus is not None:
-            _write_metrics(report, prometheus, taken_at, read_drill(config.state_dir))
+            _write_metrics(read_now, prometheus, taken_at, drills)
         if as_json:
-            document = report.to_json()
-            document["drills"] = read_drill(config.state_dir)  # issue 16: last successes
+            documents = [_backend_json(c, r.to_json(), several) for c, r in read_now]
+            document: dict[str, Any] = {"backends": documents} if several else documents[0]
+            document["drills"] = drills  # issue 16: last successes
             click.echo(json.dumps(document, default=str, indent=None if watch else 2))
         else:
             if watch:
                 render.stdout.clear()
                 render.stdout.print(f"every {watch:g}s, {time.strftime('%H:%M:%S')} (Ctrl-C ends)")
-            render.status_table(report)
-        return report
+            for config, report in zip(backends, reports, strict=True):
+                if several:
+                    render.backend_heading(config.backend_name, config.backend.where)
+                render.status_table(report)
+        return reports
 
-    report = show()
+    reports = show()
     try:
         while watch:
             time.sleep(watch)
-            report = show()
+            reports = show()
     except KeyboardInterrupt:  # the way to end --watch: not an error
         pass
-    if report.problems:
+    if any(report.problems for report in reports):
         sys.exit(EXIT_PARTIAL)
+
+
+def _backend_json(config: Config, document: dict[str, Any], several: bool) -> dict[str, Any]:
+    """One backend's part of a command's JSON: itself in a file of one backend, else named."""
+    if not several:
+        return document
+    return {"backend": config.backend_name, "pool": config.backend.where, **document}
 
 
 def _writable_place(path: Path | None) -> Path | None:
@@ -470,13 +490,16 @@ def _writable_place(path: Path | None) -> Path | None:
 
 
 def _write_metrics(
-    report: StatusReport, path: Path, taken_at: float, drills: dict[str, dict[str, Any]]
+    reports: list[tuple[Config, StatusReport]],
+    path: Path,
+    taken_at: float,
+    drills: dict[str, dict[str, Any]],
 ) -> None:
     from rbdfail.errors import RbdfailError
     from rbdfail.metrics import write_textfile
 
     try:
-        write_textfile(report, path, taken_at, drills)
+        write_textfile(reports, path, taken_at, drills)
     except OSError as exc:
         raise RbdfailError(
             f"cannot write the Prometheus file {path}: {exc.strerror or exc}",
@@ -536,29 +559,51 @@ def check(
     Exit 0 ready (warnings allowed), 1 not ready.
     """
     from rbdfail import render
-    from rbdfail.check import ready, run_checks
+    from rbdfail.check import CheckItem, ready, run_checks
     from rbdfail.state import read_state
     from rbdfail.status import gather
+    from rbdfail.workers import all_at_once
 
-    config = app.config()
-    state = read_state(config.state_dir, config.state_scope)
-    if target is None:
-        default = config.backend.backend_id
-        active = state.active_backend
-        target = config.replication_devices[0].backend_id if active == default else default
-    config.site(target)  # an unknown id is a usage error, named, before any connection
-    report = gather(config, state, app.connect, with_users=True)
-    backend = report.sites[config.backend.backend_id]
-    if backend.reachable:
-        _remember_listing(config, backend.backend_id, backend.volumes)
-    items = run_checks(report, target, max_rpo, require_idle)
-    if as_json:
-        _emit_json(
-            {"target": target, "ready": ready(items), "items": [item.to_json() for item in items]}
+    backends = app.backends()
+    states = [read_state(config.state_dir, config.state_scope) for config in backends]
+    targets = []
+    for config, state in zip(backends, states, strict=True):
+        chosen = target
+        if chosen is None:
+            default = config.backend.backend_id
+            active = state.active_backend
+            chosen = config.replication_devices[0].backend_id if active == default else default
+        config.site(chosen)  # an unknown id is a usage error, named, before any connection
+        targets.append(chosen)
+
+    def check_one(config: Config, state: State, to: str) -> list[CheckItem]:
+        report = gather(config, state, app.connect, with_users=True)
+        backend = report.sites[config.backend.backend_id]
+        if backend.reachable:
+            _remember_listing(config, backend.backend_id, backend.volumes)
+        return run_checks(report, to, max_rpo, require_idle)
+
+    several = len(backends) > 1
+    found = all_at_once(
+        lambda i: check_one(backends[i], states[i], targets[i]), range(len(backends))
+    )
+    documents = [
+        _backend_json(
+            config,
+            {"target": to, "ready": ready(items), "items": [item.to_json() for item in items]},
+            several,
         )
+        for config, to, items in zip(backends, targets, found, strict=True)
+    ]
+    all_ready = all(ready(items) for items in found)
+    if as_json:
+        _emit_json({"ready": all_ready, "backends": documents} if several else documents[0])
     else:
-        render.check_items(target, items)
-    if not ready(items):
+        for config, to, items in zip(backends, targets, found, strict=True):
+            if several:
+                render.backend_heading(config.backend_name, config.backend.where)
+            render.check_items(to, items)
+    if not all_ready:
         sys.exit(EXIT_FAILED)
 
 

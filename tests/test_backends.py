@@ -5,6 +5,7 @@ through one connect that picks the world by pool, as librados picks the pool by 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,7 @@ class Pools:
 
 
 @pytest.fixture
-def pools() -> Pools:
+def pools() -> Iterator[Pools]:
     pools = Pools()
     pools.replicated("volumes", "s-1", "s-2", "vm-1")
     pools.replicated("fast", "s-1", "s-3")  # s-1: the same name in both pools
@@ -283,3 +284,42 @@ def test_single_backend_commands_refuse_a_file_of_several_naming_the_way(
     result = rbdfail(pools, config_file, "connection-info", "s-1")
     assert result.exit_code == 2
     assert "has several (ceph, fast)" in result.stderr and "--backend ceph" in result.stderr
+
+
+# ---- status and check of every backend ----------------------------------------------------------
+def test_status__every_backend_by_name__metrics_labelled_by_backend(
+    pools: Pools, config_file: Path, tmp_path: Path
+) -> None:
+    prom = tmp_path / "rbdfail.prom"
+    result = rbdfail(pools, config_file, "status", "--json", "--prometheus", str(prom))
+    assert result.exit_code in (0, 3), result.stderr
+    document = json.loads(result.stdout)
+    parts = {part["backend"]: part for part in document["backends"]}
+    assert parts["fast"]["pool"] == "fast"
+    assert {v["name"] for v in parts["fast"]["volumes"]} == {"s-1", "s-3"}
+    assert {v["name"] for v in parts["ceph"]["volumes"]} == {"s-1", "s-2", "vm-1"}
+    text = prom.read_text()
+    assert (
+        'rbdfail_volume_primary_site{primary_site="default",volume="s-1",volume_backend="fast"}'
+        in text
+    )
+    assert 'volume="s-1",volume_backend="ceph"' in text
+
+    result = rbdfail(pools, config_file, "status")  # the tables, each under its backend
+    assert "backend ceph (pool volumes)" in result.stdout
+    assert "backend fast (pool fast)" in result.stdout
+
+
+def test_check__every_backend__ready_only_when_each_is(pools: Pools, config_file: Path) -> None:
+    result = rbdfail(pools, config_file, "check", "--to", "secondary", "--json")
+    document = json.loads(result.stdout)
+    assert [part["backend"] for part in document["backends"]] == ["ceph", "fast"]
+    assert document["ready"] is True and result.exit_code == 0, result.stdout
+
+    # A split brain in one pool: that backend is not ready, so neither is the file.
+    pools.worlds["fast"].sites["secondary"].images["s-3"].primary = True
+    result = rbdfail(pools, config_file, "check", "--to", "secondary", "--json")
+    document = json.loads(result.stdout)
+    parts = {part["backend"]: part for part in document["backends"]}
+    assert parts["fast"]["ready"] is False and document["ready"] is False
+    assert result.exit_code == 1
