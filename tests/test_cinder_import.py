@@ -28,6 +28,11 @@ SINGLE = DATA / "single-replicated.conf"
 MULTI = DATA / "multi-backend.conf"
 UNREPLICATED = DATA / "no-replication.conf"
 TWO_DEVICES = DATA / "two-devices.conf"
+TWO_REPLICATED = DATA / "two-replicated.conf"
+TWO_REPLICATED_TYPES = DATA / "two-replicated-types.json"
+REPLICATED_AND_NOT = DATA / "replicated-and-not.conf"
+SAME_POOL = DATA / "same-pool.conf"
+TIMEOUTS = DATA / "different-timeouts.conf"
 TYPES = DATA / "volume-types.json"
 OLD_CLIENT_TYPES = DATA / "volume-types-old-client.json"
 SECRETS = (  # the secret UUIDs the example files hold: none may reach the output
@@ -136,11 +141,19 @@ def test_key_material__never_written_and_said_so() -> None:
     )
 
 
-def test_multi_backend__without_backend_names_both_and_exits_2(tmp_path: Path) -> None:
-    error = refused(MULTI)
-    assert "2 replicated RBD backends in enabled_backends: ceph-fast, ceph-slow" in str(error)
+def test_several_rbd_backends_none_replicated__names_them_and_exits_2(tmp_path: Path) -> None:
+    conf = write(
+        tmp_path,
+        MULTI.read_text()
+        .replace("replication_device = backend_id:dr,conf:/etc/ceph/dr.conf,user:cinder-dr", "")
+        .replace("ceph-slow, lvm-local", "ceph-slow,lvm-local"),
+    )
+    error = refused(conf)
+    assert str(error) == (
+        f"{conf}: 2 RBD backends in enabled_backends, none with replication_device: "
+        "ceph-fast, ceph-slow"
+    )
     assert error.hint is not None and "--backend NAME" in error.hint
-    assert "multi-backend configuration" in error.hint
 
 
 @pytest.mark.parametrize(
@@ -565,7 +578,7 @@ def test_cli__without_output_the_yaml_goes_to_stdout_and_fill_ins_exit_3(tmp_pat
 
 
 @pytest.mark.parametrize(
-    "args", [(str(MULTI),), (str(DATA / "missing.conf"),), (str(SINGLE), "--backend", "nope")]
+    "args", [(str(SAME_POOL),), (str(DATA / "missing.conf"),), (str(SINGLE), "--backend", "nope")]
 )
 def test_cli__refused_exit_2_and_nothing_written(tmp_path: Path, args: tuple[str, ...]) -> None:
     out = tmp_path / "out.yaml"
