@@ -1117,8 +1117,8 @@ def _per_image_mirroring(
     "--backend",
     metavar="NAME",
     default=None,
-    help="The backend section to import. Default: the one RBD backend in enabled_backends "
-    "(the one with replication_device when there are several).",
+    help="The one backend section to import. Default: every RBD backend in enabled_backends "
+    "with replication_device (several are written under `backends:`), else the one RBD backend.",
 )
 @click.option(
     "--volume-types",
@@ -1143,14 +1143,19 @@ def import_cinder(
     output: Path | None,
     force: bool,
 ) -> None:
-    """Write an rbdfail configuration from a cinder.conf (the RBD backend's section).
+    """Write an rbdfail configuration from a cinder.conf (its RBD backends' sections).
 
     Read as Cinder reads it: a backend's options from its section, else from
     [backend_defaults] (not [DEFAULT], which Cinder ignores for drivers); every
-    replication_device line becomes a secondary site. Each value's comment says where it came
-    from. What cinder.conf cannot say (which volume has which type: Cinder keeps that in its
-    database) is written as a FILL IN placeholder, which rbdfail refuses until it is replaced.
-    Key material (rbd_secret_uuid, secret_uuid) is never copied. One backend per file.
+    replication_device line becomes a secondary site. Every replicated RBD backend in
+    enabled_backends is written: one in the one-backend shape, several under `backends:`, each
+    named by its section (the name `rbdfail --backend` takes), with one
+    replication_connect_timeout (the largest) and the volume types shared. RBD backends without
+    replication_device are left out, each named. --backend NAME writes that backend alone.
+    Each value's comment says where it came from. What cinder.conf cannot say (which volume has
+    which type: Cinder keeps that in its database) is written as a FILL IN placeholder, which
+    rbdfail refuses until it is replaced. Key material (rbd_secret_uuid, secret_uuid) is never
+    copied.
 
     \b
     Examples:
@@ -1161,8 +1166,8 @@ def import_cinder(
     \b
     Exit codes:
       0 written, ready to use
-      2 cinder.conf, the types file or FILE refused (named, with the section and key);
-        nothing written
+      2 cinder.conf, the types file or FILE refused (named, with the section and key;
+        also two backends on one pool); nothing written
       3 written, with FILL IN placeholders to complete (listed on stderr)
     """
     from rbdfail.cinder_import import import_cinder as read_cinder
@@ -1174,7 +1179,8 @@ def import_cinder(
     else:
         inputs = (cinder_conf, *([volume_types] if volume_types else []))
         write_new_file(output, result.text, force, inputs)
-        click.echo(f"rbdfail: wrote {output} from [{result.backend}] of {cinder_conf}", err=True)
+        sections = ", ".join(f"[{section}]" for section in result.backends)
+        click.echo(f"rbdfail: wrote {output} from {sections} of {cinder_conf}", err=True)
     for note in result.notes:
         click.echo(f"  note: {note}", err=True)
     if result.todo:
