@@ -300,18 +300,33 @@ def volumes(app: AppContext, site_id: str | None, as_json: bool) -> None:
     from rbdfail import render
     from rbdfail.volumes import list_volumes
 
-    config = app.config()
-    site = _acting_site(config, site_id)
-    cluster = app.connect(site, config.replication_connect_timeout)
-    try:
-        found = list_volumes(cluster, config)
-    finally:
-        cluster.close()
-    _remember_listing(config, site.backend_id, found)
-    if as_json:
-        _emit_json([volume.to_json() for volume in found])
+    backends = app.backends()
+    listings = []
+    for config in backends:
+        site = _acting_site(config, site_id)
+        cluster = app.connect(site, config.replication_connect_timeout)
+        try:
+            found = list_volumes(cluster, config)
+        finally:
+            cluster.close()
+        _remember_listing(config, site.backend_id, found)
+        listings.append((config, site.backend_id, found))
+    if as_json and len(backends) == 1:
+        _emit_json([volume.to_json() for volume in listings[0][2]])
+    elif as_json:
+        _emit_json(
+            {
+                "backends": [
+                    _backend_json(config, {"volumes": [v.to_json() for v in found]}, True)
+                    for config, _, found in listings
+                ]
+            }
+        )
     else:
-        render.volumes_table(found, site=site.backend_id)
+        for config, site_name, found in listings:
+            if len(backends) > 1:
+                render.backend_heading(config.backend_name, config.backend.where)
+            render.volumes_table(found, site=site_name)
 
 
 @main.command()
@@ -342,24 +357,34 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
     from rbdfail import ceph, pools, render
     from rbdfail.config import check_conf_readable
 
-    config = app.config()
-    sites = [
-        dataclasses.replace(site, user=user, keyring=None) if user else site
-        for site in config.sites
-    ]
-    for site in sites:
-        check_conf_readable(site)
-    backend, *devices = ceph.connect_all(sites, config.replication_connect_timeout)
-    try:
-        items = pools.prepare(backend, devices)
-    finally:
-        for cluster in (backend, *devices):
-            cluster.close()
+    backends = app.backends()
+    done = []
+    for config in backends:  # each backend's pool on every site
+        sites = [
+            dataclasses.replace(site, user=user, keyring=None) if user else site
+            for site in config.sites
+        ]
+        for site in sites:
+            check_conf_readable(site)
+        backend, *devices = ceph.connect_all(sites, config.replication_connect_timeout)
+        try:
+            done.append((config, pools.prepare(backend, devices)))
+        finally:
+            for cluster in (backend, *devices):
+                cluster.close()
+    several = len(backends) > 1
     if as_json:
-        _emit_json({"items": [item.to_json() for item in items]})
+        documents = [
+            _backend_json(config, {"items": [item.to_json() for item in items]}, several)
+            for config, items in done
+        ]
+        _emit_json({"backends": documents} if several else documents[0])
     else:
-        render.setup_items(items)
-    if any(item.action == pools.SetupAction.FAILED for item in items):
+        for config, items in done:
+            if several:
+                render.backend_heading(config.backend_name, config.backend.where)
+            render.setup_items(items)
+    if any(item.action == pools.SetupAction.FAILED for _, items in done for item in items):
         sys.exit(EXIT_PARTIAL)
 
 
@@ -1089,24 +1114,35 @@ def _per_image_mirroring(
     from rbdfail import mirroring, render
     from rbdfail.volumes import list_volumes
 
-    config = app.config()
-    cluster = app.connect(_acting_site(config, site_id), config.replication_connect_timeout)
-    try:
-        steps = plan(list_volumes(cluster, config))
-        if dry_run:
-            report = mirroring.dry_run_report(operation, cluster.site, steps)
-        else:
-            with render.VolumeProgress(operation, sum(s.todo for s in steps)) as progress:
-                report = apply(cluster, steps, concurrency or config.concurrency, progress)
-    finally:
-        cluster.close()
+    # Disabling names images: in a file of several backends, which pool's must be said.
+    backends = app.backends() if operation == "enable-mirroring" else (app.config(operation),)
+    reports = []
+    for config in backends:
+        cluster = app.connect(_acting_site(config, site_id), config.replication_connect_timeout)
+        try:
+            steps = plan(list_volumes(cluster, config))
+            if dry_run:
+                report = mirroring.dry_run_report(operation, cluster.site, steps)
+            else:
+                with render.VolumeProgress(operation, sum(s.todo for s in steps)) as progress:
+                    report = apply(cluster, steps, concurrency or config.concurrency, progress)
+        finally:
+            cluster.close()
+        reports.append((config, report))
+        if report.interrupted:
+            break  # Ctrl-C: not the next backend either
+    several = len(backends) > 1
     if as_json:
-        _emit_json(report.to_json())
+        documents = [_backend_json(c, report.to_json(), several) for c, report in reports]
+        _emit_json({"backends": documents} if several else documents[0])
     else:
-        render.mirroring_report(report)
-    if report.interrupted:
+        for config, report in reports:
+            if several:
+                render.backend_heading(config.backend_name, config.backend.where)
+            render.mirroring_report(report)
+    if any(report.interrupted for _, report in reports):
         sys.exit(EXIT_INTERRUPTED)
-    if report.result != "complete" and not dry_run:
+    if any(report.result != "complete" for _, report in reports) and not dry_run:
         sys.exit(EXIT_PARTIAL)
 
 
@@ -1420,7 +1456,8 @@ def drill(
 
     if full and samples is not None:
         raise click.UsageError("--sample and --full exclude each other")
-    config = app.config()
+    backends = app.backends()
+    config = backends[0]  # the settings read here are shared by every backend
     request = DrillRequest(
         target=target,
         names=images,
@@ -1432,23 +1469,33 @@ def drill(
         connect_timeout=connect_timeout or config.replication_connect_timeout,
         volume_timeout=volume_timeout or (FULL_TIMEOUT if full else config.volume_timeout),
     )
-    progress = render.DrillProgress(_stderr_progress)
-    try:
-        report = run_drill(config, request, app.connect, progress)
-    finally:
-        progress.close()
+    reports = []
+    for config in backends:  # one after the other: a drill is no race
+        progress = render.DrillProgress(_stderr_progress)
+        try:
+            reports.append((config, run_drill(config, request, app.connect, progress)))
+        finally:
+            progress.close()
+        if reports[-1][1].interrupted:
+            break
+    several = len(backends) > 1
     if as_json:
-        _emit_json(report.to_json())
+        documents = [_backend_json(c, report.to_json(), several) for c, report in reports]
+        _emit_json({"backends": documents} if several else documents[0])
     else:
-        render.drill_report(report)
+        for config, report in reports:
+            if several:
+                render.backend_heading(config.backend_name, config.backend.where)
+            render.drill_report(report)
     code = (
         EXIT_INTERRUPTED
-        if report.interrupted
+        if any(report.interrupted for _, report in reports)
         else EXIT_OK
-        if report.result == "complete"
+        if all(report.result == "complete" for _, report in reports)
         else EXIT_PARTIAL
     )
-    if report.calls_left_running and app.connect_with is _connect_to_ceph:
+    left_running = any(report.calls_left_running for _, report in reports)
+    if left_running and app.connect_with is _connect_to_ceph:
         sys.stdout.flush()  # as _switch: never tear librados down under a running call
         sys.stderr.flush()
         os._exit(code)

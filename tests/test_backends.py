@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from rbdfail.cli import main
-from rbdfail.cluster import Cluster, MirrorMode
+from rbdfail.cluster import Cluster, MirrorMode, MirrorState
 from rbdfail.config import SiteConfig, load_config, load_deployment
 from rbdfail.errors import ConfigError
 from rbdfail.state import journal_lines, read_state
@@ -323,3 +323,45 @@ def test_check__every_backend__ready_only_when_each_is(pools: Pools, config_file
     parts = {part["backend"]: part for part in document["backends"]}
     assert parts["fast"]["ready"] is False and document["ready"] is False
     assert result.exit_code == 1
+
+
+# ---- the other commands -------------------------------------------------------------------------
+def test_enable_mirroring_and_volumes__every_backend(pools: Pools, config_file: Path) -> None:
+    for pool in ("volumes", "fast"):
+        primary = pools.worlds[pool].connect(SiteConfig("default", Path("/f"), "cinder", pool), 1)
+        primary.create_image("s-new", 1 << 20)  # replicated by its type, not mirrored yet
+
+    result = rbdfail(pools, config_file, "enable-mirroring", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    parts = {part["backend"]: part for part in json.loads(result.stdout)["backends"]}
+    assert set(parts) == {"ceph", "fast"}
+    for pool in ("volumes", "fast"):
+        assert pools.worlds[pool].sites["default"].images["s-new"].mode == MirrorMode.SNAPSHOT
+    listing = json.loads(rbdfail(pools, config_file, "volumes", "--json").stdout)
+    names = {part["backend"]: {v["name"] for v in part["volumes"]} for part in listing["backends"]}
+    assert names == {"ceph": {"s-1", "s-2", "s-new", "vm-1"}, "fast": {"s-1", "s-3", "s-new"}}
+
+
+def test_disable_mirroring__names_images__so_the_backend_must_be_named(
+    pools: Pools, config_file: Path
+) -> None:
+    result = rbdfail(pools, config_file, "disable-mirroring", "s-1")
+    assert result.exit_code == 2 and "--backend ceph" in result.stderr
+    assert pools.worlds["fast"].sites["default"].images["s-1"].mode == MirrorMode.SNAPSHOT
+
+    result = rbdfail(pools, config_file, "--backend", "fast", "disable-mirroring", "s-1")
+    assert result.exit_code == 0, result.stderr
+    assert pools.worlds["fast"].sites["default"].images["s-1"].mirror_state == MirrorState.DISABLED
+    assert pools.worlds["volumes"].sites["default"].images["s-1"].mode == MirrorMode.SNAPSHOT
+
+
+def test_drill__every_backend__recorded_as_pool_slash_name(
+    pools: Pools, config_file: Path, tmp_path: Path
+) -> None:
+    result = rbdfail(pools, config_file, "drill", "--to", "secondary", "--json")
+    assert result.exit_code == 0, result.stderr + result.stdout
+    parts = {part["backend"]: part for part in json.loads(result.stdout)["backends"]}
+    assert {v["name"] for v in parts["fast"]["volumes"]} == {"s-1", "s-3"}
+    recorded = json.loads((tmp_path / "state" / "drill.json").read_text())["volumes"]
+    assert {"volumes/s-1", "fast/s-1", "fast/s-3", "volumes/s-2"} <= set(recorded)
