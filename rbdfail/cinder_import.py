@@ -11,10 +11,13 @@ cinder.conf is read the way Cinder reads it (oslo.config), not the way configpar
   driver reads them: `backend_id` required, `conf` defaulting to /etc/ceph/<backend_id>.conf,
   `user` to the backend's `rbd_user`, else `cinder`; other keys are ignored, as Cinder does.
 
-The output is today's one-backend shape: one backend per file (multi-backend import follows the
-multi-backend configuration). What cinder.conf cannot say (which volume has which type: Cinder
-keeps that in its database) is left as a `FILL IN` placeholder that the config loader refuses,
-quoting it, so the file is never used half-filled. Key material is never written. Never prints.
+One replicated RBD backend (or the one named with --backend) is written in the one-backend
+shape (`backend:` and `replication_device:`); several are written under `backends:`, each named
+by its cinder.conf section, with the settings rbdfail shares between them (the connect timeout,
+the volume types and their rules) at the top level. What cinder.conf cannot say (which volume
+has which type: Cinder keeps that in its database) is left as a `FILL IN` placeholder that the
+config loader refuses, quoting it, so the file is never used half-filled. Key material is never
+written. Never prints.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from pathlib import Path
 
 import yaml
 
-from rbdfail.config import DEFAULT_BACKEND_ID, load_config
+from rbdfail.config import _BACKEND_NAME as BACKEND_NAME  # what `backends:` keys may be
+from rbdfail.config import DEFAULT_BACKEND_ID, load_deployment
 from rbdfail.errors import ConfigError
 from rbdfail.limits import MAX_SECONDS
 
@@ -57,9 +61,14 @@ class CinderImport:
     """The YAML text and what an operator must know about it."""
 
     text: str
-    backend: str  # the cinder.conf section imported
+    backend: str  # the cinder.conf section imported (the first one, when several are)
     todo: tuple[str, ...]  # what must be filled in before rbdfail can use the file
     notes: tuple[str, ...]  # what was ignored, assumed or passed over (also in the text)
+    backends: tuple[str, ...] = ()  # every section imported, in enabled_backends' order
+
+    def __post_init__(self) -> None:
+        if not self.backends:
+            object.__setattr__(self, "backends", (self.backend,))
 
 
 # ---- cinder.conf, read as oslo.config reads it --------------------------------------------------
@@ -181,7 +190,11 @@ def _read_text(path: Path, what: str) -> str:
 # ---- the backend ---------------------------------------------------------------------------
 def _enabled_backends(conf: _CinderConf) -> list[str]:
     values = (conf.section("DEFAULT") or {}).get("enabled_backends") or [""]
-    return [name.strip() for name in values[-1].split(",") if name.strip()]
+    names: dict[str, str] = {}
+    for name in filter(None, (name.strip() for name in values[-1].split(","))):
+        # Named twice (or in two cases: sections match case-insensitively), it is one backend.
+        names.setdefault(_normalized(name), name)
+    return list(names.values())
 
 
 def _driver(conf: _CinderConf, backend: str) -> str:
@@ -193,9 +206,9 @@ def _short(driver: str) -> str:
     return driver.rpartition(".")[2] or driver
 
 
-def _choose_backend(conf: _CinderConf, asked: str | None, notes: list[str]) -> str:
-    """The backend named, else the one RBD backend among enabled_backends (the one replicated
-    RBD backend when there are several RBD ones)."""
+def _choose_backends(conf: _CinderConf, asked: str | None, notes: list[str]) -> list[str]:
+    """The backend named, else every replicated RBD backend among enabled_backends, else the
+    one RBD backend there (a backend without replication is written with a FILL IN)."""
     enabled = _enabled_backends(conf)
     if asked is not None:
         if conf.section(asked) is None:
@@ -219,7 +232,7 @@ def _choose_backend(conf: _CinderConf, asked: str | None, notes: list[str]) -> s
             )
         if _normalized(section) not in {_normalized(n) for n in enabled}:
             notes.append(f"[{section}] is not in enabled_backends: imported as asked")
-        return section
+        return [section]
     if not enabled:
         raise ConfigError(
             f"{conf.path}: [DEFAULT] enabled_backends is not set: no backend to import",
@@ -234,25 +247,35 @@ def _choose_backend(conf: _CinderConf, asked: str | None, notes: list[str]) -> s
             f"{conf.path}: no RBD backend in enabled_backends: {found}",
             hint=f"rbdfail imports backends with volume_driver = {RBD_DRIVER}",
         )
-    if len(chosen) > 1:
-        kind = "replicated RBD backends" if replicated else "RBD backends"
+    if len(chosen) > 1 and not replicated:
+        # Nothing to fail over in any of them: which one to prepare is the operator's choice.
         raise ConfigError(
-            f"{conf.path}: {len(chosen)} {kind} in enabled_backends: {', '.join(chosen)}",
-            hint="pick one with --backend NAME and import each into its own file (importing "
-            "several into one file comes with the multi-backend configuration)",
+            f"{conf.path}: {len(chosen)} RBD backends in enabled_backends, none with "
+            f"replication_device: {', '.join(chosen)}",
+            hint="pick one with --backend NAME (written with its secondary site to fill in), "
+            "or add replication_device to the backends to fail over and import again",
         )
     if passed_over := [name for name in rbd if name not in chosen]:
         notes.append(
             f"RBD backend(s) without replication_device passed over: {', '.join(passed_over)} "
             "(import one with --backend NAME)"
         )
-    backend = chosen[0]
-    if conf.section(backend) is None:
-        raise ConfigError(
-            f"{conf.path}: enabled_backends names {backend!r} but there is no [{backend}] section",
-            hint="add the backend's section, or pass --backend SECTION",
-        )
-    return conf.names[_normalized(backend)]
+    for backend in chosen:
+        if conf.section(backend) is None:
+            raise ConfigError(
+                f"{conf.path}: enabled_backends names {backend!r} but there is no [{backend}] "
+                "section",
+                hint="add the backend's section, or pass --backend SECTION",
+            )
+    sections = [conf.names[_normalized(backend)] for backend in chosen]
+    for section in sections if len(sections) > 1 else ():
+        if not BACKEND_NAME.match(section):
+            raise ConfigError(
+                f"{conf.path}: [{section}]: the section's name cannot name an rbdfail backend "
+                "(letters, digits, '_', '.' and '-', at most 64)",
+                hint="import each backend into its own file with --backend NAME",
+            )
+    return sections
 
 
 def _text(conf: _CinderConf, value: str, origin: str) -> str:
@@ -308,6 +331,7 @@ class _Backend:
     devices: tuple[_Device, ...]
     timeout: _Value
     volume_backend_name: str  # what the scheduler matches a type's volume_backend_name with
+    volume_backend_origin: str
 
 
 def _read_backend(conf: _CinderConf, section: str, notes: list[str]) -> _Backend:
@@ -367,6 +391,7 @@ def _read_backend(conf: _CinderConf, section: str, notes: list[str]) -> _Backend
         devices=devices,
         timeout=_timeout(conf, section, notes),
         volume_backend_name=name.value if name else "RBD",  # the RBD driver reports "RBD" then
+        volume_backend_origin=name.origin if name else "not set: Cinder's RBD driver reports 'RBD'",
     )
 
 
@@ -572,30 +597,55 @@ def import_cinder(
     conf = _read_cinder_conf(Path(cinder_conf))
     notes: list[str] = []
     todo: list[str] = []
-    chosen = _read_backend(conf, _choose_backend(conf, backend, notes), notes)
+    backends = [
+        _read_backend(conf, section, notes) for section in _choose_backends(conf, backend, notes)
+    ]
+    _refuse_shared_pool(conf, backends)
     types = _read_types(Path(volume_types)) if volume_types is not None else None
-    lines = _header(conf, chosen, volume_types)
-    lines += _backend_lines(chosen)
-    lines += _device_lines(chosen, todo, notes)
+    lines = _header(conf, backends, volume_types)
+    if len(backends) == 1:
+        lines += _backend_lines(backends[0])
+        lines += _device_lines(backends[0], todo, notes)
+    else:
+        lines += _backends_lines(conf, backends, notes)
+    timeout = _shared_timeout(backends, notes)
     lines += [
         "",
-        _line(f"replication_connect_timeout: {chosen.timeout.value}", chosen.timeout.origin),
+        _line(f"replication_connect_timeout: {timeout.value}", timeout.origin),
         "# volume_timeout, concurrency and state_dir are rbdfail's own (defaults 60, 32,",
         "# /var/lib/rbdfail): see examples/rbdfail.yaml.",
     ]
-    lines += _type_lines(conf, chosen, types, volume_types, todo, notes)
+    lines += _type_lines(conf, backends, types, volume_types, todo, notes)
+    notes = list(dict.fromkeys(notes))  # backends sharing [backend_defaults] share its notes
     if notes:
         lines += ["", "# Notes from the import:", *(f"# - {_shown(note)}" for note in notes)]
     text = "\n".join(lines) + "\n"
     if not todo:
         _must_load(text)
-    return CinderImport(text, chosen.section, tuple(todo), tuple(notes))
+    sections = tuple(b.section for b in backends)
+    return CinderImport(text, sections[0], tuple(todo), tuple(notes), sections)
 
 
-def _header(conf: _CinderConf, backend: _Backend, volume_types: Path | None) -> list[str]:
+def _refuse_shared_pool(conf: _CinderConf, backends: list[_Backend]) -> None:
+    """Two backends on one pool are one to rbdfail: a failover acts on a pool's images (the
+    loader refuses it too, naming the second)."""
+    seen: dict[tuple[str, str], _Backend] = {}
+    for backend in backends:
+        key = (os.path.normpath(backend.conf.value), backend.pool.value)
+        if (other := seen.setdefault(key, backend)) is not backend:
+            raise ConfigError(
+                f"{conf.path}: [{other.section}] and [{backend.section}] use the same pool "
+                f"{backend.pool.value!r} of {backend.conf.value}: rbdfail fails over a pool's "
+                "images, it cannot fail over one of these backends without the other",
+                hint="import one of them with --backend NAME, or give each backend its own pool",
+            )
+
+
+def _header(conf: _CinderConf, backends: list[_Backend], volume_types: Path | None) -> list[str]:
+    sections = ", ".join(f"[{_shown(backend.section)}]" for backend in backends)
     lines = [
         "# rbdfail configuration written by `rbdfail import-cinder`",
-        f"#   from {_shown(str(conf.path))}, backend section [{_shown(backend.section)}]",
+        f"#   from {_shown(str(conf.path))}, backend section{'s' * (len(backends) > 1)} {sections}",
     ]
     if volume_types is not None:
         lines.append(f"#   and the volume types in {_shown(str(volume_types))}")
@@ -613,15 +663,78 @@ def _backend_lines(backend: _Backend) -> list[str]:
     return [
         "backend:",
         _line(f"name: {_scalar(backend.name.value)}", backend.name.origin, 2),
-        _line(f"conf: {_scalar(backend.conf.value)}", backend.conf.origin, 2),
-        _line(f"user: {_scalar(backend.user.value)}", backend.user.origin, 2),
-        _line(f"pool: {_scalar(backend.pool.value)}", backend.pool.origin, 2),
-        _line(
-            f"cluster_name: {_scalar(backend.cluster_name.value)}", backend.cluster_name.origin, 2
-        ),
-        "  # keyring: not set: found as librados finds it for Cinder (ceph.conf's `keyring`, else",
-        "  #   /etc/ceph/<cluster_name>.client.<user>.keyring)",
+        *_site_lines(backend, 2),
     ]
+
+
+def _site_lines(backend: _Backend, indent: int) -> list[str]:
+    pad = " " * indent
+    return [
+        _line(f"conf: {_scalar(backend.conf.value)}", backend.conf.origin, indent),
+        _line(f"user: {_scalar(backend.user.value)}", backend.user.origin, indent),
+        _line(f"pool: {_scalar(backend.pool.value)}", backend.pool.origin, indent),
+        _line(
+            f"cluster_name: {_scalar(backend.cluster_name.value)}",
+            backend.cluster_name.origin,
+            indent,
+        ),
+        f"{pad}# keyring: not set: found as librados finds it for Cinder (ceph.conf's `keyring`, "
+        "else",
+        f"{pad}#   /etc/ceph/<cluster_name>.client.<user>.keyring)",
+    ]
+
+
+def _backends_lines(conf: _CinderConf, backends: list[_Backend], notes: list[str]) -> list[str]:
+    """Several replicated backends, each under its section's name, its devices with it."""
+    lines = [
+        "# One entry per replicated RBD backend, named by its cinder.conf section: the name",
+        "# `rbdfail --backend NAME` takes. Each lists its own secondary sites.",
+        "backends:",
+    ]
+    for backend in backends:
+        differs = backend.volume_backend_name != backend.section
+        comment = (
+            f"[{backend.section}]; volume_backend_name {backend.volume_backend_name!r}: "
+            f"{backend.volume_backend_origin}"
+            if differs
+            else f"[{backend.section}], also its volume_backend_name"
+        )
+        lines += [
+            _line(f"  {_scalar(backend.section)}:", comment),
+            *_site_lines(backend, 4),
+            "    replication_device:",
+            *_device_items(backend, notes, 4),
+        ]
+    # Not silently: what enabled_backends holds that this file does not.
+    chosen = {_normalized(backend.section) for backend in backends}
+    for name in _enabled_backends(conf):
+        if _normalized(name) in chosen:
+            continue
+        if (driver := _driver(conf, name)) == RBD_DRIVER:
+            lines += [
+                f"  # Left out: [{_shown(name)}], an RBD backend without replication_device "
+                "(Cinder does not",
+                "  #   replicate it). Add its secondary site in cinder.conf and import again, or",
+                f"  #   import it alone: rbdfail import-cinder ... --backend {_shown(name)}",
+            ]
+        else:
+            lines.append(f"  # Left out: [{_shown(name)}], not an RBD backend ({_short(driver)})")
+    return lines
+
+
+def _shared_timeout(backends: list[_Backend], notes: list[str]) -> _Value:
+    """rbdfail has one replication_connect_timeout for every backend: the largest of theirs."""
+    if len({backend.timeout.value for backend in backends}) == 1:
+        origins = dict.fromkeys(backend.timeout.origin for backend in backends)
+        return _Value(backends[0].timeout.value, "; ".join(origins))
+    seconds = max(int(backend.timeout.value) for backend in backends)
+    each = ", ".join(f"[{backend.section}] {backend.timeout.value}" for backend in backends)
+    notes.append(
+        f"replication_connect_timeout differs between the backends ({each}): rbdfail has one "
+        f"for all, and takes the largest, {seconds} s (a shorter one could take a slow site "
+        "for a lost one)"
+    )
+    return _Value(str(seconds), f"the largest of the backends' ({each}): one setting in rbdfail")
 
 
 def _device_lines(backend: _Backend, todo: list[str], notes: list[str]) -> list[str]:
@@ -638,7 +751,11 @@ def _device_lines(backend: _Backend, todo: list[str], notes: list[str]) -> list[
             "/etc/ceph/secondary.conf, user: cinder}",
             "replication_device: []",
         ]
-    lines = ["", "replication_device:"]
+    return ["", "replication_device:", *_device_items(backend, notes, 0)]
+
+
+def _device_items(backend: _Backend, notes: list[str], indent: int) -> list[str]:
+    lines = []
     for device in backend.devices:
         if "secret_uuid" in device.ignored:
             notes.append(f"{device.origin}: secret_uuid ignored: a libvirt secret, not copied")
@@ -647,73 +764,103 @@ def _device_lines(backend: _Backend, todo: list[str], notes: list[str]) -> list[
                 f"{device.origin}: {', '.join(others)} ignored, as Cinder's RBD driver ignores them"
             )
         lines += [
-            _line(f"  - backend_id: {_scalar(device.backend_id.value)}", device.backend_id.origin),
-            _line(f"conf: {_scalar(device.conf.value)}", device.conf.origin, 4),
-            _line(f"user: {_scalar(device.user.value)}", device.user.origin, 4),
+            _line(
+                f"  - backend_id: {_scalar(device.backend_id.value)}",
+                device.backend_id.origin,
+                indent,
+            ),
+            _line(f"conf: {_scalar(device.conf.value)}", device.conf.origin, indent + 4),
+            _line(f"user: {_scalar(device.user.value)}", device.user.origin, indent + 4),
             # Cinder hands librados the backend_id as the cluster name of a replication target,
             # which decides its default keyring: /etc/ceph/<backend_id>.client.<user>.keyring.
             _line(
                 f"cluster_name: {_scalar(device.backend_id.value)}",
                 "Cinder connects to a replication target with its backend_id as cluster name",
-                4,
+                indent + 4,
             ),
         ]
     return lines
 
 
+def _either(backends: list[_Backend]) -> str:
+    """The backends' volume_backend_names, as a type's extra spec would name one."""
+    return " or ".join(
+        repr(name) for name in dict.fromkeys(b.volume_backend_name for b in backends)
+    )
+
+
 def _type_lines(
     conf: _CinderConf,
-    backend: _Backend,
+    backends: list[_Backend],
     types: list[_CinderType] | None,
     types_file: Path | None,
     todo: list[str],
     notes: list[str],
 ) -> list[str]:
     glob, glob_origin = _glob(conf, notes)
+    several = len(backends) > 1
     lines = ["", "volume_types:"]
-    mine: list[_CinderType] = []
-    if types is not None:
-        for cinder_type in types:
-            target = cinder_type.properties.get("volume_backend_name")
-            if target is not None and target != backend.volume_backend_name:
-                notes.append(
-                    f"volume type {cinder_type.name!r} passed over: it is for backend "
-                    f"{target!r}, not {backend.volume_backend_name!r}"
-                )
-            else:
-                mine.append(cinder_type)
-    for cinder_type in mine:
-        lines += _one_type(cinder_type, backend, types_file)
-    if backend.devices and mine and not any(_replicated(t) for t in mine):
-        notes.append(
-            f"no volume type of backend {backend.volume_backend_name!r} replicates: a failover "
-            "would move no volume"
-        )
+    # Each type with the backends the scheduler may place its volumes on: the one(s) whose
+    # volume_backend_name its extra spec names, else any. The types stay one list: rbdfail's
+    # volume_types and rules are for every backend of the file.
+    mine: list[tuple[_CinderType, list[_Backend]]] = []
+    for cinder_type in types or ():
+        target = cinder_type.properties.get("volume_backend_name")
+        on = [b for b in backends if target is None or b.volume_backend_name == target]
+        if on:
+            mine.append((cinder_type, on))
+        else:
+            notes.append(
+                f"volume type {cinder_type.name!r} passed over: it is for backend "
+                f"{target!r}, not {_either(backends)}"
+            )
+    for cinder_type, on in mine:
+        lines += _one_type(cinder_type, on if several else None, types_file)
+    for backend in backends:
+        own = [cinder_type for cinder_type, on in mine if backend in on]
+        if backend.devices and own and not any(_replicated(t) for t in own):
+            notes.append(
+                f"no volume type of backend {backend.volume_backend_name!r} replicates: a "
+                "failover would move no volume"
+            )
+        if mine and not own:
+            notes.append(
+                f"no volume type in {types_file} is for backend {backend.volume_backend_name!r} "
+                f"([{backend.section}]): the rules below must give its volumes a type"
+            )
     if not mine:
         why = (
             "no --volume-types given"
             if types is None
-            else f"no volume type in {types_file} is for backend {backend.volume_backend_name!r}"
+            else f"no volume type in {types_file} is for backend {_either(backends)}"
         )
         todo.append(f"volume_types: {why}: import again with --volume-types FILE, or write them")
+        whose = "these backends'" if several else "this backend's"
         lines += [
             f"  # {FILL_IN}: {_shown(why)}.",
             f"  #   Import again with --volume-types FILE, FILE from `{TYPES_COMMAND}`,",
-            "  #   or write this backend's types here, e.g.:",
+            f"  #   or write {whose} types here, e.g.:",
             "  replicated:                           # a type Cinder mirrors",
             f'    replication_enabled: "{REPLICATED_SPEC}"',
             "    mirror_mode: journal                # Cinder's RBD driver mirrors in journal mode",
             "  not-replicated: {}",
         ]
-    names = [t.name for t in mine] or ["replicated", "not-replicated"]
+    names = [cinder_type.name for cinder_type, _ in mine] or ["replicated", "not-replicated"]
     lines += [
         "",
         "# Which type each volume has: the first rule whose glob matches its image wins.",
+        *(["# The rules are for every backend's volumes."] if several else []),
         "volumes:",
     ]
-    if len(mine) == 1:
+    # One type that every backend may hold is every volume's; else Cinder's database knows.
+    if len(mine) == 1 and len(mine[0][1]) == len(backends):
         lines.append(_line(f"  - match: {_scalar(glob)}", f"every volume's image ({glob_origin})"))
-        lines.append(_line(f"    type: {_scalar(mine[0].name)}", "the backend's only volume type"))
+        only = (
+            "the only volume type, for every backend"
+            if several
+            else "the backend's only volume type"
+        )
+        lines.append(_line(f"    type: {_scalar(mine[0][0].name)}", only))
         return lines
     placeholder = (
         f"{FILL_IN}: the type of the volumes no rule above names (one of: {', '.join(names)})"
@@ -721,6 +868,7 @@ def _type_lines(
     todo.append(
         "volumes: which volume has which type (Cinder keeps it in its database): write the rules"
     )
+    pools = list(dict.fromkeys(backend.pool.value for backend in backends))
     return [
         *lines,
         f"  # {FILL_IN}: which volume has which type. Cinder keeps that in its database, not in "
@@ -731,7 +879,13 @@ def _type_lines(
         f"  #     - {{match: {_shown(_scalar(glob.replace('*', '0f3c5a2e-...')))}, type: "
         f"{_shown(_scalar(names[0]))}}}",
         "  #   or set the image's metadata, which wins over the rules:",
-        f"  #     rbd image-meta set {_shown(backend.pool.value)}/IMAGE rbdfail.volume_type TYPE",
+        f"  #     rbd image-meta set {_shown(pools[0] if len(pools) == 1 else 'POOL')}/IMAGE "
+        "rbdfail.volume_type TYPE",
+        *(
+            [f"  #   (POOL: the volume's backend's pool: {_shown(', '.join(pools))})"]
+            if len(pools) > 1
+            else []
+        ),
         "  #   then give the last rule the type of every other volume.",
         _line(f"  - match: {_scalar(glob)}", f"every volume's image ({glob_origin})"),
         f"    type: {_scalar(placeholder)}",
@@ -742,12 +896,18 @@ def _replicated(cinder_type: _CinderType) -> bool:
     return cinder_type.properties.get("replication_enabled") == REPLICATED_SPEC
 
 
-def _one_type(cinder_type: _CinderType, backend: _Backend, types_file: Path | None) -> list[str]:
+def _one_type(
+    cinder_type: _CinderType, on: list[_Backend] | None, types_file: Path | None
+) -> list[str]:
+    """The type's lines; `on`: the backends it is for, said in its comment (None: one backend)."""
     spec = cinder_type.properties.get("replication_enabled")
+    target = cinder_type.properties.get("volume_backend_name")
     where = (
         "no volume_backend_name: any backend"
-        if "volume_backend_name" not in (cinder_type.properties)
-        else f"volume_backend_name={backend.volume_backend_name!r}"
+        if target is None
+        else f"volume_backend_name={target!r}"
+        + (f": {'backend' if len(on) == 1 else 'backends'} " if on else "")
+        + ", ".join(f"[{backend.section}]" for backend in on or ())
     )
     origin = f"{types_file} {cinder_type.name!r}: {where}"
     if _replicated(cinder_type):
@@ -771,7 +931,7 @@ def _must_load(text: str) -> None:
         path = Path(folder) / "rbdfail.yaml"
         path.write_text(text, encoding="utf-8")
         try:
-            load_config(path)
+            load_deployment(path)
         except ConfigError as exc:
             raise ConfigError(
                 f"the imported configuration does not load: {exc}",

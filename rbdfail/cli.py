@@ -30,12 +30,14 @@ from rbdfail.limits import MAX_CONCURRENCY, MAX_LAG_SECONDS, MAX_SECONDS, second
 
 if TYPE_CHECKING:
     from rbdfail.cluster import Cluster
-    from rbdfail.config import Config, Connect, SiteConfig
+    from rbdfail.config import Config, Connect, Deployment, SiteConfig
     from rbdfail.lab import Lab
     from rbdfail.mirroring import Report, Step, VolumeResult
+    from rbdfail.state import State
     from rbdfail.status import StatusReport
-    from rbdfail.switch.model import FailoverPlan, Options
+    from rbdfail.switch.model import FailoverPlan, Options, SwitchRequest
     from rbdfail.volumes import Volume
+    from rbdfail.workers import RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # 4 and 5 are the exit_code of errors.LockedByAnotherRun and errors.TargetUnreachable.
@@ -47,19 +49,30 @@ class AppContext:
     debug: bool
     # How commands reach a site; the one place tests point at their fake (CliRunner's obj=).
     connect_with: Connect | None = None
-    _config: Config | None = None
+    backend_name: str | None = None  # --backend: one of the file's backends
+    _deployment: Deployment | None = None
 
     def connect(self, site: SiteConfig, timeout: float) -> Cluster:
         if self.connect_with is None:
             self.connect_with = _connect_to_ceph
         return self.connect_with(site, timeout)
 
-    def config(self) -> Config:
-        from rbdfail.config import find_config_path, load_config
+    def deployment(self) -> Deployment:
+        from rbdfail.config import find_config_path, load_deployment
 
-        if self._config is None:
-            self._config = load_config(find_config_path(self.config_path))
-        return self._config
+        if self._deployment is None:
+            self._deployment = load_deployment(find_config_path(self.config_path))
+        return self._deployment
+
+    def backends(self) -> tuple[Config, ...]:
+        """The backends a command acts on: every one of the file's, or the one --backend names."""
+        return self.deployment().select(self.backend_name)
+
+    def config(self, command: str | None = None) -> Config:
+        """The one backend of a command that acts on one: the only one, or --backend's."""
+        context = click.get_current_context(silent=True)
+        name = command or (context.info_name if context else None) or "this"
+        return self.deployment().only(self.backend_name, name)
 
 
 def _connect_to_ceph(site: SiteConfig, timeout: float) -> Cluster:
@@ -232,10 +245,19 @@ def _stderr_progress(message: str) -> None:
     help="Configuration file. Default: $RBDFAIL_CONFIG, else ./rbdfail.yaml, "
     "else /etc/rbdfail/rbdfail.yaml.",
 )
+@click.option(
+    "--backend",
+    "backend_name",
+    metavar="NAME",
+    default=None,
+    help="Act on this backend of the file only (default: every backend it lists).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(package_name="rbdfail")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
+def main(
+    ctx: click.Context, config_path: str | None, backend_name: str | None, debug: bool
+) -> None:
     """Fail over Ceph RBD mirroring between two sites, and back.
 
     \b
@@ -257,7 +279,7 @@ def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
       130 interrupted (re-run to finish)
     """
     # A caller (a test) may hand the connect function in as click's obj.
-    ctx.obj = AppContext(config_path, debug, connect_with=ctx.obj)
+    ctx.obj = AppContext(config_path, debug, connect_with=ctx.obj, backend_name=backend_name)
 
 
 @main.command()
@@ -278,18 +300,33 @@ def volumes(app: AppContext, site_id: str | None, as_json: bool) -> None:
     from rbdfail import render
     from rbdfail.volumes import list_volumes
 
-    config = app.config()
-    site = _acting_site(config, site_id)
-    cluster = app.connect(site, config.replication_connect_timeout)
-    try:
-        found = list_volumes(cluster, config)
-    finally:
-        cluster.close()
-    _remember_listing(config, site.backend_id, found)
-    if as_json:
-        _emit_json([volume.to_json() for volume in found])
+    backends = app.backends()
+    listings = []
+    for config in backends:
+        site = _acting_site(config, site_id)
+        cluster = app.connect(site, config.replication_connect_timeout)
+        try:
+            found = list_volumes(cluster, config)
+        finally:
+            cluster.close()
+        _remember_listing(config, site.backend_id, found)
+        listings.append((config, site.backend_id, found))
+    if as_json and len(backends) == 1:
+        _emit_json([volume.to_json() for volume in listings[0][2]])
+    elif as_json:
+        _emit_json(
+            {
+                "backends": [
+                    _backend_json(config, {"volumes": [v.to_json() for v in found]}, True)
+                    for config, _, found in listings
+                ]
+            }
+        )
     else:
-        render.volumes_table(found, site=site.backend_id)
+        for config, site_name, found in listings:
+            if len(backends) > 1:
+                render.backend_heading(config.backend_name, config.backend.where)
+            render.volumes_table(found, site=site_name)
 
 
 @main.command()
@@ -320,24 +357,34 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
     from rbdfail import ceph, pools, render
     from rbdfail.config import check_conf_readable
 
-    config = app.config()
-    sites = [
-        dataclasses.replace(site, user=user, keyring=None) if user else site
-        for site in config.sites
-    ]
-    for site in sites:
-        check_conf_readable(site)
-    backend, *devices = ceph.connect_all(sites, config.replication_connect_timeout)
-    try:
-        items = pools.prepare(backend, devices)
-    finally:
-        for cluster in (backend, *devices):
-            cluster.close()
+    backends = app.backends()
+    done = []
+    for config in backends:  # each backend's pool on every site
+        sites = [
+            dataclasses.replace(site, user=user, keyring=None) if user else site
+            for site in config.sites
+        ]
+        for site in sites:
+            check_conf_readable(site)
+        backend, *devices = ceph.connect_all(sites, config.replication_connect_timeout)
+        try:
+            done.append((config, pools.prepare(backend, devices)))
+        finally:
+            for cluster in (backend, *devices):
+                cluster.close()
+    several = len(backends) > 1
     if as_json:
-        _emit_json({"items": [item.to_json() for item in items]})
+        documents = [
+            _backend_json(config, {"items": [item.to_json() for item in items]}, several)
+            for config, items in done
+        ]
+        _emit_json({"backends": documents} if several else documents[0])
     else:
-        render.setup_items(items)
-    if any(item.action == pools.SetupAction.FAILED for item in items):
+        for config, items in done:
+            if several:
+                render.backend_heading(config.backend_name, config.backend.where)
+            render.setup_items(items)
+    if any(item.action == pools.SetupAction.FAILED for _, items in done for item in items):
         sys.exit(EXIT_PARTIAL)
 
 
@@ -400,11 +447,12 @@ def status(
     from rbdfail import render
     from rbdfail.state import read_drill, read_state
     from rbdfail.status import gather
+    from rbdfail.workers import all_at_once
 
-    config = app.config()
+    backends = app.backends()
+    several = len(backends) > 1
 
-    def show() -> StatusReport:
-        taken_at = time.time()
+    def read(config: Config) -> StatusReport:
         report = gather(
             config,
             read_state(config.state_dir, config.state_scope),
@@ -415,28 +463,46 @@ def status(
         backend = report.sites[config.backend.backend_id]
         if backend.reachable and not images:
             _remember_listing(config, backend.backend_id, backend.volumes)
+        return report
+
+    def show() -> list[StatusReport]:
+        taken_at = time.time()
+        reports = all_at_once(read, backends)  # every backend's sites at once
+        read_now = list(zip(backends, reports, strict=True))
+        drills = read_drill(backends[0].state_dir)
         if prometheus is not None:
-            _write_metrics(report, prometheus, taken_at, read_drill(config.state_dir))
+            _write_metrics(read_now, prometheus, taken_at, drills)
         if as_json:
-            document = report.to_json()
-            document["drills"] = read_drill(config.state_dir)  # issue 16: last successes
+            documents = [_backend_json(c, r.to_json(), several) for c, r in read_now]
+            document: dict[str, Any] = {"backends": documents} if several else documents[0]
+            document["drills"] = drills  # issue 16: last successes
             click.echo(json.dumps(document, default=str, indent=None if watch else 2))
         else:
             if watch:
                 render.stdout.clear()
                 render.stdout.print(f"every {watch:g}s, {time.strftime('%H:%M:%S')} (Ctrl-C ends)")
-            render.status_table(report)
-        return report
+            for config, report in zip(backends, reports, strict=True):
+                if several:
+                    render.backend_heading(config.backend_name, config.backend.where)
+                render.status_table(report)
+        return reports
 
-    report = show()
+    reports = show()
     try:
         while watch:
             time.sleep(watch)
-            report = show()
+            reports = show()
     except KeyboardInterrupt:  # the way to end --watch: not an error
         pass
-    if report.problems:
+    if any(report.problems for report in reports):
         sys.exit(EXIT_PARTIAL)
+
+
+def _backend_json(config: Config, document: dict[str, Any], several: bool) -> dict[str, Any]:
+    """One backend's part of a command's JSON: itself in a file of one backend, else named."""
+    if not several:
+        return document
+    return {"backend": config.backend_name, "pool": config.backend.where, **document}
 
 
 def _writable_place(path: Path | None) -> Path | None:
@@ -449,13 +515,16 @@ def _writable_place(path: Path | None) -> Path | None:
 
 
 def _write_metrics(
-    report: StatusReport, path: Path, taken_at: float, drills: dict[str, dict[str, Any]]
+    reports: list[tuple[Config, StatusReport]],
+    path: Path,
+    taken_at: float,
+    drills: dict[str, dict[str, Any]],
 ) -> None:
     from rbdfail.errors import RbdfailError
     from rbdfail.metrics import write_textfile
 
     try:
-        write_textfile(report, path, taken_at, drills)
+        write_textfile(reports, path, taken_at, drills)
     except OSError as exc:
         raise RbdfailError(
             f"cannot write the Prometheus file {path}: {exc.strerror or exc}",
@@ -515,29 +584,51 @@ def check(
     Exit 0 ready (warnings allowed), 1 not ready.
     """
     from rbdfail import render
-    from rbdfail.check import ready, run_checks
+    from rbdfail.check import CheckItem, ready, run_checks
     from rbdfail.state import read_state
     from rbdfail.status import gather
+    from rbdfail.workers import all_at_once
 
-    config = app.config()
-    state = read_state(config.state_dir, config.state_scope)
-    if target is None:
-        default = config.backend.backend_id
-        active = state.active_backend
-        target = config.replication_devices[0].backend_id if active == default else default
-    config.site(target)  # an unknown id is a usage error, named, before any connection
-    report = gather(config, state, app.connect, with_users=True)
-    backend = report.sites[config.backend.backend_id]
-    if backend.reachable:
-        _remember_listing(config, backend.backend_id, backend.volumes)
-    items = run_checks(report, target, max_rpo, require_idle)
-    if as_json:
-        _emit_json(
-            {"target": target, "ready": ready(items), "items": [item.to_json() for item in items]}
+    backends = app.backends()
+    states = [read_state(config.state_dir, config.state_scope) for config in backends]
+    targets = []
+    for config, state in zip(backends, states, strict=True):
+        chosen = target
+        if chosen is None:
+            default = config.backend.backend_id
+            active = state.active_backend
+            chosen = config.replication_devices[0].backend_id if active == default else default
+        config.site(chosen)  # an unknown id is a usage error, named, before any connection
+        targets.append(chosen)
+
+    def check_one(config: Config, state: State, to: str) -> list[CheckItem]:
+        report = gather(config, state, app.connect, with_users=True)
+        backend = report.sites[config.backend.backend_id]
+        if backend.reachable:
+            _remember_listing(config, backend.backend_id, backend.volumes)
+        return run_checks(report, to, max_rpo, require_idle)
+
+    several = len(backends) > 1
+    found = all_at_once(
+        lambda i: check_one(backends[i], states[i], targets[i]), range(len(backends))
+    )
+    documents = [
+        _backend_json(
+            config,
+            {"target": to, "ready": ready(items), "items": [item.to_json() for item in items]},
+            several,
         )
+        for config, to, items in zip(backends, targets, found, strict=True)
+    ]
+    all_ready = all(ready(items) for items in found)
+    if as_json:
+        _emit_json({"ready": all_ready, "backends": documents} if several else documents[0])
     else:
-        render.check_items(target, items)
-    if not ready(items):
+        for config, to, items in zip(backends, targets, found, strict=True):
+            if several:
+                render.backend_heading(config.backend_name, config.backend.where)
+            render.check_items(to, items)
+    if not all_ready:
         sys.exit(EXIT_FAILED)
 
 
@@ -788,7 +879,7 @@ def _switch_options(
 
     return replace(
         options_for(
-            app.config(),
+            app.backends()[0],  # the settings these are read from are shared by every backend
             connect_timeout=connect_timeout,
             volume_timeout=volume_timeout,
             concurrency=concurrency,
@@ -815,7 +906,6 @@ def _switch(
     from rbdfail import render
     from rbdfail.switch.model import Operation, SwitchRequest
     from rbdfail.switch.usecase import run_switch
-    from rbdfail.workers import RunResult
 
     if not dry_run and not yes and not sys.stdin.isatty():
         raise click.UsageError(
@@ -838,6 +928,8 @@ def _switch(
         require_idle=require_idle,
         read_users=dry_run or not yes,  # a plan someone reads before it runs
     )
+    if len(backends := app.backends()) > 1:
+        _switch_backends(app, backends, request, yes, as_json)
     result = run_switch(
         app.config(),
         request,
@@ -860,13 +952,58 @@ def _switch(
         render.failover_report(report)
     for unrecorded in report.unrecorded:  # on stderr too: a runbook's log keeps it
         click.secho(f"rbdfail: not recorded: {unrecorded}", fg="red", err=True)
-    if report.interrupted:
+    _exit_after_switch(
+        app, report.result, report.interrupted, bool(report.unrecorded), report.calls_left_running
+    )
+
+
+def _switch_backends(
+    app: AppContext, backends: Sequence[Config], request: SwitchRequest, yes: bool, as_json: bool
+) -> NoReturn:
+    """_switch for a file of several backends: one plan to confirm, one report by backend."""
+    from rbdfail import render
+    from rbdfail.switch.deployment import SwitchOfBackends, switch_backends
+
+    def confirm(switch: SwitchOfBackends) -> bool:
+        if yes:
+            return True
+        render.switch_of_backends(switch, render.stderr)
+        return click.confirm(f"{request.operation.capitalize()} to {switch.target}?", err=True)
+
+    switch = switch_backends(
+        backends,
+        request,
+        connect=app.connect,
+        confirm=confirm,
+        observer=render.SwitchProgress(_stderr_progress),
+    )
+    if not switch.carried_out and not request.dry_run:
+        raise click.Abort()
+    if as_json:
+        _emit_json(switch.to_json())
+    else:
+        render.switch_of_backends(switch)
+    if request.dry_run:
+        sys.exit(EXIT_OK)
+    for unrecorded in switch.unrecorded:
+        click.secho(f"rbdfail: not recorded: {unrecorded}", fg="red", err=True)
+    _exit_after_switch(
+        app, switch.result, switch.interrupted, bool(switch.unrecorded), switch.calls_left_running
+    )
+
+
+def _exit_after_switch(
+    app: AppContext, result: RunResult, interrupted: bool, unrecorded: bool, calls_left: int
+) -> NoReturn:
+    from rbdfail.workers import RunResult
+
+    if interrupted:
         sys.exit(EXIT_INTERRUPTED)
     exits = {RunResult.COMPLETE: EXIT_OK, RunResult.PARTIAL: EXIT_PARTIAL}
-    code = exits.get(report.result, EXIT_FAILED)
+    code = exits.get(result, EXIT_FAILED)
     # Volumes moved but the state dir does not say so: not a clean run (3), as for a volume.
-    final = EXIT_PARTIAL if code == EXIT_OK and report.unrecorded else code
-    if report.calls_left_running and app.connect_with is _connect_to_ceph:
+    final = EXIT_PARTIAL if code == EXIT_OK and unrecorded else code
+    if calls_left and app.connect_with is _connect_to_ceph:
         # librados must not be torn down under a call still running: a process left to
         # the interpreter's exit with such connections was seen to abort (boost::bad_get,
         # exit 134), which would hide this exit code from the runbook. The report is out.
@@ -977,24 +1114,35 @@ def _per_image_mirroring(
     from rbdfail import mirroring, render
     from rbdfail.volumes import list_volumes
 
-    config = app.config()
-    cluster = app.connect(_acting_site(config, site_id), config.replication_connect_timeout)
-    try:
-        steps = plan(list_volumes(cluster, config))
-        if dry_run:
-            report = mirroring.dry_run_report(operation, cluster.site, steps)
-        else:
-            with render.VolumeProgress(operation, sum(s.todo for s in steps)) as progress:
-                report = apply(cluster, steps, concurrency or config.concurrency, progress)
-    finally:
-        cluster.close()
+    # Disabling names images: in a file of several backends, which pool's must be said.
+    backends = app.backends() if operation == "enable-mirroring" else (app.config(operation),)
+    reports = []
+    for config in backends:
+        cluster = app.connect(_acting_site(config, site_id), config.replication_connect_timeout)
+        try:
+            steps = plan(list_volumes(cluster, config))
+            if dry_run:
+                report = mirroring.dry_run_report(operation, cluster.site, steps)
+            else:
+                with render.VolumeProgress(operation, sum(s.todo for s in steps)) as progress:
+                    report = apply(cluster, steps, concurrency or config.concurrency, progress)
+        finally:
+            cluster.close()
+        reports.append((config, report))
+        if report.interrupted:
+            break  # Ctrl-C: not the next backend either
+    several = len(backends) > 1
     if as_json:
-        _emit_json(report.to_json())
+        documents = [_backend_json(c, report.to_json(), several) for c, report in reports]
+        _emit_json({"backends": documents} if several else documents[0])
     else:
-        render.mirroring_report(report)
-    if report.interrupted:
+        for config, report in reports:
+            if several:
+                render.backend_heading(config.backend_name, config.backend.where)
+            render.mirroring_report(report)
+    if any(report.interrupted for _, report in reports):
         sys.exit(EXIT_INTERRUPTED)
-    if report.result != "complete" and not dry_run:
+    if any(report.result != "complete" for _, report in reports) and not dry_run:
         sys.exit(EXIT_PARTIAL)
 
 
@@ -1005,8 +1153,8 @@ def _per_image_mirroring(
     "--backend",
     metavar="NAME",
     default=None,
-    help="The backend section to import. Default: the one RBD backend in enabled_backends "
-    "(the one with replication_device when there are several).",
+    help="The one backend section to import. Default: every RBD backend in enabled_backends "
+    "with replication_device (several are written under `backends:`), else the one RBD backend.",
 )
 @click.option(
     "--volume-types",
@@ -1031,14 +1179,19 @@ def import_cinder(
     output: Path | None,
     force: bool,
 ) -> None:
-    """Write an rbdfail configuration from a cinder.conf (the RBD backend's section).
+    """Write an rbdfail configuration from a cinder.conf (its RBD backends' sections).
 
     Read as Cinder reads it: a backend's options from its section, else from
     [backend_defaults] (not [DEFAULT], which Cinder ignores for drivers); every
-    replication_device line becomes a secondary site. Each value's comment says where it came
-    from. What cinder.conf cannot say (which volume has which type: Cinder keeps that in its
-    database) is written as a FILL IN placeholder, which rbdfail refuses until it is replaced.
-    Key material (rbd_secret_uuid, secret_uuid) is never copied. One backend per file.
+    replication_device line becomes a secondary site. Every replicated RBD backend in
+    enabled_backends is written: one in the one-backend shape, several under `backends:`, each
+    named by its section (the name `rbdfail --backend` takes), with one
+    replication_connect_timeout (the largest) and the volume types shared. RBD backends without
+    replication_device are left out, each named. --backend NAME writes that backend alone.
+    Each value's comment says where it came from. What cinder.conf cannot say (which volume has
+    which type: Cinder keeps that in its database) is written as a FILL IN placeholder, which
+    rbdfail refuses until it is replaced. Key material (rbd_secret_uuid, secret_uuid) is never
+    copied.
 
     \b
     Examples:
@@ -1049,8 +1202,8 @@ def import_cinder(
     \b
     Exit codes:
       0 written, ready to use
-      2 cinder.conf, the types file or FILE refused (named, with the section and key);
-        nothing written
+      2 cinder.conf, the types file or FILE refused (named, with the section and key;
+        also two backends on one pool); nothing written
       3 written, with FILL IN placeholders to complete (listed on stderr)
     """
     from rbdfail.cinder_import import import_cinder as read_cinder
@@ -1062,7 +1215,8 @@ def import_cinder(
     else:
         inputs = (cinder_conf, *([volume_types] if volume_types else []))
         write_new_file(output, result.text, force, inputs)
-        click.echo(f"rbdfail: wrote {output} from [{result.backend}] of {cinder_conf}", err=True)
+        sections = ", ".join(f"[{section}]" for section in result.backends)
+        click.echo(f"rbdfail: wrote {output} from {sections} of {cinder_conf}", err=True)
     for note in result.notes:
         click.echo(f"  note: {note}", err=True)
     if result.todo:
@@ -1302,7 +1456,8 @@ def drill(
 
     if full and samples is not None:
         raise click.UsageError("--sample and --full exclude each other")
-    config = app.config()
+    backends = app.backends()
+    config = backends[0]  # the settings read here are shared by every backend
     request = DrillRequest(
         target=target,
         names=images,
@@ -1314,23 +1469,33 @@ def drill(
         connect_timeout=connect_timeout or config.replication_connect_timeout,
         volume_timeout=volume_timeout or (FULL_TIMEOUT if full else config.volume_timeout),
     )
-    progress = render.DrillProgress(_stderr_progress)
-    try:
-        report = run_drill(config, request, app.connect, progress)
-    finally:
-        progress.close()
+    reports = []
+    for config in backends:  # one after the other: a drill is no race
+        progress = render.DrillProgress(_stderr_progress)
+        try:
+            reports.append((config, run_drill(config, request, app.connect, progress)))
+        finally:
+            progress.close()
+        if reports[-1][1].interrupted:
+            break
+    several = len(backends) > 1
     if as_json:
-        _emit_json(report.to_json())
+        documents = [_backend_json(c, report.to_json(), several) for c, report in reports]
+        _emit_json({"backends": documents} if several else documents[0])
     else:
-        render.drill_report(report)
+        for config, report in reports:
+            if several:
+                render.backend_heading(config.backend_name, config.backend.where)
+            render.drill_report(report)
     code = (
         EXIT_INTERRUPTED
-        if report.interrupted
+        if any(report.interrupted for _, report in reports)
         else EXIT_OK
-        if report.result == "complete"
+        if all(report.result == "complete" for _, report in reports)
         else EXIT_PARTIAL
     )
-    if report.calls_left_running and app.connect_with is _connect_to_ceph:
+    left_running = any(report.calls_left_running for _, report in reports)
+    if left_running and app.connect_with is _connect_to_ceph:
         sys.stdout.flush()  # as _switch: never tear librados down under a running call
         sys.stderr.flush()
         os._exit(code)

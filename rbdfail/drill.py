@@ -586,7 +586,8 @@ def run_drill(
         volumes = refused + [
             v or _not_started(n) for n, v in zip(names, finished.results, strict=True)
         ]
-        if recorded := record_drill(config.state_dir, target_id, _successes(volumes)):
+        successes = {config.shown(n): when for n, when in _successes(volumes).items()}
+        if recorded := record_drill(config.state_dir, target_id, successes):
             warnings.append(recorded)
         return DrillReport(
             target_id,

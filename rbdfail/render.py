@@ -18,6 +18,7 @@ from rbdfail.drill import DrillReport, VolumeDrill
 from rbdfail.mirroring import Outcome, Report
 from rbdfail.pools import SetupAction, SetupItem
 from rbdfail.status import SiteImage, StatusReport
+from rbdfail.switch.deployment import SwitchOfBackends
 from rbdfail.switch.model import Action, FailoverPlan, FailoverReport, Plan, VolumeOutcome
 from rbdfail.volumes import Volume
 
@@ -441,6 +442,30 @@ def failover_report(report: FailoverReport) -> None:
         + (" (interrupted)" if report.interrupted else ""),
         highlight=False,
     )
+
+
+def backend_heading(backend: str, where: str, console: Console = stdout) -> None:
+    """Where one backend's part of a command of several backends begins."""
+    console.rule(f"[bold]backend {escape(backend)}[/] (pool {escape(where)})", align="left")
+
+
+def switch_of_backends(switch: SwitchOfBackends, console: Console = stdout) -> None:
+    """Each backend's plan, or its report once carried out, then the switch's outcome."""
+    for why in switch.left_out:
+        console.print(f"[yellow]left out: {escape(why)}[/]")
+    for part in switch.parts:
+        backend_heading(part.backend, part.where, console)
+        if part.report is None:
+            failover_plan(part.plan, console)
+        else:
+            failover_report(part.report)
+    if switch.carried_out:
+        moved = sum(len(report.volumes) for report in switch.reports)
+        console.print(
+            f"[bold]{switch.operation} to {switch.target}: {switch.result}[/] "
+            f"({len(switch.parts)} backends, {moved} volume(s))",
+            highlight=False,
+        )
 
 
 # ---- drill (issue 16) -------------------------------------------------------------------------

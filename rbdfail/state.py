@@ -357,12 +357,13 @@ def _journal_line(text: str) -> dict[str, Any] | None:
 def journal_lines(state_dir: Path, backend: str | None = None) -> Iterator[dict[str, Any]]:
     """The journal's lines, oldest first; a torn line (a crash mid-write) is skipped. With
     `backend`, that backend's and those written before the file had several backends (they
-    may be any backend's: a re-run or a failback takes them into account, to be safe)."""
+    may be any backend's: a re-run or a failback takes them into account, to be safe);
+    without, every line."""
     try:
         with open(state_dir / JOURNAL_FILE, errors="replace") as lines:
             for text in lines:
                 line = _journal_line(text)
-                if line is not None and line.get("backend") in (None, backend):
+                if line is not None and (backend is None or line.get("backend") in (None, backend)):
                     yield line
     except FileNotFoundError:
         return

@@ -17,6 +17,7 @@ waits (for a demotion to propagate, say) holds no slot.
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 import time
@@ -52,12 +53,15 @@ def run_all(
     on_done: Callable[[R], None] = lambda result: None,
     time_limit: float | Callable[[T], float] | None = None,
     on_overrun: Callable[[T, float], R] | None = None,
+    stop: threading.Event | None = None,
 ) -> Finished[R]:
     """work(item) for every item, at most `concurrency` at once; on_done as each finishes.
 
     With `time_limit` (seconds, or seconds per item), work still running that long after it
     started gets the result on_overrun(item, seconds) instead. A per-item limit is asked
-    again at every check, so it may grow while the work runs (never shrink).
+    again at every check, so it may grow while the work runs (never shrink). Ctrl-C, or
+    `stop` set by another thread (which got the Ctrl-C), starts no more items: the result
+    says `interrupted`.
     """
     limit_of: Callable[[T], float] | None = (
         None
@@ -82,6 +86,7 @@ def run_all(
         on_done(result)
 
     while True:
+        interrupted = interrupted or (stop is not None and stop.is_set())
         while not interrupted and next_item < len(items) and len(started) < concurrency:
             started[next_item] = time.monotonic()
             threading.Thread(target=run, args=(next_item,), daemon=True).start()
@@ -89,7 +94,9 @@ def run_all(
         if not started:
             break
         try:
-            overran += _collect(finished, started, settle, on_overrun, items, limit_of)
+            overran += _collect(
+                finished, started, settle, on_overrun, items, limit_of, None if stop else 0.25
+            )
         except KeyboardInterrupt:
             if interrupted:
                 raise  # the second Ctrl-C: stop waiting
@@ -104,19 +111,23 @@ def _collect(
     on_overrun: Callable[[T, float], R] | None,
     items: Sequence[T],
     limit_of: Callable[[T], float] | None,
+    poll: float | None,
 ) -> int:
-    """Wait for the next result, or give up on work past its time limit; how many given up."""
+    """Wait for the next result, or give up on work past its time limit; how many given up.
+    `poll`: wait no longer than that (to look at a stop event)."""
     give_up_at = {
         index: began + (limit_of(items[index]) if limit_of else float("inf"))
         for index, began in started.items()
     }
     soonest = min(give_up_at.values())
     wait = None if soonest == float("inf") else max(0.0, soonest - time.monotonic())
+    if poll is not None:
+        wait = poll if wait is None else min(wait, poll)
     try:
         index, result, error = finished.get(timeout=wait)
     except queue.Empty:
         now, overran = time.monotonic(), 0
-        for index, began in list(started.items()):
+        for index, began in list(started.items()) if limit_of else ():
             assert on_overrun is not None and limit_of is not None, "limit needs on_overrun"
             if now >= began + limit_of(items[index]):  # asked again: it may have grown
                 del started[index]
@@ -228,6 +239,13 @@ class CallSlots:
                     )
             if not written_off:
                 self._free.release()
+
+    def checked_by(self, before_call: Callable[[], None]) -> CallSlots:
+        """The same slots (shared, not copied), each call checked by `before_call`: the runs
+        of several backends share one budget of calls, and each checks its own lock."""
+        view = copy.copy(self)
+        view._before_call = before_call
+        return view
 
     def write_off(self, thread: int | None) -> None:
         with self._lock:

@@ -20,7 +20,7 @@ from rbdfail.cinder_import import RBD_DRIVER as RBD
 from rbdfail.cinder_import import CinderImport, import_cinder, write_new_file
 from rbdfail.cli import main
 from rbdfail.cluster import MirrorMode
-from rbdfail.config import Config, SiteConfig, load_config
+from rbdfail.config import Config, Deployment, SiteConfig, load_config, load_deployment
 from rbdfail.errors import ConfigError
 
 DATA = Path(__file__).parent / "data" / "cinder"
@@ -28,6 +28,11 @@ SINGLE = DATA / "single-replicated.conf"
 MULTI = DATA / "multi-backend.conf"
 UNREPLICATED = DATA / "no-replication.conf"
 TWO_DEVICES = DATA / "two-devices.conf"
+TWO_REPLICATED = DATA / "two-replicated.conf"
+TWO_REPLICATED_TYPES = DATA / "two-replicated-types.json"
+REPLICATED_AND_NOT = DATA / "replicated-and-not.conf"
+SAME_POOL = DATA / "same-pool.conf"
+TIMEOUTS = DATA / "different-timeouts.conf"
 TYPES = DATA / "volume-types.json"
 OLD_CLIENT_TYPES = DATA / "volume-types-old-client.json"
 SECRETS = (  # the secret UUIDs the example files hold: none may reach the output
@@ -62,11 +67,17 @@ def loaded(tmp_path: Path, result: CinderImport) -> Config:
     return load_config(path)
 
 
+def loaded_deployment(tmp_path: Path, text: str) -> Deployment:
+    path = tmp_path / "rbdfail.yaml"
+    path.write_text(text)
+    return load_deployment(path)
+
+
 def refused_load(tmp_path: Path, result: CinderImport) -> ConfigError:
     path = tmp_path / "rbdfail.yaml"
     path.write_text(result.text)
     with pytest.raises(ConfigError) as caught:
-        load_config(path)
+        load_deployment(path)
     return caught.value
 
 
@@ -125,7 +136,14 @@ def test_single_backend__every_value_says_where_it_came_from(tmp_path: Path) -> 
 
 
 def test_key_material__never_written_and_said_so() -> None:
-    for conf, backend in ((SINGLE, None), (MULTI, "ceph-fast"), (TWO_DEVICES, None)):
+    for conf, backend in (
+        (SINGLE, None),
+        (MULTI, "ceph-fast"),
+        (MULTI, None),
+        (TWO_DEVICES, None),
+        (TWO_REPLICATED, None),
+        (REPLICATED_AND_NOT, None),
+    ):
         text = import_cinder(conf, backend).text
         for secret in SECRETS:
             assert secret not in text
@@ -136,11 +154,19 @@ def test_key_material__never_written_and_said_so() -> None:
     )
 
 
-def test_multi_backend__without_backend_names_both_and_exits_2(tmp_path: Path) -> None:
-    error = refused(MULTI)
-    assert "2 replicated RBD backends in enabled_backends: ceph-fast, ceph-slow" in str(error)
+def test_several_rbd_backends_none_replicated__names_them_and_exits_2(tmp_path: Path) -> None:
+    conf = write(
+        tmp_path,
+        MULTI.read_text()
+        .replace("replication_device = backend_id:dr,conf:/etc/ceph/dr.conf,user:cinder-dr", "")
+        .replace("ceph-slow, lvm-local", "ceph-slow,lvm-local"),
+    )
+    error = refused(conf)
+    assert str(error) == (
+        f"{conf}: 2 RBD backends in enabled_backends, none with replication_device: "
+        "ceph-fast, ceph-slow"
+    )
     assert error.hint is not None and "--backend NAME" in error.hint
-    assert "multi-backend configuration" in error.hint
 
 
 @pytest.mark.parametrize(
@@ -375,6 +401,233 @@ def test_no_enabled_backends__asks_for_backend(tmp_path: Path) -> None:
     assert import_cinder(conf, "ceph").backend == "ceph"
 
 
+# ---- several backends: every replicated one, under `backends:` -------------------------------
+def sites(config: Config) -> list[tuple[str, str, str, str, str]]:
+    return [(s.backend_id, str(s.conf), s.user, s.pool, s.cluster_name) for s in config.sites]
+
+
+def test_two_replicated_backends__each_under_its_section_with_its_own_devices(
+    tmp_path: Path,
+) -> None:
+    one_type = types_file(
+        tmp_path, {"Name": "mirrored", "Properties": REPLICATED_CEPH["Properties"]}
+    )
+    result = import_cinder(TWO_REPLICATED, volume_types=one_type)
+    assert (result.backend, result.backends) == ("ceph-hdd", ("ceph-hdd", "ceph-ssd"))
+    assert "backend:" not in result.text.splitlines()
+    # No type: the placeholder types and rules, which the loader refuses by their FILL IN.
+    assert [item.split(":")[0] for item in result.todo] == ["volume_types", "volumes"]
+    assert "FILL IN" in str(refused_load(tmp_path, result))
+
+    types = types_file(
+        tmp_path, {"Name": "mirrored", "Properties": {"replication_enabled": "<is> True"}}
+    )
+    result = import_cinder(TWO_REPLICATED, volume_types=types)
+    assert result.todo == ()  # one type for every backend: every volume's
+    deployment = loaded_deployment(tmp_path, result.text)
+    hdd, ssd = deployment.backends
+    assert (hdd.backend_name, hdd.state_scope, ssd.backend_name) == (
+        "ceph-hdd",
+        "ceph-hdd",
+        "ceph-ssd",
+    )
+    assert sites(hdd) == [
+        ("default", "/etc/ceph/ceph.conf", "cinder", "volumes-hdd", "ceph"),
+        ("secondary", "/etc/ceph/secondary.conf", "cinder", "volumes-hdd", "secondary"),
+    ]
+    assert sites(ssd) == [
+        ("default", "/etc/ceph/ceph.conf", "cinder-ssd", "volumes-ssd", "ceph"),
+        ("secondary", "/etc/ceph/secondary.conf", "cinder-ssd", "volumes-ssd", "secondary"),
+        ("tertiary", "/etc/ceph/tertiary.conf", "cinder-ssd", "volumes-ssd", "tertiary"),
+    ]
+    assert hdd.replication_connect_timeout == ssd.replication_connect_timeout == 10
+    assert ssd.volume_type_for("volume-1").replicated
+    text = result.text
+    assert f"from {TWO_REPLICATED}, backend sections [ceph-hdd], [ceph-ssd]" in text
+    rows = text.splitlines()
+    # The key is the section; a volume_backend_name that differs is kept as a comment.
+    assert any(
+        row.startswith("  ceph-ssd:") and "volume_backend_name 'fast'" in row for row in rows
+    )
+    assert any(
+        row.startswith("  ceph-hdd:") and "also its volume_backend_name" in row for row in rows
+    )
+    assert any(
+        "replication_connect_timeout: 10" in row
+        and "[ceph-hdd] replication_connect_timeout; [ceph-ssd] replication_connect_timeout" in row
+        for row in rows
+    )
+    assert "the only volume type, for every backend" in text
+    # Both backends' notes from the same secret once each; no secret itself.
+    assert (
+        result.notes.count(
+            "rbd_secret_uuid ignored: it names a libvirt secret; no key material is copied"
+        )
+        == 1
+    )
+
+
+def test_two_replicated_backends__each_type_says_which_backend_it_is_for(tmp_path: Path) -> None:
+    result = import_cinder(TWO_REPLICATED, volume_types=TWO_REPLICATED_TYPES)
+    rows = result.text.splitlines()
+    for name, where in [
+        ("hdd-replicated:", "volume_backend_name='ceph-hdd': backend [ceph-hdd]"),
+        ("ssd-replicated:", "volume_backend_name='fast': backend [ceph-ssd]"),
+        ("ssd-scratch: {}", "volume_backend_name='fast': backend [ceph-ssd]"),
+        ("__DEFAULT__: {}", "no volume_backend_name: any backend"),
+    ]:
+        assert any(row.startswith(f"  {name}") and where in row for row in rows), name
+    assert (
+        "volume type 'lvm' passed over: it is for backend 'lvm', not 'ceph-hdd' or 'fast'"
+        in result.notes
+    )
+    # The rules are global: several types, so the catch-all is a FILL IN naming them all.
+    assert result.todo == (
+        "volumes: which volume has which type (Cinder keeps it in its database): write the rules",
+    )
+    error = refused_load(tmp_path, result)
+    assert "(one of: hdd-replicated, ssd-replicated, ssd-scratch, __DEFAULT__)" in str(error)
+    assert "rbd image-meta set POOL/IMAGE" in result.text
+    assert "(POOL: the volume's backend's pool: volumes-hdd, volumes-ssd)" in result.text
+    deployment = loaded_deployment(tmp_path, _fill(result.text, "ssd-scratch"))
+    assert [b.backend_name for b in deployment.backends] == ["ceph-hdd", "ceph-ssd"]
+    assert [(t.name, t.replicated) for t in deployment.backends[0].volume_types] == [
+        ("hdd-replicated", True),
+        ("ssd-replicated", True),
+        ("ssd-scratch", False),
+        ("__DEFAULT__", False),
+    ]
+
+
+def test_two_replicated_backends__one_type_for_one_of_them_is_not_everyones(
+    tmp_path: Path,
+) -> None:
+    types = types_file(
+        tmp_path,
+        {
+            "Name": "hdd-replicated",
+            "Properties": {"replication_enabled": "<is> True", "volume_backend_name": "ceph-hdd"},
+        },
+    )
+    result = import_cinder(TWO_REPLICATED, volume_types=types)
+    # The SSD backend's volumes have no type of their own: the catch-all is the operator's.
+    assert [item.split(":")[0] for item in result.todo] == ["volumes"]
+    assert (
+        f"no volume type in {types} is for backend 'fast' ([ceph-ssd]): the rules below must "
+        "give its volumes a type" in result.notes
+    )
+
+
+def test_multi_backend__both_written_with_backend_defaults_inherited(tmp_path: Path) -> None:
+    result = import_cinder(MULTI, volume_types=types_file(tmp_path, REPLICATED_CEPH))
+    assert result.backends == ("ceph-fast", "ceph-slow")
+    # REPLICATED_CEPH is for volume_backend_name 'ceph': neither backend's.
+    assert (
+        "volume type 'ceph-replicated' passed over: it is for backend 'ceph', not "
+        in (result.notes[-1])
+    )
+    deployment = loaded_deployment(tmp_path, _fill(result.text, "replicated"))
+    assert [(b.backend_name, b.backend.pool) for b in deployment.backends] == [
+        ("ceph-fast", "volumes-ssd"),
+        ("ceph-slow", "volumes-hdd"),
+    ]
+    for backend in deployment.backends:  # [backend_defaults]' device, for each
+        assert [(d.backend_id, d.user, str(d.conf)) for d in backend.replication_devices] == [
+            ("dr", "cinder-dr", "/etc/ceph/dr.conf")
+        ]
+    assert "volumes-old" not in result.text  # [DEFAULT]'s stale rbd_pool
+    assert "  # Left out: [lvm-local], not an RBD backend (LVMVolumeDriver)" in result.text
+
+
+def test_one_replicated_and_one_not__the_one_backend_shape_and_the_other_named(
+    tmp_path: Path,
+) -> None:
+    result = import_cinder(REPLICATED_AND_NOT, volume_types=types_file(tmp_path, REPLICATED_CEPH))
+    assert result.backends == ("ceph",)
+    assert result.text.splitlines().count("backend:") == 1 and "backends:" not in result.text
+    assert (
+        "RBD backend(s) without replication_device passed over: ceph-scratch (import one with "
+        "--backend NAME)" in result.notes
+    )
+    assert "# - RBD backend(s) without replication_device passed over: ceph-scratch" in result.text
+    config = loaded(tmp_path, result)
+    assert sites(config) == [
+        ("default", "/etc/ceph/ceph.conf", "cinder", "volumes", "ceph"),
+        ("secondary", "/etc/ceph/secondary.conf", "cinder", "volumes", "secondary"),
+    ]
+    # Asked for, the unreplicated one is written alone, its secondary site a FILL IN.
+    alone = import_cinder(REPLICATED_AND_NOT, "ceph-scratch")
+    assert "replication_device: []" in alone.text and "pool: scratch" in alone.text
+
+
+def test_two_backends_on_one_pool__refused_naming_both(tmp_path: Path) -> None:
+    error = refused(SAME_POOL)
+    assert str(error) == (
+        f"{SAME_POOL}: [ceph-gold] and [ceph-silver] use the same pool 'volumes' of "
+        "/etc/ceph/ceph.conf: rbdfail fails over a pool's images, it cannot fail over one of "
+        "these backends without the other"
+    )
+    assert error.hint is not None and "--backend NAME" in error.hint
+    # Each alone is fine; and the loader refuses the pair too, as import-cinder does.
+    single = import_cinder(
+        SAME_POOL, "ceph-silver", volume_types=types_file(tmp_path, {"Name": "t", "Properties": {}})
+    )
+    assert loaded(tmp_path, single).backend.pool == "volumes"
+    text = import_cinder(
+        TWO_REPLICATED, volume_types=types_file(tmp_path, {"Name": "t", "Properties": {}})
+    ).text
+    with pytest.raises(ConfigError, match="the same pool as backend 'ceph-hdd'"):
+        loaded_deployment(tmp_path, text.replace("pool: volumes-ssd", "pool: volumes-hdd"))
+
+
+def test_different_connect_timeouts__the_largest_said_so(tmp_path: Path) -> None:
+    result = import_cinder(
+        TIMEOUTS, volume_types=types_file(tmp_path, {"Name": "t", "Properties": {}})
+    )
+    assert result.backends == ("ceph-local", "ceph-remote")
+    note = (
+        "replication_connect_timeout differs between the backends ([ceph-local] 5, "
+        "[ceph-remote] 30): rbdfail has one for all, and takes the largest, 30 s"
+    )
+    assert any(n.startswith(note) for n in result.notes)
+    assert any(
+        row.startswith("replication_connect_timeout: 30") and "the largest of the backends'" in row
+        for row in result.text.splitlines()
+    )
+    local, remote = loaded_deployment(tmp_path, result.text).backends
+    assert local.replication_connect_timeout == remote.replication_connect_timeout == 30
+    assert sites(remote) == [
+        ("default", "/etc/ceph/remote.conf", "cinder", "volumes", "remote"),
+        ("remote-dr", "/etc/ceph/remote-dr.conf", "cinder", "volumes", "remote-dr"),
+    ]
+    # What enabled_backends holds that the file does not, named in it and in the notes.
+    assert "  # Left out: [ceph-images], an RBD backend without replication_device" in result.text
+    assert "--backend ceph-images" in result.text
+    assert "  # Left out: [lvm-1], not an RBD backend (LVMVolumeDriver)" in result.text
+    assert any("passed over: ceph-images" in n for n in result.notes)
+    # volume_backend_name not set: the RBD driver reports 'RBD', the scheduler's name for both.
+    assert "volume_backend_name 'RBD': not set: Cinder's RBD driver reports 'RBD'" in result.text
+
+
+def test_several_backends__a_section_name_rbdfail_cannot_take_is_refused(tmp_path: Path) -> None:
+    conf = write(
+        tmp_path,
+        TWO_REPLICATED.read_text()
+        .replace("enabled_backends = ceph-hdd,", "enabled_backends = ceph hdd,")
+        .replace("[ceph-hdd]", "[ceph hdd]"),
+    )
+    error = refused(conf)
+    assert str(error).startswith(f"{conf}: [ceph hdd]: the section's name cannot name an rbdfail")
+    assert import_cinder(conf, "ceph hdd").backends == ("ceph hdd",)  # alone, it has `name:`
+
+
+def test_a_backend_named_twice_in_enabled_backends_is_one(tmp_path: Path) -> None:
+    conf = write(
+        tmp_path, SIMPLE.replace("enabled_backends = ceph", "enabled_backends = ceph, Ceph")
+    )
+    assert import_cinder(conf).backends == ("ceph",)
+
+
 # ---- malformed input: a clear message naming the file, section and key ---------------------
 @pytest.mark.parametrize(
     ("text", "message"),
@@ -556,6 +809,23 @@ def test_cli__ready_file_exit_0_and_it_loads(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rbdfail.yaml", "types.json"]
 
 
+def test_cli__several_backends_written_exit_0_and_they_load(tmp_path: Path) -> None:
+    out = tmp_path / "rbdfail.yaml"
+    types = types_file(
+        tmp_path, {"Name": "mirrored", "Properties": {"replication_enabled": "<is> True"}}
+    )
+    code, stdout, stderr = cli(str(TWO_REPLICATED), "--volume-types", str(types), "-o", str(out))
+    assert code == 0, stderr
+    assert f"wrote {out} from [ceph-hdd], [ceph-ssd] of {TWO_REPLICATED}" in stderr
+    assert [b.backend.pool for b in load_deployment(out).backends] == ["volumes-hdd", "volumes-ssd"]
+    code, _, stderr = cli(str(TIMEOUTS))
+    assert code == 3
+    assert "note: RBD backend(s) without replication_device passed over: ceph-images" in stderr
+    assert "note: replication_connect_timeout differs between the backends" in stderr
+    code, stdout, _ = cli(str(TWO_REPLICATED), "--backend", "ceph-ssd")
+    assert code == 3 and "\nbackend:\n  name: fast " in stdout  # one backend, as before
+
+
 def test_cli__without_output_the_yaml_goes_to_stdout_and_fill_ins_exit_3(tmp_path: Path) -> None:
     code, stdout, stderr = cli(str(SINGLE))
     assert code == 3
@@ -565,7 +835,7 @@ def test_cli__without_output_the_yaml_goes_to_stdout_and_fill_ins_exit_3(tmp_pat
 
 
 @pytest.mark.parametrize(
-    "args", [(str(MULTI),), (str(DATA / "missing.conf"),), (str(SINGLE), "--backend", "nope")]
+    "args", [(str(SAME_POOL),), (str(DATA / "missing.conf"),), (str(SINGLE), "--backend", "nope")]
 )
 def test_cli__refused_exit_2_and_nothing_written(tmp_path: Path, args: tuple[str, ...]) -> None:
     out = tmp_path / "out.yaml"
@@ -615,13 +885,16 @@ _LINES = st.sampled_from(
     [
         "[DEFAULT]",
         "[ceph]",
+        "[ceph-b]",
         "[backend_defaults]",
         "[",
         "enabled_backends = ceph",
         "enabled_backends = ,ceph,,",
+        "enabled_backends = ceph, ceph-b",
         "volume_driver = cinder.volume.drivers.rbd.RBDDriver",
         "rbd_pool = volumes",
         "rbd_pool = volumes",
+        "rbd_pool = volumes-b",
         "rbd_pool =",
         "rbd_user = cinder",
         "rbd_ceph_conf = /etc/ceph/ceph.conf",
@@ -631,6 +904,7 @@ _LINES = st.sampled_from(
         "replication_device = conf:/x",
         "replication_device = ,,:",
         "replication_connect_timeout = 3",
+        "replication_connect_timeout = 40",
         "replication_connect_timeout = -1",
         "    conf:/etc/ceph/continued.conf",
         "volume_name_template = v-%s",
@@ -641,11 +915,15 @@ _LINES = st.sampled_from(
 
 
 _START = "[DEFAULT]\nenabled_backends = ceph\n[ceph]\nvolume_driver = " + RBD + "\n"
+_TWO = (  # a second replicated backend, for the lines to break or complete
+    "[DEFAULT]\nenabled_backends = ceph,ceph-b\n[backend_defaults]\nvolume_driver = " + RBD + "\n"
+    "replication_device = backend_id:secondary\n[ceph-b]\nrbd_pool = volumes-b\n[ceph]\n"
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    start=st.sampled_from(["", _START, _START + "rbd_pool = volumes\n"]),
+    start=st.sampled_from(["", _START, _START + "rbd_pool = volumes\n", _TWO]),
     lines=st.lists(st.one_of(_LINES, _LINES, st.text(max_size=30)), max_size=25),
 )
 def test_hostile__any_cinder_conf_is_imported_or_refused_by_name(
@@ -663,7 +941,7 @@ def test_hostile__any_cinder_conf_is_imported_or_refused_by_name(
         out = Path(folder) / "rbdfail.yaml"
         out.write_text(result.text)
         try:
-            load_config(out)
+            load_deployment(out)
         except ConfigError as exc:
             assert result.todo, "a file with nothing to fill in must load"
             assert "FILL IN" in str(exc) or "needs at least one secondary site" in str(exc)

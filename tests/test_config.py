@@ -17,6 +17,7 @@ from rbdfail.config import (
     VolumeType,
     find_config_path,
     load_config,
+    load_deployment,
 )
 from rbdfail.errors import ConfigError
 
@@ -162,6 +163,22 @@ def test_load__the_example_file(tmp_path: Path) -> None:
         "standard",
     ]
     assert config.state_dir == Path("/var/lib/rbdfail")
+
+
+def test_load__the_example_file_of_several_backends() -> None:
+    deployment = load_deployment(EXAMPLE.parent / "rbdfail-backends.yaml")
+    hdd, ssd = deployment.backends
+    assert (hdd.backend_name, hdd.backend.pool, ssd.backend_name, ssd.backend.pool) == (
+        "ceph-hdd",
+        "volumes-hdd",
+        "ceph-ssd",
+        "volumes-ssd",
+    )
+    # Cinder's string form of a device, inheriting its backend's pool.
+    assert ssd.replication_devices == (
+        SiteConfig("secondary", Path("/etc/ceph/secondary.conf"), "cinder", "volumes-ssd"),
+    )
+    assert hdd.volume_types == ssd.volume_types and hdd.state_scope == "ceph-hdd"
 
 
 def test_load__minimal_file_gets_cinder_defaults(tmp_path: Path) -> None:

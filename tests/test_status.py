@@ -224,7 +224,7 @@ def test_metrics__lag_split_brain_and_errors_are_series(
     secondary.promote("s-split", force=True)
     out = tmp_path / "rbdfail.prom"
 
-    write_textfile(status(config, fake_ceph), out, 1700.0)
+    write_textfile([(config, status(config, fake_ceph))], out, 1700.0)
 
     got = samples(out)
     assert got[("rbdfail_healthy", frozenset())] == 0
@@ -253,7 +253,7 @@ def test_metrics__rpo_last_sync_schedule_and_users_per_volume(
     now = fake_ceph.now()
 
     report = gather(config, State(), fake_ceph.connect, now=now, with_users=True)
-    write_textfile(report, out, now)
+    write_textfile([(config, report)], out, now)
 
     got = samples(out)
     rpo = {
@@ -281,7 +281,7 @@ def test_metrics__unreachable_site_is_0_and_unknown_figures_are_left_out(
     fake_ceph.freeze("default")
     out = tmp_path / "rbdfail.prom"
 
-    write_textfile(status(config, fake_ceph), out, 0.0)
+    write_textfile([(config, status(config, fake_ceph))], out, 0.0)
 
     got = samples(out)
     assert got[("rbdfail_site_reachable", frozenset({("site", "default")}))] == 0

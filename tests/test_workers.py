@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from rbdfail.workers import CallSlots, run_all
+from rbdfail.workers import CallSlots, Finished, run_all
 from tests.helpers import eventually
 
 
@@ -66,6 +66,27 @@ def test_run_all__ctrl_c_starts_nothing_new_and_lets_the_running_finish() -> Non
     started = [r for r in finished.results if r is not None]
     assert 1 <= len(started) <= 2  # the one that finished, and the one running beside it
     assert finished.results[2:] == [None] * 8
+
+
+def test_run_all__a_stop_set_by_another_thread_starts_nothing_new_as_ctrl_c() -> None:
+    stop, release = threading.Event(), threading.Event()
+
+    def work(item: str) -> str:
+        if item == "0":
+            stop.set()  # another thread got the Ctrl-C while the first item runs
+        release.wait(5)
+        return item
+
+    ran: list[Finished[str]] = []
+    runner = threading.Thread(
+        target=lambda: ran.append(run_all([str(i) for i in range(10)], work, 1, stop=stop))
+    )
+    runner.start()
+    eventually(lambda: stop.is_set(), 2)
+    release.set()
+    runner.join(5)
+    assert ran and ran[0].interrupted
+    assert ran[0].results[0] == "0" and ran[0].results[1:] == [None] * 9
 
 
 def test_run_all__an_unexpected_error_in_work_reaches_the_caller() -> None:

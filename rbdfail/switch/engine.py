@@ -72,12 +72,15 @@ def execute(
     config: Config,
     observer: Observer | None = None,
     lock_held: Callable[[], None] = lambda: None,
+    shared_slots: CallSlots | None = None,
+    stop: threading.Event | None = None,
 ) -> FailoverReport:
     """Carry the plan out and record it; the caller holds the lock, and `lock_held` raises
-    when it is not provably held any more: no Ceph call starts after that."""
+    when it is not provably held any more: no Ceph call starts after that. `shared_slots`:
+    the call slots of a switch of several backends, which runs one plan each at once."""
     started = time.monotonic()
-    trace: list[CallTrace] | None = [] if options.call_trace else None
-    slots = CallSlots(options.concurrency, before_call=lock_held, trace=trace)
+    trace: list[CallTrace] | None = [] if options.call_trace and not shared_slots else None
+    slots = (shared_slots or CallSlots(options.concurrency, trace=trace)).checked_by(lock_held)
     run = Run(
         throttled(sites, slots),
         options,
@@ -113,6 +116,7 @@ def execute(
         # Waiting behind other volumes for call slots is not this volume's time.
         time_limit=lambda v: options.limit_for(v) + slots.queued(run.threads.get(v.name)),
         on_overrun=lambda v, seconds: _overrun(run, plan, v, seconds),
+        stop=stop,
     )
     outcomes = {o.name: o for o in finished.results if o is not None}
     report_volumes = []

@@ -13,9 +13,10 @@ plan says each of these.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from rbdfail.config import Config, Connect
@@ -43,6 +44,7 @@ from rbdfail.switch.sites import (
     read_for_failback,
     read_for_failover,
 )
+from rbdfail.workers import CallSlots
 
 
 def run_switch(
@@ -59,6 +61,76 @@ def run_switch(
     failover or failback holds a site's lock.
     """
     observer = observer or Silent()
+    prepared = prepare_switch(config, request, connect, observer)
+    try:
+        if request.dry_run or not confirm(prepared.plan):
+            return SwitchResult(prepared.plan, None)
+        observer.started(prepared.plan)
+        try:
+            prepared.execute(observer)
+        finally:
+            observer.ended()
+    finally:
+        prepared.close()
+    return SwitchResult(prepared.plan, prepared.report)
+
+
+@dataclass
+class PreparedSwitch:
+    """One backend's switch, connected, locked (unless a dry run) and planned: nothing has
+    changed yet. `close` releases the lock and the connections, whatever happened."""
+
+    config: Config
+    request: SwitchRequest
+    sites: Sites
+    state: State
+    plan: FailoverPlan
+    journal: Journal | None  # None: a dry run
+    lock: FailoverLock | None
+    corrupt_state: bool
+    report: FailoverReport | None = None
+
+    def execute(
+        self,
+        observer: Observer,
+        shared_slots: CallSlots | None = None,
+        stop: threading.Event | None = None,
+    ) -> FailoverReport:
+        assert self.journal is not None and self.lock is not None, "a dry run is not executed"
+        if self.corrupt_state and (kept := set_aside(self.config.state_dir, self.journal.run_id)):
+            observer.note(f"the unusable state.json is kept as {kept}")
+        report = execute(
+            self.plan,
+            self.sites,
+            self.state,
+            self.request.options,
+            self.journal,
+            self.config,
+            observer,
+            lock_held=self.lock.check,
+            shared_slots=shared_slots,
+            stop=stop,
+        )
+        self.report = replace(report, journal_error=self.journal.problem())
+        return self.report
+
+    def close(self) -> None:
+        report = self.report
+        source_lost = report is not None and report.primary_lost is not None
+        try:
+            if self.lock is not None:
+                self.lock.release(source_lost=source_lost)
+        finally:
+            # A call given up on is still inside librbd: shutting its connection down under
+            # it could crash the process. The process exit ends it instead.
+            if report is None or report.calls_left_running == 0:
+                self.sites.close()
+
+
+def prepare_switch(
+    config: Config, request: SwitchRequest, connect: Connect, observer: Observer
+) -> PreparedSwitch:
+    """Connect to both sites, take the lock (unless a dry run), read the sites and plan."""
     warnings: list[str] = []
     corrupt_state = False
     try:
@@ -73,51 +145,28 @@ def run_switch(
     for warning in warnings:
         observer.note(warning)
     sites = _connect(config, state, request, connect, observer)
-    target = sites.target.site
-    report: FailoverReport | None = None
+    lock = journal = None
     try:
-        lock = None
+        if not request.dry_run:
+            run_id = new_run_id()
+            # An unusable state dir fails here, before anything changed.
+            journal = Journal(config.state_dir, run_id, config.state_scope)
+            lock = FailoverLock(sites, run_id, f"{request.operation} to {sites.target.site}")
+            lock.acquire(observer.note)
+        plan = _plan(config, request, sites, warnings)
+    except BaseException:
         try:
-            if not request.dry_run:
-                run_id = new_run_id()
-                # An unusable state dir fails here, before anything changed.
-                journal = Journal(config.state_dir, run_id, config.state_scope)
-                lock = FailoverLock(sites, run_id, f"{request.operation} to {target}")
-                lock.acquire(observer.note)
-            plan = _plan(config, request, sites, warnings)
-            plan = replace(
-                plan,
-                breaks_locks_after=request.options.break_locks_after,
-                warnings=(*warnings, *plan.warnings),
-            )
-            if request.dry_run or not confirm(plan):
-                return SwitchResult(plan, None)
-            if corrupt_state and (kept := set_aside(config.state_dir, run_id)):
-                observer.note(f"the unusable state.json is kept as {kept}")
-            observer.started(plan)
-            try:
-                report = execute(
-                    plan,
-                    sites,
-                    state,
-                    request.options,
-                    journal,
-                    config,
-                    observer,
-                    lock_held=lock.check if lock is not None else lambda: None,
-                )
-            finally:
-                observer.ended()
-            report = replace(report, journal_error=journal.problem())
-        finally:
             if lock is not None:
-                lock.release(source_lost=report is not None and report.primary_lost is not None)
-    finally:
-        # A call given up on is still inside librbd: shutting its connection down under it
-        # could crash the process. The process exit ends it instead.
-        if report is None or report.calls_left_running == 0:
+                lock.release(source_lost=False)
+        finally:
             sites.close()
-    return SwitchResult(plan, report)
+        raise
+    plan = replace(
+        plan,
+        breaks_locks_after=request.options.break_locks_after,
+        warnings=(*warnings, *plan.warnings),
+    )
+    return PreparedSwitch(config, request, sites, state, plan, journal, lock, corrupt_state)
 
 
 def _connect(
