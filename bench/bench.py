@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
@@ -32,7 +32,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 
 from rbdfail import ceph
 from rbdfail.cluster import Cluster, ImageStatus, MirrorInfo
-from rbdfail.config import Config, SiteConfig, load_config
+from rbdfail.config import Config, SiteConfig, load_config, load_deployment
 from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState
 from rbdfail.lab import Lab
 
@@ -44,6 +44,7 @@ SCENARIOS = {
     "clean": "clean_failover",
     "forced": "forced_failover",
     "drill": "drill",
+    "two-pools": "two_pools",
 }
 # Cinder's defaults for reaching a cluster: replication_connect_timeout (5 s, used here for the
 # primary too, where Cinder's own rados_connect_timeout of -1 would wait out client_mount_timeout,
@@ -55,6 +56,8 @@ CINDER_CONNECT_INTERVAL_S = 5
 RBD_DEFAULT_CONCURRENCY = 10
 # Forced promotes one after another take ~10 s a volume (ceph-facts.md): this many are timed.
 SERIAL_FORCED_N = 20
+# `status` takes about a second: timed this many times per repetition.
+STATUS_RUNS = 3
 
 
 @dataclass
@@ -90,10 +93,14 @@ class Bench:
         self.primary: Cluster = ceph.connect(config.backend, 60)
         self.pool = config.backend.pool
 
-    def images(self, prefix: str, n: int | None = None) -> list[str]:
+    def images(
+        self, prefix: str, n: int | None = None, cluster: Cluster | None = None
+    ) -> list[str]:
+        """New images in the backend's pool (or `cluster`'s)."""
         names = [f"{prefix}-{i:04}" for i in range(self.n if n is None else n)]
+        cluster = cluster or self.primary
         with ThreadPoolExecutor(64) as pool:
-            list(pool.map(lambda name: self.primary.create_image(name, 16 << 20), names))
+            list(pool.map(lambda name: cluster.create_image(name, 16 << 20), names))
         return names
 
     def forget(self, names: list[str]) -> None:
@@ -180,37 +187,60 @@ class Bench:
             runs,
         )
 
-    def mirrored(self, prefix: str, n: int | None = None) -> list[str]:
+    def mirrored(
+        self, prefix: str, n: int | None = None, backend: Config | None = None
+    ) -> list[str]:
         """N new snapshot-mode volumes, mirrored, each copy on the secondary through its first
         sync: a copy mid-sync cannot be force-promoted (it holds nothing consistent yet), and
-        a bench that froze the primary then would time refusals (it did: 40 of 200)."""
-        names = self.images(prefix, n)
-        timed(self.rbdfail("enable-mirroring", "--concurrency", "200", *names))
-        secondary = ceph.connect(self.config.replication_devices[0], 10)
+        a bench that froze the primary then would time refusals (it did: 40 of 200).
+        `backend`: in that backend's pool (of a file of several) instead of the bench's."""
+        if backend is None:
+            names = self.images(prefix, n)
+            timed(self.rbdfail("enable-mirroring", "--concurrency", "200", *names))
+        else:
+            cluster = ceph.connect(backend.backend, 60)
+            try:
+                names = self.images(prefix, n, cluster)
+            finally:
+                cluster.close()
+            scope = ["--backend", backend.backend_name] if backend.state_scope else []
+            enable = ["enable-mirroring", "--concurrency", "200", *names]
+            timed([*RBDFAIL, "-c", str(backend.path), *scope, *enable])
+        self.wait_synced((backend or self.config).replication_devices[0], names)
+        return names
+
+    def wait_synced(self, site: SiteConfig, names: list[str]) -> None:
+        """Until every copy on `site` replays, through a sync of its own (a snapshot-mode
+        copy's description names its last synced snapshot)."""
+        cluster = ceph.connect(site, 10)
         deadline = time.monotonic() + 900
         try:
             while True:
-                statuses = secondary.mirror_statuses()
+                statuses = cluster.mirror_statuses()
                 ready = [n for n in names if n in statuses and _first_sync_done(statuses[n])]
                 if len(ready) == len(names):
-                    return names
+                    return
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"only {len(ready)} of {len(names)} copies in 15 min")
+                    raise RuntimeError(
+                        f"only {len(ready)} of {len(names)} copies synced on {site.where} of "
+                        f"{site.backend_id} in 15 min"
+                    )
                 time.sleep(2)
         finally:
-            secondary.close()
+            cluster.close()
 
     def rbd(self, site: SiteConfig, *args: str) -> list[str]:
         return ["rbd", "-c", str(site.conf), "--id", site.user, *args]
 
-    def reset(self) -> None:
-        """Remove every image on both sites and forget rbdfail's state, so runs start alike.
+    def reset(self, sites: Sequence[SiteConfig] = (), state_dirs: Sequence[Path] = ()) -> None:
+        """Remove every image on both sites and forget rbdfail's state, so runs start alike
+        (`sites`, `state_dirs`: those of other pools and configuration files too).
 
         Mirroring is disabled first (forced on copies, so the peer's rbd-mirror need not be
         waited for); the bench's images are all it has.
         """
         # A generous timeout: a site just thawed takes a while to answer again.
-        clusters = [ceph.connect(site, 60) for site in self.config.sites]
+        clusters = [ceph.connect(site, 60) for site in (*self.config.sites, *sites)]
         try:
             images = [
                 (cluster, name, infos.get(name))
@@ -225,7 +255,8 @@ class Bench:
         finally:
             for cluster in clusters:
                 cluster.close()
-        shutil.rmtree(self.config.state_dir, ignore_errors=True)
+        for state_dir in (self.config.state_dir, *state_dirs):
+            shutil.rmtree(state_dir, ignore_errors=True)
 
     def clean_failover(self) -> Row:
         """Both sites up: `rbdfail failover` vs Ceph's pool demote + promote (rbd's default
@@ -529,6 +560,77 @@ class Bench:
             ),
         ]
 
+    # ---- two pools (issue 18) ------------------------------------------------------------
+    def two_pools(self) -> list[Row]:
+        """N snapshot-mode volumes split half and half over the lab's pools `volumes` and
+        `fast` (its two-backend file: backends `ceph` and `fast`) against all N in `volumes`
+        (its one-backend file), in one run: `status --json`, a clean failover, and the
+        failback after it once every copy on `default` replays again. The two layouts take
+        turns (which goes first alternates by repetition), each from an emptied lab."""
+        two_file = Lab(self.config_file.parent).two_pools_config_file
+        deployment = load_deployment(two_file)
+        [ceph_backend], [fast] = deployment.select("ceph"), deployment.select("fast")
+        half = self.n // 2
+        one, two = "all in 1 pool, 1 backend", f"2 pools {half}+{self.n - half}"
+        layouts: dict[str, tuple[Path, list[tuple[Config | None, str, int]]]] = {
+            one: (self.config_file, [(None, "one", self.n)]),
+            two: (two_file, [(ceph_backend, "twov", half), (fast, "twof", self.n - half)]),
+        }
+        other_sites = fast.sites  # the bench's own config covers `volumes`
+        state_dirs = [fast.state_dir]
+        operations = ("status", "failover", "failback")
+        runs: dict[str, list[float]] = {
+            f"{layout}: {op}": [] for layout in layouts for op in operations
+        }
+        loads: list[float] = []
+        self.reset(other_sites, state_dirs)
+        for rep in range(self.reps):
+            for layout in list(layouts)[:: 1 if rep % 2 == 0 else -1]:
+                config_file, parts = layouts[layout]
+                volumes = [
+                    (backend or self.config, self.mirrored(f"db-{tag}{rep}", n, backend))
+                    for backend, tag, n in parts
+                ]
+                rbdfail = [*RBDFAIL, "-c", str(config_file)]
+                loads.append(os.getloadavg()[0])
+                for _ in range(STATUS_RUNS):
+                    runs[f"{layout}: status"].append(
+                        timed([*rbdfail, "status", "--json"], ok=(0, 3))
+                    )
+                seconds = timed([*rbdfail, "failover", "--to", "secondary", "--yes"])
+                runs[f"{layout}: failover"].append(seconds)
+                for backend, names in volumes:
+                    self.check_primary(backend.replication_devices[0], names)
+                for backend, names in volumes:
+                    self.wait_synced(backend.backend, names)
+                back = timed([*rbdfail, "failback", "--yes"])
+                runs[f"{layout}: failback"].append(back)
+                for backend, names in volumes:
+                    self.check_primary(backend.backend, names)
+                say(
+                    f"{layout}, rep {rep}: status "
+                    f"{', '.join(f'{s:.2f}' for s in runs[f'{layout}: status'][-STATUS_RUNS:])}"
+                    f" s, failover {seconds:.2f} s, failback {back:.2f} s "
+                    f"(load {loads[-1]:.2f} before)"
+                )
+                self.reset(other_sites, state_dirs)
+        titles = {
+            "status": f"status --json, {self.n} volumes,",
+            "failover": f"clean failover, {self.n} volumes,",
+            "failback": "  failback after it,",
+        }
+        return [
+            Row(
+                f"{titles[op]} {two}",
+                statistics.median(runs[f"{two}: {op}"]),
+                {one: statistics.median(runs[f"{one}: {op}"])},
+                "ratio 2 would be doubling",
+                {name: v for name, v in runs.items() if name.endswith(f": {op}")}
+                | ({"load average (1 min) before each layout": loads} if op == "status" else {}),
+            )
+            for op in operations
+        ]
+
     def help_startup(self) -> Row:
         median, runs = median_of(max(self.reps, 5), lambda _: timed([*RBDFAIL, "--help"]))
         return Row("rbdfail --help start-up", median, {}, "< 0.3 s", {"rbdfail": runs})
@@ -579,9 +681,11 @@ def main() -> None:
         else:
             shutil.rmtree(lab_dir, ignore_errors=True)
 
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
         f"\nrbdfail benchmark: N={args.n}, median of {args.reps}, "
-        f"{platform.node()} ({_cores()} cores), {time.monotonic() - started:.0f}s in all\n"
+        f"{platform.node()} ({_cores()} cores, load average {load} at the end), "
+        f"{time.monotonic() - started:.0f}s in all\n"
     )
     width = max([len(name) for row in rows for name in row.alternatives] + [11])
     print(f"{'what':<44} {'rbdfail':>9}  {'alternative':<{width}} {'time':>9} {'ratio':>7}  target")
@@ -602,6 +706,7 @@ def write_results(out: Path, args: argparse.Namespace, rows: list[Row]) -> None:
         "n": args.n,
         "reps": args.reps,
         "cores": _cores(),
+        "load_average": os.getloadavg(),
         "rows": [asdict(r) | {"ratios": r.ratios()} for r in rows],
     }
     out.write_text(json.dumps(document, indent=2))
