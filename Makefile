@@ -21,6 +21,7 @@ help:
 	@echo "make chaos   the whole chaos sweep on the lab (CHAOS_SEED=N replays a run; ONLY=kill|lost|..."
 	@echo "             picks cases by name, as pytest -k)"
 	@echo "make bench   rbdfail against the alternatives on the lab (N=200 REPS=3 ONLY="forced status")"
+	@echo "             ONLY=two-pools: N volumes over two pools (two backends) against one"
 	@echo "make clean   stop the demo lab and remove the virtualenv"
 
 deps:
