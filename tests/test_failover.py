@@ -405,6 +405,32 @@ def test_source_lost_during_the_demotions__no_more_demotes__the_rest_forced(
     assert report.result == "complete"
 
 
+def test_source_lost_while_a_demote_hangs__that_volume_forced_too_not_given_up_on(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    # Chaos suite, the source's daemons killed under the demotes: a demote in flight never
+    # returned, and its volume was given up on at its hard limit instead of forced.
+    replicated(primary, secondary, ["s-1", "s-2"])
+    fake_ceph.hangs.add(("default", "demote", "s-1"))
+    fake_ceph.latency["demote"] = 0.3  # s-1's demote is in flight when s-2's times out
+    fake_ceph.faults[("default", "demote", "s-2")] = OperationTimedOut(
+        "no answer within 0.3s", site="default", image="s-2"
+    )
+
+    started = time.monotonic()
+    report = run(config, fake_ceph, volume_timeout=30)
+
+    assert time.monotonic() - started < 10  # not the hard limit (30 s and more)
+    outcomes = by_name(report)
+    assert outcomes["s-1"].action == outcomes["s-2"].action == Action.FORCE_PROMOTED, outcomes
+    assert "had not returned" in outcomes["s-1"].detail
+    assert primary_on(secondary, "s-1") and primary_on(secondary, "s-2")
+    assert report.result == "complete"
+    assert report.calls_left_running == 1  # s-1's demote, still inside the source's librbd
+    journal = [json.loads(line) for line in (config.state_dir / "journal.jsonl").open()]
+    assert any(line["event"] == "demote-left-running" for line in journal)
+
+
 def test_source_lost_after_a_demotion_before_it_propagated__forced_not_left_nowhere(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:

@@ -88,6 +88,7 @@ def execute(
         observer or Silent(),
         slots,
         sites.target,
+        sites.source,
         lock_held=lock_held,
     )
     if sites.source is None and sites.source_error is not None:
@@ -143,7 +144,7 @@ def execute(
         run.lost_reason,
         finished.interrupted,
         new_state.active_backend,
-        finished.overran,
+        finished.overran + len(run.abandoned),
         state_error=state_error,
     )
     if options.call_trace and trace is not None:
@@ -315,9 +316,16 @@ def _steps(
         assert source is not None
         run.step(name, "demote", site=source.site)
         try:
-            source.demote(name)
-            demoted = True
-            run.step(name, "demoted", site=source.site)
+            if _demote_unless_source_lost(run, name):
+                demoted = True
+                run.step(name, "demoted", site=source.site)
+            else:
+                forced = force_promote(run, name, outcome)
+                return replace(
+                    forced,
+                    detail=f"its demote on {source.site} had not returned when "
+                    f"{run.sites.source_id} was found lost (left running there): forced",
+                )
         except UNREACHABLE as exc:
             run.lose_source(exc)
         except InvalidState as exc:
@@ -363,6 +371,42 @@ def _steps(
     if resynced:
         return outcome(Action.RESYNCED_PROMOTED, detail=f"resynced, primary on {target.site}")
     return outcome(Action.DEMOTED_PROMOTED, detail=f"primary on {target.site}")
+
+
+def _demote_unless_source_lost(run: Run, name: str) -> bool:
+    """Demote on the source, in a call slot; False when the source is found lost while the
+    call is in flight. Chaos suite, source's daemons killed under the demotes: a demote in
+    flight never returned (librbd asked the lost lock owner again and again), so its volume
+    was given up on at its hard limit instead of forced with the others. The call is left
+    running in its own thread (never closed under: counted as a call left running); if it
+    ever ends, the source's copy is not primary, which splits no brain."""
+    source = run.raw_source
+    assert source is not None
+    answered = threading.Event()
+    answer: list[BaseException | None] = []
+
+    def demote() -> None:
+        try:
+            source.demote(name)
+            answer.append(None)
+        except BaseException as exc:  # handed to the waiting thread, raised there
+            answer.append(exc)
+        finally:
+            answered.set()
+
+    def demote_in_its_slot(image: str) -> bool:
+        threading.Thread(target=demote, name=f"demote {image}", daemon=True).start()
+        while not answered.wait(0.25):
+            if run.lost.is_set():
+                run.abandoned.add(image)
+                run.journal.write("demote-left-running", volume=image, site=source.site)
+                return False
+        if answer[0] is not None:
+            raise answer[0]
+        return True
+
+    demote_in_its_slot.__name__ = "demote"  # as the call trace names it
+    return bool(run.slots.call(demote_in_its_slot, name, urgent=True))
 
 
 def _resync_stale_copy(run: Run, name: str) -> str | None:

@@ -45,6 +45,7 @@ class Run:
     observer: Observer
     slots: CallSlots
     raw_target: Cluster  # the target without call slots, for LockTaker
+    raw_source: Cluster | None = None  # the source without call slots, for a demote's own thread
     lost: threading.Event = field(default_factory=threading.Event)
     lost_reason: str | None = None
     steps: dict[str, str] = field(default_factory=dict)  # volume -> its step now
@@ -52,6 +53,8 @@ class Run:
     # Volumes given up on at their hard limit: what their calls do after is journaled as
     # late (the run may have ended), and not shown as progress.
     given_up: set[str] = field(default_factory=set)
+    # Demotes left running when the source was found lost under them (still inside librbd).
+    abandoned: set[str] = field(default_factory=set)
     lock_held: Callable[[], None] = lambda: None  # raises once the run's lock is not held
     # A forced promote's hand-off stalled and a lock had to be taken: take the next at once.
     taking_locks: threading.Event = field(default_factory=threading.Event)

@@ -1,0 +1,6 @@
+"""The command line: each command's module registers it on the group `main` (base.py)."""
+
+from rbdfail.cli import cinder, drill, lab, mirroring, sites, status, switch  # noqa: F401
+from rbdfail.cli.base import AppContext, main
+
+__all__ = ["AppContext", "main"]

@@ -1,0 +1,99 @@
+"""import-cinder: rbdfail.yaml from an existing cinder.conf."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from rbdfail.cli.base import (
+    EXIT_PARTIAL,
+    main,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+# ---- import from Cinder -----------------------------------------------------------------------
+@main.command("import-cinder")
+@click.argument("cinder_conf", metavar="CINDER_CONF", type=click.Path(path_type=Path))
+@click.option(
+    "--backend",
+    metavar="NAME",
+    default=None,
+    help="The one backend section to import. Default: every RBD backend in enabled_backends "
+    "with replication_device (several are written under `backends:`), else the one RBD backend.",
+)
+@click.option(
+    "--volume-types",
+    metavar="FILE",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The output of `openstack volume type list --long -f json`, for the volume types.",
+)
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the configuration to FILE (whole or not at all) instead of stdout.",
+)
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+def import_cinder(
+    cinder_conf: Path,
+    backend: str | None,
+    volume_types: Path | None,
+    output: Path | None,
+    force: bool,
+) -> None:
+    """Write an rbdfail configuration from a cinder.conf (its RBD backends' sections).
+
+    Read as Cinder reads it: a backend's options from its section, else from
+    [backend_defaults] (not [DEFAULT], which Cinder ignores for drivers); every
+    replication_device line becomes a secondary site. Every replicated RBD backend in
+    enabled_backends is written: one in the one-backend shape, several under `backends:`, each
+    named by its section (the name `rbdfail --backend` takes), with one
+    replication_connect_timeout (the largest) and the volume types shared. RBD backends without
+    replication_device are left out, each named. --backend NAME writes that backend alone.
+    Each value's comment says where it came from. What cinder.conf cannot say (which volume has
+    which type: Cinder keeps that in its database) is written as a FILL IN placeholder, which
+    rbdfail refuses until it is replaced. Key material (rbd_secret_uuid, secret_uuid) is never
+    copied.
+
+    \b
+    Examples:
+      openstack volume type list --long -f json > types.json
+      rbdfail import-cinder /etc/cinder/cinder.conf --volume-types types.json -o rbdfail.yaml
+      rbdfail import-cinder /etc/cinder/cinder.conf --backend ceph-fast -o fast.yaml
+
+    \b
+    Exit codes:
+      0 written, ready to use
+      2 cinder.conf, the types file or FILE refused (named, with the section and key;
+        also two backends on one pool); nothing written
+      3 written, with FILL IN placeholders to complete (listed on stderr)
+    """
+    from rbdfail.cinder_import import import_cinder as read_cinder
+    from rbdfail.cinder_import import write_new_file
+
+    result = read_cinder(cinder_conf, backend, volume_types)
+    if output is None:
+        click.echo(result.text, nl=False)
+    else:
+        inputs = (cinder_conf, *([volume_types] if volume_types else []))
+        write_new_file(output, result.text, force, inputs)
+        sections = ", ".join(f"[{section}]" for section in result.backends)
+        click.echo(f"rbdfail: wrote {output} from {sections} of {cinder_conf}", err=True)
+    for note in result.notes:
+        click.echo(f"  note: {note}", err=True)
+    if result.todo:
+        click.secho(
+            f"rbdfail: {len(result.todo)} thing(s) to fill in first:", fg="yellow", err=True
+        )
+        for item in result.todo:
+            click.secho(f"  FILL IN {item}", fg="yellow", err=True)
+        sys.exit(EXIT_PARTIAL)

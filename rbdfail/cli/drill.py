@@ -1,0 +1,168 @@
+"""drill: compare each copy with its primary at one mirror snapshot, touching nothing."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from rbdfail.cli.base import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    AppContext,
+    Seconds,
+    backend_json,
+    concurrency_option,
+    connect_timeout_option,
+    connect_to_ceph,
+    emit_json,
+    json_option,
+    main,
+    stderr_progress,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+# ---- drill (issue 16) -------------------------------------------------------------------------
+@main.command()
+@click.argument("images", nargs=-1)
+@click.option(
+    "--to",
+    "target",
+    metavar="BACKEND_ID",
+    default=None,
+    help="The site whose copies to drill. Default: the replication device (after a failover: "
+    "`default`).",
+)
+@click.option(
+    "--sample",
+    "samples",
+    type=click.IntRange(min=1, max=100000),
+    default=None,
+    metavar="N",
+    help="Compare N random 64 KiB blocks per volume, beside its first, middle and last ones "
+    "and those of up to N extents holding data (default 32).",
+)
+@click.option("--full", is_flag=True, help="Compare every extent of every volume (reads it all).")
+@click.option(
+    "--exec",
+    "exec_command",
+    metavar="CMD",
+    default=None,
+    help="Run CMD (through sh) for each volume compared, with the copy's details in its "
+    "environment (RBDFAIL_DRILL_*); its exit code is reported. CMD must open the copy "
+    "read-only.",
+)
+@click.option(
+    "--exec-timeout",
+    type=Seconds(1),
+    default=600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long CMD may run for one volume before it is ended.",
+)
+@click.option(
+    "--timeout",
+    "volume_timeout",
+    type=Seconds(1),
+    default=None,
+    metavar="SECONDS",
+    help="Time for one volume's reads (default: `volume_timeout`; with --full, 3600).",
+)
+@connect_timeout_option
+@concurrency_option
+@json_option
+@click.pass_obj
+def drill(
+    app: AppContext,
+    images: tuple[str, ...],
+    target: str | None,
+    samples: int | None,
+    full: bool,
+    exec_command: str | None,
+    exec_timeout: float,
+    volume_timeout: float | None,
+    connect_timeout: float | None,
+    concurrency: int | None,
+    as_json: bool,
+) -> None:
+    """Prove the copies on a site could take over, without touching production.
+
+    For each replicated volume (or the IMAGES named), the copy on the target and the
+    primary are read at one point in time, the copy's newest complete mirror snapshot, and
+    compared: a sample of extents by default, every extent with --full. Read-only on both
+    sites: nothing is demoted, promoted, resynced, snapshotted or cloned, and mirroring
+    goes on. Journal-mode volumes are `unknown` (Ceph keeps no mirror snapshot of them). A
+    failover or failback always wins: the drill never takes its lock, and stops as soon as
+    one starts, saying so.
+
+    \b
+    Examples:
+      rbdfail drill --to secondary
+      rbdfail drill db-orders --full --json
+      rbdfail drill --exec 'rbd -c "$RBDFAIL_DRILL_CONF" --id "$RBDFAIL_DRILL_USER" \\
+          export "$RBDFAIL_DRILL_IMAGE_SPEC" - | sha256sum'
+
+    \b
+    Exit codes:
+      0 every volume identical (and CMD exited 0 for each)
+      1 nothing could be done (a site unreachable)
+      2 usage or configuration error
+      3 some volumes differ or could not be verified, each named (also: stopped by a switch)
+      4 refused: a failover or failback is running
+      130 interrupted
+    """
+    from rbdfail import render
+    from rbdfail.drill import DEFAULT_SAMPLES, FULL_TIMEOUT, DrillRequest, run_drill
+
+    if full and samples is not None:
+        raise click.UsageError("--sample and --full exclude each other")
+    backends = app.backends()
+    config = backends[0]  # the settings read here are shared by every backend
+    request = DrillRequest(
+        target=target,
+        names=images,
+        full=full,
+        samples=samples or DEFAULT_SAMPLES,
+        exec_command=exec_command,
+        exec_timeout=exec_timeout,
+        concurrency=concurrency or config.concurrency,
+        connect_timeout=connect_timeout or config.replication_connect_timeout,
+        volume_timeout=volume_timeout or (FULL_TIMEOUT if full else config.volume_timeout),
+    )
+    reports = []
+    for config in backends:  # one after the other: a drill is no race
+        progress = render.DrillProgress(stderr_progress)
+        try:
+            reports.append((config, run_drill(config, request, app.connect, progress)))
+        finally:
+            progress.close()
+        if reports[-1][1].interrupted:
+            break
+    several = len(backends) > 1
+    if as_json:
+        documents = [backend_json(c, report.to_json(), several) for c, report in reports]
+        emit_json({"backends": documents} if several else documents[0])
+    else:
+        for config, report in reports:
+            if several:
+                render.backend_heading(config.backend_name, config.backend.where)
+            render.drill_report(report)
+    code = (
+        EXIT_INTERRUPTED
+        if any(report.interrupted for _, report in reports)
+        else EXIT_OK
+        if all(report.result == "complete" for _, report in reports)
+        else EXIT_PARTIAL
+    )
+    left_running = any(report.calls_left_running for _, report in reports)
+    if left_running and app.connect_with is connect_to_ceph:
+        sys.stdout.flush()  # as _switch: never tear librados down under a running call
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
