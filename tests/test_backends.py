@@ -278,6 +278,20 @@ def test_failover__the_backends_share_one_budget_of_calls(pools: Pools, config_f
     assert 1 < in_flight["demote"] <= 3 and in_flight["promote"] <= 3
 
 
+def test_failover__the_call_trace_holds_every_backends_calls(
+    pools: Pools, config_file: Path, tmp_path: Path
+) -> None:
+    trace = tmp_path / "calls.jsonl"
+    args = ("failover", "--to", "secondary", "--yes", "--call-trace", str(trace))
+    assert rbdfail(pools, config_file, *args).exit_code == 0
+    demoted = {json.loads(line)["image"] for line in trace.read_text().splitlines()} & {
+        "s-1",
+        "s-2",
+        "s-3",
+    }
+    assert demoted == {"s-1", "s-2", "s-3"}  # s-3 is in fast only, s-2 in volumes only
+
+
 def test_single_backend_commands_refuse_a_file_of_several_naming_the_way(
     pools: Pools, config_file: Path
 ) -> None:

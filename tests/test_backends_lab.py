@@ -1,6 +1,6 @@
-"""A file of several backends on the real lab (issue 18): one failover and one failback move
-every backend's volumes, same-named images in two backends stay two volumes, the data of each
-arrives, and state.json keeps a record per backend."""
+"""A file of several backends on the real lab (issue 18): two pools and a namespace. One
+failover and one failback move every backend's volumes, same-named images in each backend stay
+volumes of their own, the data of each arrives, and state.json keeps a record per backend."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from rbdfail.config import Config, load_deployment
 from rbdfail.lab import NAMESPACE
 from rbdfail.state import read_state
 from tests.conftest import RunningLab
-from tests.helpers import eventually
+from tests.helpers import eventually, lab_config_two_pools
 from tests.test_failover_lab import remove_everywhere
 
 pytestmark = pytest.mark.lab
@@ -31,23 +31,17 @@ MiB = 1 << 20
 
 
 def several_backends(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
-    """The lab's sites as backends of one file: the pool's default namespace and its
-    namespace (two backends of one pool, as tenants are kept apart); only this test's images
-    are replicated."""
-    one = yaml.safe_load(lab.lab.config_file.read_text())
-    backend = {k: v for k, v in one.pop("backend").items() if k != "name"}
-    devices = one.pop("replication_device")
-    one["backends"] = {
-        "ceph": {**backend, "replication_device": devices},
-        "tenants": {**backend, "namespace": NAMESPACE, "replication_device": devices},
-    }
-    one["volumes"] = [
-        {"match": f"{image_name}-*", "type": "replicated"},
-        {"match": "*", "type": "standard"},
-    ]
-    one["state_dir"] = str(tmp_path / "state")
-    path = tmp_path / "rbdfail.yaml"
-    path.write_text(yaml.safe_dump(one))
+    """The lab's two-pool file (backends `ceph` on pool volumes, `fast` on pool fast) and a
+    third backend in the namespace volumes/tenants (tenants kept apart in one pool); only
+    this test's images are replicated."""
+    path = lab_config_two_pools(
+        lab.lab.two_pools_config_file,
+        tmp_path,
+        [{"match": f"{image_name}-*", "type": "replicated"}],
+    )
+    config = yaml.safe_load(path.read_text())
+    config["backends"]["tenants"] = {**config["backends"]["ceph"], "namespace": NAMESPACE}
+    path.write_text(yaml.safe_dump(config))
     return path
 
 
@@ -91,40 +85,40 @@ def test_several_backends__one_failover_one_failback__each_volume_its_own_data(
     backends: tuple[Path, dict[str, tuple[Cluster, Cluster]]], image_name: str
 ) -> None:
     config_file, clusters = backends
-    name = f"{image_name}-s1"  # the same name in both backends: two volumes
+    name = f"{image_name}-s1"  # the same name in every backend: a volume each
     try:
         for primary, _ in clusters.values():
             primary.create_image(name, 4 * MiB)
             primary.write(name, 0, os.urandom(MiB))
         code, report = rbdfail(config_file, "enable-mirroring", name)
         assert code == 0, report
-        assert [part["backend"] for part in report["backends"]] == ["ceph", "tenants"]
+        assert [part["backend"] for part in report["backends"]] == ["ceph", "fast", "tenants"]
 
         def replaying_everywhere(site: str) -> bool:
             _, status = rbdfail(config_file, "status", name)
             rows = [row for part in status["backends"] for row in part["volumes"]]
-            return len(rows) == 2 and all(
+            return len(rows) == 3 and all(
                 row["sites"][site]["state"] == ReplayState.REPLAYING for row in rows
             )
 
         assert eventually(lambda: replaying_everywhere("secondary"), 120, interval=2)
         before = {backend: digest(primary, name) for backend, (primary, _) in clusters.items()}
-        assert before["ceph"] != before["tenants"]
+        assert len(set(before.values())) == 3
 
         code, report = rbdfail(config_file, "failover", "--to", "secondary", "--yes")
-        assert ours(report, name) == {"ceph": "demoted+promoted", "tenants": "demoted+promoted"}
+        assert set(ours(report, name).values()) == {"demoted+promoted"}, report
         assert code in (0, 3) and report["left_out"] == []
         for backend, (primary, secondary) in clusters.items():
             assert secondary.mirror_info(name).primary and not primary.mirror_info(name).primary
             assert digest(secondary, name) == before[backend]
         state_dir = config_file.parent / "state"
-        assert read_state(state_dir, "ceph").active_backend == "secondary"
-        assert read_state(state_dir, "tenants").active_backend == "secondary"
+        for backend in clusters:
+            assert read_state(state_dir, backend).active_backend == "secondary"
 
         # As a runbook does: back once `default`'s copies replay the new primaries.
         assert eventually(lambda: replaying_everywhere("default"), 120, interval=2)
         code, report = rbdfail(config_file, "failback", "--yes")
-        assert ours(report, name) == {"ceph": "demoted+promoted", "tenants": "demoted+promoted"}
+        assert set(ours(report, name).values()) == {"demoted+promoted"}, report
         for backend, (primary, _) in clusters.items():
             assert primary.mirror_info(name).primary and digest(primary, name) == before[backend]
         assert read_state(state_dir, "tenants").active_backend == "default"

@@ -44,8 +44,10 @@ def lab() -> None:
     """A real two-site Ceph on this machine, for trying rbdfail, drills and tests.
 
     Each site (primary, secondary) runs a monitor, a manager, one in-memory OSD and an
-    rbd-mirror daemon from Debian's packages, on 127.0.0.1. Their `volumes` pools mirror in
-    image mode, peered both ways; rbdfail connects as client.cinder with rbd-profile caps.
+    rbd-mirror daemon from Debian's packages, on 127.0.0.1. Their pools `volumes` (and its
+    namespace `tenants`) and `fast` mirror in image mode, peered both ways; rbdfail connects as
+    client.cinder with rbd-profile caps. The lab writes rbdfail.yaml (one backend, pool
+    volumes) and rbdfail-two-pools.yaml (backends `ceph` and `fast`, one per pool).
 
     \b
     Example drill:
@@ -67,6 +69,7 @@ def lab_up(lab_dir: Path | None) -> None:
         f"Use it with:\n"
         f"  export RBDFAIL_CONFIG={config_file}\n"
         f"  rbdfail volumes\n"
+        f"Two backends (pools volumes and fast): {the_lab.two_pools_config_file}\n"
         f"Admin access to a site: ceph -c {the_lab.root}/primary/ceph.conf -s\n"
         f"Stop it with: rbdfail lab down" + (f" --dir {the_lab.root}" if lab_dir else "")
     )

@@ -12,6 +12,7 @@ whole switch before anything changed (exit 4 or 5, naming it).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -19,6 +20,7 @@ from typing import Any
 
 from rbdfail.config import Config, Connect
 from rbdfail.errors import RbdfailError
+from rbdfail.switch.engine import write_trace
 from rbdfail.switch.model import (
     FailoverPlan,
     FailoverReport,
@@ -30,7 +32,7 @@ from rbdfail.switch.model import (
     VolumeOutcome,
 )
 from rbdfail.switch.usecase import PreparedSwitch, prepare_switch
-from rbdfail.workers import CallSlots, RunResult, all_at_once
+from rbdfail.workers import CallSlots, CallTrace, RunResult, all_at_once
 
 
 @dataclass(frozen=True)
@@ -162,8 +164,10 @@ def _execute_all(
 ) -> list[FailoverReport]:
     """Every backend's run at once, a thread each, sharing the call slots; Ctrl-C (which only
     this thread gets) stops each run from starting more volumes, as it does a single run."""
-    slots = CallSlots(request.options.concurrency)
+    trace: list[CallTrace] | None = [] if request.options.call_trace else None
+    slots = CallSlots(request.options.concurrency, trace=trace)
     stop = threading.Event()
+    started = time.monotonic()
     with ThreadPoolExecutor(len(prepared)) as pool:
         futures = [
             pool.submit(p.execute, _Scoped(observer, p.config), slots, stop) for p in prepared
@@ -175,6 +179,8 @@ def _execute_all(
                 if stop.is_set():
                     raise  # the second Ctrl-C: stop waiting, as a single run does
                 stop.set()
+    if request.options.call_trace and trace is not None:
+        write_trace(request.options.call_trace, trace, started)  # every backend's calls
     return [future.result() for future in futures]
 
 

@@ -148,7 +148,7 @@ def execute(
         state_error=state_error,
     )
     if options.call_trace and trace is not None:
-        _write_trace(options.call_trace, trace, started)
+        write_trace(options.call_trace, trace, started)
     journal.write(
         "end",
         operation=plan.operation,
@@ -159,7 +159,7 @@ def execute(
     return report
 
 
-def _write_trace(path: Path, trace: list[CallTrace], origin: float) -> None:
+def write_trace(path: Path, trace: list[CallTrace], origin: float) -> None:
     """One JSON line per Ceph call, seconds from the run's start; a diagnostic: a failure to
     write it does not fail the run."""
     with suppress(OSError), open(path, "w") as out:
