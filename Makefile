@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := ceph-mon ceph-osd ceph-mgr rbd-mirror ceph-common python3-rados python3-rbd \
                 python3-venv
 
-.PHONY: help deps venv test unit fuzz chaos demo lint format bench clean
+.PHONY: help deps venv test unit fuzz chaos disasters demo lint format bench clean
 
 help:
 	@echo "make test    install what is missing, then run every test (unit + real two-site lab)"
@@ -20,6 +20,7 @@ help:
 	@echo "make fuzz    the long hostile-input sweep (FUZZ_EXAMPLES=20000 documents per sweep)"
 	@echo "make chaos   the whole chaos sweep on the lab (CHAOS_SEED=N replays a run; ONLY=kill|lost|..."
 	@echo "             picks cases by name, as pytest -k)"
+	@echo "make disasters  forced failover in every disaster shape of the lab (make test runs one)"
 	@echo "make bench   rbdfail against the alternatives on the lab (N=200 REPS=3 ONLY="forced status")"
 	@echo "             ONLY=two-pools: N volumes over two pools (two backends) against one"
 	@echo "make clean   stop the demo lab and remove the virtualenv"
@@ -70,6 +71,11 @@ chaos: venv
 	  -k "test_chaos__source_lost $(if $(ONLY),and ($(ONLY)))" tests/test_chaos_lab.py; \
 	lost=$$?; ok() { [ $$1 -eq 0 ] || [ $$1 -eq 5 ]; }; \
 	ok $$killed && ok $$lost && [ "$$killed$$lost" != 55 ]
+
+# Forced failover in every disaster shape the lab plays, at every connect timeout (about 8
+# minutes here); `make test` runs the storage-dead shape only.
+disasters: venv
+	$(VENV)/bin/pytest -v -s -p no:cacheprovider -m 'lab and not chaos' tests/test_disasters_lab.py
 
 demo: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
