@@ -84,20 +84,10 @@ KILL_CASES = [
     for step in steps
     for then in ("same", "opposite")
 ]
-# Failing, not fixed yet: with the source's daemons killed, a demote in flight never returns
-# (librbd asks the lost lock owner again and again), so its volume is given up on at the hard
-# limit, named, and a re-run forces it; the run does not complete by itself.
-DEMOTE_HANGS = pytest.mark.xfail(
-    strict=True,
-    reason="source killed while demotes are in flight: those volumes are given up on (named; "
-    "a re-run forces them), not forced in the run. Seen with RBDFAIL_CHAOS_SEED=4242: "
-    "`CHAOS_SEED=4242 make chaos ONLY=failover-at-demoted-lost-killed`",
-)
 LOST_CASES = [
     pytest.param(
         case := Case(flow, step, shape=shape),
         id=case.id,
-        marks=[DEMOTE_HANGS] if case.id == "failover-at-demoted-lost-killed" else [],
     )
     for flow, steps in (("failover", FAILOVER_STEPS), ("failback", FAILBACK_STEPS))
     for step in steps
