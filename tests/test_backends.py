@@ -292,6 +292,25 @@ def test_failover__the_call_trace_holds_every_backends_calls(
     assert demoted == {"s-1", "s-2", "s-3"}  # s-3 is in fast only, s-2 in volumes only
 
 
+def test_check__to_a_device_one_backend_lacks__checks_the_others(
+    pools: Pools, tmp_path: Path
+) -> None:
+    text = TWO_BACKENDS.replace(
+        "    pool: fast\n    conf: /fake/default.conf\n"
+        "    replication_device: [{backend_id: secondary, conf: /fake/secondary.conf}]",
+        "    pool: fast\n    conf: /fake/default.conf\n"
+        "    replication_device: [{backend_id: third, conf: /fake/third.conf}]",
+    )
+    path = tmp_path / "rbdfail.yaml"
+    path.write_text(text + f"state_dir: {tmp_path / 'state'}\n")
+    result = rbdfail(pools, path, "check", "--to", "secondary", "--json")
+    assert result.exit_code == 0, result.stdout
+    document = json.loads(result.stdout)
+    assert [part["backend"] for part in document["backends"]] == ["ceph"]
+    result = rbdfail(pools, path, "check", "--to", "fourth")
+    assert result.exit_code == 2 and "fourth" in result.stderr
+
+
 def test_single_backend_commands_refuse_a_file_of_several_naming_the_way(
     pools: Pools, config_file: Path
 ) -> None:
