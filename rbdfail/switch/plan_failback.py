@@ -7,6 +7,11 @@ throws it away and copies it anew) and, once it replays, switched as above. Only
 journal records as force-promoted there is resynced, or what the operator names with
 `--resync`: an unneeded resync re-copies a whole image, and a wrong one throws away writes.
 
+Ceph's own word counts too: a copy here that `default`'s rbd-mirror reports split-brain (it
+was demoted here, then forced on the source before the demotion reached it: measured on the
+lab, both modes, issue 13 item 9) is resynced as well; a demote+promote would promote it
+without the source's writes (journal mode: at once) or never (snapshot mode).
+
 With several replication devices a run moves the volumes of one device, its source (sites.py
 chose it from where the volumes are): a volume primary on another device is never promoted
 here by this run. It is named, for the next run to move, or, primary on two devices, as a split
@@ -125,7 +130,7 @@ def _plan_back(
 ) -> PlannedVolume:
     """`stale`: forced on the source and not resynced here since: the copy here, primary or
     demoted, does not hold the source's writes, and must never be promoted without a resync.
-    `elsewhere`: what the other devices say of it."""
+    `elsewhere`: what the other devices (and Ceph's status here) say of it."""
     where = elsewhere or Elsewhere()
 
     def planned(plan: Plan, reason: str) -> PlannedVolume:
@@ -156,12 +161,18 @@ def _plan_back(
         return planned(Plan.CANNOT, f"primary nowhere: no copy on {source}; check it by hand")
     if away is not None and away.global_id != home.global_id:
         return planned(Plan.CANNOT, f"the image named so on {source} is another image")
-    lost_writes = (
-        f"force-promoted on {source} (journal), whose newest writes this copy lacks, and "
-        f"{source} does not answer: failing back now would throw them away. Bring {source} "
-        "back, then run failback again: it resyncs this copy first"
+    split_here = where.split_here and not home.primary
+    why_stale = (
+        f"force-promoted on {source} (journal)"
+        if volume.name in stale
+        else f"split-brain here (Ceph says: forced on {source} after it was demoted here)"
     )
-    if volume.name in stale and not source_reachable:
+    lost_writes = (
+        f"{why_stale}: this copy lacks the newest writes of {source}, and {source} does not "
+        f"answer: failing back now would throw them away. Bring {source} back, then run "
+        "failback again: it resyncs this copy first"
+    )
+    if (volume.name in stale or split_here) and not source_reachable:
         return planned(Plan.CANNOT, lost_writes)
     if home.primary and not away_primary:
         if not source_reachable:
@@ -185,6 +196,16 @@ def _plan_back(
         return planned(
             Plan.RESYNC,
             f"force-promoted on {source} (journal) and not resynced here since: resync first",
+        )
+    if split_here:
+        # Promoting it would take it without the source's writes (journal mode, measured: at
+        # once) or never (snapshot mode: its newest mirror snapshot is its own demotion).
+        if away_primary:
+            return planned(Plan.RESYNC, f"{why_stale}: resync from {source} first")
+        return planned(
+            Plan.CANNOT,
+            f"{why_stale}, and primary on no site: promote it by hand where its newest writes "
+            f"are (on {source}, unless they are here), then run failback again",
         )
     if not source_reachable:
         return planned(Plan.FORCE_PROMOTE, f"{source} is unreachable")

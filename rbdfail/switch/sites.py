@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
-from rbdfail.cluster import Cluster, ImageUser, MirrorInfo
+from rbdfail.cluster import Cluster, ImageStatus, ImageUser, MirrorInfo, ReplayState
 from rbdfail.config import Config, Connect, SiteConfig
 from rbdfail.errors import (
     CephError,
@@ -252,6 +252,9 @@ class SitesSaid:
     elsewhere: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unread: dict[str, str] = field(default_factory=dict)
     last_on_unread: dict[str, str] = field(default_factory=dict)
+    # Failback: volumes whose copy here (`default`) Ceph reports split-brain: demoted here,
+    # then forced on the source before the demotion reached it (measured, issue 13 item 9).
+    home_split: frozenset[str] = frozenset()
 
     @property
     def source_reachable(self) -> bool:
@@ -261,11 +264,12 @@ class SitesSaid:
 @dataclass(frozen=True)
 class Elsewhere:
     """What the replication devices other than the source and the target say of one volume
-    (several devices only)."""
+    (several devices only), and, failing back, whether Ceph says its copy at home split."""
 
     primary_on: tuple[str, ...] = ()  # the other devices it is primary on
     last_on_unread: str | None = None  # the journal last made it primary there; no answer
     unread_why: str = ""
+    split_here: bool = False  # failback: Ceph reports its copy at home split-brain
 
     @classmethod
     def of(cls, said: SitesSaid, name: str) -> Elsewhere:
@@ -274,6 +278,7 @@ class Elsewhere:
             said.elsewhere.get(name, ()),
             last,
             said.unread.get(last, "") if last else "",
+            name in said.home_split,
         )
 
     def maybe_primary_unread(self, command: str) -> str | None:
@@ -330,9 +335,11 @@ def read_for_failover(config: Config, sites: Sites, with_users: bool = True) -> 
 
 
 def read_for_failback(config: Config, sites: Sites, with_users: bool = True) -> SitesSaid:
-    """Every volume of the backend (the target, home) typed, and the source's images; with
-    several devices, where the other devices hold primaries (all read at once)."""
-    with ThreadPoolExecutor(max_workers=max(1, len(sites.others))) as reader:
+    """Every volume of the backend (the target, home) typed, and the source's images; what
+    `default`'s rbd-mirror says of its copies; with several devices, where the other devices
+    hold primaries (all read at once)."""
+    with ThreadPoolExecutor(max_workers=1 + len(sites.others)) as reader:
+        statuses = reader.submit(_statuses, sites.target)
         others = {device: reader.submit(c.mirror_infos) for device, c in sites.others.items()}
         volumes = list_volumes(sites.target, config)  # the backend's pool: every volume, typed
         remember_listing(config, sites.target.site, volumes)
@@ -345,9 +352,18 @@ def read_for_failback(config: Config, sites: Sites, with_users: bool = True) -> 
             except UNREACHABLE as exc:
                 sites.lose_source(exc)
         elsewhere = _primaries_elsewhere(sites, others)
+        home_statuses = statuses.result()
     home = {v.name for v in volumes}
     said = _said(sites, volumes, away, away if with_users else None)
-    said = replace(said, away_only=tuple(sorted(set(away_names) - home)))
+    said = replace(
+        said,
+        away_only=tuple(sorted(set(away_names) - home)),
+        home_split=frozenset(
+            name
+            for name, status in home_statuses.items()
+            if status.state == ReplayState.ERROR and "split-brain" in status.description
+        ),
+    )
     return _with_devices(said, config, sites, elsewhere)
 
 
@@ -363,6 +379,15 @@ def _with_devices(
         unread=unread,
         last_on_unread={name: site for name, site in last.items() if site in unread},
     )
+
+
+def _statuses(cluster: Cluster) -> dict[str, ImageStatus]:
+    """The site's rbd-mirror statuses; none when they cannot be read (the plan is then made
+    from the journal alone, as before they were read)."""
+    try:
+        return cluster.mirror_statuses()
+    except CephError:
+        return {}
 
 
 def _primaries_elsewhere(
