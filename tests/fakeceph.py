@@ -10,6 +10,10 @@ held to it by tests/test_contract.py:
 - a non-forced promote answers ImageBusy until this site has seen the peer's demotion (or this
   site demoted the image itself); a forced promote succeeds, possibly leaving both sites
   primary (split brain), except on a snapshot-mode copy whose first sync never finished;
+- a forced promote of a copy that has not seen its peer's demotion splits the peer's copy too,
+  demoted as it is: its rbd-mirror reports `split-brain` and it replays nothing of the new
+  primary, neither writes nor promotion (measured, both modes: issue 13 item 9); a non-forced
+  promote takes it all the same (journal mode: at once), without the new primary's writes;
 - promote of a primary image, demote of a non-primary one, enabling in the other mode: InvalidState;
 - a frozen site takes the connect timeout to answer each call, then times out;
 - a site's rbd-mirror holds the lock of each of its non-primary copies; where its hand-off
@@ -466,6 +470,12 @@ class FakeCluster(Cluster):
             for other in self._peer_images(image.global_id):
                 if other.primary:  # forced while the peer is primary: their histories split
                     other.split_brain = True
+            if force and not image.orphan:
+                # Forced before a peer's own demotion arrived: they split all the same.
+                for peer in self.world._peers_of(self.site):
+                    copy = _by_global_id(self.world.sites[peer], image.global_id)
+                    if copy is not None and not copy.primary and copy.demoted_here:
+                        copy.split_brain = True
             image.primary, image.orphan, image.split_brain = True, False, False
             image.demoted_here = False
             self.world.replicate_later(self.site, _peer_promoted(image.global_id))
@@ -820,7 +830,8 @@ def _set_data(source: FakeImage) -> Callable[[FakeSite], None]:
     version, written_at = source.version, source.written_at
 
     def apply(site: FakeSite) -> None:
-        if (image := _by_global_id(site, global_id)) and not image.primary:
+        image = _by_global_id(site, global_id)
+        if image and not image.primary and not image.split_brain:
             image.data = bytearray(data)
             image.version, image.written_at = version, written_at
 
@@ -838,7 +849,8 @@ def _peer_demoted(global_id: str) -> Callable[[FakeSite], None]:
 
 def _peer_promoted(global_id: str) -> Callable[[FakeSite], None]:
     def apply(site: FakeSite) -> None:
-        if (image := _by_global_id(site, global_id)) and not image.primary:
+        image = _by_global_id(site, global_id)
+        if image and not image.primary and not image.split_brain:
             image.orphan = image.demoted_here = False
 
     return apply

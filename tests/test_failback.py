@@ -14,7 +14,7 @@ from rbdfail.switch.history import forced_on
 from rbdfail.switch.model import Action, FailoverReport, Operation, Plan
 from tests.fakeceph import FakeCeph, FakeCluster
 from tests.helpers import eventually
-from tests.test_failover import by_name, calls, primary_on, replicated, run, switch
+from tests.test_failover import Recorder, by_name, calls, primary_on, replicated, run, switch
 
 
 def back(
@@ -288,3 +288,94 @@ def test_history__a_forced_promote_journaled_late_counts_as_forced(config: Confi
     journal.write("late-step", volume="s-1", step="force-promoted", site="secondary")
 
     assert forced_on(config.state_dir, "secondary", "default") == {"s-1": False}
+
+
+def demoted_then_forced(
+    config: Config, world: FakeCeph, primary: FakeCluster, names: list[str]
+) -> FailoverReport:
+    """Issue 13 item 9's case: each volume demoted on default, then default lost before the
+    demotion reached the secondary: the promotes wait, the roll-back finds default lost, each
+    volume is forced (journal: `demoted` on default, then `force-promoted` on secondary)."""
+    world.replication_delay = 3600  # no demotion arrives
+    recorder = Recorder()
+    demoted: set[str] = set()
+
+    def on_step(name: str, step: str) -> None:
+        if step == "demoted":
+            demoted.add(name)
+            if demoted == set(names):
+                world.freeze("default")
+
+    recorder.on_step = on_step
+    report = run(config, world, recorder, volume_timeout=0.5)
+    world.thaw("default")
+    world.advance(31)  # the run's lock on default, left to lapse once default was lost
+    world.replication_delay = 0.05
+    for name in names:
+        assert by_name(report)[name].action == Action.FORCE_PROMOTED, report.volumes
+        assert not primary_on(primary, name)  # demoted: no split brain of the classic kind
+    return report
+
+
+def test_failback__demoted_then_forced__ceph_says_split_brain__resynced_not_switched(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Item 9, as measured on the lab (both modes): default's demoted copy, once back, is
+    reported `split-brain` and replays nothing of the secondary. The journal records the
+    forced promote: the failback resyncs it, never demote+promote."""
+    names = ["s-1", "j-1"]
+    replicated(primary, secondary, names)
+    demoted_then_forced(config, fake_ceph, primary, names)
+    for name in names:
+        secondary.write(name, 0, b"newest: written on secondary")
+    eventually(lambda: primary.mirror_status("j-1").description == "split-brain", 2)
+    assert primary.read("j-1", 0, 6) != b"newest"  # a split copy replays nothing
+
+    report = back(config, fake_ceph)
+
+    assert {v.plan for v in report.plan.volumes} == {Plan.RESYNC}, report.plan.volumes
+    assert report.result == "complete", report.volumes
+    for name in names:
+        assert by_name(report)[name].action == Action.RESYNCED_PROMOTED
+        assert primary.read(name, 0, 28) == b"newest: written on secondary"
+
+
+def test_failback__demoted_then_forced__no_journal__ceph_s_split_brain_is_enough(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Without the journal's word (a state dir lost, a forced promote by hand), the failback
+    planned demote+promote from the sites: in journal mode Ceph promotes the split copy at
+    once, without the secondary's writes (measured on the lab); in snapshot mode never. It
+    plans a resync from Ceph's own `split-brain` now."""
+    names = ["s-1", "j-1"]
+    replicated(primary, secondary, names)
+    demoted_then_forced(config, fake_ceph, primary, names)
+    (config.state_dir / "journal.jsonl").unlink()
+    for name in names:
+        secondary.write(name, 0, b"newest: written on secondary")
+    eventually(lambda: primary.mirror_status("j-1").description == "split-brain", 2)
+
+    report = back(config, fake_ceph)
+
+    plans = {v.name: v for v in report.plan.volumes}
+    assert {v.plan for v in plans.values()} == {Plan.RESYNC}
+    assert "split-brain here (Ceph says" in plans["j-1"].reason
+    assert report.result == "complete", report.volumes
+    for name in names:
+        assert primary.read(name, 0, 28) == b"newest: written on secondary"
+
+
+def test_failback__split_copy_here_and_the_source_lost__not_forced(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["j-1"])
+    demoted_then_forced(config, fake_ceph, primary, ["j-1"])
+    (config.state_dir / "journal.jsonl").unlink()
+    eventually(lambda: primary.mirror_status("j-1").description == "split-brain", 2)
+    fake_ceph.freeze("secondary")
+
+    report = back(config, fake_ceph)
+
+    outcome = by_name(report)["j-1"]
+    assert outcome.action == Action.FAILED and "split-brain here" in str(outcome.error)
+    assert calls(fake_ceph, "default", "promote") == []

@@ -4,19 +4,31 @@ Failover with the primary frozen (forced), thaw (both sites primary: split brain
 the secondary, failback (resync of the stale copies, then the switch), and again; at the end
 the data on `default` is what was last written on the secondary, and status is healthy with
 every replicated volume primary on `default`.
+
+Issue 13 item 9: a volume demoted on default, then forced on the secondary because default was
+lost before the demotion arrived. Once default is back, Ceph says its copy is split-brain and
+it replays nothing: the failback must resync it, from the journal's word or from Ceph's own.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from rbdfail.cli import main
-from rbdfail.cluster import Cluster
+from rbdfail.cluster import Cluster, ReplayState
+from rbdfail.config import load_config
+from rbdfail.disasters import Disaster
+from rbdfail.errors import CephError
+from rbdfail.switch.model import Operation, Silent, SwitchRequest, options_for
+from rbdfail.switch.usecase import run_switch
 from tests.conftest import RunningLab
 from tests.helpers import eventually
 from tests.test_failover_lab import (  # noqa: F401 - fixtures
@@ -91,4 +103,130 @@ def test_failback__forced_failover_and_failback_twice__data_and_health_at_the_en
 
             eventually(healthy, 120, interval=2)
     finally:
+        remove_everywhere(sites, names)
+
+
+class FreezeWhenDemoted(Silent):
+    """Partitions default once every volume is demoted there, and lets the secondary's
+    rbd-mirror (stopped so that no demotion reaches it) go on: default is lost after the
+    demotes, before they arrived."""
+
+    def __init__(self, lab: RunningLab, names: list[str], mirror: psutil.Process) -> None:
+        self.lab, self.waiting, self.mirror = lab, set(names), mirror
+        self.frozen_at: float | None = None
+
+    def step(self, name: str, step: str) -> None:
+        if step == "demoted":
+            self.waiting.discard(name)
+            if not self.waiting and self.frozen_at is None:
+                self.lab.lab.fail("primary", Disaster.PARTITION)
+                self.frozen_at = time.monotonic()
+                self.mirror.send_signal(signal.SIGCONT)
+
+
+def test_failback__demoted_then_forced__default_s_copy_split_brain__resynced_with_the_writes(
+    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    """Measured by hand first (issue 13 item 9; README, Failback): default's demoted copy of a
+    volume forced on the secondary before the demotion arrived is `up+error`, "split-brain
+    detected" (journal mode) or "split-brain" (snapshot mode), once default is back, and
+    replays none of the secondary's writes. A demote+promote would promote it without them
+    (journal mode: at once) or never (snapshot mode). The failback plans a resync, from the
+    journal (`demoted` on default, `force-promoted` on secondary) and from Ceph's word alone."""
+    primary, secondary = sites
+    names = [f"{image_name}-s1", f"{image_name}-j1"]
+    mirror = psutil.Process(lab.lab.sites()["secondary"].pids["rbd-mirror"])
+    try:
+        mirrored_and_replaying(config_file, primary, secondary, names)
+        for name in names:
+            write_chunk(primary, name, 1)  # only a demotion carries it: lost with the force
+        config = load_config(config_file)
+        # The demotes take 10-15 s with the secondary's rbd-mirror stopped (measured); the
+        # roll-back's call to the lost default the OSD op timeout (30 s); then the forced
+        # promote, whose hand-off the stuck daemon stalls: its lock is taken after 3 s.
+        options = options_for(config, connect_timeout=3, volume_timeout=20, break_locks_after=3)
+        hook = FreezeWhenDemoted(lab, names, mirror)
+        mirror.send_signal(signal.SIGSTOP)
+        try:
+            result = run_switch(
+                config,
+                SwitchRequest(Operation.FAILOVER, options, "secondary"),
+                connect=lab.connect,
+                observer=hook,
+            )
+        finally:
+            mirror.send_signal(signal.SIGCONT)
+            if lab.lab.sites()["primary"].disaster:
+                lab.lab.thaw("primary")
+        assert hook.frozen_at is not None and result.report is not None
+        outcomes = {v.name: v for v in result.report.volumes}
+        for name in names:
+            assert outcomes[name].action == "force-promoted", outcomes[name]
+            assert not primary.mirror_info(name).primary  # demoted: not the classic split
+
+        # The secondary's rbd-mirror, stopped with default's last write not replayed, kept the
+        # forced journal-mode copy's lock: every write EINVAL for over 300 s (measured), until
+        # the lock was taken from it, as an operator would (not rbdfail's doing yet: README).
+        refused: dict[str, str] = {}
+
+        def written() -> bool:
+            for name in names:
+                try:
+                    write_chunk(secondary, name, 2)
+                    refused.pop(name, None)
+                except CephError as exc:
+                    refused[name] = str(exc)
+                    print(f"write refused on secondary: {exc}; lock taken from", end=" ")
+                    print(secondary.break_image_lock(name))
+            return not refused
+
+        try:
+            eventually(written, 60, interval=2)
+        except AssertionError:
+            raise AssertionError(f"writes refused on the secondary for 60 s: {refused}") from None
+        expected = {name: digest(secondary, name) for name in names}
+
+        def split() -> dict[str, str] | None:
+            said = {n: primary.mirror_status(n) for n in names}
+            if all(s.state == ReplayState.ERROR for s in said.values()):
+                return {n: s.description for n, s in said.items()}
+            return None
+
+        descriptions = eventually(split, 120, interval=2)
+        assert descriptions == {names[0]: "split-brain", names[1]: "split-brain detected"}
+        for name in names:
+            assert digest(primary, name) != expected[name]  # it replays nothing
+
+        code, plan = rbdfail(config_file, "failback", "--dry-run")
+        assert code == 0, plan
+        plans = {v["name"]: v for v in plan["volumes"]}
+        assert {plans[n]["plan"] for n in names} == {"resync+switch"}, plan
+        journal = config_file.parent / "state" / "journal.jsonl"
+        journal.rename(journal.with_suffix(".hidden"))  # Ceph's word alone
+        try:
+            code, plan = rbdfail(config_file, "failback", "--dry-run")
+        finally:
+            journal.with_suffix(".hidden").rename(journal)
+        plans = {v["name"]: v for v in plan["volumes"]}
+        assert {plans[n]["plan"] for n in names} == {"resync+switch"}, plan
+        assert all("split-brain here (Ceph says" in plans[n]["reason"] for n in names)
+
+        # The failover's lock on default was left to lapse once default was lost (30 s).
+        def failed_back() -> Result | None:
+            args = ["-c", str(config_file), "failback", "--yes", "--json"]
+            args += ["--resync-timeout", "300"]
+            ran = CliRunner().invoke(main, args)
+            return None if ran.exit_code == 4 else ran  # 4: the lock is held
+
+        ran = eventually(failed_back, 60, interval=5)
+        assert ran is not None and ran.stdout, ran and ran.stderr
+        code, report = ran.exit_code, json.loads(ran.stdout)
+        actions = check_exit(code, report, image_name)
+        assert {actions[n] for n in names} == {"resynced+promoted"}, report
+        for name in names:
+            assert primary.mirror_info(name).primary and not secondary.mirror_info(name).primary
+            assert digest(primary, name) == expected[name], name
+    finally:
+        if mirror.is_running() and mirror.status() == psutil.STATUS_STOPPED:
+            mirror.send_signal(signal.SIGCONT)
         remove_everywhere(sites, names)

@@ -1,4 +1,5 @@
-"""What the journal says of earlier switches: a run that was cut off, volumes forced away.
+"""What the journal says of earlier switches: a run that was cut off, volumes forced away,
+where each volume was last made primary.
 
 Read before planning, so that a re-run resumes the run it finishes and a failback resyncs only
 what a forced failover split.
@@ -43,3 +44,21 @@ def forced_on(state_dir: Path, site: str, home: str, backend: str | None = None)
         elif step == "promoted" and where == home:
             forced.pop(name, None)
     return forced
+
+
+# The steps after which a volume is primary on the site they name.
+_MADE_PRIMARY = ("promoted", "force-promoted", "rolled-back")
+
+
+def last_made_primary(state_dir: Path, backend: str | None = None) -> dict[str, str]:
+    """Volume -> the site the journal last says it was made primary on (promoted, forced, or
+    rolled back there): with several replication devices, where a volume may still be when
+    that device does not answer."""
+    last: dict[str, str] = {}
+    for line in journal_lines(state_dir, backend):
+        if line.get("event") not in ("step", "late-step"):
+            continue
+        name, site = line.get("volume"), line.get("site")
+        if isinstance(name, str) and isinstance(site, str) and line.get("step") in _MADE_PRIMARY:
+            last[name] = site
+    return last

@@ -2,6 +2,10 @@
 
 A pure function of the sites' answers (sites.py read them), the last inventory of the source
 and the run it resumes: it changes nothing anywhere, so `--dry-run` and the real run plan alike.
+
+With several replication devices, a volume primary on a device other than the target (a
+failback cut short left it there) is not moved: the target's copy, which only `default`
+replays, would be promoted without force, primary on two devices (issue 13 item 6).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from rbdfail.config import Config
 from rbdfail.errors import ConfigError
 from rbdfail.state import Inventory
 from rbdfail.switch.model import FailoverPlan, Plan, PlannedVolume
-from rbdfail.switch.sites import SitesSaid
+from rbdfail.switch.sites import Elsewhere, SitesSaid, split_between
 from rbdfail.volumes import Volume
 
 
@@ -44,6 +48,7 @@ def plan_failover(
             said.source_reachable,
             said.target,
             said.source,
+            Elsewhere.of(said, volume.name),
         )
         if volume.name in remembered:
             one = replace(one, reason=f"{one.reason} ({remembered[volume.name]})")
@@ -74,10 +79,17 @@ def _remembered_volume(config: Config, name: str, type_name: str) -> Volume:
 
 
 def _plan_one(
-    volume: Volume, copy: MirrorInfo | None, source_reachable: bool, target: str, source: str
+    volume: Volume,
+    copy: MirrorInfo | None,
+    source_reachable: bool,
+    target: str,
+    source: str,
+    elsewhere: Elsewhere | None = None,
 ) -> PlannedVolume:
     def planned(plan: Plan, reason: str) -> PlannedVolume:
         return PlannedVolume(volume.name, volume.volume_type, plan, reason)
+
+    where = elsewhere or Elsewhere()
 
     here = volume.mirroring  # on the source; None when not mirrored or the source is lost
     if volume.type_error:
@@ -87,6 +99,10 @@ def _plan_one(
     if not volume.replicated:
         note = " (it is mirrored all the same; its copy is left as it is)" if here else ""
         return planned(Plan.MARK_ERROR, f"type {volume.volume_type!r} is not replicated{note}")
+    if where.primary_on:
+        return planned(Plan.CANNOT, _primary_elsewhere(where, copy, target))
+    if (maybe := where.maybe_primary_unread(f"failover --to {target}")) is not None:
+        return planned(Plan.CANNOT, maybe)
     if source_reachable and here is None:
         return planned(
             Plan.CANNOT,
@@ -119,3 +135,15 @@ def _plan_one(
     if here.primary:
         return planned(Plan.DEMOTE_PROMOTE, f"primary on {source}")
     return planned(Plan.PROMOTE, f"demoted on {source} already, not primary anywhere")
+
+
+def _primary_elsewhere(where: Elsewhere, copy: MirrorInfo | None, target: str) -> str:
+    devices = [*where.primary_on, *([target] if copy is not None and copy.primary else [])]
+    if len(devices) > 1:
+        return split_between(devices)
+    (device,) = devices
+    return (
+        f"primary on {device} (a failback from {device} that did not finish?): its copy on "
+        f"{target} replays only the backend and would be promoted as well, primary on two "
+        f"devices. Left as it is: fail it back first (`rbdfail failback`), then fail over again"
+    )
