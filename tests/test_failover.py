@@ -275,6 +275,25 @@ def test_source_lost__a_stalled_promote_timing_out_after_its_lock_was_taken__for
     assert primary_on(secondary, "s-1") and primary_on(secondary, "s-2")
 
 
+def test_source_lost__a_forced_promote_timing_out_once_is_tried_again__forced(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    # Lab, the disaster test's re-run once the secondary was back: one forced promote of four
+    # timed out after 4 s (no lock taken) while the others went through.
+    replicated(primary, secondary, ["s-1", "s-2"])
+    fake_ceph.freeze("default")
+    fake_ceph.lost_answers.add(("secondary", "promote", "s-1"))  # done, answer lost
+
+    report = run(config, fake_ceph)
+
+    assert {v.name: v.action for v in report.volumes} == {
+        "s-1": Action.FORCE_PROMOTED,
+        "s-2": Action.FORCE_PROMOTED,
+    }
+    assert report.result == "complete" and primary_on(secondary, "s-1")
+    assert calls(fake_ceph, "secondary", "promote").count("s-1") == 2
+
+
 def test_source_lost__a_lock_handoff_that_works_is_left_alone(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:
