@@ -76,6 +76,7 @@ chaos: venv
 # minutes here); `make test` runs the storage-dead shape only.
 disasters: venv
 	$(VENV)/bin/pytest -v -s -p no:cacheprovider -m 'lab and not chaos' tests/test_disasters_lab.py
+	$(VENV)/bin/pytest -v -s -p no:cacheprovider -m disasters tests/test_failback_lab.py
 
 demo: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh

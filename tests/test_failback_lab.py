@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,11 @@ class FreezeWhenDemoted(Silent):
                 self.mirror.send_signal(signal.SIGCONT)
 
 
+# Out of `make test` (run by `make disasters`): it stops the secondary's rbd-mirror, partitions
+# default and takes a copy's lock from the daemon; in a full run where it failed (its forced
+# promote given up on, before the allowance below), the shared lab's secondary rbd-mirror was
+# gone afterwards and every later failover test failed with it.
+@pytest.mark.disasters
 def test_failback__demoted_then_forced__default_s_copy_split_brain__resynced_with_the_writes(
     lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
@@ -145,6 +151,10 @@ def test_failback__demoted_then_forced__default_s_copy_split_brain__resynced_wit
         # roll-back's call to the lost default the OSD op timeout (30 s); then the forced
         # promote, whose hand-off the stuck daemon stalls: its lock is taken after 3 s.
         options = options_for(config, connect_timeout=3, volume_timeout=20, break_locks_after=3)
+        # A full `make test` on a loaded machine: the forced promote after its lock was taken
+        # took 30 s (librbd's requests to the blocklisted holder), past the 15 s allowance, and
+        # was given up on. What this test proves is the plan after it, not that latency.
+        options = replace(options, forced_promote_s=60)
         hook = FreezeWhenDemoted(lab, names, mirror)
         mirror.send_signal(signal.SIGSTOP)
         try:
