@@ -24,7 +24,7 @@ import shutil
 import struct
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -442,14 +442,14 @@ class CephCluster(Cluster):
             if client not in mirror_daemons
         ]
 
-    def _rbd_mirror_clients(self) -> frozenset[str]:
+    def _rbd_mirror_clients(self, max_age: float = 60) -> frozenset[str]:
         """The connections of the rbd-mirror daemons to this site: each watches the pool's
         `rbd_mirroring` object (its own site's daemon and the peers' alike), and the peer's
         daemon watches every snapshot-mode primary it replays. python-rados cannot list an
         object's watchers, so this asks the `rados` tool (ceph-common) once a minute; without
         it nothing is left out, and a snapshot-mode primary shows the peer's daemon as a user."""
         now = time.monotonic()
-        if self._mirror_clients is not None and now - self._mirror_clients[0] < 60:
+        if self._mirror_clients is not None and now - self._mirror_clients[0] < max_age:
             return self._mirror_clients[1]
         tool = shutil.which("rados")
         found: frozenset[str] = frozenset()
@@ -470,7 +470,17 @@ class CephCluster(Cluster):
         self._mirror_clients = (now, found)
         return found
 
-    def break_image_lock(self, name: str) -> list[str]:
+    def mirror_daemon_lock_holders(self, name: str) -> list[str]:
+        with self._image(name, read_only=True) as image:
+            lockers = (image.list_lockers() or {}).get("lockers", [])
+        holders = [str(client) for client, _cookie, _addr in lockers]
+        daemons = self._rbd_mirror_clients()
+        if any(client not in daemons for client in holders):
+            # A daemon whose pool replayer restarted (after a blocklist) has a new connection.
+            daemons = self._rbd_mirror_clients(max_age=5)
+        return [client for client in holders if client in daemons]
+
+    def break_image_lock(self, name: str, only: Collection[str] | None = None) -> list[str]:
         # python-rbd's lock_get_owners answers EINVAL on a non-primary copy ("exclusive-lock
         # feature is not enabled": such an image has no ExclusiveLock object here), so the
         # holders come from the lock itself; break_lock blocklists each one for BLOCKLIST_S
@@ -481,7 +491,11 @@ class CephCluster(Cluster):
         me = f"client.{self._client.get_instance_id()}"
         with self._image(name, read_only=True) as image:
             lockers = (image.list_lockers() or {}).get("lockers", [])
-            holders = [(client, cookie) for client, cookie, _addr in lockers if client != me]
+            holders = [
+                (client, cookie)
+                for client, cookie, _addr in lockers
+                if client != me and (only is None or client in only)
+            ]
             for client, cookie in holders:
                 with suppress(rbd.ImageNotFound):  # released meanwhile
                     image.break_lock(client, cookie)

@@ -16,7 +16,7 @@ Rules every implementation follows (the ones failover depends on):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -299,10 +299,15 @@ class Cluster(DrillReads):  # DrillReads: the drill's calls, above
         connections left out."""
 
     @abstractmethod
-    def break_image_lock(self, name: str) -> list[str]:
+    def mirror_daemon_lock_holders(self, name: str) -> list[str]:
+        """The rbd-mirror connections that hold the image's exclusive lock (client ids); []
+        when none does, or when the daemons' connections cannot be told from clients'."""
+
+    @abstractmethod
+    def break_image_lock(self, name: str, only: Collection[str] | None = None) -> list[str]:
         """Take the image's exclusive lock from whoever holds it (on a copy: this site's
-        rbd-mirror). Ceph blocklists each holder for a while, so it cannot write after. The
-        holders' client ids; [] when nobody held it."""
+        rbd-mirror), or only from the holders in `only`. Ceph blocklists each holder for a
+        while, so it cannot write after. The holders' client ids; [] when nobody held it."""
 
     @abstractmethod
     def resync(self, name: str) -> None:

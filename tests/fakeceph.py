@@ -17,8 +17,10 @@ held to it by tests/test_contract.py:
 - promote of a primary image, demote of a non-primary one, enabling in the other mode: InvalidState;
 - a frozen site takes the connect timeout to answer each call, then times out;
 - a site's rbd-mirror holds the lock of each of its non-primary copies; where its hand-off
-  stalls (`FakeSite.handoff_stalls`, as when it is stuck on a lost peer), a forced promote waits
-  until that lock is broken (`break_image_lock`), then goes on.
+  stalls (`FakeSite.handoff_stalls`, as when it is stuck on a lost peer), a forced promote of a
+  snapshot-mode copy waits until that lock is broken (`break_image_lock`), then goes on; one of
+  a journal-mode copy goes through at once (it needs no lock), and the daemon keeps the lock of
+  the copy, now primary, refusing every write there until the lock is broken.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +65,8 @@ from rbdfail.errors import (
     SiteUnreachable,
 )
 
+DAEMON = "client.rbd-mirror"  # a site's rbd-mirror, as a lock holder
+
 
 @dataclass
 class FakeImage:
@@ -90,6 +94,8 @@ class FakeImage:
     # fake's copies are synced as they appear; a test clears it to stand for one mid-sync).
     first_sync_done: bool = True
     lock_broken: bool = False  # its rbd-mirror's lock taken away (break_image_lock)
+    # Forced to primary in journal mode while its rbd-mirror was stuck: the daemon kept the lock.
+    daemon_kept_lock: bool = False
     # Demoted by this site itself, the peer's later promotion not replayed here since: Ceph
     # promotes it without force all the same (its newest mirror snapshot: primary-demoted).
     demoted_here: bool = False
@@ -341,7 +347,12 @@ class FakeCluster(Cluster):
 
     def write(self, name: str, offset: int, data: bytes) -> None:
         with self.world.lock:
-            image = self._primary(self._enter("write", name), name, "write")
+            state = self._enter("write", name)
+            image = self._primary(state, name, "write")
+            if _daemon_holds_lock(state, image):
+                raise InvalidState(
+                    "read-only: its rbd-mirror holds the lock", site=self.site, image=name
+                )
             _write(image.data, offset, data)
             image.version, image.written_at = image.version + 1, self.world.now()
             if image.mirror_state == MirrorState.ENABLED:
@@ -408,6 +419,7 @@ class FakeCluster(Cluster):
             if image.mirror_state != MirrorState.ENABLED or not image.primary:
                 raise InvalidState("image is not primary", site=self.site, image=name)
             image.primary, image.orphan, image.lock_broken = False, True, False
+            image.daemon_kept_lock = False
             image.demoted_here = True
             self._take_mirror_snapshot(image, MirrorSnapshotState.PRIMARY_DEMOTED)
             self.world.replicate_later(self.site, _peer_demoted(image.global_id))
@@ -429,24 +441,40 @@ class FakeCluster(Cluster):
         with self.world.lock:
             return list(self._get(self._enter("image_users", name), name).users)
 
-    def break_image_lock(self, name: str) -> list[str]:
+    def mirror_daemon_lock_holders(self, name: str) -> list[str]:
+        with self.world.lock:
+            state = self._enter("mirror_daemon_lock_holders", name)
+            return [DAEMON] if _daemon_holds_lock(state, self._get(state, name)) else []
+
+    def break_image_lock(self, name: str, only: Collection[str] | None = None) -> list[str]:
         with self.world.lock:
             state = self._enter("break_image_lock", name)
             image = self._get(state, name)
-            held = _daemon_holds_lock(state, image)
-            image.lock_broken = True
-            return ["client.rbd-mirror"] if held else []
+            held = _daemon_holds_lock(state, image) and (only is None or DAEMON in only)
+            if held or only is None:
+                image.lock_broken = True
+            return [DAEMON] if held else []
 
     def promote(self, name: str, force: bool = False, only_if_replayed: bool = False) -> None:
         with self.world.lock:
             state = self.world.sites[self.site]
             image = state.images.get(name)
-            stalls = force and state.handoff_stalls and image and _daemon_holds_lock(state, image)
+            journal = image is not None and image.mode == MirrorMode.JOURNAL
+            stalls = (
+                force
+                and state.handoff_stalls
+                and image
+                and not journal
+                and _daemon_holds_lock(state, image)
+            )
+            keeps_lock = bool(force and state.handoff_stalls and image and journal)
+            keeps_lock = keeps_lock and image is not None and _daemon_holds_lock(state, image)
         while stalls and image and not image.lock_broken and not self.world._released.is_set():
             time.sleep(0.01)  # the hand-off never comes: until its lock is broken
         if stalls and image and image.lock_broken and state.times_out_after_take:
             raise OperationTimedOut("RBD operation timeout", site=self.site, image=name)
-        if force and state.handoff_refuses and image and _daemon_holds_lock(state, image):
+        refuses = force and state.handoff_refuses and image and not journal
+        if refuses and image and _daemon_holds_lock(state, image):
             raise ImageBusy("the copy's lock holder will not let go", site=self.site, image=name)
         with self.world.lock:
             image = self._get(self._enter("promote", name), name)
@@ -477,7 +505,7 @@ class FakeCluster(Cluster):
                     if copy is not None and not copy.primary and copy.demoted_here:
                         copy.split_brain = True
             image.primary, image.orphan, image.split_brain = True, False, False
-            image.demoted_here = False
+            image.demoted_here, image.daemon_kept_lock = False, keeps_lock
             self.world.replicate_later(self.site, _peer_promoted(image.global_id))
             self._take_mirror_snapshot(image, MirrorSnapshotState.PRIMARY)
 
@@ -783,7 +811,7 @@ def _daemon_holds_lock(site: FakeSite, image: FakeImage) -> bool:
     return (
         site.mirror_daemon_up
         and image.mirror_state == MirrorState.ENABLED
-        and not image.primary
+        and (not image.primary or image.daemon_kept_lock)
         and not image.lock_broken
     )
 

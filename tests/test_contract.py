@@ -357,6 +357,22 @@ def test_image_users__an_idle_image_has_none__rbd_mirror_is_not_one(
     assert sites.b.image_users(image_name) == []
 
 
+def test_mirror_daemon_lock_holders__the_daemon_holds_a_journal_copy_s__not_a_writer_s(
+    sites: TwoSites, image_name: str
+) -> None:
+    """A replaying journal-mode copy's lock is held by its site's rbd-mirror (on the lab, the
+    one kept by a stuck daemon after a forced promote: forced.py); the primary has none."""
+    mirrored(sites, image_name, MirrorMode.JOURNAL)
+    sites.replaying_on_b(image_name)
+    held = eventually(lambda: sites.b.mirror_daemon_lock_holders(image_name), sites.patience)
+    assert len(held) == 1 and held[0].startswith("client."), held
+    sites.a.write(image_name, 0, b"a writer takes the lock")
+    assert sites.a.mirror_daemon_lock_holders(image_name) == []
+    # Asked to break only another holder's, nothing is broken.
+    assert sites.b.break_image_lock(image_name, only=["client.0"]) == []
+    assert sites.b.mirror_daemon_lock_holders(image_name) == held
+
+
 def test_forced_promote__while_peer_is_primary__leaves_both_primary(
     sites: TwoSites, image_name: str
 ) -> None:

@@ -294,6 +294,65 @@ def test_source_lost__a_forced_promote_timing_out_once_is_tried_again__forced(
     assert calls(fake_ceph, "secondary", "promote").count("s-1") == 2
 
 
+def test_source_lost__a_journal_copy_forced_while_its_daemon_keeps_the_lock__taken__writable(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Lab: a journal-mode forced promote goes through at once (it needs no lock) while the
+    target's rbd-mirror, stuck on the lost source, keeps the copy's lock: every write refused
+    for 80 s. The lock is taken from the daemon once the grace has passed."""
+    replicated(primary, secondary, ["j-1", "j-2", "s-1"])
+    fake_ceph.freeze("default")
+    fake_ceph.sites["secondary"].handoff_stalls = True
+    recorder = Recorder()
+
+    report = run(config, fake_ceph, recorder, break_locks_after=0.2)
+
+    assert report.result == "complete", report.volumes
+    for name in ("j-1", "j-2", "s-1"):
+        assert primary_on(secondary, name)
+        secondary.write(name, 0, b"after the failover")  # refused while the daemon held it
+        mine = [step for volume, step in recorder.steps if volume == name]
+        assert {"take-lock", "lock-taken"} <= set(mine), (name, mine)
+    for name in ("j-1", "j-2"):
+        mine = [step for volume, step in recorder.steps if volume == name]
+        assert mine.index("force-promoted") < mine.index("take-lock"), mine  # after, not before
+        assert "its lock taken from secondary's rbd-mirror" in by_name(report)[name].detail
+    assert sorted(calls(fake_ceph, "secondary", "break_image_lock")) == ["j-1", "j-2", "s-1"]
+
+
+def test_source_lost__a_journal_copy_whose_daemon_lets_go__no_lock_taken(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Lab: with the target's rbd-mirror not stuck, the copy's lock is free 0.02 s after the
+    forced promote. Taking it would blocklist the daemon for every image: never then."""
+    replicated(primary, secondary, ["j-1"])
+    fake_ceph.freeze("default")
+
+    report = run(config, fake_ceph, break_locks_after=0.2)
+
+    assert report.result == "complete"
+    assert calls(fake_ceph, "secondary", "mirror_daemon_lock_holders") == ["j-1"]
+    assert calls(fake_ceph, "secondary", "break_image_lock") == []
+    secondary.write("j-1", 0, b"writable")
+
+
+def test_source_lost_without_break_locks__a_journal_copy_s_kept_lock_is_named(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["j-1"])
+    fake_ceph.freeze("default")
+    fake_ceph.sites["secondary"].handoff_stalls = True
+
+    report = run(config, fake_ceph, break_locks_after=None)
+
+    outcome = by_name(report)["j-1"]
+    assert outcome.action == Action.FORCE_PROMOTED, outcome
+    assert "writes are refused there" in outcome.detail and "--break-locks" in outcome.detail
+    assert calls(fake_ceph, "secondary", "break_image_lock") == []
+    with pytest.raises(InvalidState, match="read-only"):
+        secondary.write("j-1", 0, b"refused")
+
+
 def test_source_lost__a_lock_handoff_that_works_is_left_alone(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:

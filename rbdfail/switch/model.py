@@ -256,7 +256,10 @@ class Options:
         5 s after the run had reported it failed, when 2 connect timeouts were allowed here.
         """
         after_budget = max(2 * self.connect_timeout, self.op_timeout_s)
-        return self.volume_timeout + after_budget + self.forced_promote_s
+        # A forced promote may wait out the lock's grace (before the promote, or after it, in
+        # journal mode) on top of what the promote itself takes.
+        forced = self.forced_promote_s + (self.break_locks_after or 0.0)
+        return self.volume_timeout + after_budget + forced
 
     def limit_for(self, volume: PlannedVolume) -> float:
         return self.hard_limit + (self.resync_timeout if volume.plan == Plan.RESYNC else 0)
