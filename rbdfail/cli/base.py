@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from rbdfail.config import Config, Connect, Deployment, SiteConfig
     from rbdfail.volumes import Volume
 
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # 4 and 5 are the exit_code of errors.LockedByAnotherRun and errors.TargetUnreachable.
@@ -284,3 +286,24 @@ def backend_json(config: Config, document: dict[str, Any], several: bool) -> dic
     if not several:
         return document
     return {"backend": config.backend_name, "pool": config.backend.where, **document}
+
+
+def by_backend_json(
+    parts: Sequence[tuple[Config, T]], several: bool, to_json: Callable[[T], dict[str, Any]]
+) -> dict[str, Any]:
+    """A command's JSON over its backends: the one backend's document, else `backends`, a list
+    of each one's, named."""
+    documents = [backend_json(config, to_json(part), several) for config, part in parts]
+    return {"backends": documents} if several else documents[0]
+
+
+def show_by_backend(
+    parts: Sequence[tuple[Config, T]], several: bool, show: Callable[[T], None]
+) -> None:
+    """A command's text over its backends: each under its heading in a file of several."""
+    from rbdfail import render
+
+    for config, part in parts:
+        if several:
+            render.backend_heading(config.backend_name, config.backend.where)
+        show(part)

@@ -14,13 +14,14 @@ from rbdfail.cli.base import (
     EXIT_PARTIAL,
     AppContext,
     Seconds,
-    backend_json,
+    by_backend_json,
     concurrency_option,
     connect_timeout_option,
     connect_to_ceph,
     emit_json,
     json_option,
     main,
+    show_by_backend,
     stderr_progress,
 )
 
@@ -146,13 +147,9 @@ def drill(
             break
     several = len(backends) > 1
     if as_json:
-        documents = [backend_json(c, report.to_json(), several) for c, report in reports]
-        emit_json({"backends": documents} if several else documents[0])
+        emit_json(by_backend_json(reports, several, lambda report: report.to_json()))
     else:
-        for config, report in reports:
-            if several:
-                render.backend_heading(config.backend_name, config.backend.where)
-            render.drill_report(report)
+        show_by_backend(reports, several, render.drill_report)
     code = (
         EXIT_INTERRUPTED
         if any(report.interrupted for _, report in reports)

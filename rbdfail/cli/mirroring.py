@@ -13,12 +13,13 @@ from rbdfail.cli.base import (
     EXIT_PARTIAL,
     AppContext,
     acting_site,
-    backend_json,
+    by_backend_json,
     concurrency_option,
     dry_run_option,
     emit_json,
     json_option,
     main,
+    show_by_backend,
     site_option,
 )
 
@@ -148,13 +149,9 @@ def _per_image_mirroring(
             break  # Ctrl-C: not the next backend either
     several = len(backends) > 1
     if as_json:
-        documents = [backend_json(c, report.to_json(), several) for c, report in reports]
-        emit_json({"backends": documents} if several else documents[0])
+        emit_json(by_backend_json(reports, several, lambda report: report.to_json()))
     else:
-        for config, report in reports:
-            if several:
-                render.backend_heading(config.backend_name, config.backend.where)
-            render.mirroring_report(report)
+        show_by_backend(reports, several, render.mirroring_report)
     if any(report.interrupted for _, report in reports):
         sys.exit(EXIT_INTERRUPTED)
     if any(report.result != "complete" for _, report in reports) and not dry_run:

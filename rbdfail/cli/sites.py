@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
@@ -11,16 +10,14 @@ from rbdfail.cli.base import (
     EXIT_PARTIAL,
     AppContext,
     acting_site,
-    backend_json,
+    by_backend_json,
     emit_json,
     json_option,
     main,
     remember_site_listing,
+    show_by_backend,
     site_option,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 @main.command()
@@ -52,22 +49,18 @@ def volumes(app: AppContext, site_id: str | None, as_json: bool) -> None:
             cluster.close()
         remember_site_listing(config, site.backend_id, found)
         listings.append((config, site.backend_id, found))
-    if as_json and len(backends) == 1:
-        emit_json([volume.to_json() for volume in listings[0][2]])
+    several = len(backends) > 1
+    parts = [(config, (site_name, found)) for config, site_name, found in listings]
+    if as_json and not several:
+        emit_json([v.to_json() for v in listings[0][2]])  # a list, as it always was
     elif as_json:
         emit_json(
-            {
-                "backends": [
-                    backend_json(config, {"volumes": [v.to_json() for v in found]}, True)
-                    for config, _, found in listings
-                ]
-            }
+            by_backend_json(
+                parts, several, lambda part: {"volumes": [v.to_json() for v in part[1]]}
+            )
         )
     else:
-        for config, site_name, found in listings:
-            if len(backends) > 1:
-                render.backend_heading(config.backend_name, config.backend.where)
-            render.volumes_table(found, site=site_name)
+        show_by_backend(parts, several, lambda part: render.volumes_table(part[1], site=part[0]))
 
 
 @main.command()
@@ -115,16 +108,11 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
                 cluster.close()
     several = len(backends) > 1
     if as_json:
-        documents = [
-            backend_json(config, {"items": [item.to_json() for item in items]}, several)
-            for config, items in done
-        ]
-        emit_json({"backends": documents} if several else documents[0])
+        emit_json(
+            by_backend_json(done, several, lambda items: {"items": [i.to_json() for i in items]})
+        )
     else:
-        for config, items in done:
-            if several:
-                render.backend_heading(config.backend_name, config.backend.where)
-            render.setup_items(items)
+        show_by_backend(done, several, render.setup_items)
     if any(item.action == pools.SetupAction.FAILED for _, items in done for item in items):
         sys.exit(EXIT_PARTIAL)
 

@@ -16,11 +16,12 @@ from rbdfail.cli.base import (
     EXIT_PARTIAL,
     AppContext,
     Seconds,
-    backend_json,
+    by_backend_json,
     emit_json,
     json_option,
     main,
     remember_site_listing,
+    show_by_backend,
 )
 from rbdfail.limits import MAX_LAG_SECONDS
 
@@ -115,18 +116,14 @@ def status(
         if prometheus is not None:
             _write_metrics(read_now, prometheus, taken_at, drills)
         if as_json:
-            documents = [backend_json(c, r.to_json(), several) for c, r in read_now]
-            document: dict[str, Any] = {"backends": documents} if several else documents[0]
+            document = by_backend_json(read_now, several, lambda report: report.to_json())
             document["drills"] = drills  # issue 16: last successes
             click.echo(json.dumps(document, default=str, indent=None if watch else 2))
         else:
             if watch:
                 render.stdout.clear()
                 render.stdout.print(f"every {watch:g}s, {time.strftime('%H:%M:%S')} (Ctrl-C ends)")
-            for config, report in zip(backends, reports, strict=True):
-                if several:
-                    render.backend_heading(config.backend_name, config.backend.where)
-                render.status_table(report)
+            show_by_backend(read_now, several, render.status_table)
         return reports
 
     reports = show()
@@ -251,21 +248,20 @@ def check(
     found = all_at_once(
         lambda i: check_one(backends[i], states[i], targets[i]), range(len(backends))
     )
-    documents = [
-        backend_json(
-            config,
-            {"target": to, "ready": ready(items), "items": [item.to_json() for item in items]},
-            several,
-        )
-        for config, to, items in zip(backends, targets, found, strict=True)
-    ]
+    parts = list(zip(backends, zip(targets, found, strict=True), strict=True))
     all_ready = all(ready(items) for items in found)
     if as_json:
-        emit_json({"ready": all_ready, "backends": documents} if several else documents[0])
+        document = by_backend_json(
+            parts,
+            several,
+            lambda part: {
+                "target": part[0],
+                "ready": ready(part[1]),
+                "items": [item.to_json() for item in part[1]],
+            },
+        )
+        emit_json({"ready": all_ready, **document} if several else document)
     else:
-        for config, to, items in zip(backends, targets, found, strict=True):
-            if several:
-                render.backend_heading(config.backend_name, config.backend.where)
-            render.check_items(to, items)
+        show_by_backend(parts, several, lambda part: render.check_items(*part))
     if not all_ready:
         sys.exit(EXIT_FAILED)
