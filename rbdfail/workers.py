@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -300,9 +300,24 @@ def all_at_once(
 ) -> list[R]:
     """work(item) for every item at once, one thread each (connecting to every site, so that
     dead ones cost one timeout in all); if any fails, undo() what succeeded and raise the first
-    error, in the items' order."""
-    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
-        futures = [pool.submit(work, item) for item in items]
+    error, in the items' order. Interrupted (Ctrl-C reaches only this thread), each work still
+    under way is undone as it ends, in its own thread, before the process exits: a switch of
+    several backends interrupted while connecting gives back the locks it goes on taking."""
+    pool = ThreadPoolExecutor(max_workers=max(1, len(items)))
+    futures = [pool.submit(work, item) for item in items]
+    try:
+        wait(futures)
+    except BaseException:
+
+        def undo_when_done(future: Future[R]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                undo(future.result())
+
+        for future in futures:
+            future.add_done_callback(undo_when_done)
+        pool.shutdown(wait=False)
+        raise
+    pool.shutdown()
     errors = [error for f in futures if (error := f.exception()) is not None]
     if errors:
         for future in futures:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 
 import pytest
 
-from rbdfail.workers import CallSlots, Finished, run_all
+from rbdfail.workers import CallSlots, Finished, all_at_once, run_all
 from tests.helpers import eventually
 
 
@@ -129,3 +132,33 @@ def test_call_slots__a_freed_slot_goes_to_an_urgent_call_before_those_waiting_lo
     assert slots.trace is not None
     assert [t.call for t in slots.trace].count("append") == 3
     assert all(t.outcome == "ok" and t.started >= t.asked for t in slots.trace)
+
+
+def test_all_at_once__ctrl_c_while_under_way__each_work_undone_as_it_ends() -> None:
+    """A switch of several backends interrupted while it connects: the locks its threads go on
+    taking are given back, not left to lapse (a re-run would be refused until they did)."""
+    undone: list[int] = []
+
+    def slow(item: int) -> int:
+        time.sleep(0.3)
+        return item
+
+    ctrl_c = threading.Timer(0.05, lambda: os.kill(os.getpid(), signal.SIGINT))
+    ctrl_c.start()
+    with pytest.raises(KeyboardInterrupt):
+        all_at_once(slow, [1, 2, 3], undo=undone.append)
+    assert undone == []  # still under way when interrupted
+    eventually(lambda: sorted(undone) == [1, 2, 3], 5)
+
+
+def test_all_at_once__one_fails__the_others_undone__the_first_error_raised() -> None:
+    undone: list[int] = []
+
+    def work(item: int) -> int:
+        if item == 2:
+            raise ValueError("two")
+        return item
+
+    with pytest.raises(ValueError, match="two"):
+        all_at_once(work, [1, 2, 3], undo=undone.append)
+    assert sorted(undone) == [1, 3]
