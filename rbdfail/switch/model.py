@@ -230,8 +230,9 @@ class Options:
     # never. Measured, healthy hand-offs: 3-9 s.
     break_locks_after: float | None = 15.0
     # What a forced promote may take: 9-10 s on the lab while the target's rbd-mirror held the
-    # image's exclusive lock (ceph-facts.md). Part of the allowance after a volume's budget.
-    forced_promote_s: float = 15.0
+    # image's exclusive lock (ceph-facts.md); 30 s after its lock was taken, in a full test run
+    # on the loaded lab (given up on at 15 s, then). Part of the allowance after a budget.
+    forced_promote_s: float = 30.0
     resync_timeout: float = 900.0  # failback: a stale copy's re-copy, before its switch
     # Volumes in progress per call slot while the source answers: a clean switch spends most
     # of its time waiting for the demotion to reach the target (about 3 s, against about 1 s
