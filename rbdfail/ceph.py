@@ -23,6 +23,7 @@ import math
 import shutil
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -237,6 +238,7 @@ class CephCluster(Cluster):
         self._pool_ioctx = client.open_ioctx(site.pool) if site.namespace else ioctx
         self._rbd = rbd.RBD()
         self._mirror_clients: tuple[float, frozenset[str]] | None = None  # (read at, ids)
+        self._mirror_clients_lock = threading.Lock()  # one `rados` run for every worker
 
     def close(self) -> None:
         # Both return at once even when the site is frozen (measured), so no guard thread.
@@ -448,9 +450,15 @@ class CephCluster(Cluster):
         daemon watches every snapshot-mode primary it replays. python-rados cannot list an
         object's watchers, so this asks the `rados` tool (ceph-common) once a minute; without
         it nothing is left out, and a snapshot-mode primary shows the peer's daemon as a user."""
-        now = time.monotonic()
-        if self._mirror_clients is not None and now - self._mirror_clients[0] < max_age:
-            return self._mirror_clients[1]
+        with self._mirror_clients_lock:
+            now = time.monotonic()
+            if self._mirror_clients is not None and now - self._mirror_clients[0] < max_age:
+                return self._mirror_clients[1]
+            found = self._list_mirror_clients()
+            self._mirror_clients = (now, found)
+            return found
+
+    def _list_mirror_clients(self) -> frozenset[str]:
         tool = shutil.which("rados")
         found: frozenset[str] = frozenset()
         if tool:
@@ -467,7 +475,6 @@ class CephCluster(Cluster):
                     command, capture_output=True, text=True, timeout=self.timeout + 5, check=False
                 ).stdout
                 found = frozenset(part for part in out.split() if part.startswith("client."))
-        self._mirror_clients = (now, found)
         return found
 
     def mirror_daemon_lock_holders(self, name: str) -> list[str]:

@@ -336,9 +336,11 @@ def test_source_lost__a_journal_copy_whose_daemon_lets_go__no_lock_taken(
     secondary.write("j-1", 0, b"writable")
 
 
-def test_source_lost_without_break_locks__a_journal_copy_s_kept_lock_is_named(
+def test_source_lost_without_break_locks__a_journal_copy_s_kept_lock_is_named__a_rerun_takes_it(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:
+    """The same when a run is killed between the promote and the take: the re-run finds the
+    copy primary already, and frees it all the same."""
     replicated(primary, secondary, ["j-1"])
     fake_ceph.freeze("default")
     fake_ceph.sites["secondary"].handoff_stalls = True
@@ -351,6 +353,25 @@ def test_source_lost_without_break_locks__a_journal_copy_s_kept_lock_is_named(
     assert calls(fake_ceph, "secondary", "break_image_lock") == []
     with pytest.raises(InvalidState, match="read-only"):
         secondary.write("j-1", 0, b"refused")
+
+    again = run(config, fake_ceph, break_locks_after=0.2)
+
+    outcome = by_name(again)["j-1"]
+    assert outcome.action == Action.ALREADY_PRIMARY, outcome
+    assert "its lock taken from secondary's rbd-mirror" in outcome.detail, outcome
+    secondary.write("j-1", 0, b"writable")
+
+
+def test_source_reachable__a_copy_primary_already__no_lock_looked_at(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    replicated(primary, secondary, ["j-1"])
+    assert run(config, fake_ceph).result == "complete"
+
+    again = run(config, fake_ceph)
+
+    assert by_name(again)["j-1"].action == Action.ALREADY_PRIMARY
+    assert calls(fake_ceph, "secondary", "mirror_daemon_lock_holders") == []
 
 
 def test_source_lost__a_lock_handoff_that_works_is_left_alone(

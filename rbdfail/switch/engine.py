@@ -45,7 +45,7 @@ from rbdfail.cluster import ReplayState
 from rbdfail.config import Config
 from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState, LockLost
 from rbdfail.state import Journal, State, VolumeRecord, save_state
-from rbdfail.switch.forced import force_promote
+from rbdfail.switch.forced import force_promote, free_from_daemon
 from rbdfail.switch.model import (
     Action,
     FailoverPlan,
@@ -105,7 +105,8 @@ def execute(
         host=socket.gethostname(),
         pid=os.getpid(),
     )
-    todo = [v for v in plan.volumes if _is_work(v)]
+    todo = [v for v in plan.volumes if _is_work(v, run.lost.is_set())]
+    todo_names = {v.name for v in todo}
     # Forced promotes wait on nothing but their own call: more volumes in progress than
     # slots only pays while demotions have to propagate.
     per_slot = options.volumes_per_slot if sites.source is not None else 1
@@ -122,7 +123,7 @@ def execute(
     outcomes = {o.name: o for o in finished.results if o is not None}
     report_volumes = []
     for volume in plan.volumes:
-        if _is_work(volume):
+        if volume.name in todo_names:
             outcome = outcomes.get(volume.name) or VolumeOutcome(
                 volume.name, Action.NOT_STARTED, "", "interrupted before its turn", 0.0
             )
@@ -182,9 +183,13 @@ def _lock_lost(lock_held: Callable[[], None]) -> str | None:
 _WORK = (Plan.DEMOTE_PROMOTE, Plan.PROMOTE, Plan.FORCE_PROMOTE, Plan.RESYNC)
 
 
-def _is_work(volume: PlannedVolume) -> bool:
-    """A volume primary on the target already is work too when its schedule is missing there."""
-    return volume.plan in _WORK or (volume.plan == Plan.NOTHING and volume.schedule is not None)
+def _is_work(volume: PlannedVolume, source_lost: bool) -> bool:
+    """A volume primary on the target already is work too when its schedule is missing there,
+    or when the source is lost: a run before may have forced it and ended (killed, or with
+    --no-break-locks) before the target's rbd-mirror let go of it (forced.py)."""
+    if volume.plan != Plan.NOTHING:
+        return volume.plan in _WORK
+    return volume.schedule is not None or source_lost
 
 
 def _known_outcome(volume: PlannedVolume) -> VolumeOutcome:
@@ -261,8 +266,12 @@ def _fail_over_one(run: Run, volume: PlannedVolume) -> VolumeOutcome:
         return VolumeOutcome(volume.name, action, "", error, time.monotonic() - begun, detail)
 
     try:
-        if volume.plan == Plan.NOTHING:  # here only for its schedule
+        if volume.plan == Plan.NOTHING:  # here for its schedule, or its lock (_is_work)
             done = _known_outcome(volume)
+            if run.lost.is_set():
+                done = replace(
+                    done, detail=done.detail + (free_from_daemon(run, volume.name) or "")
+                )
         else:
             done = _steps(run, volume, deadline, outcome)
     except CephError as exc:

@@ -69,7 +69,7 @@ def force_promote(run: Run, name: str, outcome: Callable[..., VolumeOutcome]) ->
             taker.cancel()
     run.step(name, "force-promoted", site=target.site)
     holders = taker.holders if taker is not None else []
-    kept = _lock_kept_by_daemon(run, name, grace) if run.lost.is_set() else None
+    kept = free_from_daemon(run, name) if run.lost.is_set() else None
     taken = f" (its lock taken from {', '.join(holders)})" if holders else ""
     return outcome(
         Action.FORCE_PROMOTED,
@@ -78,9 +78,9 @@ def force_promote(run: Run, name: str, outcome: Callable[..., VolumeOutcome]) ->
     )
 
 
-def _lock_kept_by_daemon(run: Run, name: str, grace: float | None) -> str | None:
-    """Make sure the target's rbd-mirror let go of the copy it was replaying; what the report
-    must say when it did not.
+def free_from_daemon(run: Run, name: str) -> str | None:
+    """Make sure the target's rbd-mirror let go of a copy forced while the source is lost (by
+    this run or one before it); what the report must add, if anything.
 
     A forced promote of a journal-mode copy needs no lock: it goes through at once while the
     daemon, its replayer stuck on the lost source, keeps the copy's exclusive lock and refuses
@@ -93,6 +93,7 @@ def _lock_kept_by_daemon(run: Run, name: str, grace: float | None) -> str | None
     taken from, never a client that opened the new primary meanwhile.
     """
     target = run.raw_target  # promotes stalled on other copies may hold every call slot
+    grace = run.options.break_locks_after
     try:
         held = target.mirror_daemon_lock_holders(name)
         if held and grace is None:
