@@ -150,7 +150,9 @@ def wait_synced(dl: DisasterLab, cases: list[Case]) -> None:
 
 
 def fail_over_each(dl: DisasterLab, cases: list[Case]) -> list[str]:
-    """One forced failover per case; every volume primary on the secondary with its data."""
+    """One forced failover per case; every volume primary on the secondary with its data, and
+    serving: it takes a write there, the primary still lost (a journal-mode copy whose lock
+    the secondary's stuck rbd-mirror kept refused every write: forced.py free_from_daemon)."""
     figures = []
     for case in cases:
         started = time.monotonic()
@@ -163,6 +165,10 @@ def fail_over_each(dl: DisasterLab, cases: list[Case]) -> list[str]:
         for name in case.names:
             assert dl.secondary.mirror_info(name).primary, name
             assert digest(dl.secondary.read(name, MiB, MiB)) == case.digests[name], name
+            try:
+                dl.secondary.write(name, 0, os.urandom(4096))  # not the MiB checked above
+            except CephError as exc:
+                raise AssertionError(f"{name} refuses writes on the secondary: {exc}") from exc
         figures.append(f"t={case.timeout}s: {took:.1f}s")
     return figures
 
@@ -188,8 +194,19 @@ def test_forced_failover__a_volume_given_up_on_mid_call_says_what_next__a_rerun_
                 dl.lab.fail("secondary", Disaster.STORAGE_DEAD)
 
     # The call that hangs is the target's forced promote, not a dead source's: the allowance
-    # for one (the OSD op timeout, 30 s) is not what this is about, so its limit stays 18 s.
-    options = Options(connect_timeout=1, volume_timeout=1, concurrency=8, op_timeout_s=1)
+    # for one (the OSD op timeout, 30 s) is not what this is about, so its limit stays 18 s
+    # (budget 1 s + 2 connect timeouts + a forced promote's 3 s + the lock grace, 12 s), short
+    # of the 20 s after which the run's lock on the dead target is no longer provably held:
+    # with the defaults (48 s) the volumes failed on that instead ("lock not renewed", the same
+    # hint to run it again), as they should, but this test is about the give-up.
+    options = Options(
+        connect_timeout=1,
+        volume_timeout=1,
+        concurrency=8,
+        op_timeout_s=1,
+        forced_promote_s=3,
+        break_locks_after=12,
+    )
     request = SwitchRequest(Operation.FAILOVER, options, "secondary")
     made: list[Cluster] = []  # left open by the run, under its calls still running
 
