@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from rbdfail import ceph
 from rbdfail.check import run_checks
 from rbdfail.cli import main
-from rbdfail.cluster import Cluster, MirrorMode
+from rbdfail.cluster import Cluster, MirrorMode, MirrorState
 from rbdfail.config import load_config
 from rbdfail.errors import ImageNotFound
 from rbdfail.state import State
@@ -124,7 +124,12 @@ def test_rpo__a_copy_in_its_first_sync_is_named_as_such__check_fails__then_known
         with ThreadPoolExecutor(8) as pool:  # data to copy: a first sync of seconds
             list(pool.map(lambda i: primary.write(name, i * 4 * MiB, chunk), range(256)))
         primary.enable_mirroring(name, MirrorMode.SNAPSHOT)
-        eventually(lambda: secondary.mirror_info(name), 60, (ImageNotFound,), interval=0.1)
+
+        def copy_made() -> bool:  # made and enabled: past rbd-mirror's CREATING
+            info = secondary.mirror_info(name)
+            return info.state == MirrorState.ENABLED and not info.primary
+
+        eventually(copy_made, 60, (ImageNotFound,), interval=0.1)
         # Held mid-sync while it is looked at: once, in a full run, the sync ended before the
         # first status read that saw the copy (each opens its own connections).
         mirror.send_signal(signal.SIGSTOP)
