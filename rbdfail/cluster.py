@@ -300,8 +300,9 @@ class Cluster(DrillReads):  # DrillReads: the drill's calls, above
 
     @abstractmethod
     def mirror_daemon_lock_holders(self, name: str) -> list[str]:
-        """The rbd-mirror connections that hold the image's exclusive lock (client ids); []
-        when none does, or when the daemons' connections cannot be told from clients'."""
+        """The rbd-mirror connections that hold the image's exclusive lock (client ids), and
+        holders that no longer watch the image (dead: blocklisted); [] when none does, or when
+        the daemons' connections cannot be told from clients'."""
 
     @abstractmethod
     def break_image_lock(self, name: str, only: Collection[str] | None = None) -> list[str]:
