@@ -87,10 +87,12 @@ def free_from_daemon(run: Run, name: str) -> str | None:
     it to every writer. Measured on the lab (source partitioned after a demote the daemon had
     not replayed): promoted in 0.02 s, then every write EROFS for 80 s, until the source came
     back; with the lock taken, writes went through in under a second. Left alone, the stuck
-    replayer was also seen to undo the promotion once the source came back (chaos suite: the
-    copy reported force-promoted was not primary after). A daemon that is not stuck lets go at
-    once (measured: no holder 0.02 s after the promote). Only the daemon's connections are
-    taken from, never a client that opened the new primary meanwhile.
+    replayer is the likely cause of a promotion found undone once the source came back (chaos
+    suite, twice; not reproduced by hand). A daemon that is not stuck lets go at once (measured:
+    no holder 0.02 s after the promote), but it still gets the whole grace: a take blocklists
+    it for every image, and one at 5 s cut other copies' hand-offs short (EINVAL, lab). Only the
+    daemon's connections and dead holders are taken from, never a live client of the new
+    primary.
     """
     target = run.raw_target  # promotes stalled on other copies may hold every call slot
     grace = run.options.break_locks_after
