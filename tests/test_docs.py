@@ -16,7 +16,11 @@ from rbdfail.cli import main
 from rbdfail.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+DOCS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").rglob("*.md")),
+    *sorted((ROOT / "examples").glob("*.md")),
+]
 COMMANDS_REFERENCE = ROOT / "docs" / "reference" / "commands.md"
 # Records written on other branches of issue 26, linked from docs/design/README.md only; empty
 # this set once they are merged.

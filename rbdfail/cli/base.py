@@ -175,7 +175,7 @@ call_trace_option = click.option(
     "--call-trace",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     default=None,
-    hidden=True,  # a diagnostic for the benchmark's timeline (README, Performance)
+    hidden=True,  # a diagnostic for the benchmark's timeline (docs/performance.md)
     help="Write every Ceph call's times (JSON lines, seconds from the run's start) to FILE.",
 )
 
