@@ -74,10 +74,10 @@ def _command_path(line: str) -> list[str]:
             continue
         if word.startswith("-"):
             continue
-        command = group.commands.get(word)
+        command = group.commands.get(word.split("|")[0])  # `lab up|down`: the first
         if command is None:
             break
-        path.append(word)
+        path.append(word.split("|")[0])
         if not isinstance(command, click.Group):
             break
         group = command
@@ -146,3 +146,26 @@ def test_readme__its_minimal_configuration_loads(tmp_path: Path) -> None:
     path.write_text(yaml.group(1))
     config = load_config(path)
     assert [device.backend_id for device in config.replication_devices] == ["secondary"]
+
+
+def _options_of(path: list[str]) -> set[str]:
+    command: click.Command = main
+    names = {opt for param in main.params for opt in getattr(param, "opts", [])}
+    for word in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[word]
+        for param in command.params:
+            names |= set(getattr(param, "opts", [])) | set(getattr(param, "secondary_opts", []))
+    return names | {"--help", "-h"}
+
+
+def test_docs__every_option_of_a_documented_command_line_exists() -> None:
+    unknown = []
+    for doc in DOCS:
+        for line in _command_lines(doc):
+            path = _command_path(line)
+            before_quotes = re.split(r"['\"]", line)[0]
+            for word in re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", before_quotes):
+                if word not in _options_of(path):
+                    unknown.append((str(doc.relative_to(ROOT)), line, word))
+    assert unknown == []
