@@ -15,7 +15,8 @@ APT_PACKAGES := ceph-mon ceph-osd ceph-mgr rbd-mirror ceph-common python3-rados 
 help:
 	@echo "make test    install what is missing, then run every test (unit + real two-site lab)"
 	@echo "make demo    install what is missing, start the lab and walk through rbdfail"
-	@echo "make unit    only the tests that need no Ceph"
+	@echo "make unit    only the tests that need no Ceph (without python3-rados too:"
+	@echo "             pip install -e .[test]; pytest -m 'not lab')"
 	@echo "make lint    ruff and mypy"
 	@echo "make fuzz    the long hostile-input sweep (FUZZ_EXAMPLES=20000 documents per sweep)"
 	@echo "make chaos   the whole chaos sweep on the lab (CHAOS_SEED=N replays a run; ONLY=kill|lost|..."

@@ -8,11 +8,25 @@ exit code; nothing below the CLI prints.
 
 from __future__ import annotations
 
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Every exit code of rbdfail, for runbooks (docs/reference/exit-codes.md)."""
+
+    OK = 0
+    FAILED = 1  # nothing could be done: a fatal error, a refused pre-flight
+    USAGE = 2  # usage or configuration error
+    PARTIAL = 3  # some volumes need attention, each named in the report
+    LOCKED = 4  # another run holds the lock (drill: a switch is running)
+    UNREACHABLE = 5  # the target site does not answer; nothing was changed
+    INTERRUPTED = 130  # Ctrl-C; run the same command again to finish
+
 
 class RbdfailError(Exception):
     """Base of every error rbdfail reports to an operator."""
 
-    exit_code = 1
+    exit_code: ExitCode = ExitCode.FAILED
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -29,13 +43,13 @@ class RbdfailError(Exception):
 class ConfigError(RbdfailError):
     """The configuration file is missing, unreadable or invalid."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class StateCorrupt(RbdfailError):
     """A file of the state dir holds something rbdfail did not write: named, with what to do."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class CephBindingsMissing(RbdfailError):
@@ -107,10 +121,10 @@ class LockLost(CephError):
 class LockedByAnotherRun(RbdfailError):
     """Another failover or failback holds a site's switch lock: someone else is running."""
 
-    exit_code = 4
+    exit_code = ExitCode.LOCKED
 
 
 class TargetUnreachable(RbdfailError):
     """The site a switch would move volumes to does not answer: nothing was changed."""
 
-    exit_code = 5
+    exit_code = ExitCode.UNREACHABLE

@@ -4,7 +4,7 @@
 2. Its data on that site is the newest writer's data (checksums read through librbd).
 3. What rbdfail reports (JSON, exit code, state.json) matches what Ceph says.
 
-"The newest writer's data", by the README's rules (sections Failover and Failback):
+"The newest writer's data", by the rules of docs/guide/failover.md and failback.md:
 - a clean switch (demote, then promote) carries every write: the demotion takes a mirror
   snapshot of what was not mirrored yet. So does a roll-back, and a volume left where it was;
 - a forced promote ("Failover", step 2: the source is lost) keeps what the copy held whole when
@@ -33,8 +33,8 @@ from rbdfail.errors import CephError
 from rbdfail.state import journal_lines
 
 SUCCEEDED = {"demoted+promoted", "resynced+promoted", "force-promoted", "already-primary"}
-# The exit code each `result` gives (README "Exit codes"); 3 also when all moved but the state
-# dir could not record it.
+# The exit code each `result` gives (docs/reference/exit-codes.md); 3 also when all moved
+# but the state dir could not record it.
 EXIT_FOR_RESULT = {"complete": 0, "partial": 3, "failed": 1}
 
 

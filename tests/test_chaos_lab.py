@@ -93,7 +93,7 @@ LOST_CASES = [
     for step in steps
     for shape in SHAPES
 ]
-# make test: these and the paused run, about 3 min of lab time (README, Chaos).
+# make test: these and the paused run, about 3 min of lab time (docs/testing.md, Chaos).
 CI_CASES = [Case("failover", "demoted", "same"), Case("failover", "promote", "opposite")]
 
 
@@ -254,7 +254,7 @@ def stage_on(
 
 def forced_failover(stage: Stage) -> None:
     """Failover with default partitioned, then default back: primary on both sites (named).
-    From then on the forced copies' data is the volumes' (README, Failback)."""
+    From then on the forced copies' data is the volumes' (docs/guide/failback.md)."""
     stage.lab.fail("primary", Disaster.PARTITION)
     try:
         ran = stage.rbdfail("failover", "--to", "secondary", "--connect-timeout", "3")

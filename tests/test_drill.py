@@ -376,6 +376,7 @@ def test_drill__exec_during_which_the_copy_synced_does_not_count(
 
 
 def test_adapter_reads_side_by_side_extents_together_within_a_span() -> None:
+    pytest.importorskip("rados", reason="rbdfail.ceph needs the Ceph bindings")
     from rbdfail.ceph import _side_by_side
 
     extents = [(0, 10), (10, 10), (20, 5), (40, 10), (50, 30), (80, 1)]

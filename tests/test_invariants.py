@@ -93,7 +93,7 @@ def test_split_brain_is_a_violation_unless_the_report_names_it(
 def test_the_kept_data_is_accepted_only_after_a_journaled_forced_promote(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:
-    """README, Failover: a forced promote keeps what the copy held whole; a write after that
+    """docs/guide/failover.md: a forced promote keeps what the copy held whole; a write after that
     on the lost source is lost. Without a forced promote, it is a lost write."""
     replicated(primary, secondary, ["s-1"], data=True)
     kept = sha256(primary.read("s-1", 0, LENGTH))

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from rbdfail.errors import ExitCode
 from rbdfail.limits import MAX_CONCURRENCY, MAX_SECONDS, seconds_problem
 
 if TYPE_CHECKING:
@@ -37,9 +38,6 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-# 4 and 5 are the exit_code of errors.LockedByAnotherRun and errors.TargetUnreachable.
 
 
 @dataclass
@@ -97,7 +95,7 @@ class RbdfailGroup(click.Group):
                 raise
             _fail(str(exc), exc.exit_code, exc.hint)
         except KeyboardInterrupt:
-            _fail("interrupted", EXIT_INTERRUPTED)
+            _fail("interrupted", ExitCode.INTERRUPTED)
 
 
 def _fail(message: str, code: int, hint: str | None = None) -> NoReturn:
@@ -177,7 +175,7 @@ call_trace_option = click.option(
     "--call-trace",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     default=None,
-    hidden=True,  # a diagnostic for the benchmark's timeline (README, Performance)
+    hidden=True,  # a diagnostic for the benchmark's timeline (docs/performance.md)
     help="Write every Ceph call's times (JSON lines, seconds from the run's start) to FILE.",
 )
 

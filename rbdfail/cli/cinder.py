@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import click
 
 from rbdfail.cli.base import (
-    EXIT_PARTIAL,
     main,
 )
+from rbdfail.errors import ExitCode
 
 if TYPE_CHECKING:
     pass
@@ -96,4 +96,4 @@ def import_cinder(
         )
         for item in result.todo:
             click.secho(f"  FILL IN {item}", fg="yellow", err=True)
-        sys.exit(EXIT_PARTIAL)
+        sys.exit(ExitCode.PARTIAL)

@@ -9,9 +9,6 @@ from typing import TYPE_CHECKING
 import click
 
 from rbdfail.cli.base import (
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_PARTIAL,
     AppContext,
     Seconds,
     by_backend_json,
@@ -24,6 +21,7 @@ from rbdfail.cli.base import (
     show_by_backend,
     stderr_progress,
 )
+from rbdfail.errors import ExitCode
 
 if TYPE_CHECKING:
     pass
@@ -151,11 +149,11 @@ def drill(
     else:
         show_by_backend(reports, several, render.drill_report)
     code = (
-        EXIT_INTERRUPTED
+        ExitCode.INTERRUPTED
         if any(report.interrupted for _, report in reports)
-        else EXIT_OK
+        else ExitCode.OK
         if all(report.result == "complete" for _, report in reports)
-        else EXIT_PARTIAL
+        else ExitCode.PARTIAL
     )
     left_running = any(report.calls_left_running for _, report in reports)
     if left_running and app.connect_with is connect_to_ceph:

@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING
 import click
 
 from rbdfail.cli.base import (
-    EXIT_FAILED,
-    EXIT_PARTIAL,
     emit_json,
     json_option,
     main,
     stderr_progress,
 )
 from rbdfail.disasters import Disaster
+from rbdfail.errors import ExitCode
 
 if TYPE_CHECKING:
     from rbdfail.lab import Lab
@@ -101,7 +100,7 @@ def lab_status(lab_dir: Path | None, as_json: bool) -> None:
             state = "stopped" if not d.running else "frozen" if d.frozen else "running"
             click.echo(f"{d.site:<10} {d.daemon:<11} pid {d.pid:<8} {state}")
     if not daemons or not all(d.running for d in daemons):
-        sys.exit(EXIT_PARTIAL if daemons else EXIT_FAILED)
+        sys.exit(ExitCode.PARTIAL if daemons else ExitCode.FAILED)
 
 
 @lab.command("freeze")

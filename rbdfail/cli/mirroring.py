@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING
 import click
 
 from rbdfail.cli.base import (
-    EXIT_INTERRUPTED,
-    EXIT_PARTIAL,
     AppContext,
     acting_site,
     by_backend_json,
@@ -22,6 +20,7 @@ from rbdfail.cli.base import (
     show_by_backend,
     site_option,
 )
+from rbdfail.errors import ExitCode
 
 if TYPE_CHECKING:
     from rbdfail.cluster import Cluster
@@ -153,6 +152,6 @@ def _per_image_mirroring(
     else:
         show_by_backend(reports, several, render.mirroring_report)
     if any(report.interrupted for _, report in reports):
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(ExitCode.INTERRUPTED)
     if any(report.result != "complete" for _, report in reports) and not dry_run:
-        sys.exit(EXIT_PARTIAL)
+        sys.exit(ExitCode.PARTIAL)

@@ -7,7 +7,6 @@ import sys
 import click
 
 from rbdfail.cli.base import (
-    EXIT_PARTIAL,
     AppContext,
     acting_site,
     by_backend_json,
@@ -18,6 +17,7 @@ from rbdfail.cli.base import (
     show_by_backend,
     site_option,
 )
+from rbdfail.errors import ExitCode
 
 
 @main.command()
@@ -114,7 +114,7 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
     else:
         show_by_backend(done, several, render.setup_items)
     if any(item.action == pools.SetupAction.FAILED for _, items in done for item in items):
-        sys.exit(EXIT_PARTIAL)
+        sys.exit(ExitCode.PARTIAL)
 
 
 @main.command("connection-info")

@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from rbdfail.cli.base import (
-    EXIT_FAILED,
-    EXIT_PARTIAL,
     AppContext,
     Seconds,
     by_backend_json,
@@ -23,6 +21,7 @@ from rbdfail.cli.base import (
     remember_site_listing,
     show_by_backend,
 )
+from rbdfail.errors import ExitCode
 from rbdfail.limits import MAX_LAG_SECONDS
 
 if TYPE_CHECKING:
@@ -134,7 +133,7 @@ def status(
     except KeyboardInterrupt:  # the way to end --watch: not an error
         pass
     if any(report.problems for report in reports):
-        sys.exit(EXIT_PARTIAL)
+        sys.exit(ExitCode.PARTIAL)
 
 
 def _writable_place(path: Path | None) -> Path | None:
@@ -264,4 +263,4 @@ def check(
     else:
         show_by_backend(parts, several, lambda part: render.check_items(*part))
     if not all_ready:
-        sys.exit(EXIT_FAILED)
+        sys.exit(ExitCode.FAILED)

@@ -12,10 +12,6 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from rbdfail.cli.base import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_PARTIAL,
     AppContext,
     Seconds,
     break_locks_option,
@@ -31,6 +27,7 @@ from rbdfail.cli.base import (
     stderr_progress,
     yes_option,
 )
+from rbdfail.errors import ExitCode
 
 if TYPE_CHECKING:
     from rbdfail.config import Config
@@ -319,7 +316,7 @@ def _switch(
             emit_json({"dry_run": True, **result.plan.to_json()})
         else:
             render.failover_plan(result.plan)
-        sys.exit(EXIT_OK)
+        sys.exit(ExitCode.OK)
     if report is None:
         raise click.Abort()
     if as_json:
@@ -360,7 +357,7 @@ def _switch_backends(
     else:
         render.switch_of_backends(switch)
     if request.dry_run:
-        sys.exit(EXIT_OK)
+        sys.exit(ExitCode.OK)
     for unrecorded in switch.unrecorded:
         click.secho(f"rbdfail: not recorded: {unrecorded}", fg="red", err=True)
     _exit_after_switch(
@@ -374,11 +371,11 @@ def _exit_after_switch(
     from rbdfail.workers import RunResult
 
     if interrupted:
-        sys.exit(EXIT_INTERRUPTED)
-    exits = {RunResult.COMPLETE: EXIT_OK, RunResult.PARTIAL: EXIT_PARTIAL}
-    code = exits.get(result, EXIT_FAILED)
+        sys.exit(ExitCode.INTERRUPTED)
+    exits = {RunResult.COMPLETE: ExitCode.OK, RunResult.PARTIAL: ExitCode.PARTIAL}
+    code = exits.get(result, ExitCode.FAILED)
     # Volumes moved but the state dir does not say so: not a clean run (3), as for a volume.
-    final = EXIT_PARTIAL if code == EXIT_OK and unrecorded else code
+    final = ExitCode.PARTIAL if code == ExitCode.OK and unrecorded else code
     if calls_left and app.connect_with is connect_to_ceph:
         # librados must not be torn down under a call still running: a process left to
         # the interpreter's exit with such connections was seen to abort (boost::bad_get,
