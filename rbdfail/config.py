@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import math
 import os
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
@@ -70,6 +71,33 @@ NOT_TYPED = VolumeType(name="(untyped)", replicated=False)  # an image no rule m
 class VolumeRule:
     match: str  # fnmatch glob on the image name
     type: str
+
+
+_GLOB_CHARACTERS = frozenset("*?[")  # what makes fnmatch's pattern more than a name
+
+
+@dataclass(frozen=True)
+class _RuleIndex:
+    """The rules, for typing many images: a rule without glob characters is looked up by name
+    (its first occurrence, with its position), the globs kept in order with theirs."""
+
+    exact: dict[str, tuple[int, VolumeRule]]
+    globs: tuple[tuple[int, VolumeRule], ...]
+    types: dict[str, VolumeType]
+
+    @classmethod
+    def of(cls, rules: tuple[VolumeRule, ...], types: tuple[VolumeType, ...]) -> _RuleIndex:
+        exact: dict[str, tuple[int, VolumeRule]] = {}
+        globs: list[tuple[int, VolumeRule]] = []
+        for position, rule in enumerate(rules):
+            if _GLOB_CHARACTERS.isdisjoint(rule.match):
+                exact.setdefault(rule.match, (position, rule))
+            else:
+                globs.append((position, rule))
+        named: dict[str, VolumeType] = {}
+        for volume_type in types:
+            named.setdefault(volume_type.name, volume_type)
+        return cls(exact, tuple(globs), named)
 
 
 @dataclass(frozen=True)
@@ -131,10 +159,22 @@ class Config:
                     hint=_suggest(override, [t.name for t in self.volume_types], "")
                     or "add the type to volume_types, or fix the image's metadata",
                 ) from exc
-        for rule in self.volumes:
+        index = self._rule_index
+        exact = index.exact.get(image_name)
+        # First matching rule wins: a glob rule before the exact one that names the image still
+        # takes it. Only the globs before it (or all of them, with no exact rule) are tried.
+        for position, rule in index.globs:
+            if exact is not None and position > exact[0]:
+                break
             if fnmatch.fnmatchcase(image_name, rule.match):
-                return self.volume_type(rule.type)
+                return index.types.get(rule.type) or self.volume_type(rule.type)
+        if exact is not None:
+            return index.types.get(exact[1].type) or self.volume_type(exact[1].type)
         return NOT_TYPED
+
+    @functools.cached_property
+    def _rule_index(self) -> _RuleIndex:
+        return _RuleIndex.of(self.volumes, self.volume_types)
 
 
 @dataclass(frozen=True)
@@ -266,12 +306,12 @@ class _Loader(yaml.SafeLoader):
                 raise yaml.composer.ComposerError(None, None, problem, mark)
         self.depth += 1
         try:
-            return super().compose_node(parent, index)
+            return yaml.composer.Composer.compose_node(self, parent, index)
         finally:
             self.depth -= 1
 
     def flatten_mapping(self, node: yaml.MappingNode) -> None:
-        super().flatten_mapping(node)
+        yaml.constructor.SafeConstructor.flatten_mapping(self, node)
         if len(node.value) > MAX_MAPPING_KEYS:
             problem = f"more than {MAX_MAPPING_KEYS} keys once `<<` merges are expanded: refused"
             raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
@@ -298,6 +338,42 @@ def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> _LineList:
 
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
+
+# libyaml's parser when PyYAML has it (Debian's does) gives the same events some ten times faster
+# than the pure-Python scanner and parser: a file of 10,000 rules loads in a fraction of a second.
+# The nodes are still composed and constructed in Python, by _Loader's own methods, so its limits
+# and lines hold. A document it refuses is read again by _Loader, whose messages are the ones
+# rbdfail shows (libyaml words its errors differently).
+_FastLoader: type | None = None
+if not TYPE_CHECKING and getattr(yaml, "__with_libyaml__", False):
+
+    class _FastLoader(
+        yaml.composer.Composer,
+        yaml.constructor.SafeConstructor,
+        yaml.resolver.Resolver,
+        yaml.cyaml.CParser,
+    ):
+        def __init__(self, stream: str) -> None:
+            yaml.cyaml.CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            self.aliases = self.depth = 0
+
+        compose_node = _Loader.compose_node
+        flatten_mapping = _Loader.flatten_mapping
+
+    _FastLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+    _FastLoader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
+
+
+def _load_yaml(text: str) -> Any:
+    if _FastLoader is not None:
+        try:
+            return yaml.load(text, Loader=_FastLoader)
+        except yaml.YAMLError:
+            pass  # read again below, for _Loader's words
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader
 
 
 # ---- checking, with the place of each problem -------------------------------------------------
@@ -484,19 +560,19 @@ def load_deployment(path: Path) -> Deployment:
         state_dir=top.path("state_dir", "/var/lib/rbdfail"),
     )
     several = len(found) > 1
-    return Deployment(
-        path,
-        tuple(
-            Config(
-                backend_name=name,
-                backend=backend,
-                replication_devices=devices,
-                state_scope=name if several else None,
-                **shared,  # type: ignore[arg-type]
-            )
-            for name, backend, devices in found
-        ),
+    configs = tuple(
+        Config(
+            backend_name=name,
+            backend=backend,
+            replication_devices=devices,
+            state_scope=name if several else None,
+            **shared,  # type: ignore[arg-type]
+        )
+        for name, backend, devices in found
     )
+    for config in configs:
+        _ = config._rule_index  # built as the file loads: typing an image is then a lookup
+    return Deployment(path, configs)
 
 
 def _same_images(one: SiteConfig, other: SiteConfig) -> bool:
@@ -533,7 +609,7 @@ def _read_yaml(path: Path) -> Any:
         if len(data) > MAX_CONFIG_BYTES:
             message = f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB: not a configuration file"
             raise ConfigError(message, hint=SEE_EXAMPLE)
-        raw = yaml.load(data.decode("utf-8"), Loader=_Loader)  # a SafeLoader
+        raw = _load_yaml(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found", hint=SEE_EXAMPLE) from None
     except (OSError, UnicodeDecodeError) as exc:
