@@ -35,6 +35,29 @@ if TYPE_CHECKING:
     help="The output of `openstack volume type list --long -f json`, for the volume types.",
 )
 @click.option(
+    "--volume-list",
+    metavar="FILE",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The output of `openstack volume list --all-projects --long -f json`: one exact rule "
+    "per volume, its type as Cinder has it (needs --volume-types).",
+)
+@click.option(
+    "--unlisted",
+    metavar="TYPE",
+    default=None,
+    help="With --volume-list: the type of the pool's images the list does not name (else a "
+    "FILL IN).",
+)
+@click.option(
+    "--state-dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --volume-list: seed DIR (the config's state_dir) with Cinder's status of each "
+    "volume and the attachments the nova-manage steps need.",
+)
+@click.option(
     "-o",
     "--output",
     metavar="FILE",
@@ -47,6 +70,9 @@ def import_cinder(
     cinder_conf: Path,
     backend: str | None,
     volume_types: Path | None,
+    volume_list: Path | None,
+    unlisted: str | None,
+    state_dir: Path | None,
     output: Path | None,
     force: bool,
 ) -> None:
@@ -60,15 +86,21 @@ def import_cinder(
     replication_connect_timeout (the largest) and the volume types shared. RBD backends without
     replication_device are left out, each named. --backend NAME writes that backend alone.
     Each value's comment says where it came from. What cinder.conf cannot say (which volume has
-    which type: Cinder keeps that in its database) is written as a FILL IN placeholder, which
-    rbdfail refuses until it is replaced. Key material (rbd_secret_uuid, secret_uuid) is never
-    copied.
+    which type: Cinder keeps that in its database) comes from --volume-list, one exact rule per
+    volume (a volume of a type or backend not written is left out, named); the rest is written
+    as a FILL IN placeholder, which rbdfail refuses until it is replaced. Cinder's statuses and
+    the attachments go to the state dir (--state-dir), never to the YAML. Key material
+    (rbd_secret_uuid, secret_uuid) is never copied.
 
     \b
     Examples:
       openstack volume type list --long -f json > types.json
       rbdfail import-cinder /etc/cinder/cinder.conf --volume-types types.json -o rbdfail.yaml
       rbdfail import-cinder /etc/cinder/cinder.conf --backend ceph-fast -o fast.yaml
+      openstack volume list --all-projects --long -f json > volumes.json
+      rbdfail import-cinder /etc/cinder/cinder.conf --volume-types types.json \\
+        --volume-list volumes.json --unlisted __DEFAULT__ --state-dir /var/lib/rbdfail \\
+        -o rbdfail.yaml
 
     \b
     Exit codes:
@@ -78,18 +110,34 @@ def import_cinder(
       3 written, with FILL IN placeholders to complete (listed on stderr)
     """
     from rbdfail.cinder_import import import_cinder as read_cinder
-    from rbdfail.cinder_import import write_new_file
+    from rbdfail.cinder_import import seed_state, write_new_file
+    from rbdfail.errors import ConfigError
 
-    result = read_cinder(cinder_conf, backend, volume_types)
+    if state_dir is not None and volume_list is None:
+        raise ConfigError(
+            "--state-dir seeds the statuses of a volume list: it needs --volume-list",
+            hint="add --volume-list FILE, FILE from "
+            "`openstack volume list --all-projects --long -f json`",
+        )
+    result = read_cinder(cinder_conf, backend, volume_types, volume_list, unlisted)
     if output is None:
         click.echo(result.text, nl=False)
     else:
-        inputs = (cinder_conf, *([volume_types] if volume_types else []))
+        inputs = (cinder_conf, *(given for given in (volume_types, volume_list) if given))
         write_new_file(output, result.text, force, inputs)
         sections = ", ".join(f"[{section}]" for section in result.backends)
         click.echo(f"rbdfail: wrote {output} from {sections} of {cinder_conf}", err=True)
     for note in result.notes:
         click.echo(f"  note: {note}", err=True)
+    if state_dir is not None:
+        for done in seed_state(result, state_dir):
+            click.echo(f"rbdfail: seeded {done}", err=True)
+    elif volume_list is not None:
+        click.echo(
+            "  note: Cinder's statuses and the attachments not kept: give --state-dir DIR "
+            "(the config's state_dir) to seed them",
+            err=True,
+        )
     if result.todo:
         click.secho(
             f"rbdfail: {len(result.todo)} thing(s) to fill in first:", fg="yellow", err=True
