@@ -84,6 +84,7 @@ class ImportedVolume:
     status: str  # Cinder's, e.g. in-use
     backend: str | None  # the cinder.conf section its type places it on; None: several may
     servers: tuple[str, ...]  # the instances it is attached to (their uuids)
+    hosts: tuple[str | None, ...] = ()  # each one's compute host, when the list says
 
 
 def attachments_document(result: CinderImport) -> dict[str, object]:
@@ -92,7 +93,13 @@ def attachments_document(result: CinderImport) -> dict[str, object]:
     return {
         "written_by": "rbdfail import-cinder",
         "volumes": [
-            {"image": v.image, "id": v.id, "backend": v.backend, "servers": list(v.servers)}
+            {
+                "image": v.image,
+                "id": v.id,
+                "backend": v.backend,
+                "servers": list(v.servers),
+                "hosts": list(v.hosts or (None,) * len(v.servers)),
+            }
             for v in result.volumes
             if v.servers
         ],
@@ -404,6 +411,7 @@ class _Backend:
     timeout: _Value
     volume_backend_name: str  # what the scheduler matches a type's volume_backend_name with
     volume_backend_origin: str
+    cinder_host: _Value | None = None  # the cinder-volume service's host@section
 
 
 def _read_backend(conf: _CinderConf, section: str, notes: list[str]) -> _Backend:
@@ -464,7 +472,22 @@ def _read_backend(conf: _CinderConf, section: str, notes: list[str]) -> _Backend
         timeout=_timeout(conf, section, notes),
         volume_backend_name=name.value if name else "RBD",  # the RBD driver reports "RBD" then
         volume_backend_origin=name.origin if name else "not set: Cinder's RBD driver reports 'RBD'",
+        cinder_host=_service_host(conf, section),
     )
+
+
+def _service_host(conf: _CinderConf, section: str) -> _Value | None:
+    """The cinder-volume service's host for a backend, as cinder-volume names it: the
+    section's backend_host, else [DEFAULT] host, then `@` and the section (cinder/cmd/volume.py).
+    None when neither is set (Cinder then takes the machine's hostname, unknown here)."""
+    own = (conf.section(section) or {}).get("backend_host")
+    default = (conf.section("DEFAULT") or {}).get("host")
+    for values, origin in ((own, f"[{section}] backend_host"), (default, "[DEFAULT] host")):
+        if values and (host := values[-1].strip()):
+            if not re.fullmatch(r"[A-Za-z0-9_.:-]+", host):
+                return None
+            return _Value(f"{host}@{section}", f"{origin} @ the section: cinder-volume's host")
+    return None
 
 
 def _read_devices(conf: _CinderConf, section: str, rbd_user: _Value | None) -> tuple[_Device, ...]:
@@ -624,6 +647,7 @@ def _properties(value: object, where: str) -> dict[str, str]:
 
 VOLUMES_COMMAND = "openstack volume list --all-projects --long -f json"
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
 _OLD_ATTACHED = re.compile(r"Attached to (\S+) on \S+ ?")
 
 
@@ -633,6 +657,7 @@ class _CinderVolume:
     status: str
     type: str | None
     servers: tuple[str, ...]
+    hosts: tuple[str | None, ...]
 
 
 def _read_volumes(path: Path) -> list[_CinderVolume]:
@@ -673,15 +698,18 @@ def _read_volumes(path: Path) -> list[_CinderVolume]:
             raise ConfigError(f'{where} ({volume_id}): "Status" {status!r} is not a status')
         if type_name is not None and (not isinstance(type_name, str) or not type_name.strip()):
             raise ConfigError(f'{where} ({volume_id}): "Type" {type_name!r} is not a type name')
-        servers = _servers(entry.get("Attached to"), f"{where} ({volume_id})")
-        volumes.append(_CinderVolume(volume_id, status, type_name, servers))
+        attached = _servers(entry.get("Attached to"), f"{where} ({volume_id})")
+        servers = tuple(server for server, _ in attached)
+        hosts = tuple(host for _, host in attached)
+        volumes.append(_CinderVolume(volume_id, status, type_name, servers, hosts))
     return volumes
 
 
-def _servers(value: object, where: str) -> tuple[str, ...]:
+def _servers(value: object, where: str) -> list[tuple[str, str | None]]:
+    """Each attachment's instance and compute host (None when the list does not say)."""
     if value in (None, "", []):
-        return ()
-    found: list[str] = []
+        return []
+    found: dict[str, str | None] = {}
     if isinstance(value, list):
         for attachment in value:
             server = attachment.get("server_id") if isinstance(attachment, dict) else None
@@ -690,13 +718,18 @@ def _servers(value: object, where: str) -> tuple[str, ...]:
                     f'{where}: "Attached to" holds an attachment without a server_id UUID',
                     hint=f"give the JSON of `{VOLUMES_COMMAND}`",
                 )
-            found.append(server)
+            host = attachment.get("host_name")
+            found.setdefault(
+                server, host if isinstance(host, str) and _HOST.fullmatch(host) else None
+            )
     elif isinstance(value, str):
         # Older clients: the server's name when Nova knew it, else its id. Only ids are kept.
-        found = [m[1] for m in _OLD_ATTACHED.finditer(value) if _UUID.fullmatch(m[1])]
+        for match in _OLD_ATTACHED.finditer(value):
+            if _UUID.fullmatch(match[1]):
+                found.setdefault(match[1], None)
     else:
         raise ConfigError(f'{where}: "Attached to" is JSON {_kind(value)}')
-    return tuple(dict.fromkeys(found))
+    return list(found.items())
 
 
 def _kind(value: object) -> str:
@@ -841,6 +874,21 @@ def _backend_lines(backend: _Backend) -> list[str]:
         "backend:",
         _line(f"name: {_scalar(backend.name.value)}", backend.name.origin, 2),
         *_site_lines(backend, 2),
+        *_host_lines(backend, 2),
+    ]
+
+
+def _host_lines(backend: _Backend, indent: int) -> list[str]:
+    if backend.cinder_host is None:
+        return [
+            f"{' ' * indent}# cinder_host: HOST@{_shown(backend.section)}   # not set in cinder.conf "
+            "(no backend_host, no host):",
+            f"{' ' * indent}#   the cinder-volume host as `cinder-manage service list` shows it",
+        ]
+    return [
+        _line(
+            f"cinder_host: {_scalar(backend.cinder_host.value)}", backend.cinder_host.origin, indent
+        )
     ]
 
 
@@ -879,6 +927,7 @@ def _backends_lines(conf: _CinderConf, backends: list[_Backend], notes: list[str
         lines += [
             _line(f"  {_scalar(backend.section)}:", comment),
             *_site_lines(backend, 4),
+            *_host_lines(backend, 4),
             "    replication_device:",
             *_device_items(backend, notes, 4),
         ]
@@ -1122,6 +1171,7 @@ def _volume_rules(
                     volume.status,
                     on[0].section if len(on) == 1 and len(backends) > 1 else None,
                     volume.servers,
+                    volume.hosts,
                 )
             )
     for why, ids in left_out.items():

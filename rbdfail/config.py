@@ -115,6 +115,10 @@ class Config:
     # In a file of several backends, this one's name: its part of state.json, its journal
     # lines, its inventory and its volumes' names shown as pool/name. None: the only backend.
     state_scope: str | None = None
+    # The cinder-volume service's host for this backend, `host@backend` as `cinder-manage service
+    # list` shows it: what `cinder-manage db reset_active_backend --backend-host` takes after a
+    # switch. None: not known (the steps then say HOST@BACKEND).
+    cinder_host: str | None = None
 
     def shown(self, name: str) -> str:
         """A volume's name as the operator sees it: `pool/name` (`pool/namespace/name`) where
@@ -490,8 +494,12 @@ TOP_KEYS = (
     *("concurrency", "volume_types", "volumes", "state_dir"),
 )
 SITE_KEYS = ("conf", "user", "pool", "namespace", "cluster_name", "keyring")
-BACKEND_KEYS = ("name", *SITE_KEYS)
-BACKENDS_ENTRY_KEYS = (*SITE_KEYS, "replication_device")  # under `backends:`, named by its key
+BACKEND_KEYS = ("name", *SITE_KEYS, "cinder_host")
+BACKENDS_ENTRY_KEYS = (
+    *SITE_KEYS,
+    "replication_device",
+    "cinder_host",
+)  # under `backends:`, named by its key
 # secret_uuid is accepted because Cinder's replication_device strings carry it; it is libvirt's
 # secret for attaching volumes to guests and means nothing to rbdfail, so it is ignored.
 DEVICE_KEYS = ("backend_id", *SITE_KEYS, "secret_uuid")
@@ -515,14 +523,14 @@ def load_deployment(path: Path) -> Deployment:
     path = Path(path)
     top = _Section(path, "", _read_yaml(path), None, TOP_KEYS)
     # The sites first: a file is read in the order it is written, backends on top.
-    found: list[tuple[str, SiteConfig, tuple[SiteConfig, ...]]] = []
+    found: list[tuple[str, SiteConfig, tuple[SiteConfig, ...], str | None]] = []
     if not top.has("backends"):  # the first shape: one backend, its devices at the top level
         for key in ("backend", "replication_device"):
             if not top.has(key):
                 hint = "add it, or list the backends under `backends:` (" + SEE_EXAMPLE + ")"
                 raise top.error(key, "required key missing", hint)
         section = top.sub("backend", BACKEND_KEYS, ["pool"])
-        found.append((section.text("name", "ceph"), *_backend(section, top)))
+        found.append((section.text("name", "ceph"), *_backend(section, top), _cinder_host(section)))
     else:
         for key in ("backend", "replication_device"):
             if key in top.data:
@@ -537,12 +545,12 @@ def load_deployment(path: Path) -> Deployment:
                 raise sections.error(name, "is not a backend name", hint)
             section = sections.sub(name, BACKENDS_ENTRY_KEYS, ["pool", "replication_device"])
             backend, devices = _backend(section, section)
-            for other, site, _ in found:
+            for other, site, _, _ in found:
                 if _same_images(site, backend):
                     problem = f"the same pool as backend {other!r} ({backend.where} in {site.conf})"
                     hint = "give each backend its own pool or namespace"
                     raise section.error("pool", problem, hint)
-            found.append((name, backend, devices))
+            found.append((name, backend, devices, _cinder_host(section)))
 
     types = top.sub("volume_types", None)  # any name, each a mapping of TYPE_KEYS
     volume_types = tuple(_volume_type(name, types.sub(name, TYPE_KEYS)) for name in types.data)
@@ -566,9 +574,10 @@ def load_deployment(path: Path) -> Deployment:
             backend=backend,
             replication_devices=devices,
             state_scope=name if several else None,
+            cinder_host=cinder_host,
             **shared,  # type: ignore[arg-type]
         )
-        for name, backend, devices in found
+        for name, backend, devices, cinder_host in found
     )
     for config in configs:
         _ = config._rule_index  # built as the file loads: typing an image is then a lookup
@@ -577,6 +586,22 @@ def load_deployment(path: Path) -> Deployment:
 
 def _same_images(one: SiteConfig, other: SiteConfig) -> bool:
     return (one.conf, one.cluster_name, one.where) == (other.conf, other.cluster_name, other.where)
+
+
+_CINDER_HOST = re.compile(r"[A-Za-z0-9_.:-]+@[A-Za-z0-9_.:-]+")
+
+
+def _cinder_host(section: _Section) -> str | None:
+    if not section.has("cinder_host"):
+        return None
+    host = section.text("cinder_host", "")
+    if not _CINDER_HOST.fullmatch(host):
+        raise section.error(
+            "cinder_host",
+            f"{host!r} is not a cinder-volume host@backend",
+            "write it as `cinder-manage service list` shows the backend, e.g. hostgroup@ceph",
+        )
+    return host
 
 
 def _backend(section: _Section, devices_in: _Section) -> tuple[SiteConfig, tuple[SiteConfig, ...]]:

@@ -111,6 +111,7 @@ def test_seed_state__cinder_statuses_kept_for_failback(tmp_path: Path) -> None:
         "id": DB.removeprefix("volume-"),
         "backend": "ceph-gold",
         "servers": ["8e1b6d3f-2a4c-4e5f-b7a9-0c1d2e3f4a56"],
+        "hosts": ["compute-03"],
     }
 
 
