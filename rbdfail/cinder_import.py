@@ -881,8 +881,8 @@ def _backend_lines(backend: _Backend) -> list[str]:
 def _host_lines(backend: _Backend, indent: int) -> list[str]:
     if backend.cinder_host is None:
         return [
-            f"{' ' * indent}# cinder_host: HOST@{_shown(backend.section)}   # not set in cinder.conf "
-            "(no backend_host, no host):",
+            f"{' ' * indent}# cinder_host: HOST@{_shown(backend.section)}   # not set in "
+            "cinder.conf (no backend_host, no host):",
             f"{' ' * indent}#   the cinder-volume host as `cinder-manage service list` shows it",
         ]
     return [
