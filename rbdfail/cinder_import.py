@@ -106,9 +106,6 @@ def attachments_document(result: CinderImport) -> dict[str, object]:
     }
 
 
-ATTACHMENTS_FILE = "cinder-attachments.json"
-
-
 def seed_state(result: CinderImport, state_dir: Path) -> list[str]:
     """Cinder's status of each imported volume into the state dir's state.json (so that a
     volume a failover cannot move becomes `error` with Cinder's status kept, `in-use` restored
@@ -116,6 +113,7 @@ def seed_state(result: CinderImport, state_dir: Path) -> list[str]:
     lines after a switch). Refused while a failover is in effect: the statuses are then
     rbdfail's. Returns what was done, one line each."""
     from rbdfail import state as states
+    from rbdfail.cinder_steps import ATTACHMENTS_FILE
 
     several = len(result.backends) > 1
     scopes: list[str | None] = list(result.backends) if several else [None]

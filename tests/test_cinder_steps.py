@@ -1,0 +1,139 @@
+"""After a switch, the exact cinder-manage and nova-manage lines (rbdfail runs none)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rbdfail.cinder_import import import_cinder, seed_state
+from rbdfail.cinder_steps import reset_active_backend, steps_for
+from rbdfail.config import Config, load_deployment
+from rbdfail.switch.model import Action, FailoverPlan, FailoverReport, Operation, VolumeOutcome
+
+DATA = Path(__file__).parent / "data" / "cinder"
+DB_ID = "0f3c5a2e-7d41-4b9e-8a6c-2e1f0d9c8b71"
+WEB_ID = "6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c92"
+OLD_ID = "f6a7b8c9-d0e1-4f2a-9b3c-4d5e6f7a8b92"
+CACHE_ID = "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f"
+
+
+def imported(tmp_path: Path) -> tuple[Config, Config]:
+    state = tmp_path / "state"
+    result = import_cinder(
+        DATA / "cinder.conf",
+        None,
+        DATA / "types.json",
+        DATA / "volumes.json",
+        "__DEFAULT__",
+    )
+    text = result.text.replace(
+        "replication_connect_timeout:", f"state_dir: {state}\nreplication_connect_timeout:"
+    )
+    path = tmp_path / "rbdfail.yaml"
+    path.write_text(text)
+    seed_state(result, state)
+    gold, fast = load_deployment(path).backends
+    return gold, fast
+
+
+def report(
+    pool: str, moved: dict[str, Action], active: str, operation: Operation = Operation.FAILOVER
+) -> FailoverReport:
+    source, target = ("default", "secondary") if active != "default" else ("secondary", "default")
+    plan = FailoverPlan(source, target, True, None, (), operation=operation)
+    volumes = tuple(
+        VolumeOutcome(f"{pool}/volume-{i}", action, "available", None, 0.1)
+        for i, action in moved.items()
+    )
+    return FailoverReport("run-1", plan, volumes, 1.0, None, False, active)
+
+
+def test_reset_active_backend__failover_and_failback(tmp_path: Path) -> None:
+    gold, fast = imported(tmp_path)
+    assert reset_active_backend(gold, "secondary") == (
+        "cinder-manage db reset_active_backend --enable-replication --active-backend-id "
+        "secondary --backend-host hostgroup@ceph-gold"
+    )
+    assert reset_active_backend(fast, "default") == (
+        "cinder-manage db reset_active_backend --enable-replication --backend-host "
+        "controller-1@ceph-fast"
+    )
+
+
+def test_failover__cinder_and_nova_lines_for_the_attached_volumes_that_moved(
+    tmp_path: Path,
+) -> None:
+    gold, fast = imported(tmp_path)
+    steps = steps_for(
+        [
+            (
+                gold,
+                report(
+                    "volumes-gold",
+                    {
+                        DB_ID: Action.DEMOTED_PROMOTED,
+                        WEB_ID: Action.NOT_REPLICATED,  # attached, but it did not move
+                        OLD_ID: Action.FORCE_PROMOTED,
+                    },
+                    "secondary",
+                ),
+            ),
+            (fast, report("volumes-fast", {CACHE_ID: Action.FAILED}, "default")),
+        ]
+    )
+    assert steps.lines() == [
+        "# With the backend's cinder-volume stopped, then start it again:",
+        "cinder-manage db reset_active_backend --enable-replication --active-backend-id "
+        "secondary --backend-host hostgroup@ceph-gold",
+        "# On each compute host named (the instances stopped first):",
+        "nova-manage volume_attachment get_connector --json > connector-compute-03.json"
+        "   # on compute-03",
+        "nova-manage volume_attachment get_connector --json > connector.json"
+        "   # on the instance's compute host",
+        "# Then, where nova-manage runs, with each host's connector file:",
+        f"nova-manage volume_attachment refresh 8e1b6d3f-2a4c-4e5f-b7a9-0c1d2e3f4a56 {DB_ID} "
+        "connector-compute-03.json",
+        f"nova-manage volume_attachment refresh 3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f {OLD_ID} "
+        "connector.json",
+    ]
+    assert json.loads(json.dumps(steps.to_json()))["cinder_manage"] == [steps.cinder_manage[0]]
+
+
+def test_nothing_moved__no_steps(tmp_path: Path) -> None:
+    gold, _ = imported(tmp_path)
+    steps = steps_for([(gold, report("volumes-gold", {DB_ID: Action.FAILED}, "default"))])
+    assert steps.empty
+    assert steps.to_json() == {
+        "cinder_manage": [],
+        "get_connector": [],
+        "nova_manage": [],
+        "notes": [],
+    }
+
+
+def test_without_cinder_host_or_volume_list__a_placeholder_host_and_no_nova_lines(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rbdfail.yaml"
+    path.write_text(
+        "backend: {name: ceph, pool: volumes}\n"
+        "replication_device: [{backend_id: secondary}]\n"
+        f"state_dir: {tmp_path / 'state'}\n"
+        "volume_types: {replicated: {replication_enabled: '<is> True'}}\n"
+        "volumes: [{match: '*', type: replicated}]\n"
+    )
+    config = load_deployment(path).backends[0]
+    plan = FailoverPlan("default", "secondary", True, None, ())
+    moved = VolumeOutcome("volume-1", Action.DEMOTED_PROMOTED, "available", None, 0.1)
+    steps = steps_for(
+        [(config, FailoverReport("r", plan, (moved,), 1.0, None, False, "secondary"))]
+    )
+    assert steps.cinder_manage == (
+        "cinder-manage db reset_active_backend --enable-replication --active-backend-id "
+        "secondary --backend-host HOST@ceph",
+    )
+    assert steps.nova_manage == ()
+    assert steps.notes == (
+        f"backend ceph: no cinder_host in {path}: HOST@BACKEND is the cinder-volume host "
+        "`cinder-manage service list` shows",
+    )
