@@ -100,15 +100,68 @@ def read_attachments(state_dir: Path) -> list[dict[str, Any]] | None:
 
 def steps_for(parts: list[tuple[Config, FailoverReport]]) -> CinderSteps:
     """The steps after the switch of each backend (its config with its report)."""
+    return steps_from(
+        [
+            (
+                config,
+                report.active_backend,
+                {_image(config, v.name) for v in report.volumes if v.action in _MOVED},
+            )
+            for config, report in parts
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class PastRun:
+    run_id: str
+    operation: str
+    target: str
+    moved: frozenset[str]  # the volumes the journal says were made primary on the target
+    ended: bool
+
+
+def past_run(config: Config, run_id: str | None = None) -> PastRun | None:
+    """The journal's last switch of this backend (or the run whose id starts with `run_id`)."""
+    from rbdfail.state import journal_lines
+
+    runs: dict[str, dict[str, Any]] = {}
+    for line in journal_lines(config.state_dir, config.state_scope):
+        run, event = line.get("run"), line.get("event")
+        if not isinstance(run, str):
+            continue
+        if event == "start" and isinstance(line.get("target"), str):
+            runs[run] = {"line": line, "moved": set(), "ended": False}
+        elif run in runs and event in ("step", "late-step"):
+            made = line.get("step") in ("promoted", "force-promoted")
+            if made and line.get("site") == runs[run]["line"]["target"]:
+                runs[run]["moved"].add(line.get("volume"))
+        elif run in runs and event == "end":
+            runs[run]["ended"] = True
+    chosen = [r for r in runs if run_id is None or r.startswith(run_id)]
+    if not chosen:
+        return None
+    found = runs[chosen[-1]]
+    start = found["line"]
+    return PastRun(
+        chosen[-1],
+        str(start.get("operation", "failover")),
+        start["target"],
+        frozenset(v for v in found["moved"] if isinstance(v, str)),
+        found["ended"],
+    )
+
+
+def steps_from(parts: list[tuple[Config, str, set[str] | frozenset[str]]]) -> CinderSteps:
+    """The steps for each backend: its config, the site now active, the volumes moved there."""
     cinder: list[str] = []
     nova: list[str] = []
     hosts: dict[str | None, None] = {}
     notes: list[str] = []
-    for config, report in parts:
-        moved = {_image(config, v.name) for v in report.volumes if v.action in _MOVED}
+    for config, active_backend, moved in parts:
         if not moved:
             continue  # nothing is where Cinder does not expect it
-        cinder.append(reset_active_backend(config, report.active_backend))
+        cinder.append(reset_active_backend(config, active_backend))
         if config.cinder_host is None:
             notes.append(
                 f"backend {config.state_scope or config.backend_name}: no cinder_host in "

@@ -137,3 +137,106 @@ def test_without_cinder_host_or_volume_list__a_placeholder_host_and_no_nova_line
         f"backend ceph: no cinder_host in {path}: HOST@BACKEND is the cinder-volume host "
         "`cinder-manage service list` shows",
     )
+
+
+# ---- through the command line, on the fake sites ------------------------------------------------
+SERVER = "8e1b6d3f-2a4c-4e5f-b7a9-0c1d2e3f4a56"
+CINDER_CONFIG = """\
+backend: {pool: volumes, conf: /fake/default.conf, cinder_host: hostgroup@ceph}
+replication_device: [{backend_id: secondary, conf: /fake/secondary.conf}]
+replication_connect_timeout: 1
+volume_timeout: 5
+volume_types:
+  gold: {replication_enabled: '<is> True', mirror_mode: snapshot}
+  __DEFAULT__: {}
+volumes:
+  - {match: volume-DB, type: gold}
+  - {match: volume-CACHE, type: gold}
+  - {match: 'volume-*', type: __DEFAULT__}
+""".replace("DB", DB_ID).replace("CACHE", CACHE_ID)
+RESET = (
+    "cinder-manage db reset_active_backend --enable-replication --active-backend-id secondary "
+    "--backend-host hostgroup@ceph"
+)
+REFRESH = f"nova-manage volume_attachment refresh {SERVER} {DB_ID} connector-compute-03.json"
+
+
+def test_cli__failover_failback_and_cinder_steps(tmp_path: Path) -> None:
+    from click.testing import CliRunner, Result
+
+    from rbdfail.cli import main
+    from rbdfail.cluster import MirrorMode
+    from tests.conftest import fake_site, write_config
+    from tests.fakeceph import FakeCeph
+    from tests.helpers import eventually
+
+    world = FakeCeph(replication_delay=0.05)
+    world.peer("default", "secondary")
+    try:
+        primary = world.connect(fake_site("default"), 1)
+        secondary = world.connect(fake_site("secondary"), 1)
+        for volume_id in (DB_ID, CACHE_ID):
+            primary.create_image(f"volume-{volume_id}", 1 << 20)
+            primary.enable_mirroring(f"volume-{volume_id}", MirrorMode.SNAPSHOT)
+        eventually(lambda: f"volume-{DB_ID}" in set(secondary.list_images()), 2)
+        config_file = write_config(tmp_path, CINDER_CONFIG)
+        state = tmp_path / "state"
+        state.mkdir()
+        (state / "cinder-attachments.json").write_text(
+            json.dumps(
+                {
+                    "volumes": [
+                        {
+                            "image": f"volume-{DB_ID}",
+                            "id": DB_ID,
+                            "backend": None,
+                            "servers": [SERVER],
+                            "hosts": ["compute-03"],
+                        }
+                    ]
+                }
+            )
+        )
+
+        def rbdfail(*args: str) -> Result:
+            return CliRunner().invoke(main, ["-c", str(config_file), *args], obj=world.connect)
+
+        done = rbdfail("failover", "--to", "secondary", "--yes", "--json")
+        assert done.exit_code == 0, done.stderr
+        steps = json.loads(done.stdout)["cinder_steps"]
+        assert steps["cinder_manage"] == [RESET]
+        assert steps["nova_manage"] == [REFRESH]
+        assert steps["get_connector"] == [
+            "nova-manage volume_attachment get_connector --json > connector-compute-03.json"
+            "   # on compute-03"
+        ]
+
+        past = rbdfail("cinder-steps")
+        assert past.exit_code == 0, past.stderr
+        assert past.stdout.splitlines()[0].startswith("failover to secondary, run ")
+        assert RESET in [line.strip() for line in past.stdout.splitlines()]
+        assert REFRESH in [line.strip() for line in past.stdout.splitlines()]
+        assert json.loads(rbdfail("cinder-steps", "--json").stdout)["cinder_steps"] == steps
+
+        back = rbdfail("failback", "--yes")
+        assert back.exit_code == 0, back.stderr
+        lines = [line.strip() for line in back.stdout.splitlines()]
+        assert (
+            "cinder-manage db reset_active_backend --enable-replication --backend-host "
+            "hostgroup@ceph"
+        ) in lines
+        assert REFRESH in lines
+    finally:
+        world.release_hangs()
+
+
+def test_cli__cinder_steps_without_a_run__exit_1(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from rbdfail.cli import main
+    from tests.conftest import write_config
+
+    config_file = write_config(tmp_path, CINDER_CONFIG)
+    done = CliRunner().invoke(main, ["-c", str(config_file), "cinder-steps"])
+    assert done.exit_code == 1
+    assert "the journal holds no failover or failback" in done.stderr

@@ -9,12 +9,85 @@ from typing import TYPE_CHECKING
 import click
 
 from rbdfail.cli.base import (
+    EXIT_FAILED,
     EXIT_PARTIAL,
+    AppContext,
+    emit_json,
+    json_option,
     main,
 )
 
 if TYPE_CHECKING:
-    pass
+    from rbdfail.config import Config
+
+
+# ---- after a switch ---------------------------------------------------------------------------
+@main.command("cinder-steps")
+@click.option(
+    "--run",
+    "run_id",
+    metavar="RUN_ID",
+    default=None,
+    help="The switch (its run id, or the start of it) as the report and the journal name it. "
+    "Default: each backend's last one.",
+)
+@json_option
+@click.pass_obj
+def cinder_steps(app: AppContext, run_id: str | None, as_json: bool) -> None:
+    """Print what Cinder and Nova need after a past failover or failback (from the journal).
+
+    The `cinder-manage db reset_active_backend` line per backend (its host from the config's
+    cinder_host), then, when `import-cinder --volume-list --state-dir` seeded the state dir,
+    the `nova-manage volume_attachment` lines for the attached volumes the run moved. rbdfail
+    runs none of them, and reaches no site for this.
+
+    \b
+    Exit codes:
+      0 the steps printed (none when the run moved nothing)
+      1 the journal holds no such run
+      2 configuration error
+    """
+    from rbdfail import render
+    from rbdfail.cinder_steps import past_run, steps_from
+
+    parts: list[tuple[Config, str, set[str] | frozenset[str]]] = []
+    runs: list[dict[str, object]] = []
+    for config in app.backends():
+        run = past_run(config, run_id)
+        if run is None:
+            continue
+        runs.append(
+            {
+                "backend": config.state_scope,
+                "run_id": run.run_id,
+                "operation": run.operation,
+                "target": run.target,
+                "ended": run.ended,
+            }
+        )
+        parts.append((config, run.target, run.moved))
+    if not runs:
+        click.secho(
+            "rbdfail: the journal holds no "
+            + (f"run {run_id!r}" if run_id else "failover or failback")
+            + " for this file's backends",
+            fg="red",
+            err=True,
+        )
+        sys.exit(EXIT_FAILED)
+    steps = steps_from(parts)
+    if as_json:
+        emit_json({"runs": runs, "cinder_steps": steps.to_json()})
+        return
+    for found in runs:
+        where = f"backend {found['backend']}: " if found["backend"] else ""
+        ended = "" if found["ended"] else " (never ended: cut off)"
+        click.echo(
+            f"{where}{found['operation']} to {found['target']}, run {found['run_id']}{ended}"
+        )
+    if steps.empty:
+        click.echo("No volume moved: Cinder and Nova need nothing.")
+    render.cinder_steps(steps)
 
 
 # ---- import from Cinder -----------------------------------------------------------------------
