@@ -1136,7 +1136,13 @@ def _volume_rules(
     """One exact rule per listed volume (looked up by name: 10,000 cost what one rule does),
     then the catch-all for the pool's other images: --unlisted TYPE, else a FILL IN."""
     path, volumes, unlisted = listed
-    template = glob.replace("*", "%s") if "*" in glob else "volume-%s"
+    if glob == "*":
+        raise ConfigError(
+            f"--volume-list: volume_name_template is not NAME%s-like ({glob_origin}): the "
+            "image of each volume cannot be named",
+            hint="write the rules by hand, or fix volume_name_template",
+        )
+    template = glob.replace("*", "%s")
     types = {cinder_type.name: on for cinder_type, on in mine}
     known = [cinder_type.name for cinder_type, _ in mine]
     if unlisted is not None and unlisted not in types:

@@ -139,3 +139,49 @@ def test_generated_deployment__thousands_of_volumes_import_and_load_fast(tmp_pat
     for volume in listing[:200]:
         if volume["Type"] != "lvm":
             assert gold.volume_type_for(f"volume-{volume['ID']}").name == volume["Type"]
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"ID": LVM_ID}, "expected a list of volumes, got JSON an object"),
+        (["x"], 'entry 0: expected an object with an "ID"'),
+        ([{"ID": "12", "Type": None, "Status": "available"}], "ID '12' is not a volume's UUID"),
+        (
+            [{"ID": LVM_ID, "Type": "gold", "Status": "in-use"}] * 2,
+            f"volume {LVM_ID} is listed twice",
+        ),
+        (
+            [{"ID": LVM_ID, "Type": "gold", "Status": "in-use", "Attached to": [{"x": 1}]}],
+            '"Attached to" holds an attachment without a server_id UUID',
+        ),
+        ([{"ID": LVM_ID, "Type": "gold", "Status": 3}], '"Status" 3 is not a status'),
+    ],
+)
+def test_a_volume_list_not_as_openstack_prints_it__refused(
+    tmp_path: Path, document: object, message: str
+) -> None:
+    path = tmp_path / "volumes.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConfigError) as raised:
+        import_cinder(CONF, None, TYPES, path, "__DEFAULT__")
+    assert message in raised.value.message
+
+
+def test_volume_name_template__names_the_images(tmp_path: Path) -> None:
+    conf = tmp_path / "cinder.conf"
+    conf.write_text(
+        CONF.read_text().replace("[DEFAULT]\n", "[DEFAULT]\nvolume_name_template = vol-%s\n", 1)
+    )
+    result = import_cinder(conf, None, TYPES, VOLUMES, "__DEFAULT__")
+    assert f"  - {{match: vol-{DB.removeprefix('volume-')}, type: gold-replicated}}" in (
+        result.text.splitlines()
+    )
+    assert '  - match: "vol-*"' in result.text
+
+
+def test_volume_list_needs_the_types_and_unlisted_needs_the_list() -> None:
+    with pytest.raises(ConfigError, match="--volume-list needs --volume-types"):
+        import_cinder(CONF, None, None, VOLUMES)
+    with pytest.raises(ConfigError, match="--unlisted gives the type"):
+        import_cinder(CONF, None, TYPES, None, "__DEFAULT__")
