@@ -240,3 +240,20 @@ def test_cli__cinder_steps_without_a_run__exit_1(tmp_path: Path) -> None:
     done = CliRunner().invoke(main, ["-c", str(config_file), "cinder-steps"])
     assert done.exit_code == 1
     assert "the journal holds no failover or failback" in done.stderr
+
+
+def test_config__cinder_host_read_and_a_wrong_one_refused(tmp_path: Path) -> None:
+    import pytest
+
+    from rbdfail.errors import ConfigError
+
+    path = tmp_path / "rbdfail.yaml"
+    body = (
+        "replication_device: [{backend_id: secondary}]\n"
+        "volume_types: {plain: {}}\nvolumes: [{match: '*', type: plain}]\n"
+    )
+    path.write_text("backend: {pool: volumes, cinder_host: hostgroup@ceph}\n" + body)
+    assert load_deployment(path).backends[0].cinder_host == "hostgroup@ceph"
+    path.write_text("backend: {pool: volumes, cinder_host: 'no host'}\n" + body)
+    with pytest.raises(ConfigError, match="is not a cinder-volume host@backend"):
+        load_deployment(path)
