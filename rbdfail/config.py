@@ -280,10 +280,11 @@ class _LineList(list[Any]):
         self.lines = lines or []
 
 
-# A configuration is a page or two: beyond these it is not one, or it is built to exhaust
-# memory (an alias expands to a copy of its anchor's node in a merge, so "billion laughs"
-# documents grow exponentially with their size).
-MAX_CONFIG_BYTES = 1 << 20
+# A configuration is a page or two, or one exact rule per volume (import-cinder --volume-list
+# writes ~60 bytes a volume: 4 MiB is ~65,000 volumes): beyond these it is not one, or it is
+# built to exhaust memory (an alias expands to a copy of its anchor's node in a merge, so
+# "billion laughs" documents grow exponentially with their size).
+MAX_CONFIG_BYTES = 4 << 20
 MAX_ALIASES = 100
 MAX_MAPPING_KEYS = 10_000
 MAX_DEPTH = 32  # a configuration is 4 levels deep; recursion to Python's limit is slow
