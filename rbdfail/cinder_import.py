@@ -15,9 +15,10 @@ One replicated RBD backend (or the one named with --backend) is written in the o
 shape (`backend:` and `replication_device:`); several are written under `backends:`, each named
 by its cinder.conf section, with the settings rbdfail shares between them (the connect timeout,
 the volume types and their rules) at the top level. What cinder.conf cannot say (which volume
-has which type: Cinder keeps that in its database) is left as a `FILL IN` placeholder that the
-config loader refuses, quoting it, so the file is never used half-filled. Key material is never
-written. Never prints.
+has which type: Cinder keeps that in its database) comes from `openstack volume list --long`
+(--volume-list: one exact rule per volume, its Status and attachments for the state dir, never
+the YAML), else is left as a `FILL IN` placeholder that the config loader refuses, quoting it,
+so the file is never used half-filled. Key material is never written. Never prints.
 """
 
 from __future__ import annotations
