@@ -22,7 +22,7 @@ help:
 	@echo "make chaos   the whole chaos sweep on the lab (CHAOS_SEED=N replays a run; ONLY=kill|lost|..."
 	@echo "             picks cases by name, as pytest -k)"
 	@echo "make disasters  forced failover in every disaster shape of the lab (make test runs one)"
-	@echo "make bench   rbdfail against the alternatives on the lab (N=200 REPS=3 ONLY="forced status")"
+	@echo "make bench   rbdfail against the alternatives on the lab (N=200 REPS=3 ONLY="forced status"; ONLY=rules needs no lab)"
 	@echo "             ONLY=two-pools: N volumes over two pools (two backends) against one"
 	@echo "make clean   stop the demo lab and remove the virtualenv"
 

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -46,6 +47,10 @@ SCENARIOS = {
     "drill": "drill",
     "two-pools": "two_pools",
 }
+# Cases that need no lab: functions of (n, reps), run without bringing the lab up when only they
+# are asked for (`make bench ONLY=rules`).
+WITHOUT_LAB = {"rules": "rules_at_scale"}
+RULES_N = 10_000
 # Cinder's defaults for reaching a cluster: replication_connect_timeout (5 s, used here for the
 # primary too, where Cinder's own rados_connect_timeout of -1 would wait out client_mount_timeout,
 # 300 s), rados_connection_retries (3) and rados_connection_interval (5 s).
@@ -636,6 +641,93 @@ class Bench:
         return Row("rbdfail --help start-up", median, {}, "< 0.3 s", {"rbdfail": runs})
 
 
+def rules_at_scale(reps: int, n: int = RULES_N) -> list[Row]:
+    """Loading a file of `n` exact rules (one per image, as import-cinder --volume-list writes
+    it) and typing `n` images with it, against one catch-all rule typing the same images, and
+    against the rules matched in turn (how every rule was tried before exact ones were indexed).
+    No Ceph: the loader and Config.volume_type_for only."""
+    import fnmatch
+
+    folder = Path(tempfile.mkdtemp(prefix="rbdfail-bench-rules-"))
+    try:
+        names = [f"volume-{uuid.UUID(int=i + 1)}" for i in range(n)]
+        head = (
+            "backend: {name: ceph, pool: volumes}\n"
+            "replication_device: [{backend_id: secondary}]\n"
+            "volume_types:\n  gold: {replication_enabled: '<is> True'}\n  standard: {}\n"
+        )
+        exact_file = folder / "exact.yaml"
+        exact_file.write_text(
+            head
+            + "volumes:\n"
+            + "".join(
+                f"  - {{match: {name}, type: {'gold' if i % 3 else 'standard'}}}\n"
+                for i, name in enumerate(names)
+            )
+            + "  - {match: '*', type: standard}\n"
+        )
+        one_file = folder / "one.yaml"
+        one_file.write_text(head + "volumes:\n  - {match: 'volume-*', type: standard}\n")
+
+        def load(path: Path) -> Callable[[int], float]:
+            def run(_: int) -> float:
+                started = time.perf_counter()
+                load_config(path)
+                return time.perf_counter() - started
+
+            return run
+
+        def typing(config: Config) -> Callable[[int], float]:
+            def run(_: int) -> float:
+                started = time.perf_counter()  # the rule index is built as the file loads
+                for name in names:
+                    config.volume_type_for(name)
+                return time.perf_counter() - started
+
+            return run
+
+        def in_turn(config: Config, images: list[str]) -> Callable[[int], float]:
+            def run(_: int) -> float:
+                started = time.perf_counter()
+                for name in images:
+                    for rule in config.volumes:
+                        if fnmatch.fnmatchcase(name, rule.match):
+                            config.volume_type(rule.type)
+                            break
+                return time.perf_counter() - started
+
+            return run
+
+        exact, one = load_config(exact_file), load_config(one_file)
+        load_exact, load_runs = median_of(reps, load(exact_file))
+        load_one, load_one_runs = median_of(reps, load(one_file))
+        type_exact, exact_runs = median_of(reps, typing(exact))
+        type_one, one_runs = median_of(reps, typing(one))
+        # Rules in turn: n images against n rules is quadratic; a tenth of the images is timed
+        # and scaled (the cost per image is what grows with the rules, not with the images).
+        sample = names[::10]
+        turn_s, turn_runs = median_of(1, in_turn(exact, sample))
+        turn_s *= n / len(sample)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return [
+        Row(
+            f"load a file of {n:,} exact rules",
+            load_exact,
+            {"a file of one catch-all rule": load_one},
+            "< 1 s",
+            {"rbdfail": load_runs, "one rule": load_one_runs},
+        ),
+        Row(
+            f"type {n:,} images, {n:,} exact rules",
+            type_exact,
+            {"one catch-all rule": type_one, "rules matched in turn (before)": turn_s},
+            "ratio <= 1.5 to one rule",
+            {"rbdfail": exact_runs, "one rule": one_runs, "in turn": turn_runs},
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="volumes per scenario")
@@ -647,23 +739,38 @@ def main() -> None:
         help="skip the one-after-another baselines (linear, minutes each)",
     )
     parser.add_argument(
-        "--only", nargs="*", choices=SCENARIOS, default=list(SCENARIOS), help="scenarios to run"
+        "--only",
+        nargs="*",
+        choices=[*SCENARIOS, *WITHOUT_LAB],
+        default=[*SCENARIOS, *WITHOUT_LAB],
+        help="scenarios to run",
     )
     args = parser.parse_args()
+    started = time.monotonic()
+    rows: list[Row] = []
+    out = args.out or Path("bench/results") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    for name in [name for name in args.only if name in WITHOUT_LAB]:
+        for row in globals()[WITHOUT_LAB[name]](max(args.reps, 5)):
+            rows.append(row)
+            say(f"{row.what}: rbdfail {row.rbdfail_s:.3f}s, {row.alternatives}")
+        write_results(out, args, rows)
+    if any(name in SCENARIOS for name in args.only):
+        _with_lab(args, out, rows)
+    _table(args, rows, out, started)
+
+
+def _with_lab(args: argparse.Namespace, out: Path, rows: list[Row]) -> None:
 
     # SIGTERM would end Python without the `finally` below and leave the lab running.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    out = args.out or Path("bench/results") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     lab_dir = Path(tempfile.mkdtemp(prefix="rbdfail-bench-"))
     lab = Lab(lab_dir, progress=lambda m: print(f"  lab: {m}", file=sys.stderr))
-    started = time.monotonic()
     config_file = lab.up()
     keep = False
     try:
         bench = Bench(load_config(config_file), config_file, args.n, args.reps)
         bench.serial = not args.no_serial
-        rows = []
-        for name in args.only:
+        for name in [name for name in args.only if name in SCENARIOS]:
             result = getattr(bench, SCENARIOS[name])()
             for row in result if isinstance(result, list) else [result]:
                 rows.append(row)
@@ -681,6 +788,8 @@ def main() -> None:
         else:
             shutil.rmtree(lab_dir, ignore_errors=True)
 
+
+def _table(args: argparse.Namespace, rows: list[Row], out: Path, started: float) -> None:
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
         f"\nrbdfail benchmark: N={args.n}, median of {args.reps}, "
@@ -692,9 +801,9 @@ def main() -> None:
     for row in rows:
         alternatives = list(row.alternatives.items()) or [("", 0.0)]
         for index, (name, seconds) in enumerate(alternatives):
-            head = f"{row.what:<44} {row.rbdfail_s:>8.2f}s" if index == 0 else " " * 54
+            head = f"{row.what:<44} {row.rbdfail_s:>8.3f}s" if index == 0 else " " * 54
             alt = (
-                f"{name:<{width}} {seconds:>8.2f}s {row.rbdfail_s / seconds:>7.3f}" if name else ""
+                f"{name:<{width}} {seconds:>8.3f}s {row.rbdfail_s / seconds:>7.3f}" if name else ""
             )
             print(f"{head}  {alt:<{width + 19}}  {row.target if index == 0 else ''}")
     print(f"\nwritten to {out}")

@@ -15,9 +15,10 @@ One replicated RBD backend (or the one named with --backend) is written in the o
 shape (`backend:` and `replication_device:`); several are written under `backends:`, each named
 by its cinder.conf section, with the settings rbdfail shares between them (the connect timeout,
 the volume types and their rules) at the top level. What cinder.conf cannot say (which volume
-has which type: Cinder keeps that in its database) is left as a `FILL IN` placeholder that the
-config loader refuses, quoting it, so the file is never used half-filled. Key material is never
-written. Never prints.
+has which type: Cinder keeps that in its database) comes from `openstack volume list --long`
+(--volume-list: one exact rule per volume, its Status and attachments for the state dir, never
+the YAML), else is left as a `FILL IN` placeholder that the config loader refuses, quoting it,
+so the file is never used half-filled. Key material is never written. Never prints.
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ SHARED = "backend_defaults"  # Cinder's section of defaults for every backend
 OPTIONAL_WHEN_EMPTY = ("rbd_user", "volume_backend_name")
 FILL_IN = "FILL IN"
 MAX_INPUT_BYTES = 1 << 20
+MAX_VOLUME_LIST_BYTES = 256 << 20  # ~1 KiB a volume in `openstack volume list --long -f json`
 TYPES_COMMAND = "openstack volume type list --long -f json"
 # Cinder's RBD driver mirrors a volume only when its type says exactly this (_is_replicated_type).
 REPLICATED_SPEC = "<is> True"
+DEFAULT_TYPE = "__DEFAULT__"  # the type Cinder gives a volume created without one, since Train
 _NO_DEFAULT_SECTION = "\x00"  # configparser's DEFAULT would be inherited by every section
 _OCCURRENCE = "\x00"  # joins a key and its occurrence while reading; no key can hold it
 
@@ -65,10 +68,85 @@ class CinderImport:
     todo: tuple[str, ...]  # what must be filled in before rbdfail can use the file
     notes: tuple[str, ...]  # what was ignored, assumed or passed over (also in the text)
     backends: tuple[str, ...] = ()  # every section imported, in enabled_backends' order
+    # From --volume-list: each volume written with its exact type (what the state dir and the
+    # attachments file take; nothing of it is in the YAML but the image names and types).
+    volumes: tuple[ImportedVolume, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.backends:
             object.__setattr__(self, "backends", (self.backend,))
+
+
+@dataclass(frozen=True)
+class ImportedVolume:
+    image: str  # volume_name_template % ID
+    id: str
+    type: str
+    status: str  # Cinder's, e.g. in-use
+    backend: str | None  # the cinder.conf section its type places it on; None: several may
+    servers: tuple[str, ...]  # the instances it is attached to (their uuids)
+    hosts: tuple[str | None, ...] = ()  # each one's compute host, when the list says
+
+
+def attachments_document(result: CinderImport) -> dict[str, object]:
+    """What import-cinder keeps next to the YAML (never in it): which volume is attached to
+    which instance, for the `nova-manage volume_attachment refresh` lines after a switch."""
+    return {
+        "written_by": "rbdfail import-cinder",
+        "volumes": [
+            {
+                "image": v.image,
+                "id": v.id,
+                "backend": v.backend,
+                "servers": list(v.servers),
+                "hosts": list(v.hosts or (None,) * len(v.servers)),
+            }
+            for v in result.volumes
+            if v.servers
+        ],
+    }
+
+
+def seed_state(result: CinderImport, state_dir: Path) -> list[str]:
+    """Cinder's status of each imported volume into the state dir's state.json (so that a
+    volume a failover cannot move becomes `error` with Cinder's status kept, `in-use` restored
+    on failback), and the attachments into cinder-attachments.json there (for the nova-manage
+    lines after a switch). Refused while a failover is in effect: the statuses are then
+    rbdfail's. Returns what was done, one line each."""
+    from rbdfail import state as states
+    from rbdfail.cinder_steps import ATTACHMENTS_FILE
+
+    several = len(result.backends) > 1
+    scopes: list[str | None] = list(result.backends) if several else [None]
+    seeded = 0
+    for scope in scopes:
+        current = states.read_state(state_dir, scope)
+        if current.active_backend != DEFAULT_BACKEND_ID:
+            raise ConfigError(
+                f"{state_dir}: backend {scope or result.backend} is failed over to "
+                f"{current.active_backend!r}: its statuses are rbdfail's now, not seeded",
+                hint="seed the state dir before a failover, or after the failback",
+            )
+        records = dict(current.volumes)
+        for volume in result.volumes:
+            if scope is not None and volume.backend not in (None, scope):
+                continue
+            if records.get(volume.image, states.VolumeRecord()) == states.VolumeRecord():
+                # Cinder's `error` kept as the status to restore too: a failback restores an
+                # `error` record to its previous status, which must not become `available`.
+                previous = volume.status if volume.status == states.ERROR else None
+                records[volume.image] = states.VolumeRecord(volume.status, previous)
+                seeded += 1
+        states.write_state(state_dir, states.State(current.active_backend, records), scope)
+    attached = attachments_document(result)
+    path = Path(state_dir) / ATTACHMENTS_FILE
+    write_new_file(path, json.dumps(attached, indent=1) + "\n", force=True)
+    count = len(attached["volumes"])  # type: ignore[arg-type]
+    return [
+        f"{state_dir}/state.json: Cinder's status of {len(result.volumes)} volume(s) "
+        f"({seeded} record(s) written)",
+        f"{path}: the instances of {count} attached volume(s)",
+    ]
 
 
 # ---- cinder.conf, read as oslo.config reads it --------------------------------------------------
@@ -167,10 +245,10 @@ def _unquoted(value: str) -> str:
     return value
 
 
-def _read_text(path: Path, what: str) -> str:
+def _read_text(path: Path, what: str, most: int = MAX_INPUT_BYTES) -> str:
     try:
         with open(path, "rb") as file:
-            data = file.read(MAX_INPUT_BYTES + 1)
+            data = file.read(most + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: {what} not found", hint="check the path") from None
     except OSError as exc:
@@ -179,8 +257,8 @@ def _read_text(path: Path, what: str) -> str:
             hint="check the path and its permissions (cinder.conf is often readable by root "
             "and the cinder group only)",
         ) from None
-    if len(data) > MAX_INPUT_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_INPUT_BYTES >> 20} MiB: not a {what}")
+    if len(data) > most:
+        raise ConfigError(f"{path}: larger than {most >> 20} MiB: not a {what}")
     try:
         return data.decode("utf-8-sig")  # a BOM, as some editors write, is not a character
     except UnicodeDecodeError:
@@ -332,6 +410,7 @@ class _Backend:
     timeout: _Value
     volume_backend_name: str  # what the scheduler matches a type's volume_backend_name with
     volume_backend_origin: str
+    cinder_host: _Value | None = None  # the cinder-volume service's host@section
 
 
 def _read_backend(conf: _CinderConf, section: str, notes: list[str]) -> _Backend:
@@ -392,7 +471,22 @@ def _read_backend(conf: _CinderConf, section: str, notes: list[str]) -> _Backend
         timeout=_timeout(conf, section, notes),
         volume_backend_name=name.value if name else "RBD",  # the RBD driver reports "RBD" then
         volume_backend_origin=name.origin if name else "not set: Cinder's RBD driver reports 'RBD'",
+        cinder_host=_service_host(conf, section),
     )
+
+
+def _service_host(conf: _CinderConf, section: str) -> _Value | None:
+    """The cinder-volume service's host for a backend, as cinder-volume names it: the
+    section's backend_host, else [DEFAULT] host, then `@` and the section (cinder/cmd/volume.py).
+    None when neither is set (Cinder then takes the machine's hostname, unknown here)."""
+    own = (conf.section(section) or {}).get("backend_host")
+    default = (conf.section("DEFAULT") or {}).get("host")
+    for values, origin in ((own, f"[{section}] backend_host"), (default, "[DEFAULT] host")):
+        if values and (host := values[-1].strip()):
+            if not re.fullmatch(r"[A-Za-z0-9_.:-]+", host):
+                return None
+            return _Value(f"{host}@{section}", f"{origin} @ the section: cinder-volume's host")
+    return None
 
 
 def _read_devices(conf: _CinderConf, section: str, rbd_user: _Value | None) -> tuple[_Device, ...]:
@@ -550,6 +644,93 @@ def _properties(value: object, where: str) -> dict[str, str]:
     return properties
 
 
+VOLUMES_COMMAND = "openstack volume list --all-projects --long -f json"
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
+_OLD_ATTACHED = re.compile(r"Attached to (\S+) on \S+ ?")
+
+
+@dataclass(frozen=True)
+class _CinderVolume:
+    id: str
+    status: str
+    type: str | None
+    servers: tuple[str, ...]
+    hosts: tuple[str | None, ...]
+
+
+def _read_volumes(path: Path) -> list[_CinderVolume]:
+    """The JSON `openstack volume list --all-projects --long -f json` prints: objects with
+    "ID", "Status", "Type" and "Attached to", the last a list of Cinder's attachment objects
+    (osc's AttachmentsColumn, machine-readable) or, from older clients, the text
+    `Attached to SERVER on DEVICE ` once per attachment. Other columns are not read."""
+    hint = f"give the output of `{VOLUMES_COMMAND}`"
+    try:
+        document = json.loads(_read_text(path, "volume list", MAX_VOLUME_LIST_BYTES))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: not JSON: {exc.msg}", hint=hint) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not JSON: nested too deeply", hint=hint) from None
+    if not isinstance(document, list):
+        raise ConfigError(
+            f"{path}: expected a list of volumes, got JSON {_kind(document)}", hint=hint
+        )
+    volumes: list[_CinderVolume] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(document):
+        where = f"{path}: entry {index}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("ID"), str):
+            raise ConfigError(f'{where}: expected an object with an "ID"', hint=hint)
+        volume_id = entry["ID"]
+        if not _UUID.fullmatch(volume_id):
+            raise ConfigError(f"{where}: ID {volume_id!r} is not a volume's UUID", hint=hint)
+        if volume_id in seen:
+            raise ConfigError(f"{where}: volume {volume_id} is listed twice", hint=hint)
+        seen.add(volume_id)
+        if "Type" not in entry:
+            raise ConfigError(
+                f'{where} ({volume_id}) has no "Type": the list must be the --long one',
+                hint=f"run `{VOLUMES_COMMAND}`",
+            )
+        status, type_name = entry.get("Status"), entry.get("Type")
+        if not isinstance(status, str) or not status.isprintable() or not status:
+            raise ConfigError(f'{where} ({volume_id}): "Status" {status!r} is not a status')
+        if type_name is not None and (not isinstance(type_name, str) or not type_name.strip()):
+            raise ConfigError(f'{where} ({volume_id}): "Type" {type_name!r} is not a type name')
+        attached = _servers(entry.get("Attached to"), f"{where} ({volume_id})")
+        servers = tuple(server for server, _ in attached)
+        hosts = tuple(host for _, host in attached)
+        volumes.append(_CinderVolume(volume_id, status, type_name, servers, hosts))
+    return volumes
+
+
+def _servers(value: object, where: str) -> list[tuple[str, str | None]]:
+    """Each attachment's instance and compute host (None when the list does not say)."""
+    if value in (None, "", []):
+        return []
+    found: dict[str, str | None] = {}
+    if isinstance(value, list):
+        for attachment in value:
+            server = attachment.get("server_id") if isinstance(attachment, dict) else None
+            if not isinstance(server, str) or not _UUID.fullmatch(server):
+                raise ConfigError(
+                    f'{where}: "Attached to" holds an attachment without a server_id UUID',
+                    hint=f"give the JSON of `{VOLUMES_COMMAND}`",
+                )
+            host = attachment.get("host_name")
+            found.setdefault(
+                server, host if isinstance(host, str) and _HOST.fullmatch(host) else None
+            )
+    elif isinstance(value, str):
+        # Older clients: the server's name when Nova knew it, else its id. Only ids are kept.
+        for match in _OLD_ATTACHED.finditer(value):
+            if _UUID.fullmatch(match[1]):
+                found.setdefault(match[1], None)
+    else:
+        raise ConfigError(f'{where}: "Attached to" is JSON {_kind(value)}')
+    return list(found.items())
+
+
 def _kind(value: object) -> str:
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
     return "null" if value is None else names.get(type(value), "a number")
@@ -590,7 +771,11 @@ def _glob(conf: _CinderConf, notes: list[str]) -> tuple[str, str]:
 
 
 def import_cinder(
-    cinder_conf: Path, backend: str | None = None, volume_types: Path | None = None
+    cinder_conf: Path,
+    backend: str | None = None,
+    volume_types: Path | None = None,
+    volume_list: Path | None = None,
+    unlisted: str | None = None,
 ) -> CinderImport:
     """Read cinder.conf (and the volume types) and write the rbdfail.yaml text; refuse, with
     the file, section and key, whatever Cinder would refuse or rbdfail could not use."""
@@ -602,7 +787,7 @@ def import_cinder(
     ]
     _refuse_shared_pool(conf, backends)
     types = _read_types(Path(volume_types)) if volume_types is not None else None
-    lines = _header(conf, backends, volume_types)
+    lines = _header(conf, backends, volume_types, volume_list)
     if len(backends) == 1:
         lines += _backend_lines(backends[0])
         lines += _device_lines(backends[0], todo, notes)
@@ -615,7 +800,24 @@ def import_cinder(
         "# volume_timeout, concurrency and state_dir are rbdfail's own (defaults 60, 32,",
         "# /var/lib/rbdfail): see examples/rbdfail.yaml.",
     ]
-    lines += _type_lines(conf, backends, types, volume_types, todo, notes)
+    if volume_list is not None and volume_types is None:
+        raise ConfigError(
+            "--volume-list needs --volume-types: the volumes' types are written from them",
+            hint=f"add --volume-types FILE, FILE from `{TYPES_COMMAND}`",
+        )
+    if unlisted is not None and volume_list is None:
+        raise ConfigError(
+            "--unlisted gives the type of the images a volume list does not name: it needs "
+            "--volume-list",
+            hint=f"add --volume-list FILE, FILE from `{VOLUMES_COMMAND}`",
+        )
+    listed = (
+        (Path(volume_list), _read_volumes(Path(volume_list)), unlisted)
+        if volume_list is not None
+        else None
+    )
+    imported: list[ImportedVolume] = []
+    lines += _type_lines(conf, backends, types, volume_types, todo, notes, listed, imported)
     notes = list(dict.fromkeys(notes))  # backends sharing [backend_defaults] share its notes
     if notes:
         lines += ["", "# Notes from the import:", *(f"# - {_shown(note)}" for note in notes)]
@@ -623,7 +825,7 @@ def import_cinder(
     if not todo:
         _must_load(text)
     sections = tuple(b.section for b in backends)
-    return CinderImport(text, sections[0], tuple(todo), tuple(notes), sections)
+    return CinderImport(text, sections[0], tuple(todo), tuple(notes), sections, tuple(imported))
 
 
 def _refuse_shared_pool(conf: _CinderConf, backends: list[_Backend]) -> None:
@@ -641,7 +843,12 @@ def _refuse_shared_pool(conf: _CinderConf, backends: list[_Backend]) -> None:
             )
 
 
-def _header(conf: _CinderConf, backends: list[_Backend], volume_types: Path | None) -> list[str]:
+def _header(
+    conf: _CinderConf,
+    backends: list[_Backend],
+    volume_types: Path | None,
+    volume_list: Path | None = None,
+) -> list[str]:
     sections = ", ".join(f"[{_shown(backend.section)}]" for backend in backends)
     lines = [
         "# rbdfail configuration written by `rbdfail import-cinder`",
@@ -649,6 +856,8 @@ def _header(conf: _CinderConf, backends: list[_Backend], volume_types: Path | No
     ]
     if volume_types is not None:
         lines.append(f"#   and the volume types in {_shown(str(volume_types))}")
+    if volume_list is not None:
+        lines.append(f"#   and the volumes' types in {_shown(str(volume_list))}")
     return [
         *lines,
         "# Each value's comment says where it came from. Lines marked FILL IN must be completed:",
@@ -664,6 +873,21 @@ def _backend_lines(backend: _Backend) -> list[str]:
         "backend:",
         _line(f"name: {_scalar(backend.name.value)}", backend.name.origin, 2),
         *_site_lines(backend, 2),
+        *_host_lines(backend, 2),
+    ]
+
+
+def _host_lines(backend: _Backend, indent: int) -> list[str]:
+    if backend.cinder_host is None:
+        return [
+            f"{' ' * indent}# cinder_host: HOST@{_shown(backend.section)}   # not set in "
+            "cinder.conf (no backend_host, no host):",
+            f"{' ' * indent}#   the cinder-volume host as `cinder-manage service list` shows it",
+        ]
+    return [
+        _line(
+            f"cinder_host: {_scalar(backend.cinder_host.value)}", backend.cinder_host.origin, indent
+        )
     ]
 
 
@@ -702,6 +926,7 @@ def _backends_lines(conf: _CinderConf, backends: list[_Backend], notes: list[str
         lines += [
             _line(f"  {_scalar(backend.section)}:", comment),
             *_site_lines(backend, 4),
+            *_host_lines(backend, 4),
             "    replication_device:",
             *_device_items(backend, notes, 4),
         ]
@@ -796,6 +1021,8 @@ def _type_lines(
     types_file: Path | None,
     todo: list[str],
     notes: list[str],
+    listed: tuple[Path, list[_CinderVolume], str | None] | None = None,
+    imported: list[ImportedVolume] | None = None,
 ) -> list[str]:
     glob, glob_origin = _glob(conf, notes)
     several = len(backends) > 1
@@ -852,6 +1079,10 @@ def _type_lines(
         *(["# The rules are for every backend's volumes."] if several else []),
         "volumes:",
     ]
+    if listed is not None:
+        return lines + _volume_rules(
+            glob, glob_origin, backends, mine, names, listed, todo, notes, imported
+        )
     # One type that every backend may hold is every volume's; else Cinder's database knows.
     if len(mine) == 1 and len(mine[0][1]) == len(backends):
         lines.append(_line(f"  - match: {_scalar(glob)}", f"every volume's image ({glob_origin})"))
@@ -887,6 +1118,87 @@ def _type_lines(
             else []
         ),
         "  #   then give the last rule the type of every other volume.",
+        _line(f"  - match: {_scalar(glob)}", f"every volume's image ({glob_origin})"),
+        f"    type: {_scalar(placeholder)}",
+    ]
+
+
+def _volume_rules(
+    glob: str,
+    glob_origin: str,
+    backends: list[_Backend],
+    mine: list[tuple[_CinderType, list[_Backend]]],
+    names: list[str],
+    listed: tuple[Path, list[_CinderVolume], str | None],
+    todo: list[str],
+    notes: list[str],
+    imported: list[ImportedVolume] | None,
+) -> list[str]:
+    """One exact rule per listed volume (looked up by name: 10,000 cost what one rule does),
+    then the catch-all for the pool's other images: --unlisted TYPE, else a FILL IN."""
+    path, volumes, unlisted = listed
+    if glob == "*":
+        raise ConfigError(
+            f"--volume-list: volume_name_template is not NAME%s-like ({glob_origin}): the "
+            "image of each volume cannot be named",
+            hint="write the rules by hand, or fix volume_name_template",
+        )
+    template = glob.replace("*", "%s")
+    types = {cinder_type.name: on for cinder_type, on in mine}
+    known = [cinder_type.name for cinder_type, _ in mine]
+    if unlisted is not None and unlisted not in types:
+        raise ConfigError(
+            f"--unlisted {unlisted!r}: not a volume type of this file (known: "
+            f"{', '.join(known) or 'none'})",
+            hint="give --unlisted one of the types written (see --volume-types)",
+        )
+    left_out: dict[str, list[str]] = {}
+    lines = [f"  # Each volume of {_shown(str(path))}, by its ID: its type as Cinder has it."]
+    for volume in volumes:
+        type_name = volume.type if volume.type is not None else DEFAULT_TYPE
+        on = types.get(type_name)
+        if on is None:
+            why = (
+                f"type {type_name!r} is not one of this file's ({', '.join(known) or 'none'})"
+                if volume.type is not None
+                else f"no type, and no {DEFAULT_TYPE} type in the types given"
+            )
+            left_out.setdefault(why, []).append(volume.id)
+            continue
+        image = template % volume.id
+        lines.append(f"  - {{match: {_scalar(image)}, type: {_scalar(type_name)}}}")
+        if imported is not None:
+            imported.append(
+                ImportedVolume(
+                    image,
+                    volume.id,
+                    type_name,
+                    volume.status,
+                    on[0].section if len(on) == 1 and len(backends) > 1 else None,
+                    volume.servers,
+                    volume.hosts,
+                )
+            )
+    for why, ids in left_out.items():
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        notes.append(f"{len(ids)} volume(s) of {path} left out: {why}: {shown}")
+    if unlisted is not None:
+        lines += [
+            _line(f"  - match: {_scalar(glob)}", f"the pool's other images ({glob_origin})"),
+            _line(f"    type: {_scalar(unlisted)}", "--unlisted: not in the volume list"),
+        ]
+        return lines
+    todo.append(
+        f"volumes: the type of the images {path} does not list (import again with "
+        "--unlisted TYPE, or write it)"
+    )
+    placeholder = (
+        f"{FILL_IN}: the type of the images the volume list does not name (one of: "
+        f"{', '.join(names)})"
+    )
+    return [
+        *lines,
+        "  # The pool's images the list does not name (created since, or not Cinder's):",
         _line(f"  - match: {_scalar(glob)}", f"every volume's image ({glob_origin})"),
         f"    type: {_scalar(placeholder)}",
     ]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import math
 import os
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
@@ -72,6 +73,33 @@ class VolumeRule:
     type: str
 
 
+_GLOB_CHARACTERS = frozenset("*?[")  # what makes fnmatch's pattern more than a name
+
+
+@dataclass(frozen=True)
+class _RuleIndex:
+    """The rules, for typing many images: a rule without glob characters is looked up by name
+    (its first occurrence, with its position), the globs kept in order with theirs."""
+
+    exact: dict[str, tuple[int, VolumeRule]]
+    globs: tuple[tuple[int, VolumeRule], ...]
+    types: dict[str, VolumeType]
+
+    @classmethod
+    def of(cls, rules: tuple[VolumeRule, ...], types: tuple[VolumeType, ...]) -> _RuleIndex:
+        exact: dict[str, tuple[int, VolumeRule]] = {}
+        globs: list[tuple[int, VolumeRule]] = []
+        for position, rule in enumerate(rules):
+            if _GLOB_CHARACTERS.isdisjoint(rule.match):
+                exact.setdefault(rule.match, (position, rule))
+            else:
+                globs.append((position, rule))
+        named: dict[str, VolumeType] = {}
+        for volume_type in types:
+            named.setdefault(volume_type.name, volume_type)
+        return cls(exact, tuple(globs), named)
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -87,6 +115,10 @@ class Config:
     # In a file of several backends, this one's name: its part of state.json, its journal
     # lines, its inventory and its volumes' names shown as pool/name. None: the only backend.
     state_scope: str | None = None
+    # The cinder-volume service's host for this backend, `host@backend` as `cinder-manage service
+    # list` shows it: what `cinder-manage db reset_active_backend --backend-host` takes after a
+    # switch. None: not known (the steps then say HOST@BACKEND).
+    cinder_host: str | None = None
 
     def shown(self, name: str) -> str:
         """A volume's name as the operator sees it: `pool/name` (`pool/namespace/name`) where
@@ -131,10 +163,22 @@ class Config:
                     hint=_suggest(override, [t.name for t in self.volume_types], "")
                     or "add the type to volume_types, or fix the image's metadata",
                 ) from exc
-        for rule in self.volumes:
+        index = self._rule_index
+        exact = index.exact.get(image_name)
+        # First matching rule wins: a glob rule before the exact one that names the image still
+        # takes it. Only the globs before it (or all of them, with no exact rule) are tried.
+        for position, rule in index.globs:
+            if exact is not None and position > exact[0]:
+                break
             if fnmatch.fnmatchcase(image_name, rule.match):
-                return self.volume_type(rule.type)
+                return index.types.get(rule.type) or self.volume_type(rule.type)
+        if exact is not None:
+            return index.types.get(exact[1].type) or self.volume_type(exact[1].type)
         return NOT_TYPED
+
+    @functools.cached_property
+    def _rule_index(self) -> _RuleIndex:
+        return _RuleIndex.of(self.volumes, self.volume_types)
 
 
 @dataclass(frozen=True)
@@ -236,10 +280,11 @@ class _LineList(list[Any]):
         self.lines = lines or []
 
 
-# A configuration is a page or two: beyond these it is not one, or it is built to exhaust
-# memory (an alias expands to a copy of its anchor's node in a merge, so "billion laughs"
-# documents grow exponentially with their size).
-MAX_CONFIG_BYTES = 1 << 20
+# A configuration is a page or two, or one exact rule per volume (import-cinder --volume-list
+# writes ~60 bytes a volume: 4 MiB is ~65,000 volumes): beyond these it is not one, or it is
+# built to exhaust memory (an alias expands to a copy of its anchor's node in a merge, so
+# "billion laughs" documents grow exponentially with their size).
+MAX_CONFIG_BYTES = 4 << 20
 MAX_ALIASES = 100
 MAX_MAPPING_KEYS = 10_000
 MAX_DEPTH = 32  # a configuration is 4 levels deep; recursion to Python's limit is slow
@@ -266,12 +311,12 @@ class _Loader(yaml.SafeLoader):
                 raise yaml.composer.ComposerError(None, None, problem, mark)
         self.depth += 1
         try:
-            return super().compose_node(parent, index)
+            return yaml.composer.Composer.compose_node(self, parent, index)
         finally:
             self.depth -= 1
 
     def flatten_mapping(self, node: yaml.MappingNode) -> None:
-        super().flatten_mapping(node)
+        yaml.constructor.SafeConstructor.flatten_mapping(self, node)
         if len(node.value) > MAX_MAPPING_KEYS:
             problem = f"more than {MAX_MAPPING_KEYS} keys once `<<` merges are expanded: refused"
             raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
@@ -298,6 +343,42 @@ def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> _LineList:
 
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
+
+# libyaml's parser when PyYAML has it (Debian's does) gives the same events some ten times faster
+# than the pure-Python scanner and parser: a file of 10,000 rules loads in a fraction of a second.
+# The nodes are still composed and constructed in Python, by _Loader's own methods, so its limits
+# and lines hold. A document it refuses is read again by _Loader, whose messages are the ones
+# rbdfail shows (libyaml words its errors differently).
+_FastLoader: type | None = None
+if not TYPE_CHECKING and getattr(yaml, "__with_libyaml__", False):
+
+    class _FastLoader(
+        yaml.composer.Composer,
+        yaml.constructor.SafeConstructor,
+        yaml.resolver.Resolver,
+        yaml.cyaml.CParser,
+    ):
+        def __init__(self, stream: str) -> None:
+            yaml.cyaml.CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            self.aliases = self.depth = 0
+
+        compose_node = _Loader.compose_node
+        flatten_mapping = _Loader.flatten_mapping
+
+    _FastLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+    _FastLoader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
+
+
+def _load_yaml(text: str) -> Any:
+    if _FastLoader is not None:
+        try:
+            return yaml.load(text, Loader=_FastLoader)
+        except yaml.YAMLError:
+            pass  # read again below, for _Loader's words
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader
 
 
 # ---- checking, with the place of each problem -------------------------------------------------
@@ -414,8 +495,12 @@ TOP_KEYS = (
     *("concurrency", "volume_types", "volumes", "state_dir"),
 )
 SITE_KEYS = ("conf", "user", "pool", "namespace", "cluster_name", "keyring")
-BACKEND_KEYS = ("name", *SITE_KEYS)
-BACKENDS_ENTRY_KEYS = (*SITE_KEYS, "replication_device")  # under `backends:`, named by its key
+BACKEND_KEYS = ("name", *SITE_KEYS, "cinder_host")
+BACKENDS_ENTRY_KEYS = (
+    *SITE_KEYS,
+    "replication_device",
+    "cinder_host",
+)  # under `backends:`, named by its key
 # secret_uuid is accepted because Cinder's replication_device strings carry it; it is libvirt's
 # secret for attaching volumes to guests and means nothing to rbdfail, so it is ignored.
 DEVICE_KEYS = ("backend_id", *SITE_KEYS, "secret_uuid")
@@ -439,14 +524,14 @@ def load_deployment(path: Path) -> Deployment:
     path = Path(path)
     top = _Section(path, "", _read_yaml(path), None, TOP_KEYS)
     # The sites first: a file is read in the order it is written, backends on top.
-    found: list[tuple[str, SiteConfig, tuple[SiteConfig, ...]]] = []
+    found: list[tuple[str, SiteConfig, tuple[SiteConfig, ...], str | None]] = []
     if not top.has("backends"):  # the first shape: one backend, its devices at the top level
         for key in ("backend", "replication_device"):
             if not top.has(key):
                 hint = "add it, or list the backends under `backends:` (" + SEE_EXAMPLE + ")"
                 raise top.error(key, "required key missing", hint)
         section = top.sub("backend", BACKEND_KEYS, ["pool"])
-        found.append((section.text("name", "ceph"), *_backend(section, top)))
+        found.append((section.text("name", "ceph"), *_backend(section, top), _cinder_host(section)))
     else:
         for key in ("backend", "replication_device"):
             if key in top.data:
@@ -461,12 +546,12 @@ def load_deployment(path: Path) -> Deployment:
                 raise sections.error(name, "is not a backend name", hint)
             section = sections.sub(name, BACKENDS_ENTRY_KEYS, ["pool", "replication_device"])
             backend, devices = _backend(section, section)
-            for other, site, _ in found:
+            for other, site, _, _ in found:
                 if _same_images(site, backend):
                     problem = f"the same pool as backend {other!r} ({backend.where} in {site.conf})"
                     hint = "give each backend its own pool or namespace"
                     raise section.error("pool", problem, hint)
-            found.append((name, backend, devices))
+            found.append((name, backend, devices, _cinder_host(section)))
 
     types = top.sub("volume_types", None)  # any name, each a mapping of TYPE_KEYS
     volume_types = tuple(_volume_type(name, types.sub(name, TYPE_KEYS)) for name in types.data)
@@ -484,23 +569,40 @@ def load_deployment(path: Path) -> Deployment:
         state_dir=top.path("state_dir", "/var/lib/rbdfail"),
     )
     several = len(found) > 1
-    return Deployment(
-        path,
-        tuple(
-            Config(
-                backend_name=name,
-                backend=backend,
-                replication_devices=devices,
-                state_scope=name if several else None,
-                **shared,  # type: ignore[arg-type]
-            )
-            for name, backend, devices in found
-        ),
+    configs = tuple(
+        Config(
+            backend_name=name,
+            backend=backend,
+            replication_devices=devices,
+            state_scope=name if several else None,
+            cinder_host=cinder_host,
+            **shared,  # type: ignore[arg-type]
+        )
+        for name, backend, devices, cinder_host in found
     )
+    for config in configs:
+        _ = config._rule_index  # built as the file loads: typing an image is then a lookup
+    return Deployment(path, configs)
 
 
 def _same_images(one: SiteConfig, other: SiteConfig) -> bool:
     return (one.conf, one.cluster_name, one.where) == (other.conf, other.cluster_name, other.where)
+
+
+_CINDER_HOST = re.compile(r"[A-Za-z0-9_.:-]+@[A-Za-z0-9_.:-]+")
+
+
+def _cinder_host(section: _Section) -> str | None:
+    if not section.has("cinder_host"):
+        return None
+    host = section.text("cinder_host", "")
+    if not _CINDER_HOST.fullmatch(host):
+        raise section.error(
+            "cinder_host",
+            f"{host!r} is not a cinder-volume host@backend",
+            "write it as `cinder-manage service list` shows the backend, e.g. hostgroup@ceph",
+        )
+    return host
 
 
 def _backend(section: _Section, devices_in: _Section) -> tuple[SiteConfig, tuple[SiteConfig, ...]]:
@@ -533,7 +635,7 @@ def _read_yaml(path: Path) -> Any:
         if len(data) > MAX_CONFIG_BYTES:
             message = f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB: not a configuration file"
             raise ConfigError(message, hint=SEE_EXAMPLE)
-        raw = yaml.load(data.decode("utf-8"), Loader=_Loader)  # a SafeLoader
+        raw = _load_yaml(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found", hint=SEE_EXAMPLE) from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rbdfail.check import CheckItem, Verdict
+from rbdfail.cinder_steps import CinderSteps
 from rbdfail.drill import DrillReport, VolumeDrill
 from rbdfail.mirroring import Outcome, Report
 from rbdfail.pools import SetupAction, SetupItem
@@ -442,6 +443,20 @@ def failover_report(report: FailoverReport) -> None:
         + (" (interrupted)" if report.interrupted else ""),
         highlight=False,
     )
+
+
+def cinder_steps(steps: CinderSteps, console: Console = stdout) -> None:
+    """What Cinder and Nova need after the switch: commands to run, one a line, copyable."""
+    if steps.empty:
+        return
+    console.print("[bold]Then in Cinder and Nova[/] (rbdfail runs none of these):")
+    for line in steps.lines():
+        style = "dim" if line.startswith("#") else ""
+        console.print(
+            f"  [{style}]{escape(line)}[/]" if style else f"  {escape(line)}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def backend_heading(backend: str, where: str, console: Console = stdout) -> None:

@@ -9,12 +9,84 @@ from typing import TYPE_CHECKING
 import click
 
 from rbdfail.cli.base import (
+    AppContext,
+    emit_json,
+    json_option,
     main,
 )
 from rbdfail.errors import ExitCode
 
 if TYPE_CHECKING:
-    pass
+    from rbdfail.config import Config
+
+
+# ---- after a switch ---------------------------------------------------------------------------
+@main.command("cinder-steps")
+@click.option(
+    "--run",
+    "run_id",
+    metavar="RUN_ID",
+    default=None,
+    help="The switch (its run id, or the start of it) as the report and the journal name it. "
+    "Default: each backend's last one.",
+)
+@json_option
+@click.pass_obj
+def cinder_steps(app: AppContext, run_id: str | None, as_json: bool) -> None:
+    """Print what Cinder and Nova need after a past failover or failback (from the journal).
+
+    The `cinder-manage db reset_active_backend` line per backend (its host from the config's
+    cinder_host), then, when `import-cinder --volume-list --state-dir` seeded the state dir,
+    the `nova-manage volume_attachment` lines for the attached volumes the run moved. rbdfail
+    runs none of them, and reaches no site for this.
+
+    \b
+    Exit codes:
+      0 the steps printed (none when the run moved nothing)
+      1 the journal holds no such run
+      2 configuration error
+    """
+    from rbdfail import render
+    from rbdfail.cinder_steps import past_run, steps_from
+
+    parts: list[tuple[Config, str, set[str] | frozenset[str]]] = []
+    runs: list[dict[str, object]] = []
+    for config in app.backends():
+        run = past_run(config, run_id)
+        if run is None:
+            continue
+        runs.append(
+            {
+                "backend": config.state_scope,
+                "run_id": run.run_id,
+                "operation": run.operation,
+                "target": run.target,
+                "ended": run.ended,
+            }
+        )
+        parts.append((config, run.target, run.moved))
+    if not runs:
+        click.secho(
+            "rbdfail: the journal holds no "
+            + (f"run {run_id!r}" if run_id else "failover or failback")
+            + " for this file's backends",
+            fg="red",
+            err=True,
+        )
+        sys.exit(ExitCode.FAILED)
+    steps = steps_from(parts)
+    if as_json:
+        emit_json({"runs": runs, "cinder_steps": steps.to_json()})
+        return
+    for found in runs:
+        where = f"backend {found['backend']}: " if found["backend"] else ""
+        ended = "" if found["ended"] else " (never ended: cut off)"
+        click.echo(
+            f"{where}{found['operation']} to {found['target']}, run {found['run_id']}{ended}"
+        )
+    if steps.empty:
+        click.echo("No volume moved: Cinder and Nova need nothing.")
+    render.cinder_steps(steps)
 
 
 # ---- import from Cinder -----------------------------------------------------------------------
@@ -35,6 +107,29 @@ if TYPE_CHECKING:
     help="The output of `openstack volume type list --long -f json`, for the volume types.",
 )
 @click.option(
+    "--volume-list",
+    metavar="FILE",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The output of `openstack volume list --all-projects --long -f json`: one exact rule "
+    "per volume, its type as Cinder has it (needs --volume-types).",
+)
+@click.option(
+    "--unlisted",
+    metavar="TYPE",
+    default=None,
+    help="With --volume-list: the type of the pool's images the list does not name (else a "
+    "FILL IN).",
+)
+@click.option(
+    "--state-dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --volume-list: seed DIR (the config's state_dir) with Cinder's status of each "
+    "volume and the attachments the nova-manage steps need.",
+)
+@click.option(
     "-o",
     "--output",
     metavar="FILE",
@@ -47,6 +142,9 @@ def import_cinder(
     cinder_conf: Path,
     backend: str | None,
     volume_types: Path | None,
+    volume_list: Path | None,
+    unlisted: str | None,
+    state_dir: Path | None,
     output: Path | None,
     force: bool,
 ) -> None:
@@ -60,15 +158,21 @@ def import_cinder(
     replication_connect_timeout (the largest) and the volume types shared. RBD backends without
     replication_device are left out, each named. --backend NAME writes that backend alone.
     Each value's comment says where it came from. What cinder.conf cannot say (which volume has
-    which type: Cinder keeps that in its database) is written as a FILL IN placeholder, which
-    rbdfail refuses until it is replaced. Key material (rbd_secret_uuid, secret_uuid) is never
-    copied.
+    which type: Cinder keeps that in its database) comes from --volume-list, one exact rule per
+    volume (a volume of a type or backend not written is left out, named); the rest is written
+    as a FILL IN placeholder, which rbdfail refuses until it is replaced. Cinder's statuses and
+    the attachments go to the state dir (--state-dir), never to the YAML. Key material
+    (rbd_secret_uuid, secret_uuid) is never copied.
 
     \b
     Examples:
       openstack volume type list --long -f json > types.json
       rbdfail import-cinder /etc/cinder/cinder.conf --volume-types types.json -o rbdfail.yaml
       rbdfail import-cinder /etc/cinder/cinder.conf --backend ceph-fast -o fast.yaml
+      openstack volume list --all-projects --long -f json > volumes.json
+      rbdfail import-cinder /etc/cinder/cinder.conf --volume-types types.json \\
+        --volume-list volumes.json --unlisted __DEFAULT__ --state-dir /var/lib/rbdfail \\
+        -o rbdfail.yaml
 
     \b
     Exit codes:
@@ -78,18 +182,34 @@ def import_cinder(
       3 written, with FILL IN placeholders to complete (listed on stderr)
     """
     from rbdfail.cinder_import import import_cinder as read_cinder
-    from rbdfail.cinder_import import write_new_file
+    from rbdfail.cinder_import import seed_state, write_new_file
+    from rbdfail.errors import ConfigError
 
-    result = read_cinder(cinder_conf, backend, volume_types)
+    if state_dir is not None and volume_list is None:
+        raise ConfigError(
+            "--state-dir seeds the statuses of a volume list: it needs --volume-list",
+            hint="add --volume-list FILE, FILE from "
+            "`openstack volume list --all-projects --long -f json`",
+        )
+    result = read_cinder(cinder_conf, backend, volume_types, volume_list, unlisted)
     if output is None:
         click.echo(result.text, nl=False)
     else:
-        inputs = (cinder_conf, *([volume_types] if volume_types else []))
+        inputs = (cinder_conf, *(given for given in (volume_types, volume_list) if given))
         write_new_file(output, result.text, force, inputs)
         sections = ", ".join(f"[{section}]" for section in result.backends)
         click.echo(f"rbdfail: wrote {output} from {sections} of {cinder_conf}", err=True)
     for note in result.notes:
         click.echo(f"  note: {note}", err=True)
+    if state_dir is not None:
+        for done in seed_state(result, state_dir):
+            click.echo(f"rbdfail: seeded {done}", err=True)
+    elif volume_list is not None:
+        click.echo(
+            "  note: Cinder's statuses and the attachments not kept: give --state-dir DIR "
+            "(the config's state_dir) to seed them",
+            err=True,
+        )
     if result.todo:
         click.secho(
             f"rbdfail: {len(result.todo)} thing(s) to fill in first:", fg="yellow", err=True

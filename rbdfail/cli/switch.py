@@ -319,10 +319,14 @@ def _switch(
         sys.exit(ExitCode.OK)
     if report is None:
         raise click.Abort()
+    from rbdfail.cinder_steps import steps_for
+
+    steps = steps_for([(app.config(), report)])
     if as_json:
-        emit_json(report.to_json())
+        emit_json({**report.to_json(), "cinder_steps": steps.to_json()})
     else:
         render.failover_report(report)
+        render.cinder_steps(steps)
     for unrecorded in report.unrecorded:  # on stderr too: a runbook's log keeps it
         click.secho(f"rbdfail: not recorded: {unrecorded}", fg="red", err=True)
     _exit_after_switch(
@@ -352,10 +356,23 @@ def _switch_backends(
     )
     if not switch.carried_out and not request.dry_run:
         raise click.Abort()
+    from rbdfail.cinder_steps import steps_for
+
+    by_name = {config.state_scope: config for config in backends}
+    steps = steps_for(
+        [
+            (by_name[part.backend], part.report)
+            for part in switch.parts
+            if part.report is not None and part.backend in by_name
+        ]
+    )
     if as_json:
-        emit_json(switch.to_json())
+        emit_json(
+            {**switch.to_json(), **({} if request.dry_run else {"cinder_steps": steps.to_json()})}
+        )
     else:
         render.switch_of_backends(switch)
+        render.cinder_steps(steps)
     if request.dry_run:
         sys.exit(ExitCode.OK)
     for unrecorded in switch.unrecorded:
