@@ -755,6 +755,15 @@ def _line(key_value: str, comment: str, indent: int = 0) -> str:
     return f"{left:<40} # {_shown(comment)}" if comment else left
 
 
+def _cinder_default_type(conf: _CinderConf, types: list[_CinderType]) -> str | None:
+    """The type Cinder gives a volume created without one ([DEFAULT] default_volume_type, else
+    __DEFAULT__), when the types given hold it: the pool's images a volume list does not name
+    are typed as Cinder would type them, so the import needs no hand edit. None: a FILL IN."""
+    found = (conf.section("DEFAULT") or {}).get("default_volume_type")
+    name = found[-1].strip() if found and found[-1].strip() else DEFAULT_TYPE
+    return name if any(cinder_type.name == name for cinder_type in types) else None
+
+
 def _glob(conf: _CinderConf, notes: list[str]) -> tuple[str, str]:
     """The glob matching every volume's image name: Cinder names them by volume_name_template."""
     found = (conf.section("DEFAULT") or {}).get("volume_name_template")
@@ -1080,8 +1089,9 @@ def _type_lines(
         "volumes:",
     ]
     if listed is not None:
+        cinder_default = _cinder_default_type(conf, [cinder_type for cinder_type, _ in mine])
         return lines + _volume_rules(
-            glob, glob_origin, backends, mine, names, listed, todo, notes, imported
+            glob, glob_origin, backends, mine, names, listed, cinder_default, todo, notes, imported
         )
     # One type that every backend may hold is every volume's; else Cinder's database knows.
     if len(mine) == 1 and len(mine[0][1]) == len(backends):
@@ -1130,12 +1140,14 @@ def _volume_rules(
     mine: list[tuple[_CinderType, list[_Backend]]],
     names: list[str],
     listed: tuple[Path, list[_CinderVolume], str | None],
+    cinder_default: str | None,
     todo: list[str],
     notes: list[str],
     imported: list[ImportedVolume] | None,
 ) -> list[str]:
     """One exact rule per listed volume (looked up by name: 10,000 cost what one rule does),
-    then the catch-all for the pool's other images: --unlisted TYPE, else a FILL IN."""
+    then the catch-all for the pool's other images: --unlisted TYPE, else the type Cinder
+    gives a volume created without one (`cinder_default`), else a FILL IN."""
     path, volumes, unlisted = listed
     if glob == "*":
         raise ConfigError(
@@ -1186,6 +1198,20 @@ def _volume_rules(
         lines += [
             _line(f"  - match: {_scalar(glob)}", f"the pool's other images ({glob_origin})"),
             _line(f"    type: {_scalar(unlisted)}", "--unlisted: not in the volume list"),
+        ]
+        return lines
+    if cinder_default is not None:
+        notes.append(
+            f"the pool's images {path} does not name get {cinder_default!r}, the type Cinder "
+            "gives a volume created without one: import again after creating volumes of "
+            "another type, or give --unlisted TYPE"
+        )
+        lines += [
+            _line(f"  - match: {_scalar(glob)}", f"the pool's other images ({glob_origin})"),
+            _line(
+                f"    type: {_scalar(cinder_default)}",
+                "Cinder's type for a volume created without one",
+            ),
         ]
         return lines
     todo.append(

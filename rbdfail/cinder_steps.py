@@ -98,8 +98,17 @@ def read_attachments(state_dir: Path) -> list[dict[str, Any]] | None:
     return [v for v in volumes if isinstance(v, dict)] if isinstance(volumes, list) else []
 
 
+def known_to_cinder(config: Config) -> bool:
+    """Whether this backend is known as a Cinder one: a cinder_host, or an imported volume list."""
+    return config.cinder_host is not None or read_attachments(config.state_dir) is not None
+
+
 def steps_for(parts: list[tuple[Config, FailoverReport]]) -> CinderSteps:
-    """The steps after the switch of each backend (its config with its report)."""
+    """The steps after the switch of each backend known to Cinder (its config with its report).
+
+    A switch prints them unasked, so a backend Cinder does not know of gets none: the lines
+    would only be noise to an operator without Cinder (`cinder-steps` gives them on request).
+    """
     return steps_from(
         [
             (
@@ -108,6 +117,7 @@ def steps_for(parts: list[tuple[Config, FailoverReport]]) -> CinderSteps:
                 {_image(config, v.name) for v in report.volumes if v.action in _MOVED},
             )
             for config, report in parts
+            if known_to_cinder(config)
         ]
     )
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from rbdfail.cinder_import import import_cinder, seed_state
-from rbdfail.cinder_steps import reset_active_backend, steps_for
+from rbdfail.cinder_steps import reset_active_backend, steps_for, steps_from
 from rbdfail.config import Config, load_deployment
 from rbdfail.switch.model import Action, FailoverPlan, FailoverReport, Operation, VolumeOutcome
 
@@ -111,7 +111,7 @@ def test_nothing_moved__no_steps(tmp_path: Path) -> None:
     }
 
 
-def test_without_cinder_host_or_volume_list__a_placeholder_host_and_no_nova_lines(
+def test_without_cinder_host_or_volume_list__none_after_a_switch_a_placeholder_host_on_request(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "rbdfail.yaml"
@@ -125,9 +125,11 @@ def test_without_cinder_host_or_volume_list__a_placeholder_host_and_no_nova_line
     config = load_deployment(path).backends[0]
     plan = FailoverPlan("default", "secondary", True, None, ())
     moved = VolumeOutcome("volume-1", Action.DEMOTED_PROMOTED, "available", None, 0.1)
-    steps = steps_for(
-        [(config, FailoverReport("r", plan, (moved,), 1.0, None, False, "secondary"))]
-    )
+    report = FailoverReport("r", plan, (moved,), 1.0, None, False, "secondary")
+    # A switch prints no steps for a backend Cinder does not know of ...
+    assert steps_for([(config, report)]).empty
+    # ... `cinder-steps`, asked for, gives them with a placeholder host.
+    steps = steps_from([(config, "secondary", {"volume-1"})])
     assert steps.cinder_manage == (
         "cinder-manage db reset_active_backend --enable-replication --active-backend-id "
         "secondary --backend-host HOST@ceph",

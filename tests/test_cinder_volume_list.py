@@ -65,12 +65,28 @@ def test_nothing_not_needed_reaches_the_yaml() -> None:
         assert word not in text
 
 
-def test_without_unlisted__the_catch_all_is_a_placeholder(tmp_path: Path) -> None:
-    result = import_cinder(CONF, None, TYPES, VOLUMES)
-    assert result.todo == (
+def test_without_unlisted__other_images_get_the_type_cinder_gives_a_volume_without_one(
+    tmp_path: Path,
+) -> None:
+    result = import_cinder(CONF, None, TYPES, VOLUMES)  # cinder.conf: default_volume_type
+    assert result.todo == ()
+    gold, _ = loaded(tmp_path, result.text).backends
+    assert gold.volume_type_for("volume-not-listed").name == "__DEFAULT__"
+    assert gold.volume_type_for(DB).name == "gold-replicated"
+    assert any("does not name get '__DEFAULT__'" in note for note in result.notes)
+
+
+def test_without_unlisted_or_cinders_default_type__the_catch_all_is_a_placeholder(
+    tmp_path: Path,
+) -> None:
+    types = json.loads(TYPES.read_text())
+    without_default = [t for t in types if t["Name"] != "__DEFAULT__"]
+    (tmp_path / "types.json").write_text(json.dumps(without_default))
+    result = import_cinder(CONF, None, tmp_path / "types.json", VOLUMES)
+    assert (
         f"volumes: the type of the images {VOLUMES} does not list (import again with "
-        "--unlisted TYPE, or write it)",
-    )
+        "--unlisted TYPE, or write it)"
+    ) in result.todo
     with pytest.raises(ConfigError, match="FILL IN"):
         loaded(tmp_path, result.text)
 

@@ -118,8 +118,9 @@ def cinder_steps(app: AppContext, run_id: str | None, as_json: bool) -> None:
     "--unlisted",
     metavar="TYPE",
     default=None,
-    help="With --volume-list: the type of the pool's images the list does not name (else a "
-    "FILL IN).",
+    help="With --volume-list: the type of the pool's images the list does not name (else "
+    "the type Cinder gives a volume created without one, default_volume_type or __DEFAULT__, "
+    "when the types hold it; else a FILL IN).",
 )
 @click.option(
     "--state-dir",
@@ -159,10 +160,11 @@ def import_cinder(
     replication_device are left out, each named. --backend NAME writes that backend alone.
     Each value's comment says where it came from. What cinder.conf cannot say (which volume has
     which type: Cinder keeps that in its database) comes from --volume-list, one exact rule per
-    volume (a volume of a type or backend not written is left out, named); the rest is written
-    as a FILL IN placeholder, which rbdfail refuses until it is replaced. Cinder's statuses and
-    the attachments go to the state dir (--state-dir), never to the YAML. Key material
-    (rbd_secret_uuid, secret_uuid) is never copied.
+    volume (a volume of a type or backend not written is left out, named); the pool's other
+    images get --unlisted TYPE, else the type Cinder gives a volume created without one; what
+    is still unknown is written as a FILL IN placeholder, which rbdfail refuses until replaced.
+    Cinder's statuses and the attachments go to the state dir (--state-dir), never the YAML.
+    Key material (rbd_secret_uuid, secret_uuid) is never copied.
 
     \b
     Examples:
