@@ -17,8 +17,8 @@ from rbdfail.errors import CephError
 from tests.helpers import eventually
 from tests.test_disasters_lab import (
     DISASTER_AGE_S,
-    MiB,
     DisasterLab,
+    MiB,
     digest,
     disaster_lab,  # noqa: F401 (the fixture)
     make_cases,
@@ -74,9 +74,7 @@ def test_forced_failover__daemon_taken_out_once__copies_writable__failback_after
 
     # The secondary's rbd-mirror is back (its entry lapsed): its copies replay again.
     def replaying() -> bool:
-        return all(
-            dl.secondary.mirror_status(n).state == ReplayState.REPLAYING for n in case.names
-        )
+        return all(dl.secondary.mirror_status(n).state == ReplayState.REPLAYING for n in case.names)
 
     eventually(replaying, 150, (CephError,), interval=2)
     print(f"failback and the secondary's copies replaying: {time.monotonic() - started:.0f}s")
