@@ -62,7 +62,7 @@ from rbdfail.errors import (
     SiteUnreachable,
 )
 from rbdfail.limits import OSD_OP_FLOOR_S
-from rbdfail.workers import all_at_once
+from rbdfail.workers import all_at_once, read_each
 
 try:
     import rados
@@ -511,6 +511,43 @@ class CephCluster(Cluster):
                 with suppress(rbd.ImageNotFound):  # released meanwhile
                     image.break_lock(client, cookie)
         return [str(client) for client, _cookie in holders]
+
+    def mirror_daemon_addresses(self, names: Sequence[str]) -> dict[str, str]:
+        def holders(name: str) -> list[tuple[str, str]]:
+            with self._image(name, read_only=True) as image:
+                lockers = (image.list_lockers() or {}).get("lockers", [])
+            return [(str(client), str(addr)) for client, _cookie, addr in lockers]
+
+        held = read_each(holders, list(names), (ImageNotFound,), threads=_BULK_READERS)
+        found = {client: addr for pairs in held.values() for client, addr in pairs}
+        daemons = self._rbd_mirror_clients(max_age=5)
+        return {client: addr for client, addr in found.items() if client in daemons}
+
+    def blocklist(self, address: str, seconds: int) -> None:
+        command = {
+            "prefix": "osd blocklist",
+            "blocklistop": "add",
+            "addr": address,
+            "expire": float(seconds),
+        }
+        with self._op():
+            ret, _out, status = self._client.mon_command(
+                json.dumps(command), b"", timeout=max(1, math.ceil(self.timeout))
+            )
+        if ret < 0:
+            if ret in (-errno.EACCES, -errno.EPERM):
+                raise PermissionDenied(
+                    f"osd blocklist add {address}: {status}",
+                    site=self.site,
+                    hint="the rbd profile's mon caps allow `osd blocklist add`; check "
+                    "`ceph auth get client.USER`",
+                )
+            raise CephError(f"osd blocklist add {address}: {status}", site=self.site)
+
+    def blocklist_on_break_lock(self, enabled: bool) -> None:
+        # Images opened after this read it (librbd copies the connection's config at open).
+        with self._op():
+            self._client.conf_set("rbd_blocklist_on_break_lock", str(enabled).lower())
 
     def resync(self, name: str) -> None:
         with self._image(name) as image:

@@ -311,6 +311,23 @@ class Cluster(DrillReads):  # DrillReads: the drill's calls, above
         while, so it cannot write after. The holders' client ids; [] when nobody held it."""
 
     @abstractmethod
+    def mirror_daemon_addresses(self, names: Sequence[str]) -> dict[str, str]:
+        """This site's rbd-mirror connections that hold the locks of these images, in one
+        pass over them: client id -> address. Only holders that watch the pool's
+        `rbd_mirroring` object (the daemons') are named, never another client."""
+
+    @abstractmethod
+    def blocklist(self, address: str, seconds: int) -> None:
+        """Blocklist one client address for `seconds` (`osd blocklist add`, one monitor
+        command): the client's calls fail and its watches and locks count as dead."""
+
+    @abstractmethod
+    def blocklist_on_break_lock(self, enabled: bool) -> None:
+        """Whether librbd, on this connection, blocklists a lock holder it breaks (one monitor
+        command per image; `rbd_blocklist_on_break_lock`). Off once the holder is blocklisted
+        already: a second entry fences nothing more."""
+
+    @abstractmethod
     def resync(self, name: str) -> None:
         """Have this site's rbd-mirror throw its copy away and copy the primary anew (for a
         copy whose history split from the primary's). InvalidState on a primary image. The

@@ -20,7 +20,14 @@ from rbdfail.mirroring import Outcome, Report
 from rbdfail.pools import SetupAction, SetupItem
 from rbdfail.status import SiteImage, StatusReport
 from rbdfail.switch.deployment import SwitchOfBackends
-from rbdfail.switch.model import Action, FailoverPlan, FailoverReport, Plan, VolumeOutcome
+from rbdfail.switch.model import (
+    Action,
+    DaemonOut,
+    FailoverPlan,
+    FailoverReport,
+    Plan,
+    VolumeOutcome,
+)
 from rbdfail.volumes import Volume
 
 stdout = Console()
@@ -295,6 +302,12 @@ def failover_plan(plan: FailoverPlan, console: Console = stdout) -> None:
             f"[yellow]{plan.source} is unreachable ({escape(str(plan.source_error))}): "
             f"replicated volumes will be force-promoted on {plan.target}; {known}.[/]"
         )
+    if plan.forced and plan.takes_daemon_out_s is not None:
+        console.print(
+            f"{plan.target}'s rbd-mirror will be taken out of the way once first: its "
+            f"addresses blocklisted for {plan.takes_daemon_out_s}s (it comes back by itself "
+            "once the entries lapse)"
+        )
     if plan.forced and plan.breaks_locks_after is not None:
         console.print(
             f"a forced promote still waiting for {plan.target}'s rbd-mirror to hand the copy's "
@@ -432,6 +445,8 @@ def failover_report(report: FailoverReport) -> None:
         stdout.print(
             f"[yellow]{escape(report.primary_lost)}[/]: the volumes not demoted by then were forced"
         )
+    if (out := report.daemon_out) is not None:
+        stdout.print(daemon_out_text(out), highlight=False)
     for warning in plan.warnings:
         stdout.print(f"[yellow]{escape(warning)}[/]")
     for unrecorded in report.unrecorded:
@@ -457,6 +472,22 @@ def cinder_steps(steps: CinderSteps, console: Console = stdout) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+def daemon_out_text(out: DaemonOut) -> str:
+    """What taking the target's rbd-mirror out came to, for the text report."""
+    if out.error is not None:
+        return (
+            f"[yellow]{out.site}'s rbd-mirror could not be taken out ({escape(out.error)}): "
+            "each forced promote waited for its lock hand-off instead[/]"
+        )
+    if not out.clients:
+        return f"{out.site}'s rbd-mirror held no copy's lock: nothing blocklisted"
+    return (
+        f"{out.site}'s rbd-mirror taken out once: {', '.join(out.addresses)} blocklisted for "
+        f"{out.expires_s}s ({out.duration_s:.1f}s); it comes back by itself once the entry "
+        f"lapses (`ceph osd blocklist ls` on {out.site} shows it until then)"
+    )
 
 
 def backend_heading(backend: str, where: str, console: Console = stdout) -> None:

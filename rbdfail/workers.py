@@ -49,13 +49,14 @@ class Finished(Generic[R]):
 def run_all(
     items: Sequence[T],
     work: Callable[[T], R],
-    concurrency: int,
+    concurrency: int | Callable[[], int],
     on_done: Callable[[R], None] = lambda result: None,
     time_limit: float | Callable[[T], float] | None = None,
     on_overrun: Callable[[T, float], R] | None = None,
     stop: threading.Event | None = None,
 ) -> Finished[R]:
     """work(item) for every item, at most `concurrency` at once; on_done as each finishes.
+    A callable `concurrency` is asked again before each start, so it may grow under the run.
 
     With `time_limit` (seconds, or seconds per item), work still running that long after it
     started gets the result on_overrun(item, seconds) instead. A per-item limit is asked
@@ -87,7 +88,8 @@ def run_all(
 
     while True:
         interrupted = interrupted or (stop is not None and stop.is_set())
-        while not interrupted and next_item < len(items) and len(started) < concurrency:
+        limit = concurrency() if callable(concurrency) else concurrency
+        while not interrupted and next_item < len(items) and len(started) < limit:
             started[next_item] = time.monotonic()
             threading.Thread(target=run, args=(next_item,), daemon=True).start()
             next_item += 1

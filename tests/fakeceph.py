@@ -20,7 +20,12 @@ held to it by tests/test_contract.py:
   stalls (`FakeSite.handoff_stalls`, as when it is stuck on a lost peer), a forced promote of a
   snapshot-mode copy waits until that lock is broken (`break_image_lock`), then goes on; one of
   a journal-mode copy goes through at once (it needs no lock), and the daemon keeps the lock of
-  the copy, now primary, refusing every write there until the lock is broken.
+  the copy, now primary, refusing every write there until the lock is broken;
+- `blocklist` of the address of a site's rbd-mirror (`daemon_address`) takes the daemon out for
+  that long: no hand-off is waited for, a forced promote goes on at once, breaking the dead
+  holder's lock, and each such break is one more blocklist entry (a monitor command) unless
+  `blocklist_on_break_lock(False)`; its locks count as dead holders until broken. Any other
+  address blocklisted is recorded as such (`FakeSite.blocklisted`), so tests can tell.
 """
 
 from __future__ import annotations
@@ -62,10 +67,16 @@ from rbdfail.errors import (
     InvalidState,
     LockHeld,
     OperationTimedOut,
+    PermissionDenied,
     SiteUnreachable,
 )
 
 DAEMON = "client.rbd-mirror"  # a site's rbd-mirror, as a lock holder
+
+
+def daemon_address(site: str) -> str:
+    """The address of a site's rbd-mirror connection."""
+    return f"127.0.0.1:0/rbd-mirror-{site}"
 
 
 @dataclass
@@ -121,6 +132,11 @@ class FakeSite:
     # A stalled forced promote whose lock was taken answers ETIMEDOUT (seen on the lab: librbd's
     # own request to the old holder); the next one goes through.
     times_out_after_take: bool = False
+    # Addresses blocklisted, in order: by `blocklist`, and by each lock break that blocklists
+    # its holder (librbd's own, one monitor command each).
+    blocklisted: list[str] = field(default_factory=list)
+    blocklist_denied: bool = False  # `osd blocklist add` refused (EACCES)
+    daemon_out_until: float = float("-inf")  # on the world's clock: its rbd-mirror blocklisted
     name_set: bool = False
     schedules: dict[str, list[str]] = field(default_factory=dict)  # image -> intervals
     calls: list[tuple[str, str]] = field(default_factory=list)  # (operation, image) in order
@@ -253,6 +269,7 @@ class FakeCluster(Cluster):
         self.site = site
         self.pool = world.sites[site].pool
         self.timeout = timeout
+        self.breaks_blocklist = True  # rbd_blocklist_on_break_lock
 
     def close(self) -> None:
         pass
@@ -453,16 +470,40 @@ class FakeCluster(Cluster):
             held = _daemon_holds_lock(state, image) and (only is None or DAEMON in only)
             if held or only is None:
                 image.lock_broken = True
+            if held and self.breaks_blocklist:
+                state.blocklisted.append(daemon_address(self.site))
             return [DAEMON] if held else []
+
+    def mirror_daemon_addresses(self, names: Sequence[str]) -> dict[str, str]:
+        with self.world.lock:
+            state = self._enter("mirror_daemon_addresses", f"{len(names)} images")
+            held = any(
+                _daemon_holds_lock(state, state.images[n]) for n in names if n in state.images
+            )
+            return {DAEMON: daemon_address(self.site)} if held else {}
+
+    def blocklist(self, address: str, seconds: int) -> None:
+        with self.world.lock:
+            state = self._enter("blocklist", address)
+            if state.blocklist_denied:
+                raise PermissionDenied("osd blocklist add: access denied", site=self.site)
+            state.blocklisted.append(address)
+            if address == daemon_address(self.site):
+                state.daemon_out_until = self.world.clock() + seconds
+
+    def blocklist_on_break_lock(self, enabled: bool) -> None:
+        self.breaks_blocklist = enabled
 
     def promote(self, name: str, force: bool = False, only_if_replayed: bool = False) -> None:
         with self.world.lock:
             state = self.world.sites[self.site]
             image = state.images.get(name)
             journal = image is not None and image.mode == MirrorMode.JOURNAL
+            out = _daemon_out(self.world, state)
             stalls = (
                 force
                 and state.handoff_stalls
+                and not out
                 and image
                 and not journal
                 and _daemon_holds_lock(state, image)
@@ -473,7 +514,7 @@ class FakeCluster(Cluster):
             time.sleep(0.01)  # the hand-off never comes: until its lock is broken
         if stalls and image and image.lock_broken and state.times_out_after_take:
             raise OperationTimedOut("RBD operation timeout", site=self.site, image=name)
-        refuses = force and state.handoff_refuses and image and not journal
+        refuses = force and state.handoff_refuses and not out and image and not journal
         if refuses and image and _daemon_holds_lock(state, image):
             raise ImageBusy("the copy's lock holder will not let go", site=self.site, image=name)
         with self.world.lock:
@@ -504,6 +545,11 @@ class FakeCluster(Cluster):
                     copy = _by_global_id(self.world.sites[peer], image.global_id)
                     if copy is not None and not copy.primary and copy.demoted_here:
                         copy.split_brain = True
+            if force and out and not journal and _daemon_holds_lock(state, image):
+                # librbd breaks the dead holder's lock to promote: one blocklist entry more.
+                image.lock_broken = True
+                if self.breaks_blocklist:
+                    state.blocklisted.append(daemon_address(self.site))
             image.primary, image.orphan, image.split_brain = True, False, False
             image.demoted_here, image.daemon_kept_lock = False, keeps_lock
             self.world.replicate_later(self.site, _peer_promoted(image.global_id))
@@ -764,6 +810,9 @@ class FakeCluster(Cluster):
             return image.mirror_snaps[-1].id
 
 
+_MONITOR_CALLS = frozenset({"monitors", "blocklist"})  # monitor commands, not OSD ops
+
+
 def _gated(method: Callable[..., Any]) -> Callable[..., Any]:
     """Before a call takes the lock: a frozen site hangs for the timeout then times out; an
     injected fault is raised; the operation's latency is spent, counting calls in flight."""
@@ -775,7 +824,10 @@ def _gated(method: Callable[..., Any]) -> Callable[..., Any]:
         if world.sites[self.site].frozen:
             with world.lock:
                 world.timeouts.append((self.site, operation))
-            waited = world.frozen_call_s or self.timeout
+            # Monitor commands time out after the connection's mon op timeout (the connect
+            # timeout); OSD ops after frozen_call_s, the OSD op timeout, when it is set.
+            mon = operation in _MONITOR_CALLS
+            waited = self.timeout if mon else world.frozen_call_s or self.timeout
             time.sleep(waited)
             raise OperationTimedOut(
                 f"no answer within {waited:g}s", site=self.site, image=image or None
@@ -805,6 +857,11 @@ def _gated(method: Callable[..., Any]) -> Callable[..., Any]:
 for _name, _method in list(vars(FakeCluster).items()):
     if callable(_method) and not _name.startswith("_") and _name != "close":
         setattr(FakeCluster, _name, _gated(_method))
+
+
+def _daemon_out(world: FakeCeph, site: FakeSite) -> bool:
+    """Its rbd-mirror blocklisted: its locks are a dead holder's, its hand-offs never come."""
+    return world.clock() < site.daemon_out_until
 
 
 def _daemon_holds_lock(site: FakeSite, image: FakeImage) -> bool:

@@ -373,6 +373,22 @@ def test_mirror_daemon_lock_holders__the_daemon_holds_a_journal_copy_s__not_a_wr
     assert sites.b.mirror_daemon_lock_holders(image_name) == held
 
 
+def test_mirror_daemon_addresses__one_pass_names_the_copy_s_daemon__never_a_writer(
+    sites: TwoSites, image_name: str
+) -> None:
+    """What a failover whose source is lost blocklists (forced.py take_daemon_out): the
+    address of the rbd-mirror connection holding a replaying copy's lock; a primary whose
+    lock a writer holds names nobody."""
+    mirrored(sites, image_name, MirrorMode.JOURNAL)
+    sites.replaying_on_b(image_name)
+    held = eventually(lambda: sites.b.mirror_daemon_addresses([image_name]), sites.patience)
+    ((client, address),) = held.items()
+    assert client.startswith("client.") and address, held
+    assert [client] == sites.b.mirror_daemon_lock_holders(image_name)
+    sites.a.write(image_name, 0, b"a writer takes the lock")
+    assert sites.a.mirror_daemon_addresses([image_name]) == {}
+
+
 def test_forced_promote__while_peer_is_primary__leaves_both_primary(
     sites: TwoSites, image_name: str
 ) -> None:

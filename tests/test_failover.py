@@ -222,6 +222,8 @@ def test_source_lost__a_stalled_lock_handoff_is_taken_over_after_the_grace__no_h
     names = volumes("s", 6)
     replicated(primary, secondary, names)
     fake_ceph.freeze("default")
+    # The daemon cannot be taken out (blocklist refused): each copy's lock is taken instead.
+    fake_ceph.sites["secondary"].blocklist_denied = True
     fake_ceph.sites["secondary"].handoff_stalls = True  # its rbd-mirror is stuck on default
     recorder = Recorder()
 
@@ -249,6 +251,8 @@ def test_source_lost__a_lock_holder_refusing_at_once__its_lock_taken_at_once_the
     forced promote answered EROFS at once. Waiting out the grace would only add time."""
     replicated(primary, secondary, ["s-1", "s-2"])
     fake_ceph.freeze("default")
+    # The daemon cannot be taken out (blocklist refused): each copy's lock is taken instead.
+    fake_ceph.sites["secondary"].blocklist_denied = True
     fake_ceph.sites["secondary"].handoff_refuses = True
 
     started = time.monotonic()
@@ -302,6 +306,8 @@ def test_source_lost__a_journal_copy_forced_while_its_daemon_keeps_the_lock__tak
     for 80 s. The lock is taken from the daemon once the grace has passed."""
     replicated(primary, secondary, ["j-1", "j-2", "s-1"])
     fake_ceph.freeze("default")
+    # The daemon cannot be taken out (blocklist refused): each copy's lock is taken instead.
+    fake_ceph.sites["secondary"].blocklist_denied = True
     fake_ceph.sites["secondary"].handoff_stalls = True
     recorder = Recorder()
 

@@ -43,7 +43,14 @@ from tenacity import (
 
 from rbdfail.cluster import ReplayState
 from rbdfail.config import Config
-from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState, LockLost
+from rbdfail.errors import (
+    CephError,
+    ImageBusy,
+    ImageNotFound,
+    InvalidState,
+    LockLost,
+    OperationTimedOut,
+)
 from rbdfail.state import Journal, State, VolumeRecord, save_state
 from rbdfail.switch.forced import force_promote, free_from_daemon
 from rbdfail.switch.model import (
@@ -107,19 +114,30 @@ def execute(
     )
     todo = [v for v in plan.volumes if _is_work(v, run.lost.is_set())]
     todo_names = {v.name for v in todo}
-    # Forced promotes wait on nothing but their own call: more volumes in progress than
-    # slots only pays while demotions have to propagate.
-    per_slot = options.volumes_per_slot if sites.source is not None else 1
-    finished = run_all(
-        todo,
-        lambda v: _fail_over_one(run, v),
-        options.concurrency * per_slot,
-        run.observer.finished,
-        # Waiting behind other volumes for call slots is not this volume's time.
-        time_limit=lambda v: options.limit_for(v) + slots.queued(run.threads.get(v.name)),
-        on_overrun=lambda v, seconds: _overrun(run, plan, v, seconds),
-        stop=stop,
-    )
+    run.copies = tuple(v.name for v in todo)
+    run.forced_gate = threading.Semaphore(options.forced_in_flight)
+    in_progress = options.concurrency * options.volumes_per_slot
+
+    def in_flight() -> int:
+        # Once the source is lost every volume left goes the forced way, whose promotes
+        # bypass the call slots: as many at once as the forced phase allows.
+        return max(in_progress, options.forced_in_flight) if run.lost.is_set() else in_progress
+
+    watching = _watch_source(run) if sites.source is not None else None
+    try:
+        finished = run_all(
+            todo,
+            lambda v: _fail_over_one(run, v),
+            in_flight,
+            run.observer.finished,
+            # Waiting behind other volumes for call slots is not this volume's time.
+            time_limit=lambda v: options.limit_for(v) + slots.queued(run.threads.get(v.name)),
+            on_overrun=lambda v, seconds: _overrun(run, plan, v, seconds),
+            stop=stop,
+        )
+    finally:
+        if watching is not None:
+            watching.set()
     outcomes = {o.name: o for o in finished.results if o is not None}
     report_volumes = []
     for volume in plan.volumes:
@@ -147,6 +165,7 @@ def execute(
         new_state.active_backend,
         finished.overran + len(run.abandoned),
         state_error=state_error,
+        daemon_out=run.daemon_out,
     )
     if options.call_trace and trace is not None:
         write_trace(options.call_trace, trace, started)
@@ -158,6 +177,53 @@ def execute(
         interrupted=finished.interrupted,
     )
     return report
+
+
+def _watch_source(run: Run) -> threading.Event:
+    """While a demote is slow (in flight longer than the connect timeout), ask the source's
+    monitors, one bounded call at a time: no answer within the connect timeout is the source
+    lost, found as at connect time rather than after the OSD op timeout a demote to a dead
+    site takes. The event returned stops it."""
+    done, period = threading.Event(), run.options.connect_timeout
+    source = run.raw_source
+    assert source is not None
+
+    def slow_demote() -> bool:
+        now = time.monotonic()
+        return any(now - since > period for since in list(run.demoting.values()))
+
+    def probe(answered: threading.Event, failed: list[CephError]) -> None:
+        try:
+            source.monitors()
+        except CephError as exc:
+            failed.append(exc)
+        finally:
+            answered.set()
+
+    def watch() -> None:
+        while not done.wait(min(1.0, period)) and not run.lost.is_set():
+            if not slow_demote():
+                continue
+            answered, failed = threading.Event(), list[CephError]()
+            threading.Thread(
+                target=probe, args=(answered, failed), name="probe source", daemon=True
+            ).start()
+            # The call's own timeout is the connect timeout; a second more for the thread.
+            if not answered.wait(period + 1):
+                error: CephError = OperationTimedOut(
+                    f"its monitors did not answer within {period:g}s", site=source.site
+                )
+            elif failed and isinstance(failed[0], UNREACHABLE):
+                error = failed[0]
+            else:
+                continue
+            if not done.is_set():
+                run.journal.write("source-probe-failed", site=source.site, error=error.reason)
+                run.lose_source(error)
+            return
+
+    threading.Thread(target=watch, name="watch source", daemon=True).start()
+    return done
 
 
 def write_trace(path: Path, trace: list[CallTrace], origin: float) -> None:
@@ -404,12 +470,16 @@ def _demote_unless_source_lost(run: Run, name: str) -> bool:
             answered.set()
 
     def demote_in_its_slot(image: str) -> bool:
+        run.demoting[image] = time.monotonic()
         threading.Thread(target=demote, name=f"demote {image}", daemon=True).start()
-        while not answered.wait(0.25):
-            if run.lost.is_set():
-                run.abandoned.add(image)
-                run.journal.write("demote-left-running", volume=image, site=source.site)
-                return False
+        try:
+            while not answered.wait(0.25):
+                if run.lost.is_set():
+                    run.abandoned.add(image)
+                    run.journal.write("demote-left-running", volume=image, site=source.site)
+                    return False
+        finally:
+            run.demoting.pop(image, None)
         if answer[0] is not None:
             raise answer[0]
         return True

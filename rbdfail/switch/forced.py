@@ -1,13 +1,17 @@
 """Forced promotes: the copy made primary without its source, and the lock rbd-mirror holds.
 
 Once the source is lost, a forced promote of a snapshot-mode copy waits for the target's own
-rbd-mirror to let go of the copy; `LockTaker` takes the lock when it does not (see its
-docstring for what was measured and read in librbd).
+rbd-mirror to let go of the copy. So the daemon is taken out of the way first, once for the
+whole run (`take_daemon_out`: its addresses blocklisted, one monitor command each), and the
+promotes then go through without any hand-off (docs/design/taking-the-daemon-out.md). Where
+that cannot be done (the blocklist refused, say), `LockTaker` takes each copy's lock when its
+hand-off stalls (see its docstring for what was measured and read in librbd).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from tenacity import (
@@ -21,12 +25,62 @@ from tenacity import (
 
 from rbdfail.cluster import Cluster
 from rbdfail.errors import CephError, ImageBusy, InvalidState, OperationTimedOut
-from rbdfail.switch.model import Action, VolumeOutcome
+from rbdfail.switch.model import Action, DaemonOut, VolumeOutcome
 from rbdfail.switch.run import Run
+
+
+def take_daemon_out(run: Run) -> DaemonOut:
+    """Blocklist the target's rbd-mirror once for the run (the first forced promote does it,
+    the others wait for it), then have librbd break its dead locks without a blocklist entry
+    per image. Only the connections that hold the run's copies' locks and watch the pool's
+    `rbd_mirroring` object are blocklisted: never a client of the volumes."""
+    with run.daemon_out_lock:
+        if run.daemon_out is not None:
+            return run.daemon_out
+        target, begun = run.raw_target, time.monotonic()
+        seconds = run.options.daemon_out_s
+        run.journal.write("take-daemon-out", site=target.site, images=len(run.copies))
+        clients: dict[str, str] = {}
+        try:
+            run.lock_held()
+            clients = target.mirror_daemon_addresses(run.copies)
+            for address in sorted(set(clients.values())):
+                run.lock_held()
+                target.blocklist(address, seconds)
+            target.blocklist_on_break_lock(False)
+        except CephError as exc:
+            run.daemon_out = DaemonOut(
+                target.site, clients, seconds, time.monotonic() - begun, exc.reason
+            )
+            run.journal.write("daemon-not-out", site=target.site, error=exc.reason)
+            return run.daemon_out
+        run.daemon_out = DaemonOut(target.site, clients, seconds, time.monotonic() - begun)
+        run.journal.write(
+            "daemon-out",
+            site=target.site,
+            clients=sorted(clients),
+            addresses=run.daemon_out.addresses,
+            expires_s=seconds,
+        )
+        # Its locks are a dead holder's now: journal copies' are taken at once (free_from_daemon).
+        run.taking_locks.set()
+        return run.daemon_out
+
+
+def _promote_forced(run: Run, name: str) -> None:
+    """One forced promote, outside the call slots (it waits on latency, not on Ceph's work),
+    at most Options.forced_in_flight at once."""
+    with run.forced_gate:
+        run.lock_held()
+        run.raw_target.promote(name, force=True)
 
 
 def force_promote(run: Run, name: str, outcome: Callable[..., VolumeOutcome]) -> VolumeOutcome:
     target = run.sites.target
+    if run.lost.is_set() and run.options.break_locks_after is not None:
+        out = take_daemon_out(run)
+        if out.error is None:
+            return _force_promote_daemon_out(run, name, outcome, out)
     grace = run.options.break_locks_after if run.lost.is_set() else None
     taker = LockTaker(run, name, grace) if grace is not None else None
     run.step(name, "force-promote", site=target.site)
@@ -34,7 +88,7 @@ def force_promote(run: Run, name: str, outcome: Callable[..., VolumeOutcome]) ->
         if taker is not None:
             taker.start()
         try:
-            target.promote(name, force=True)
+            _promote_forced(run, name)
         except (ImageBusy, OperationTimedOut) as exc:
             if taker is None:
                 raise
@@ -44,7 +98,7 @@ def force_promote(run: Run, name: str, outcome: Callable[..., VolumeOutcome]) ->
                 # target that does not answer fails the same way: seen on the lab (disaster
                 # test, the re-run once the secondary was back from a storage outage) one
                 # forced promote of four timed out after 4 s while the others went through.
-                target.promote(name, force=True)
+                _promote_forced(run, name)
             else:
                 # EROFS: the lock holder refused to let go (seen on the lab right after
                 # another run took locks from the same daemon): take it now. ETIMEDOUT 2 s
@@ -60,7 +114,7 @@ def force_promote(run: Run, name: str, outcome: Callable[..., VolumeOutcome]) ->
                     reraise=True,
                 ):
                     with attempt:
-                        target.promote(name, force=True)
+                        _promote_forced(run, name)
     except InvalidState:
         if not target.mirror_info(name).primary:
             raise
@@ -71,6 +125,39 @@ def force_promote(run: Run, name: str, outcome: Callable[..., VolumeOutcome]) ->
     holders = taker.holders if taker is not None else []
     kept = free_from_daemon(run, name) if run.lost.is_set() else None
     taken = f" (its lock taken from {', '.join(holders)})" if holders else ""
+    return outcome(
+        Action.FORCE_PROMOTED,
+        detail=f"primary on {target.site}{taken}; {run.sites.source_id} may still hold it "
+        f"as primary{kept or ''}",
+    )
+
+
+def _force_promote_daemon_out(
+    run: Run, name: str, outcome: Callable[..., VolumeOutcome], out: DaemonOut
+) -> VolumeOutcome:
+    target = run.sites.target
+    run.step(name, "force-promote", site=target.site, daemon_out=bool(out.clients))
+    try:
+        # An EROFS or ETIMEDOUT right after a lock changed hands went through on the next
+        # try (lab, after takes): the same few tries here.
+        for attempt in Retrying(
+            retry=retry_if_exception_type((ImageBusy, OperationTimedOut)),
+            stop=stop_after_attempt(3),
+            wait=wait_fixed(1),
+            reraise=True,
+        ):
+            with attempt:
+                _promote_forced(run, name)
+    except InvalidState:
+        if not target.mirror_info(name).primary:
+            raise
+    run.step(name, "force-promoted", site=target.site)
+    kept = free_from_daemon(run, name)
+    taken = (
+        f" ({target.site}'s rbd-mirror blocklisted for {out.expires_s}s first)"
+        if out.clients
+        else ""
+    )
     return outcome(
         Action.FORCE_PROMOTED,
         detail=f"primary on {target.site}{taken}; {run.sites.source_id} may still hold it "

@@ -10,7 +10,7 @@ from typing import Any, cast
 from rbdfail.cluster import Cluster
 from rbdfail.errors import CephError
 from rbdfail.state import Journal
-from rbdfail.switch.model import Observer, Options
+from rbdfail.switch.model import DaemonOut, Observer, Options
 from rbdfail.switch.sites import Sites
 from rbdfail.workers import CallSlots, Throttled
 
@@ -58,6 +58,15 @@ class Run:
     lock_held: Callable[[], None] = lambda: None  # raises once the run's lock is not held
     # A forced promote's hand-off stalled and a lock had to be taken: take the next at once.
     taking_locks: threading.Event = field(default_factory=threading.Event)
+    # The images this run works on: whose lock holders name the target's rbd-mirror.
+    copies: tuple[str, ...] = ()
+    # The target's rbd-mirror taken out (once per run, under daemon_out_lock); None: not yet.
+    daemon_out: DaemonOut | None = None
+    daemon_out_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Bounds forced promotes, which bypass the call slots (Options.forced_in_flight).
+    forced_gate: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(500))
+    # Demotes in flight: volume -> when it started (monotonic), for the source's watcher.
+    demoting: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def step(self, name: str, step: str, **fields: Any) -> None:

@@ -164,6 +164,9 @@ def prepare_switch(
     plan = replace(
         plan,
         breaks_locks_after=request.options.break_locks_after,
+        takes_daemon_out_s=None
+        if request.options.break_locks_after is None
+        else request.options.daemon_out_s,
         warnings=(*warnings, *plan.warnings),
     )
     return PreparedSwitch(config, request, sites, state, plan, journal, lock, corrupt_state)
