@@ -468,8 +468,8 @@ def _promote_when_propagated(run: Run, name: str, deadline: float) -> None:
         reraise=True,
     ):
         with attempt:
-            # Snapshot mode: not before the copy has replayed the peer since it demoted itself
-            # (journal mode shows nothing python-rbd can read of it: not covered).
+            # Not before the copy has replayed the peer since it demoted itself (both modes):
+            # Ceph would promote it at once without the peer's newest writes.
             target.promote(name, only_if_replayed=True)
     run.step(name, "promoted", site=target.site)
 
