@@ -206,8 +206,12 @@ def _known_outcome(volume: PlannedVolume) -> VolumeOutcome:
 def _record(
     state: State, plan: FailoverPlan, outcomes: Sequence[VolumeOutcome]
 ) -> tuple[list[VolumeOutcome], State]:
-    """Each volume's status afterwards, and the new state (the old one when nothing moved)."""
-    moved = any(o.action.succeeded or o.action == Action.RESTORED for o in outcomes)
+    """Each volume's status afterwards, and the new state (the old one when nothing moved).
+
+    Only a replicated volume primary on the target counts as moved: a restored unreplicated
+    volume does not, or a failback that refused every replicated volume would call the target
+    active and restore statuses while every replicated volume is still on the source."""
+    moved = any(o.action.succeeded for o in outcomes)
     records = dict(state.volumes)
     final = []
     for outcome in outcomes:
