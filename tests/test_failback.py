@@ -429,3 +429,31 @@ def test_failback_that_moves_no_replicated_volume__leaves_state_as_it_was(
     assert report.active_backend == "secondary"
     assert read_state(config.state_dir) == before
     assert outcomes["vm-1"].status == before.volume("vm-1").status
+
+
+def test_failback__a_late_demote_lands_before_the_stale_copy_s_own__resynced_not_failed(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Issue 28 item 2: a demote left running on a lost source completes once it is back, so
+    the copy the failback found primary is not primary by the time it demotes it: Ceph answers
+    EINVAL. Never demote what is not primary: the copy is read again and resynced."""
+    names = ["s-1", "j-1"]
+    replicated(primary, secondary, names)
+    forced_failover(config, fake_ceph, names)
+    for name in names:
+        secondary.write(name, 0, b"newest: written on secondary")
+    recorder = Recorder()
+
+    def late_demote(name: str, step: str) -> None:
+        if step == "demote-stale" and primary_on(primary, name):
+            primary.demote(name)  # the earlier run's demote, completing late
+
+    recorder.on_step = late_demote
+
+    report = back(config, fake_ceph, observer=recorder)
+
+    assert report.result == "complete", report.volumes
+    for name in names:
+        assert by_name(report)[name].action == Action.RESYNCED_PROMOTED
+        assert primary_on(primary, name) and not primary_on(secondary, name)
+        assert primary.read(name, 0, 28) == b"newest: written on secondary"
