@@ -225,3 +225,49 @@ def test_failback__demoted_then_forced__default_s_copy_split_brain__resynced_wit
         if mirror.is_running() and mirror.status() == psutil.STATUS_STOPPED:
             mirror.send_signal(signal.SIGCONT)
         remove_everywhere(sites, names)
+
+
+def replaying(cluster: Cluster, name: str) -> None:
+    eventually(lambda: cluster.mirror_status(name).state == ReplayState.REPLAYING, 60, interval=1)
+
+
+def test_failover_after_a_failback__journal_copy_not_replaying__rolled_back_with_the_write(
+    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    """Issue 28 item 1: after a failback the secondary's journal copy was demoted by the
+    secondary itself; with its replay not resumed (its rbd-mirror stopped), Ceph promotes it
+    without force at once, without default's newest write (measured by hand: promoted, the
+    write missing). The failover waits for the proof within the volume's budget, then rolls
+    back: primary on default again, with the write, and the volume named."""
+    primary, secondary = sites
+    name = f"{image_name}-j1"
+    mirror = psutil.Process(lab.lab.sites()["secondary"].pids["rbd-mirror"])
+    try:
+        mirrored_and_replaying(config_file, primary, secondary, [name])
+        # Each switch waits for the copy it leaves behind to replay the new primary: switched
+        # back before that (within a second), default's copy replayed nothing of the
+        # secondary for 60 s and the failback rolled back, as it must.
+        code, report = rbdfail(config_file, "failover", "--to", "secondary", "--yes")
+        assert check_exit(code, report, image_name)[name] == "demoted+promoted"
+        replaying(primary, name)
+        code, report = rbdfail(config_file, "failback", "--yes")
+        assert check_exit(code, report, image_name)[name] == "demoted+promoted"
+        replaying(secondary, name)
+        mirror.send_signal(signal.SIGSTOP)
+        try:
+            write_chunk(primary, name, 1)
+            newest = digest(primary, name)
+            code, report = rbdfail(
+                config_file, "failover", "--to", "secondary", "--yes", "--timeout", "10"
+            )
+        finally:
+            mirror.send_signal(signal.SIGCONT)
+        outcome = {v["name"]: v for v in report["volumes"]}[name]
+        assert outcome["action"] == "failed" and "rolled back" in outcome["error"], outcome
+        assert code in (1, 3), report
+        assert primary.mirror_info(name).primary and not secondary.mirror_info(name).primary
+        assert digest(primary, name) == newest
+    finally:
+        if mirror.is_running() and mirror.status() == psutil.STATUS_STOPPED:
+            mirror.send_signal(signal.SIGCONT)
+        remove_everywhere(sites, [name])
