@@ -408,9 +408,7 @@ class CephCluster(Cluster):
 
     def promote(self, name: str, force: bool = False, only_if_replayed: bool = False) -> None:
         with self._image(name) as image:
-            if only_if_replayed and _newest_mirror_state(image) == (
-                MirrorSnapshotState.PRIMARY_DEMOTED
-            ):
+            if only_if_replayed and self._demoted_here_since(image):
                 raise ImageBusy(UNREPLAYED, site=self.site, image=name)
             try:
                 image.mirror_image_promote(force)
@@ -426,6 +424,14 @@ class CephCluster(Cluster):
                 ):
                     raise InvalidState(NOTHING_TO_PROMOTE, site=self.site, image=name) from exc
                 raise
+
+    def _demoted_here_since(self, image: Any) -> bool:
+        """Whether the open copy was demoted by this site itself and has replayed nothing of
+        the peer since: snapshot mode, its newest mirror snapshot is its own demotion; journal
+        mode, its journal's newest tag is an orphan tag whose predecessor is local."""
+        if image.features() & rbd.RBD_FEATURE_JOURNALING:
+            return _journal_demoted_here(self._ioctx, image.id())
+        return _newest_mirror_state(image) == MirrorSnapshotState.PRIMARY_DEMOTED
 
     def last_mirror_snapshot(self, name: str) -> tuple[MirrorSnapshotState, bool] | None:
         with self._image(name, read_only=True) as image:
@@ -858,6 +864,58 @@ def _newest_mirror_snapshot(image: Any) -> tuple[MirrorSnapshotState, bool] | No
 def _newest_mirror_state(image: Any) -> MirrorSnapshotState | None:
     newest = _newest_mirror_snapshot(image)
     return newest[0] if newest else None
+
+
+# librbd's journal tag owners (librbd/Journal.h): a tag's mirror_uuid is "" when this site
+# wrote it as primary, "<orphan>" for a demotion, else the peer's mirror uuid (replayed).
+_LOCAL_MIRROR_UUID = ""
+_ORPHAN_MIRROR_UUID = "<orphan>"
+
+
+def _journal_demoted_here(ioctx: Any, image_id: str) -> bool:
+    """Whether the journal's newest tag is this site's own demotion, nothing of the peer
+    replayed after it. librbd promotes such a copy without force at once, whatever the peer
+    wrote since (measured: it promoted without the peer's newest write). A copy that replayed
+    the peer's demotion has an orphan tag whose predecessor is the peer's mirror uuid, and
+    replay is in order, so that tag comes after every write the peer made before it.
+
+    Read from the header object `journal.<image id>` (cls_journal): `next_tag_tid` (u64), and
+    the newest tag under `tag_<tid as 16 hex digits>`: ENCODE_START, tid, tag_class, then its
+    data (librbd TagData: mirror_uuid, predecessor mirror_uuid, ...). A header that cannot be
+    read or decoded counts as not replayed: the promote waits, never goes through blind."""
+    header = f"journal.{image_id}"
+    next_tid = _omap_values(ioctx, header, ["next_tag_tid"]).get("next_tag_tid")
+    if next_tid is None or len(next_tid) < 8:
+        return True
+    newest = struct.unpack_from("<Q", next_tid)[0] - 1
+    key = f"tag_{newest:016x}"
+    raw = _omap_values(ioctx, header, [key]).get(key)
+    if raw is None:
+        return True
+    try:
+        data_at = 6 + 16
+        (size,) = struct.unpack_from("<I", raw, data_at)
+        data = raw[data_at + 4 : data_at + 4 + size]
+        owner, offset = _decoded_string(data, 0)
+        predecessor, _ = _decoded_string(data, offset)
+    except (struct.error, UnicodeDecodeError):
+        return True
+    return owner == _ORPHAN_MIRROR_UUID and predecessor == _LOCAL_MIRROR_UUID
+
+
+def _omap_values(ioctx: Any, obj: str, keys: list[str]) -> dict[str, bytes]:
+    with rados.ReadOpCtx() as op:
+        values, _ = ioctx.get_omap_vals_by_keys(op, tuple(keys))
+        ioctx.operate_read_op(op, obj)
+        return {key: bytes(value) for key, value in values}
+
+
+def _decoded_string(raw: bytes, offset: int) -> tuple[str, int]:
+    (size,) = struct.unpack_from("<I", raw, offset)
+    end = offset + 4 + size
+    if end > len(raw):
+        raise struct.error("string past the end")
+    return raw[offset + 4 : end].decode(), end
 
 
 def _bits(features: Iterable[Feature]) -> int:

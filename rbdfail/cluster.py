@@ -283,10 +283,12 @@ class Cluster(DrillReads):  # DrillReads: the drill's calls, above
 
     @abstractmethod
     def promote(self, name: str, force: bool = False, only_if_replayed: bool = False) -> None:
-        """`only_if_replayed` (non-forced): ImageBusy while the copy's newest mirror snapshot is
-        its own demotion, i.e. it has not replayed the peer's promotion since. Ceph promotes
-        such a copy without force at once, without the peer's writes (measured, issue 13).
-        Checked in the same image open as the promote: no call of its own."""
+        """`only_if_replayed` (non-forced): ImageBusy while the copy was demoted here itself and
+        has not replayed the peer since: snapshot mode, its newest mirror snapshot is its own
+        demotion; journal mode, its journal's newest tag is its own demotion (an orphan tag
+        with a local predecessor). Ceph promotes such a copy without force at once, without
+        the peer's writes (measured, issues 13 and 28). Checked in the same image open as the
+        promote: no call of its own (journal mode: two omap reads of the journal's header)."""
 
     @abstractmethod
     def last_mirror_snapshot(self, name: str) -> tuple[MirrorSnapshotState, bool] | None:

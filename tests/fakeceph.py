@@ -108,7 +108,8 @@ class FakeImage:
     # Forced to primary in journal mode while its rbd-mirror was stuck: the daemon kept the lock.
     daemon_kept_lock: bool = False
     # Demoted by this site itself, the peer's later promotion not replayed here since: Ceph
-    # promotes it without force all the same (its newest mirror snapshot: primary-demoted).
+    # promotes it without force all the same, in both modes (snapshot mode: its newest mirror
+    # snapshot is primary-demoted; journal mode: its journal's newest tag is its own orphan).
     demoted_here: bool = False
     users: list[ImageUser] = field(default_factory=list)  # clients with it open (tests set them)
     # Its mirror snapshots, oldest first (drills; see `FakeCluster._take_mirror_snapshot`).
@@ -125,6 +126,9 @@ class FakeSite:
     peers: list[Peer] = field(default_factory=list)
     frozen: bool = False
     mirror_daemon_up: bool = True  # False: the statuses say rbd-mirror is down, as Ceph's do
+    # Its rbd-mirror replays nothing from its peers (paused, or its replay not resumed after a
+    # switch): what is due to this site waits, as on the lab with the daemon SIGSTOPped.
+    replay_paused: bool = False
     # Its rbd-mirror does not let go of a copy's lock when asked (stuck on a lost peer):
     # a forced promote waits for ever, or (refuses) is answered EROFS at once.
     handoff_stalls: bool = False
@@ -254,7 +258,8 @@ class FakeCeph:
         now, waiting = self.clock(), []
         for item in self._pending:
             due, source, target, action = item
-            if due <= now and not self.sites[source].frozen and not self.sites[target].frozen:
+            blocked = self.sites[source].frozen or self.sites[target].frozen
+            if due <= now and not blocked and not self.sites[target].replay_paused:
                 action(self.sites[target])
             else:
                 waiting.append(item)
@@ -519,10 +524,8 @@ class FakeCluster(Cluster):
             raise ImageBusy("the copy's lock holder will not let go", site=self.site, image=name)
         with self.world.lock:
             image = self._get(self._enter("promote", name), name)
-            if only_if_replayed and self.last_mirror_snapshot(name) == (
-                MirrorSnapshotState.PRIMARY_DEMOTED,
-                True,
-            ):
+            demoted_here = image.demoted_here and image.mirror_state == MirrorState.ENABLED
+            if only_if_replayed and demoted_here and not image.primary:
                 raise ImageBusy(UNREPLAYED, site=self.site, image=name)
             if image.mirror_state != MirrorState.ENABLED or image.primary:
                 raise InvalidState(

@@ -282,19 +282,50 @@ def test_demote_then_promote_on_peer__moves_primary_with_the_data(
 def test_promote_back_where_it_was_demoted__needs_no_propagation(
     sites: TwoSites, image_name: str
 ) -> None:
-    mirrored(sites, image_name)
-    sites.a.demote(image_name)
-    # What a switch's promote asks: refused, since this copy holds nothing of the peer since.
-    with pytest.raises(ImageBusy):
-        sites.a.promote(image_name, only_if_replayed=True)
-    assert sites.a.mirror_info(image_name).primary is False
-    sites.a.promote(image_name)  # the rollback failover relies on: no wait, no force
-    assert sites.a.mirror_info(image_name).primary is True
     journal = f"{image_name}-j"
-    mirrored(sites, journal, MirrorMode.JOURNAL)
-    sites.a.demote(journal)
-    sites.a.promote(journal, only_if_replayed=True)  # journal mode: nothing to tell by
-    assert sites.a.mirror_info(journal).primary is True
+    for name, mode in ((image_name, MirrorMode.SNAPSHOT), (journal, MirrorMode.JOURNAL)):
+        mirrored(sites, name, mode)
+        sites.a.demote(name)
+        # What a switch's promote asks: refused in both modes, since this copy holds nothing
+        # of the peer since (journal mode: its newest journal tag is its own demotion).
+        with pytest.raises(ImageBusy):
+            sites.a.promote(name, only_if_replayed=True)
+        assert sites.a.mirror_info(name).primary is False
+        sites.a.promote(name)  # the rollback failover relies on: no wait, no force
+        assert sites.a.mirror_info(name).primary is True
+
+
+def test_journal_round_trip__the_checked_promote_waits_for_the_peers_demotion__with_its_write(
+    sites: TwoSites, image_name: str
+) -> None:
+    """Issue 28: a journal copy demoted by its own site is promotable by Ceph without force at
+    once; the checked promote (`only_if_replayed`) goes through only once the copy has replayed
+    the peer's demotion, and then holds the peer's last write."""
+    mirrored(sites, image_name, MirrorMode.JOURNAL)
+    sites.replaying_on_b(image_name)  # demoted mid-bootstrap, the copy stayed EBUSY past 60 s
+    sites.a.demote(image_name)
+    eventually(
+        lambda: sites.b.promote(image_name, only_if_replayed=True) is None,
+        sites.patience,
+        (ImageBusy,),
+    )
+    # Demoted before a's rbd-mirror had started replaying b (within 1 s of b's promote), the
+    # copy on a never got b's write (still refused after 60 s): the refusal is the point,
+    # but a round trip that ends promoted needs a's replayer running first.
+    eventually(
+        lambda: sites.a.mirror_status(image_name).state == ReplayState.REPLAYING,
+        sites.patience,
+        interval=0.5,
+    )
+    payload = b"written on b" * 40
+    sites.b.write(image_name, 4096, payload)
+    sites.b.demote(image_name)
+    eventually(
+        lambda: sites.a.promote(image_name, only_if_replayed=True) is None,
+        sites.patience,
+        (ImageBusy,),
+    )
+    assert sites.a.read(image_name, 4096, len(payload)) == payload
 
 
 def test_newest_mirror_snapshot__says_who_demoted__journal_mode_has_none(

@@ -379,3 +379,81 @@ def test_failback__split_copy_here_and_the_source_lost__not_forced(
     outcome = by_name(report)["j-1"]
     assert outcome.action == Action.FAILED and "split-brain here" in str(outcome.error)
     assert calls(fake_ceph, "default", "promote") == []
+
+
+def test_failover_after_a_failback__journal_copy_not_replayed__rolled_back_not_promoted(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Issue 28 item 1: the secondary's journal copy was demoted by the failback itself and
+    its replay has not resumed: Ceph would promote it without force at once, without the write
+    made at home. The switch waits for the proof within the volume's budget, then rolls back."""
+    replicated(primary, secondary, ["j-1"])
+    assert run(config, fake_ceph).result == "complete"
+    eventually(lambda: not primary.mirror_info("j-1").primary, 2)
+    assert back(config, fake_ceph).result == "complete"
+    fake_ceph.sites["secondary"].replay_paused = True
+    primary.write("j-1", 0, b"written on default after the failback")
+
+    report = run(config, fake_ceph, volume_timeout=1.0)
+
+    outcome = by_name(report)["j-1"]
+    assert report.result == "failed"  # its only volume: nothing moved
+    assert outcome.action == Action.FAILED and "rolled back" in str(outcome.error)
+    assert primary_on(primary, "j-1") and not primary_on(secondary, "j-1")
+    assert primary.read("j-1", 0, 37) == b"written on default after the failback"
+    fake_ceph.sites["secondary"].replay_paused = False
+
+
+def test_failback_that_moves_no_replicated_volume__leaves_state_as_it_was(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Issue 28 item 3: after a forced failover and writes on the secondary, default back and
+    the secondary lost, the failback refuses every replicated volume (their newest writes are
+    on the secondary); it must not call default active nor restore the unreplicated volumes."""
+    names = ["s-1", "j-1"]
+    replicated(primary, secondary, names)
+    primary.create_image("vm-1", 1 << 20)
+    write_state(config.state_dir, State(volumes={"vm-1": VolumeRecord("in-use")}))
+    forced_failover(config, fake_ceph, names)
+    for name in names:
+        secondary.write(name, 0, b"newest: written on secondary")
+    before = read_state(config.state_dir)
+    assert before.active_backend == "secondary"
+    fake_ceph.freeze("secondary")
+
+    report = back(config, fake_ceph)
+
+    outcomes = by_name(report)
+    assert {outcomes[n].action for n in names} == {Action.FAILED}
+    assert report.result == "failed"
+    assert report.active_backend == "secondary"
+    assert read_state(config.state_dir) == before
+    assert outcomes["vm-1"].status == before.volume("vm-1").status
+
+
+def test_failback__a_late_demote_lands_before_the_stale_copy_s_own__resynced_not_failed(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Issue 28 item 2: a demote left running on a lost source completes once it is back, so
+    the copy the failback found primary is not primary by the time it demotes it: Ceph answers
+    EINVAL. Never demote what is not primary: the copy is read again and resynced."""
+    names = ["s-1", "j-1"]
+    replicated(primary, secondary, names)
+    forced_failover(config, fake_ceph, names)
+    for name in names:
+        secondary.write(name, 0, b"newest: written on secondary")
+    recorder = Recorder()
+
+    def late_demote(name: str, step: str) -> None:
+        if step == "demote-stale" and primary_on(primary, name):
+            primary.demote(name)  # the earlier run's demote, completing late
+
+    recorder.on_step = late_demote
+
+    report = back(config, fake_ceph, observer=recorder)
+
+    assert report.result == "complete", report.volumes
+    for name in names:
+        assert by_name(report)[name].action == Action.RESYNCED_PROMOTED
+        assert primary_on(primary, name) and not primary_on(secondary, name)
+        assert primary.read(name, 0, 28) == b"newest: written on secondary"

@@ -32,6 +32,7 @@ from rbdfail.switch.usecase import run_switch
 from tests.conftest import RunningLab
 from tests.helpers import eventually
 from tests.test_failover_lab import (  # noqa: F401 - fixtures
+    MiB,
     check_exit,
     config_file,
     digest,
@@ -225,3 +226,95 @@ def test_failback__demoted_then_forced__default_s_copy_split_brain__resynced_wit
         if mirror.is_running() and mirror.status() == psutil.STATUS_STOPPED:
             mirror.send_signal(signal.SIGCONT)
         remove_everywhere(sites, names)
+
+
+def replaying(cluster: Cluster, name: str) -> None:
+    eventually(lambda: cluster.mirror_status(name).state == ReplayState.REPLAYING, 60, interval=1)
+
+
+def test_failover_after_a_failback__journal_copy_not_replaying__rolled_back_with_the_write(
+    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    """Issue 28 item 1: after a failback the secondary's journal copy was demoted by the
+    secondary itself; with its replay not resumed (its rbd-mirror stopped), Ceph promotes it
+    without force at once, without default's newest write (measured by hand: promoted, the
+    write missing). The failover waits for the proof within the volume's budget, then rolls
+    back: primary on default again, with the write, and the volume named."""
+    primary, secondary = sites
+    name = f"{image_name}-j1"
+    mirror = psutil.Process(lab.lab.sites()["secondary"].pids["rbd-mirror"])
+    try:
+        mirrored_and_replaying(config_file, primary, secondary, [name])
+        # The failback waits for default's copy to replay the secondary: switched back before
+        # that (within a second), it replayed nothing of the secondary for 60 s and the
+        # failback rolled back, as it must.
+        code, report = rbdfail(config_file, "failover", "--to", "secondary", "--yes")
+        assert check_exit(code, report, image_name)[name] == "demoted+promoted"
+        replaying(primary, name)
+        # Stopped before the failback, the secondary's rbd-mirror never replays default's
+        # promotion: the copy's newest journal tag stays its own demotion. Once it had replayed
+        # that promotion, Ceph itself refused the plain promote (EBUSY): no loss to show.
+        mirror.send_signal(signal.SIGSTOP)
+        try:
+            code, report = rbdfail(config_file, "failback", "--yes")
+            assert check_exit(code, report, image_name)[name] == "demoted+promoted"
+            write_chunk(primary, name, 1)
+            newest = digest(primary, name)
+            code, report = rbdfail(
+                config_file, "failover", "--to", "secondary", "--yes", "--timeout", "10"
+            )
+        finally:
+            mirror.send_signal(signal.SIGCONT)
+        outcome = {v["name"]: v for v in report["volumes"]}[name]
+        assert outcome["action"] == "failed" and "rolled back" in outcome["error"], outcome
+        assert code in (1, 3), report
+        assert primary.mirror_info(name).primary and not secondary.mirror_info(name).primary
+        assert digest(primary, name) == newest
+    finally:
+        if mirror.is_running() and mirror.status() == psutil.STATUS_STOPPED:
+            mirror.send_signal(signal.SIGCONT)
+        remove_everywhere(sites, [name])
+
+
+def test_failback_that_moves_nothing__secondary_lost__state_json_as_it_was(
+    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    """Issue 28 item 3: after a forced failover and a write on the secondary, default back and
+    the secondary lost, the failback refuses the volume (its newest write is on the secondary)
+    and must leave state.json as it was: active backend and the unreplicated volume's status."""
+    primary, secondary = sites
+    name, plain = f"{image_name}-j1", f"{image_name}-plain"
+    primary.create_image(plain, MiB)
+    try:
+        mirrored_and_replaying(config_file, primary, secondary, [name])
+        lab.lab.freeze("primary")
+        try:
+            code, report = rbdfail(
+                config_file, "failover", "--to", "secondary", "--yes", "--connect-timeout", "3"
+            )
+        finally:
+            lab.lab.thaw("primary")
+        assert check_exit(code, report, image_name)[name] == "force-promoted"
+        write_chunk(secondary, name, 1)
+        state_file = config_file.parent / "state" / "state.json"
+        before = state_file.read_text()
+        assert json.loads(before)["active_backend"] == "secondary"
+        lab.lab.freeze("secondary")
+        try:
+            # The failover's lock on default was left to lapse once default was lost (30 s).
+            def failed_back() -> tuple[int, dict[str, Any]] | None:
+                ran = rbdfail(config_file, "failback", "--yes", "--connect-timeout", "3")
+                return None if ran[0] == 4 else ran
+
+            ran = eventually(failed_back, 60, interval=5)
+        finally:
+            lab.lab.thaw("secondary")
+        assert ran is not None
+        code, report = ran
+        outcome = {v["name"]: v for v in report["volumes"]}[name]
+        assert outcome["action"] == "failed", outcome
+        assert report["active_backend"] == "secondary", report
+        assert state_file.read_text() == before
+        assert secondary.mirror_info(name).primary
+    finally:
+        remove_everywhere(sites, [name, plain])

@@ -272,8 +272,12 @@ def _known_outcome(volume: PlannedVolume) -> VolumeOutcome:
 def _record(
     state: State, plan: FailoverPlan, outcomes: Sequence[VolumeOutcome]
 ) -> tuple[list[VolumeOutcome], State]:
-    """Each volume's status afterwards, and the new state (the old one when nothing moved)."""
-    moved = any(o.action.succeeded or o.action == Action.RESTORED for o in outcomes)
+    """Each volume's status afterwards, and the new state (the old one when nothing moved).
+
+    Only a replicated volume primary on the target counts as moved: a restored unreplicated
+    volume does not, or a failback that refused every replicated volume would call the target
+    active and restore statuses while every replicated volume is still on the source."""
+    moved = any(o.action.succeeded for o in outcomes)
     records = dict(state.volumes)
     final = []
     for outcome in outcomes:
@@ -494,7 +498,15 @@ def _resync_stale_copy(run: Run, name: str) -> str | None:
     target = run.sites.target
     if target.mirror_info(name).primary:
         run.step(name, "demote-stale", site=target.site)
-        target.demote(name)
+        try:
+            target.demote(name)
+        except InvalidState:
+            # Never demote what is not primary: a demote an earlier run left running on this
+            # site (then lost) may complete late, between the read above and this call (Ceph
+            # answers EINVAL). Not primary now is what this step wanted.
+            if target.mirror_info(name).primary:
+                raise
+            run.step(name, "demoted-stale", site=target.site, note="was not primary any more")
     run.step(name, "resync", site=target.site)
     requested = datetime.now(UTC)
     target.resync(name)
@@ -538,8 +550,8 @@ def _promote_when_propagated(run: Run, name: str, deadline: float) -> None:
         reraise=True,
     ):
         with attempt:
-            # Snapshot mode: not before the copy has replayed the peer since it demoted itself
-            # (journal mode shows nothing python-rbd can read of it: not covered).
+            # Not before the copy has replayed the peer since it demoted itself (both modes):
+            # Ceph would promote it at once without the peer's newest writes.
             target.promote(name, only_if_replayed=True)
     run.step(name, "promoted", site=target.site)
 
