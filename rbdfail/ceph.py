@@ -111,8 +111,8 @@ _MIRROR_STATES = {
     rbd.RBD_MIRROR_IMAGE_DISABLING: MirrorState.DISABLING,
     rbd.RBD_MIRROR_IMAGE_ENABLED: MirrorState.ENABLED,
     rbd.RBD_MIRROR_IMAGE_DISABLED: MirrorState.DISABLED,
-    # librbd's RBD_MIRROR_IMAGE_CREATING, which python-rbd does not export (seen on the lab
-    # while rbd-mirror creates the peer's copy).
+    # librbd's RBD_MIRROR_IMAGE_CREATING, which python-rbd does not export: the state of a
+    # copy while rbd-mirror creates it from the peer's image.
     3: MirrorState.CREATING,
 }
 _SNAPSHOT_STATES = {
@@ -493,8 +493,9 @@ class CephCluster(Cluster):
             # A daemon whose pool replayer restarted (after a blocklist) has a new connection.
             daemons = self._rbd_mirror_clients(max_age=5)
         # A holder that no longer watches the image is dead: a daemon connection blocklisted by
-        # an earlier run's take (no longer an `rbd_mirroring` watcher either) kept a journal
-        # copy's lock, and writes failed EINVAL (lab, full test run). Its lock is safe to take.
+        # an earlier run's take (no longer an `rbd_mirroring` watcher either) can keep a journal
+        # copy's lock, refusing writes (EINVAL; docs/design/taking-locks.md). Its lock is safe
+        # to take.
         return [client for client in holders if client in daemons or client not in watching]
 
     def break_image_lock(self, name: str, only: Collection[str] | None = None) -> list[str]:
