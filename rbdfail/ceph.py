@@ -83,8 +83,9 @@ except ImportError as exc:  # pragma: no cover - depends on the host
 # bounds: see `break_image_lock` and switch/engine.py `_take_copy_lock`.) The floor,
 # OSD_OP_FLOOR_S, is in limits.py: the engine's time limits allow for it too.
 # How long Ceph blocklists the holder of a lock that `break_image_lock` breaks: this site's
-# rbd-mirror when the peer is lost. Measured: the daemon resumed by itself once the entry
-# lapsed (its pool replayer retries every 5 s); Ceph's default is an hour.
+# rbd-mirror when the peer is lost. Short, so the daemon resumes by itself once the entry
+# lapses (its pool replayer retries every 5 s; docs/design/taking-the-daemon-out.md); Ceph's
+# default is an hour.
 BLOCKLIST_S = 60
 _LOCK_MAY_RENEW = 1  # LIBRADOS_LOCK_FLAG_MAY_RENEW, which python-rados does not export
 _LOCK_HOLDER_XATTR = "rbdfail.holder"
@@ -341,10 +342,10 @@ class CephCluster(Cluster):
             image.metadata_remove(key)
 
     def metadata_values(self, key: str) -> dict[str, str]:
-        # Opening 1000 images to read one key took 2.8 s on the lab; librbd keeps image metadata
-        # as `metadata_<key>` in the omap of the image's header object, and reading that omap
-        # key directly took 0.14 s for the same 1000. The contract test holds this to librbd's
-        # own metadata_set.
+        # Not an image open per volume, which costs far more for many images: librbd keeps image
+        # metadata as `metadata_<key>` in the omap of the image's header object, and that omap
+        # key is read directly (docs/performance.md has the timings). The contract test holds
+        # this to librbd's own metadata_set.
         with self._op():
             ids = {entry["id"]: entry["name"] for entry in self._rbd.list2(self._ioctx)}
 
