@@ -83,8 +83,9 @@ except ImportError as exc:  # pragma: no cover - depends on the host
 # bounds: see `break_image_lock` and switch/engine.py `_take_copy_lock`.) The floor,
 # OSD_OP_FLOOR_S, is in limits.py: the engine's time limits allow for it too.
 # How long Ceph blocklists the holder of a lock that `break_image_lock` breaks: this site's
-# rbd-mirror when the peer is lost. Measured: the daemon resumed by itself once the entry
-# lapsed (its pool replayer retries every 5 s); Ceph's default is an hour.
+# rbd-mirror when the peer is lost. Short, so the daemon resumes by itself once the entry
+# lapses (its pool replayer retries every 5 s; docs/design/taking-the-daemon-out.md); Ceph's
+# default is an hour.
 BLOCKLIST_S = 60
 _LOCK_MAY_RENEW = 1  # LIBRADOS_LOCK_FLAG_MAY_RENEW, which python-rados does not export
 _LOCK_HOLDER_XATTR = "rbdfail.holder"
@@ -111,8 +112,8 @@ _MIRROR_STATES = {
     rbd.RBD_MIRROR_IMAGE_DISABLING: MirrorState.DISABLING,
     rbd.RBD_MIRROR_IMAGE_ENABLED: MirrorState.ENABLED,
     rbd.RBD_MIRROR_IMAGE_DISABLED: MirrorState.DISABLED,
-    # librbd's RBD_MIRROR_IMAGE_CREATING, which python-rbd does not export (seen on the lab
-    # while rbd-mirror creates the peer's copy).
+    # librbd's RBD_MIRROR_IMAGE_CREATING, which python-rbd does not export: the state of a
+    # copy while rbd-mirror creates it from the peer's image.
     3: MirrorState.CREATING,
 }
 _SNAPSHOT_STATES = {
@@ -341,10 +342,10 @@ class CephCluster(Cluster):
             image.metadata_remove(key)
 
     def metadata_values(self, key: str) -> dict[str, str]:
-        # Opening 1000 images to read one key took 2.8 s on the lab; librbd keeps image metadata
-        # as `metadata_<key>` in the omap of the image's header object, and reading that omap
-        # key directly took 0.14 s for the same 1000. The contract test holds this to librbd's
-        # own metadata_set.
+        # Not an image open per volume, which costs far more for many images: librbd keeps image
+        # metadata as `metadata_<key>` in the omap of the image's header object, and that omap
+        # key is read directly (docs/performance.md has the timings). The contract test holds
+        # this to librbd's own metadata_set.
         with self._op():
             ids = {entry["id"]: entry["name"] for entry in self._rbd.list2(self._ioctx)}
 
@@ -493,8 +494,9 @@ class CephCluster(Cluster):
             # A daemon whose pool replayer restarted (after a blocklist) has a new connection.
             daemons = self._rbd_mirror_clients(max_age=5)
         # A holder that no longer watches the image is dead: a daemon connection blocklisted by
-        # an earlier run's take (no longer an `rbd_mirroring` watcher either) kept a journal
-        # copy's lock, and writes failed EINVAL (lab, full test run). Its lock is safe to take.
+        # an earlier run's take (no longer an `rbd_mirroring` watcher either) can keep a journal
+        # copy's lock, refusing writes (EINVAL; docs/design/taking-locks.md). Its lock is safe
+        # to take.
         return [client for client in holders if client in daemons or client not in watching]
 
     def break_image_lock(self, name: str, only: Collection[str] | None = None) -> list[str]:

@@ -74,9 +74,9 @@ class Feature(StrEnum):
     NON_PRIMARY = "non-primary"
 
 
-# Measured (bench, 40 of 200 copies frozen mid-sync): a snapshot-mode copy is force-promoted
-# by rolling back to the last mirror snapshot it holds whole; one whose first sync never
-# finished has none, and librbd answers EINVAL.
+# A snapshot-mode copy is force-promoted by rolling back to the last mirror snapshot it holds
+# whole; one whose first sync never finished has none, and librbd answers EINVAL
+# (docs/design/taking-locks.md).
 NOTHING_TO_PROMOTE = (
     "no complete mirror snapshot here to promote: its first sync from the peer never finished, "
     "so this site holds nothing consistent of it and it stays non-primary"

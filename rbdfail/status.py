@@ -237,8 +237,8 @@ def gather(
     with_users: bool = False,
 ) -> StatusReport:
     """Read every site at once; one connect timeout is the most an unreachable site costs.
-    `with_users` also lists who has each primary open: one call per mirrored primary (for 200
-    volumes 0.8-1.9 s on the lab, where the rest of status takes 0.6 s)."""
+    `with_users` also lists who has each primary open: one call per mirrored primary, more
+    than the rest of status costs (docs/performance.md)."""
     sites = config.sites
     with ThreadPoolExecutor(max_workers=len(sites)) as pool:
         views = list(

@@ -1,7 +1,7 @@
 """Run one piece of work per volume on a bounded number of threads.
 
-python-rbd releases the GIL, so threads give real parallelism against Ceph (64 mirror enables
-took 0.73 s from 64 threads against about 64 s one after another, ceph-facts.md).
+python-rbd releases the GIL, so threads give real parallelism against Ceph
+(docs/performance.md has the measurement).
 
 A librbd call cannot be cancelled. So:
 - a Ctrl-C stops new volumes from starting and lets the running ones finish (abandoning one

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rbdfail.cluster import Cluster
 from rbdfail.config import Config, SiteConfig, load_config
 from rbdfail.errors import LabError
 from rbdfail.lab import Lab
 from tests.fakeceph import FakeCeph, FakeCluster
-
-CONNECT_TIMEOUT = 0.3
+from tests.helpers import CONNECT_TIMEOUT, DisasterLab, lab_config
 
 # Two fake sites: `s-*` replicate in snapshot mode, `j-*` in journal mode, the rest do not.
 TWO_SITES = f"""\
@@ -71,6 +71,19 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
 
 
 @pytest.fixture
+def lab_config_file(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
+    """The lab's config, replicating only this test's images, with its own state dir."""
+    return lab_config(
+        lab.lab.config_file,
+        tmp_path,
+        [
+            {"match": f"{image_name}-j*", "type": "replicated-journal"},
+            {"match": f"{image_name}-s*", "type": "replicated"},
+        ],
+    )
+
+
+@pytest.fixture
 def lab_sites(lab: RunningLab) -> Iterator[tuple[Cluster, Cluster]]:
     """A connection to each of the lab's sites: (default, secondary)."""
     from rbdfail import ceph
@@ -84,6 +97,31 @@ def lab_sites(lab: RunningLab) -> Iterator[tuple[Cluster, Cluster]]:
 
 def interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture
+def disaster_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DisasterLab]:
+    """A two-site lab of its own for one test: a disaster leaves it unfit for any other."""
+    from rbdfail import ceph
+
+    signal.signal(signal.SIGTERM, interrupt)  # a kill still tears the lab down (as `lab`)
+    log: list[str] = []
+    the_lab = Lab(tmp_path_factory.mktemp("disaster-lab"), progress=log.append)
+    try:
+        config_file = the_lab.up()
+    except LabError as exc:
+        pytest.fail(f"the disaster lab could not start: {exc}\n" + "\n".join(log))
+    loaded = load_config(config_file)
+    primary = ceph.connect(loaded.backend, 10)
+    secondary = ceph.connect(loaded.replication_devices[0], 10)
+    try:
+        yield DisasterLab(the_lab, yaml.safe_load(config_file.read_text()), primary, secondary)
+    finally:
+        # Closing returns at once even to a frozen or killed site (measured); a connection
+        # left to the interpreter's exit was seen to abort it (boost::bad_get, exit 134).
+        primary.close()
+        secondary.close()
+        the_lab.down(keep=True)
 
 
 @pytest.fixture

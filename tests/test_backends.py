@@ -16,9 +16,8 @@ from rbdfail.cluster import Cluster, MirrorMode, MirrorState
 from rbdfail.config import SiteConfig, load_config, load_deployment
 from rbdfail.errors import ConfigError
 from rbdfail.state import journal_lines, read_state
-from tests.conftest import CONNECT_TIMEOUT
 from tests.fakeceph import FakeCeph
-from tests.helpers import eventually
+from tests.helpers import CONNECT_TIMEOUT, eventually
 
 TWO_BACKENDS = f"""\
 backends:
@@ -89,19 +88,21 @@ def pools() -> Iterator[Pools]:
 
 
 @pytest.fixture
-def config_file(tmp_path: Path) -> Path:
+def two_backends_config_file(tmp_path: Path) -> Path:
     path = tmp_path / "rbdfail.yaml"
     path.write_text(TWO_BACKENDS + f"state_dir: {tmp_path / 'state'}\n")
     return path
 
 
-def rbdfail(pools: Pools, config_file: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["-c", str(config_file), *args], obj=pools.connect)
+def rbdfail(pools: Pools, two_backends_config_file: Path, *args: str) -> Result:
+    return CliRunner().invoke(main, ["-c", str(two_backends_config_file), *args], obj=pools.connect)
 
 
 # ---- the file ---------------------------------------------------------------------------------
-def test_config__each_backend_its_pool_and_devices__settings_shared(config_file: Path) -> None:
-    deployment = load_deployment(config_file)
+def test_config__each_backend_its_pool_and_devices__settings_shared(
+    two_backends_config_file: Path,
+) -> None:
+    deployment = load_deployment(two_backends_config_file)
     assert [(b.backend_name, b.backend.pool, b.state_scope) for b in deployment.backends] == [
         ("ceph", "volumes", "ceph"),
         ("fast", "fast", "fast"),
@@ -153,18 +154,22 @@ def test_config__mistakes_are_named_with_their_place(
 
 
 def test_cli__an_unknown_backend_is_named_with_the_known_ones(
-    pools: Pools, config_file: Path
+    pools: Pools, two_backends_config_file: Path
 ) -> None:
-    result = rbdfail(pools, config_file, "--backend", "fats", "failover", "--to", "secondary")
+    result = rbdfail(
+        pools, two_backends_config_file, "--backend", "fats", "failover", "--to", "secondary"
+    )
     assert result.exit_code == 2
     assert "no backend 'fats'" in result.stderr and "did you mean 'fast'" in result.stderr
 
 
 # ---- failover and failback of every backend -----------------------------------------------------
 def test_failover__every_backend_in_one_run__report_by_backend__one_state_file(
-    pools: Pools, config_file: Path, tmp_path: Path
+    pools: Pools, two_backends_config_file: Path, tmp_path: Path
 ) -> None:
-    result = rbdfail(pools, config_file, "failover", "--to", "secondary", "--yes", "--json")
+    result = rbdfail(
+        pools, two_backends_config_file, "failover", "--to", "secondary", "--yes", "--json"
+    )
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["result"] == "complete" and report["left_out"] == []
@@ -195,7 +200,7 @@ def test_failover__every_backend_in_one_run__report_by_backend__one_state_file(
     # Progress names volumes pool/name, where the two s-1 could not be told apart otherwise.
     assert "fast/s-1" in result.stderr and "volumes/s-1" in result.stderr
 
-    result = rbdfail(pools, config_file, "failback", "--yes", "--json")
+    result = rbdfail(pools, two_backends_config_file, "failback", "--yes", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["result"] == "complete"
     for pool, names in (("volumes", ["s-1", "s-2"]), ("fast", ["s-1", "s-3"])):
@@ -204,10 +209,18 @@ def test_failover__every_backend_in_one_run__report_by_backend__one_state_file(
 
 
 def test_failover__one_backend_named__only_its_volumes_move_and_only_its_record(
-    pools: Pools, config_file: Path, tmp_path: Path
+    pools: Pools, two_backends_config_file: Path, tmp_path: Path
 ) -> None:
     result = rbdfail(
-        pools, config_file, "--backend", "fast", "failover", "--to", "secondary", "--yes", "--json"
+        pools,
+        two_backends_config_file,
+        "--backend",
+        "fast",
+        "failover",
+        "--to",
+        "secondary",
+        "--yes",
+        "--json",
     )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["result"] == "complete"  # the one-backend report
@@ -218,9 +231,11 @@ def test_failover__one_backend_named__only_its_volumes_move_and_only_its_record(
 
 
 def test_failover__dry_run_plans_every_backend_and_changes_nothing(
-    pools: Pools, config_file: Path, tmp_path: Path
+    pools: Pools, two_backends_config_file: Path, tmp_path: Path
 ) -> None:
-    result = rbdfail(pools, config_file, "failover", "--to", "secondary", "--dry-run", "--json")
+    result = rbdfail(
+        pools, two_backends_config_file, "failover", "--to", "secondary", "--dry-run", "--json"
+    )
     assert result.exit_code == 0, result.stderr
     plans = json.loads(result.stdout)
     assert plans["dry_run"] is True
@@ -230,12 +245,12 @@ def test_failover__dry_run_plans_every_backend_and_changes_nothing(
 
 
 def test_failover__a_backend_locked_by_another_run__refused_naming_it__nothing_changed(
-    pools: Pools, config_file: Path
+    pools: Pools, two_backends_config_file: Path
 ) -> None:
     fast = pools.worlds["fast"].connect(SiteConfig("secondary", Path("/f"), "cinder", "fast"), 1)
     fast.lock("rbdfail.failover", "someone-else", '{"host": "other", "what": "failover"}', 30)
 
-    result = rbdfail(pools, config_file, "failover", "--to", "secondary", "--yes")
+    result = rbdfail(pools, two_backends_config_file, "failover", "--to", "secondary", "--yes")
 
     assert result.exit_code == 4, result.stderr
     assert "backend 'fast'" in result.stderr
@@ -265,13 +280,15 @@ def test_failover__a_backend_without_the_target_is_left_out_and_named(
     assert pools.primary_on("fast", "s-3") == ["default"]
 
 
-def test_failover__the_backends_share_one_budget_of_calls(pools: Pools, config_file: Path) -> None:
+def test_failover__the_backends_share_one_budget_of_calls(
+    pools: Pools, two_backends_config_file: Path
+) -> None:
     for pool, prefix in (("volumes", "s-v"), ("fast", "s-f")):
         pools.replicated(pool, *(f"{prefix}{i}" for i in range(12)))
         pools.worlds[pool].latency.update(demote=0.05, promote=0.05)
 
     args = ("failover", "--to", "secondary", "--yes", "--concurrency", "3")
-    result = rbdfail(pools, config_file, *args)
+    result = rbdfail(pools, two_backends_config_file, *args)
 
     assert result.exit_code == 0, result.stderr
     in_flight = pools.worlds["volumes"].max_in_flight  # both pools' calls, counted together
@@ -279,11 +296,11 @@ def test_failover__the_backends_share_one_budget_of_calls(pools: Pools, config_f
 
 
 def test_failover__the_call_trace_holds_every_backends_calls(
-    pools: Pools, config_file: Path, tmp_path: Path
+    pools: Pools, two_backends_config_file: Path, tmp_path: Path
 ) -> None:
     trace = tmp_path / "calls.jsonl"
     args = ("failover", "--to", "secondary", "--yes", "--call-trace", str(trace))
-    assert rbdfail(pools, config_file, *args).exit_code == 0
+    assert rbdfail(pools, two_backends_config_file, *args).exit_code == 0
     demoted = {json.loads(line)["image"] for line in trace.read_text().splitlines()} & {
         "s-1",
         "s-2",
@@ -312,19 +329,19 @@ def test_check__to_a_device_one_backend_lacks__checks_the_others(
 
 
 def test_single_backend_commands_refuse_a_file_of_several_naming_the_way(
-    pools: Pools, config_file: Path
+    pools: Pools, two_backends_config_file: Path
 ) -> None:
-    result = rbdfail(pools, config_file, "connection-info", "s-1")
+    result = rbdfail(pools, two_backends_config_file, "connection-info", "s-1")
     assert result.exit_code == 2
     assert "has several (ceph, fast)" in result.stderr and "--backend ceph" in result.stderr
 
 
 # ---- status and check of every backend ----------------------------------------------------------
 def test_status__every_backend_by_name__metrics_labelled_by_backend(
-    pools: Pools, config_file: Path, tmp_path: Path
+    pools: Pools, two_backends_config_file: Path, tmp_path: Path
 ) -> None:
     prom = tmp_path / "rbdfail.prom"
-    result = rbdfail(pools, config_file, "status", "--json", "--prometheus", str(prom))
+    result = rbdfail(pools, two_backends_config_file, "status", "--json", "--prometheus", str(prom))
     assert result.exit_code in (0, 3), result.stderr
     document = json.loads(result.stdout)
     parts = {part["backend"]: part for part in document["backends"]}
@@ -338,20 +355,24 @@ def test_status__every_backend_by_name__metrics_labelled_by_backend(
     )
     assert 'volume="s-1",volume_backend="ceph"' in text
 
-    result = rbdfail(pools, config_file, "status")  # the tables, each under its backend
+    result = rbdfail(
+        pools, two_backends_config_file, "status"
+    )  # the tables, each under its backend
     assert "backend ceph (pool volumes)" in result.stdout
     assert "backend fast (pool fast)" in result.stdout
 
 
-def test_check__every_backend__ready_only_when_each_is(pools: Pools, config_file: Path) -> None:
-    result = rbdfail(pools, config_file, "check", "--to", "secondary", "--json")
+def test_check__every_backend__ready_only_when_each_is(
+    pools: Pools, two_backends_config_file: Path
+) -> None:
+    result = rbdfail(pools, two_backends_config_file, "check", "--to", "secondary", "--json")
     document = json.loads(result.stdout)
     assert [part["backend"] for part in document["backends"]] == ["ceph", "fast"]
     assert document["ready"] is True and result.exit_code == 0, result.stdout
 
     # A split brain in one pool: that backend is not ready, so neither is the file.
     pools.worlds["fast"].sites["secondary"].images["s-3"].primary = True
-    result = rbdfail(pools, config_file, "check", "--to", "secondary", "--json")
+    result = rbdfail(pools, two_backends_config_file, "check", "--to", "secondary", "--json")
     document = json.loads(result.stdout)
     parts = {part["backend"]: part for part in document["backends"]}
     assert parts["fast"]["ready"] is False and document["ready"] is False
@@ -359,40 +380,44 @@ def test_check__every_backend__ready_only_when_each_is(pools: Pools, config_file
 
 
 # ---- the other commands -------------------------------------------------------------------------
-def test_enable_mirroring_and_volumes__every_backend(pools: Pools, config_file: Path) -> None:
+def test_enable_mirroring_and_volumes__every_backend(
+    pools: Pools, two_backends_config_file: Path
+) -> None:
     for pool in ("volumes", "fast"):
         primary = pools.worlds[pool].connect(SiteConfig("default", Path("/f"), "cinder", pool), 1)
         primary.create_image("s-new", 1 << 20)  # replicated by its type, not mirrored yet
 
-    result = rbdfail(pools, config_file, "enable-mirroring", "--json")
+    result = rbdfail(pools, two_backends_config_file, "enable-mirroring", "--json")
 
     assert result.exit_code == 0, result.stderr
     parts = {part["backend"]: part for part in json.loads(result.stdout)["backends"]}
     assert set(parts) == {"ceph", "fast"}
     for pool in ("volumes", "fast"):
         assert pools.worlds[pool].sites["default"].images["s-new"].mode == MirrorMode.SNAPSHOT
-    listing = json.loads(rbdfail(pools, config_file, "volumes", "--json").stdout)
+    listing = json.loads(rbdfail(pools, two_backends_config_file, "volumes", "--json").stdout)
     names = {part["backend"]: {v["name"] for v in part["volumes"]} for part in listing["backends"]}
     assert names == {"ceph": {"s-1", "s-2", "s-new", "vm-1"}, "fast": {"s-1", "s-3", "s-new"}}
 
 
 def test_disable_mirroring__names_images__so_the_backend_must_be_named(
-    pools: Pools, config_file: Path
+    pools: Pools, two_backends_config_file: Path
 ) -> None:
-    result = rbdfail(pools, config_file, "disable-mirroring", "s-1")
+    result = rbdfail(pools, two_backends_config_file, "disable-mirroring", "s-1")
     assert result.exit_code == 2 and "--backend ceph" in result.stderr
     assert pools.worlds["fast"].sites["default"].images["s-1"].mode == MirrorMode.SNAPSHOT
 
-    result = rbdfail(pools, config_file, "--backend", "fast", "disable-mirroring", "s-1")
+    result = rbdfail(
+        pools, two_backends_config_file, "--backend", "fast", "disable-mirroring", "s-1"
+    )
     assert result.exit_code == 0, result.stderr
     assert pools.worlds["fast"].sites["default"].images["s-1"].mirror_state == MirrorState.DISABLED
     assert pools.worlds["volumes"].sites["default"].images["s-1"].mode == MirrorMode.SNAPSHOT
 
 
 def test_drill__every_backend__recorded_as_pool_slash_name(
-    pools: Pools, config_file: Path, tmp_path: Path
+    pools: Pools, two_backends_config_file: Path, tmp_path: Path
 ) -> None:
-    result = rbdfail(pools, config_file, "drill", "--to", "secondary", "--json")
+    result = rbdfail(pools, two_backends_config_file, "drill", "--to", "secondary", "--json")
     assert result.exit_code == 0, result.stderr + result.stdout
     parts = {part["backend"]: part for part in json.loads(result.stdout)["backends"]}
     assert {v["name"] for v in parts["fast"]["volumes"]} == {"s-1", "s-3"}

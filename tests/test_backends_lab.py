@@ -22,8 +22,7 @@ from rbdfail.config import Config, load_deployment
 from rbdfail.lab import NAMESPACE
 from rbdfail.state import read_state
 from tests.conftest import RunningLab
-from tests.helpers import eventually, lab_config_two_pools
-from tests.test_failover_lab import remove_everywhere
+from tests.helpers import eventually, lab_config_two_pools, remove_everywhere
 
 pytestmark = pytest.mark.lab
 

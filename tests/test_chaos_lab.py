@@ -43,10 +43,8 @@ from rbdfail.errors import CephError
 from rbdfail.lab import Lab
 from rbdfail.switch.lock import LOCK_DURATION
 from tests.conftest import RunningLab
-from tests.helpers import eventually
+from tests.helpers import DisasterLab, eventually, rbdfail, remove_everywhere
 from tests.invariants import Written, check_invariants, sha256
-from tests.test_disasters_lab import DisasterLab, disaster_lab  # noqa: F401 - a fixture
-from tests.test_failover_lab import rbdfail, remove_everywhere
 
 # A case is one to three runs, the killed run's lock lapse (30 s) and a sync or a resync.
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
@@ -404,7 +402,7 @@ def test_chaos__killed_at_a_step__the_next_run_holds_every_invariant(
 @pytest.mark.chaos
 @pytest.mark.parametrize("case", LOST_CASES)
 def test_chaos__source_lost_at_a_step__the_run_holds_every_invariant(
-    disaster_lab: DisasterLab,  # noqa: F811 - the fixture imported above
+    disaster_lab: DisasterLab,
     tmp_path: Path,
     case: Case,
 ) -> None:

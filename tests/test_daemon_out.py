@@ -11,7 +11,7 @@ from rbdfail.config import Config
 from rbdfail.state import journal_lines
 from rbdfail.switch.model import Action
 from tests.fakeceph import DAEMON, FakeCeph, FakeCluster, daemon_address
-from tests.test_failover import Recorder, by_name, calls, primary_on, replicated, run, volumes
+from tests.helpers import Recorder, by_name, calls, primary_on, replicated, run, volumes
 
 
 def test_source_lost__the_daemon_is_blocklisted_once__every_copy_forced_without_a_handoff(

@@ -14,13 +14,12 @@ import pytest
 from rbdfail.cluster import ReplayState
 from rbdfail.disasters import Disaster
 from rbdfail.errors import CephError
-from tests.helpers import eventually
-from tests.test_disasters_lab import (
+from tests.helpers import (
     DISASTER_AGE_S,
     DisasterLab,
     MiB,
-    digest,
-    disaster_lab,  # noqa: F401 (the fixture)
+    data_digest,
+    eventually,
     make_cases,
     rbdfail,
     wait_synced,
@@ -30,7 +29,7 @@ pytestmark = pytest.mark.lab
 
 
 def test_forced_failover__daemon_taken_out_once__copies_writable__failback_after_works(
-    disaster_lab: DisasterLab,  # noqa: F811 (the fixture)
+    disaster_lab: DisasterLab,
     tmp_path: Path,
 ) -> None:
     dl = disaster_lab
@@ -50,7 +49,7 @@ def test_forced_failover__daemon_taken_out_once__copies_writable__failback_after
         assert len(out["addresses"]) >= 1 and out["expires_s"] == 60, out
         for name in case.names:
             assert dl.secondary.mirror_info(name).primary, name
-            assert digest(dl.secondary.read(name, MiB, MiB)) == case.digests[name], name
+            assert data_digest(dl.secondary.read(name, MiB, MiB)) == case.digests[name], name
             try:
                 dl.secondary.write(name, 0, os.urandom(4096))
             except CephError as exc:

@@ -17,136 +17,33 @@ which would fail the next shape's setup rather than its failover.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import signal
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
-from click.testing import CliRunner
 
 from rbdfail import ceph
-from rbdfail.cli import main
 from rbdfail.cluster import Cluster
 from rbdfail.config import SiteConfig, load_config
 from rbdfail.disasters import Disaster
-from rbdfail.errors import CephError, LabError
-from rbdfail.lab import Lab
+from rbdfail.errors import CephError
 from rbdfail.switch.model import Operation, Options, Silent, SwitchRequest
 from rbdfail.switch.usecase import run_switch
-from tests.conftest import interrupt
-from tests.helpers import eventually
+from tests.helpers import (
+    DISASTER_AGE_S,
+    Case,
+    DisasterLab,
+    MiB,
+    data_digest,
+    eventually,
+    make_cases,
+    rbdfail,
+    wait_synced,
+)
 
 pytestmark = pytest.mark.lab
-
-MiB = 1 << 20
-TIMEOUTS = (1, 3, 5, 10)
-DISASTER_AGE_S = 20
-
-
-@dataclass
-class DisasterLab:
-    lab: Lab
-    config: dict[str, Any]  # the lab's rbdfail.yaml
-    primary: Cluster
-    secondary: Cluster
-
-
-@pytest.fixture
-def disaster_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DisasterLab]:
-    signal.signal(signal.SIGTERM, interrupt)  # a kill still tears the lab down (conftest)
-    log: list[str] = []
-    the_lab = Lab(tmp_path_factory.mktemp("disaster-lab"), progress=log.append)
-    try:
-        config_file = the_lab.up()
-    except LabError as exc:
-        pytest.fail(f"the disaster lab could not start: {exc}\n" + "\n".join(log))
-    loaded = load_config(config_file)
-    primary = ceph.connect(loaded.backend, 10)
-    secondary = ceph.connect(loaded.replication_devices[0], 10)
-    try:
-        yield DisasterLab(the_lab, yaml.safe_load(config_file.read_text()), primary, secondary)
-    finally:
-        # Closing returns at once even to a frozen or killed site (measured); a connection
-        # left to the interpreter's exit was seen to abort it (boost::bad_get, exit 134).
-        primary.close()
-        secondary.close()
-        the_lab.down(keep=True)
-
-
-@dataclass
-class Case:
-    """The volumes of one connect timeout, with their own config and state dir."""
-
-    timeout: int
-    config_file: Path
-    names: list[str]
-    digests: dict[str, str]
-
-
-def make_cases(
-    dl: DisasterLab, shape: str, tmp_path: Path, timeouts: tuple[int, ...] = TIMEOUTS
-) -> list[Case]:
-    cases = []
-    for timeout in timeouts:
-        stem = f"{shape}-t{timeout}"
-        names = [f"{stem}-s1", f"{stem}-s2", f"{stem}-s3", f"{stem}-j1"]
-        config = {
-            **dl.config,
-            "replication_connect_timeout": timeout,
-            "volumes": [
-                {"match": f"{stem}-s*", "type": "replicated"},
-                {"match": f"{stem}-j*", "type": "replicated-journal"},
-                {"match": "*", "type": "standard"},  # the other cases' volumes
-            ],
-            "state_dir": str(tmp_path / f"state-{timeout}"),
-        }
-        config_file = tmp_path / f"rbdfail-{timeout}.yaml"
-        config_file.write_text(yaml.safe_dump(config))
-        digests = {}
-        for name in names:
-            dl.primary.create_image(name, 4 * MiB)
-            data = os.urandom(MiB)
-            dl.primary.write(name, MiB, data)
-            digests[name] = digest(data)
-        code, report = rbdfail(config_file, "enable-mirroring", *names)
-        assert code == 0, report
-        cases.append(Case(timeout, config_file, names, digests))
-    return cases
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def rbdfail(config_file: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(main, ["-c", str(config_file), *args, "--json"])
-    assert result.stdout, result.stderr
-    return result.exit_code, json.loads(result.stdout)
-
-
-def wait_synced(dl: DisasterLab, cases: list[Case]) -> None:
-    """Every copy holds its volume's data (read through librbd on the secondary)."""
-    pending = {name: case.digests[name] for case in cases for name in case.names}
-
-    def synced() -> bool:
-        for name, expected in list(pending.items()):
-            try:
-                if digest(dl.secondary.read(name, MiB, MiB)) == expected:
-                    del pending[name]
-            except CephError:
-                pass  # not created yet
-        return not pending
-
-    started = time.monotonic()
-    eventually(synced, 180, interval=2)
-    print(f"\n{len(cases) * 4} copies synced in {time.monotonic() - started:.0f}s")
 
 
 def fail_over_each(dl: DisasterLab, cases: list[Case]) -> list[str]:
@@ -164,7 +61,7 @@ def fail_over_each(dl: DisasterLab, cases: list[Case]) -> list[str]:
         assert {v["action"] for v in ours.values()} == {"force-promoted"}, ours
         for name in case.names:
             assert dl.secondary.mirror_info(name).primary, name
-            assert digest(dl.secondary.read(name, MiB, MiB)) == case.digests[name], name
+            assert data_digest(dl.secondary.read(name, MiB, MiB)) == case.digests[name], name
             try:
                 dl.secondary.write(name, 0, os.urandom(4096))  # not the MiB checked above
             except CephError as exc:
@@ -233,7 +130,7 @@ def test_forced_failover__a_volume_given_up_on_mid_call_says_what_next__a_rerun_
         assert set(ours.values()) <= {"force-promoted", "already-primary"}, ours
         for name in case.names:
             assert dl.secondary.mirror_info(name).primary, name
-            assert digest(dl.secondary.read(name, MiB, MiB)) == case.digests[name], name
+            assert data_digest(dl.secondary.read(name, MiB, MiB)) == case.digests[name], name
     finally:
         dl.lab.recover("primary")
     # Their calls end once the secondary answers (journaled as late); only then may their

@@ -22,9 +22,9 @@ from rbdfail.config import load_config
 from rbdfail.drill import JOURNAL_MODE, DrillRequest, Verdict, run_drill
 from rbdfail.errors import ImageNotFound
 from tests.conftest import RunningLab
-from tests.helpers import eventually, lab_config
-from tests.test_failover_lab import (
+from tests.helpers import (
     check_exit,
+    eventually,
     mirrored_and_replaying,
     rbdfail,
     remove_everywhere,
@@ -33,19 +33,6 @@ from tests.test_failover_lab import (
 pytestmark = pytest.mark.lab
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def config_file(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
-    """The lab's config, replicating only this test's images, with its own state dir."""
-    return lab_config(
-        lab.lab.config_file,
-        tmp_path,
-        [
-            {"match": f"{image_name}-j*", "type": "replicated-journal"},
-            {"match": f"{image_name}-s*", "type": "replicated"},
-        ],
-    )
 
 
 @pytest.fixture
@@ -105,19 +92,19 @@ def corrupt_copy(lab: RunningLab, name: str, offset: int) -> None:
 
 
 def test_drill__synced_copies_identical__journal_unknown__nothing_left_behind(
-    config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+    lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     primary, secondary = sites
     snaps = [f"{image_name}-s1", f"{image_name}-s2"]
     journal = f"{image_name}-j1"
     try:
-        mirrored_and_replaying(config_file, primary, secondary, [*snaps, journal])
+        mirrored_and_replaying(lab_config_file, primary, secondary, [*snaps, journal])
         taken = synced(primary, secondary, snaps)
         primary.write(snaps[0], 0, b"after the snapshot" * 1000)  # not mirrored: not compared
         before = (footprint(primary, snaps), footprint(secondary, snaps))
 
-        code, report = rbdfail(config_file, "drill")
-        full_code, full = rbdfail(config_file, "drill", "--full", *snaps)
+        code, report = rbdfail(lab_config_file, "drill")
+        full_code, full = rbdfail(lab_config_file, "drill", "--full", *snaps)
 
         found = by_name(report)
         for name in snaps:
@@ -142,14 +129,14 @@ def test_drill__synced_copies_identical__journal_unknown__nothing_left_behind(
 
 
 def test_drill__a_copy_is_its_head_not_its_snapshot(
-    config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+    lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     """Why the drill reads the copy's head (measured): the copy's own mirror snapshot holds it
     as it was before that sync; its head equals the primary's snapshot."""
     primary, secondary = sites
     name = f"{image_name}-s1"
     try:
-        mirrored_and_replaying(config_file, primary, secondary, [name])
+        mirrored_and_replaying(lab_config_file, primary, secondary, [name])
         taken = synced(primary, secondary, [name])[name]
         copy = secondary.mirror_snapshots(name)[-1]
         extent = [(3 * MiB, 256 * 1024)]  # written for this sync only
@@ -163,17 +150,17 @@ def test_drill__a_copy_is_its_head_not_its_snapshot(
 
 
 def test_drill__a_copy_damaged_on_the_target_is_caught_sampled_and_full(
-    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+    lab: RunningLab, lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     primary, secondary = sites
     names = [f"{image_name}-s1", f"{image_name}-s2"]
     try:
-        mirrored_and_replaying(config_file, primary, secondary, names)
+        mirrored_and_replaying(lab_config_file, primary, secondary, names)
         synced(primary, secondary, names)
         corrupt_copy(lab, names[0], 3 * MiB + 4096)  # inside the extent holding data
 
-        code, report = rbdfail(config_file, "drill")
-        full_code, full = rbdfail(config_file, "drill", "--full", names[0])
+        code, report = rbdfail(lab_config_file, "drill")
+        full_code, full = rbdfail(lab_config_file, "drill", "--full", names[0])
 
         damaged = by_name(report)[names[0]]
         assert damaged["verdict"] == "differs", damaged
@@ -187,7 +174,7 @@ def test_drill__a_copy_damaged_on_the_target_is_caught_sampled_and_full(
 
 
 def test_drill__exec_reads_the_copy_read_only_with_the_rbd_cli(
-    config_file: Path, sites: tuple[Cluster, Cluster], image_name: str, tmp_path: Path
+    lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str, tmp_path: Path
 ) -> None:
     """--exec as documented: `rbd export` of the copy (a read-only open, rbd profile user)
     gives the primary's snapshot, byte for byte."""
@@ -195,7 +182,7 @@ def test_drill__exec_reads_the_copy_read_only_with_the_rbd_cli(
     name = f"{image_name}-s1"
     out = tmp_path / "export.sha256"
     try:
-        mirrored_and_replaying(config_file, primary, secondary, [name])
+        mirrored_and_replaying(lab_config_file, primary, secondary, [name])
         taken = synced(primary, secondary, [name])[name]
         primary.write(name, 0, b"after the snapshot" * 1000)  # not in the copy: not in CMD's view
         command = (
@@ -204,7 +191,7 @@ def test_drill__exec_reads_the_copy_read_only_with_the_rbd_cli(
         )
         before = footprint(secondary, [name])
 
-        code, report = rbdfail(config_file, "drill", name, "--exec", command)
+        code, report = rbdfail(lab_config_file, "drill", name, "--exec", command)
 
         ran = by_name(report)[name]["exec"]
         assert code == 0 and ran["exit_code"] == 0, report
@@ -217,19 +204,19 @@ def test_drill__exec_reads_the_copy_read_only_with_the_rbd_cli(
 
 
 def test_drill__a_failover_mid_drill_goes_through_and_the_drill_stops_saying_so(
-    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+    lab: RunningLab, lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     primary, secondary = sites
     names = [f"{image_name}-s{i}" for i in range(1, 5)]
     try:
-        mirrored_and_replaying(config_file, primary, secondary, names)
+        mirrored_and_replaying(lab_config_file, primary, secondary, names)
         synced(primary, secondary, names)
         # A slow drill: one volume at a time, each with a command that takes 5 s.
         request = DrillRequest(
             concurrency=1, connect_timeout=5, exec_command="sleep 5", exec_timeout=60
         )
         drilled: dict[str, Any] = {}
-        config = load_config(config_file)
+        config = load_config(lab_config_file)
         drill = threading.Thread(
             target=lambda: drilled.update(report=run_drill(config, request, lab.connect))
         )
@@ -237,7 +224,7 @@ def test_drill__a_failover_mid_drill_goes_through_and_the_drill_stops_saying_so(
         time.sleep(2)  # inside the first volume's command
 
         started = time.monotonic()
-        code, report = rbdfail(config_file, "failover", "--to", "secondary", "--yes")
+        code, report = rbdfail(lab_config_file, "failover", "--to", "secondary", "--yes")
         took = time.monotonic() - started
         drill.join(60)
 
@@ -261,7 +248,7 @@ def test_drill__a_failover_mid_drill_goes_through_and_the_drill_stops_saying_so(
 
 
 def test_drill__its_read_only_open_is_no_user_a_switch_would_wait_for(
-    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+    lab: RunningLab, lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     """A switch names the clients that have a source volume open (watchers, lock holders) and,
     with --require-idle, leaves such a volume where it is: the drill's read-only opens (the
@@ -270,7 +257,7 @@ def test_drill__its_read_only_open_is_no_user_a_switch_would_wait_for(
     name = f"{image_name}-s1"
     reader = None
     try:
-        mirrored_and_replaying(config_file, primary, secondary, [name])
+        mirrored_and_replaying(lab_config_file, primary, secondary, [name])
         snap = primary.mirror_snapshots(name)[-1].id
         conf = lab.config.backend.conf
         reader = subprocess.Popen(

@@ -13,8 +13,7 @@ from rbdfail.state import Journal, State, VolumeRecord, read_state, write_state
 from rbdfail.switch.history import forced_on
 from rbdfail.switch.model import Action, FailoverReport, Operation, Plan
 from tests.fakeceph import FakeCeph, FakeCluster
-from tests.helpers import eventually
-from tests.test_failover import Recorder, by_name, calls, primary_on, replicated, run, switch
+from tests.helpers import Recorder, by_name, calls, eventually, primary_on, replicated, run, switch
 
 
 def back(

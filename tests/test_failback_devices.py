@@ -28,8 +28,7 @@ from rbdfail.switch.sites import choose_source, connect_failback_sites
 from rbdfail.switch.usecase import run_switch
 from tests.conftest import TWO_SITES, fake_site, write_config
 from tests.fakeceph import FakeCeph, FakeCluster
-from tests.helpers import eventually
-from tests.test_failover import OPTIONS, by_name, calls
+from tests.helpers import OPTIONS, by_name, calls, eventually
 
 SITES = ("default", "secondary", "tertiary")
 

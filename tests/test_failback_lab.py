@@ -30,41 +30,44 @@ from rbdfail.disasters import Disaster
 from rbdfail.switch.model import Operation, Silent, SwitchRequest, options_for
 from rbdfail.switch.usecase import run_switch
 from tests.conftest import RunningLab
-from tests.helpers import eventually
-from tests.test_failover_lab import (  # noqa: F401 - fixtures
+from tests.helpers import (
     MiB,
     check_exit,
-    config_file,
     digest,
+    eventually,
     mirrored_and_replaying,
     rbdfail,
     remove_everywhere,
-    sites,
     write_chunk,
 )
 
 pytestmark = pytest.mark.lab
 
 
-def our_rows(config_file: Path, names: list[str]) -> dict[str, dict[str, Any]]:
-    result = CliRunner().invoke(main, ["-c", str(config_file), "status", "--json", *names])
+@pytest.fixture
+def sites(lab_sites: tuple[Cluster, Cluster]) -> tuple[Cluster, Cluster]:
+    return lab_sites  # conftest's: (default, secondary)
+
+
+def our_rows(lab_config_file: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    result = CliRunner().invoke(main, ["-c", str(lab_config_file), "status", "--json", *names])
     return {row["name"]: row for row in json.loads(result.stdout)["volumes"]}
 
 
 def test_failback__forced_failover_and_failback_twice__data_and_health_at_the_end(
-    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+    lab: RunningLab, lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     primary, secondary = sites
     names = [f"{image_name}-s1", f"{image_name}-s2"]
     try:
-        mirrored_and_replaying(config_file, primary, secondary, names)
+        mirrored_and_replaying(lab_config_file, primary, secondary, names)
         for round_ in range(2):
             lab.lab.freeze("primary")
             try:
                 # Forced promotes take ~10 s; once in the full suite two took over the default
                 # 81 s limit (rbdfail reported them failed, as it should): room for that here.
                 code, report = rbdfail(
-                    config_file,
+                    lab_config_file,
                     "failover",
                     "--to",
                     "secondary",
@@ -83,7 +86,7 @@ def test_failback__forced_failover_and_failback_twice__data_and_health_at_the_en
                 write_chunk(primary, name, 3)  # made on the stale primary: thrown away
             expected = {name: digest(secondary, name) for name in names}
 
-            code, report = rbdfail(config_file, "failback", "--yes")
+            code, report = rbdfail(lab_config_file, "failback", "--yes")
 
             actions = check_exit(code, report, image_name)
             assert {actions[n] for n in names} == {"resynced+promoted"}, (round_, report)
@@ -94,7 +97,7 @@ def test_failback__forced_failover_and_failback_twice__data_and_health_at_the_en
 
             # Healthy again: primary on default, the secondary's copies replaying (about 30 s).
             def healthy() -> bool:
-                rows = our_rows(config_file, names)
+                rows = our_rows(lab_config_file, names)
                 return all(
                     rows[n]["primary_site"] == "default"
                     and not rows[n]["problems"]
@@ -131,7 +134,7 @@ class FreezeWhenDemoted(Silent):
 # gone afterwards and every later failover test failed with it.
 @pytest.mark.disasters
 def test_failback__demoted_then_forced__default_s_copy_split_brain__resynced_with_the_writes(
-    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+    lab: RunningLab, lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     """Measured by hand first (issue 13 item 9; README, Failback): default's demoted copy of a
     volume forced on the secondary before the demotion arrived is `up+error`, "split-brain
@@ -143,10 +146,10 @@ def test_failback__demoted_then_forced__default_s_copy_split_brain__resynced_wit
     names = [f"{image_name}-s1", f"{image_name}-j1"]
     mirror = psutil.Process(lab.lab.sites()["secondary"].pids["rbd-mirror"])
     try:
-        mirrored_and_replaying(config_file, primary, secondary, names)
+        mirrored_and_replaying(lab_config_file, primary, secondary, names)
         for name in names:
             write_chunk(primary, name, 1)  # only a demotion carries it: lost with the force
-        config = load_config(config_file)
+        config = load_config(lab_config_file)
         # The demotes take 10-15 s with the secondary's rbd-mirror stopped (measured); the
         # roll-back's call to the lost default the OSD op timeout (30 s); then the forced
         # promote, whose hand-off the stuck daemon stalls: its lock is taken after 3 s.
@@ -193,14 +196,14 @@ def test_failback__demoted_then_forced__default_s_copy_split_brain__resynced_wit
         for name in names:
             assert digest(primary, name) != expected[name]  # it replays nothing
 
-        code, plan = rbdfail(config_file, "failback", "--dry-run")
+        code, plan = rbdfail(lab_config_file, "failback", "--dry-run")
         assert code == 0, plan
         plans = {v["name"]: v for v in plan["volumes"]}
         assert {plans[n]["plan"] for n in names} == {"resync+switch"}, plan
-        journal = config_file.parent / "state" / "journal.jsonl"
+        journal = lab_config_file.parent / "state" / "journal.jsonl"
         journal.rename(journal.with_suffix(".hidden"))  # Ceph's word alone
         try:
-            code, plan = rbdfail(config_file, "failback", "--dry-run")
+            code, plan = rbdfail(lab_config_file, "failback", "--dry-run")
         finally:
             journal.with_suffix(".hidden").rename(journal)
         plans = {v["name"]: v for v in plan["volumes"]}
@@ -209,7 +212,7 @@ def test_failback__demoted_then_forced__default_s_copy_split_brain__resynced_wit
 
         # The failover's lock on default was left to lapse once default was lost (30 s).
         def failed_back() -> Result | None:
-            args = ["-c", str(config_file), "failback", "--yes", "--json"]
+            args = ["-c", str(lab_config_file), "failback", "--yes", "--json"]
             args += ["--resync-timeout", "300"]
             ran = CliRunner().invoke(main, args)
             return None if ran.exit_code == 4 else ran  # 4: the lock is held
@@ -233,7 +236,7 @@ def replaying(cluster: Cluster, name: str) -> None:
 
 
 def test_failover_after_a_failback__journal_copy_not_replaying__rolled_back_with_the_write(
-    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+    lab: RunningLab, lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     """Issue 28 item 1: after a failback the secondary's journal copy was demoted by the
     secondary itself; with its replay not resumed (its rbd-mirror stopped), Ceph promotes it
@@ -244,11 +247,11 @@ def test_failover_after_a_failback__journal_copy_not_replaying__rolled_back_with
     name = f"{image_name}-j1"
     mirror = psutil.Process(lab.lab.sites()["secondary"].pids["rbd-mirror"])
     try:
-        mirrored_and_replaying(config_file, primary, secondary, [name])
+        mirrored_and_replaying(lab_config_file, primary, secondary, [name])
         # The failback waits for default's copy to replay the secondary: switched back before
         # that (within a second), it replayed nothing of the secondary for 60 s and the
         # failback rolled back, as it must.
-        code, report = rbdfail(config_file, "failover", "--to", "secondary", "--yes")
+        code, report = rbdfail(lab_config_file, "failover", "--to", "secondary", "--yes")
         assert check_exit(code, report, image_name)[name] == "demoted+promoted"
         replaying(primary, name)
         # Stopped before the failback, the secondary's rbd-mirror never replays default's
@@ -256,12 +259,12 @@ def test_failover_after_a_failback__journal_copy_not_replaying__rolled_back_with
         # that promotion, Ceph itself refused the plain promote (EBUSY): no loss to show.
         mirror.send_signal(signal.SIGSTOP)
         try:
-            code, report = rbdfail(config_file, "failback", "--yes")
+            code, report = rbdfail(lab_config_file, "failback", "--yes")
             assert check_exit(code, report, image_name)[name] == "demoted+promoted"
             write_chunk(primary, name, 1)
             newest = digest(primary, name)
             code, report = rbdfail(
-                config_file, "failover", "--to", "secondary", "--yes", "--timeout", "10"
+                lab_config_file, "failover", "--to", "secondary", "--yes", "--timeout", "10"
             )
         finally:
             mirror.send_signal(signal.SIGCONT)
@@ -277,7 +280,7 @@ def test_failover_after_a_failback__journal_copy_not_replaying__rolled_back_with
 
 
 def test_failback_that_moves_nothing__secondary_lost__state_json_as_it_was(
-    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+    lab: RunningLab, lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     """Issue 28 item 3: after a forced failover and a write on the secondary, default back and
     the secondary lost, the failback refuses the volume (its newest write is on the secondary)
@@ -286,24 +289,24 @@ def test_failback_that_moves_nothing__secondary_lost__state_json_as_it_was(
     name, plain = f"{image_name}-j1", f"{image_name}-plain"
     primary.create_image(plain, MiB)
     try:
-        mirrored_and_replaying(config_file, primary, secondary, [name])
+        mirrored_and_replaying(lab_config_file, primary, secondary, [name])
         lab.lab.freeze("primary")
         try:
             code, report = rbdfail(
-                config_file, "failover", "--to", "secondary", "--yes", "--connect-timeout", "3"
+                lab_config_file, "failover", "--to", "secondary", "--yes", "--connect-timeout", "3"
             )
         finally:
             lab.lab.thaw("primary")
         assert check_exit(code, report, image_name)[name] == "force-promoted"
         write_chunk(secondary, name, 1)
-        state_file = config_file.parent / "state" / "state.json"
+        state_file = lab_config_file.parent / "state" / "state.json"
         before = state_file.read_text()
         assert json.loads(before)["active_backend"] == "secondary"
         lab.lab.freeze("secondary")
         try:
             # The failover's lock on default was left to lapse once default was lost (30 s).
             def failed_back() -> tuple[int, dict[str, Any]] | None:
-                ran = rbdfail(config_file, "failback", "--yes", "--connect-timeout", "3")
+                ran = rbdfail(lab_config_file, "failback", "--yes", "--connect-timeout", "3")
                 return None if ran[0] == 4 else ran
 
             ran = eventually(failed_back, 60, interval=5)

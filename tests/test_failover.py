@@ -9,7 +9,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,106 +32,24 @@ from rbdfail.switch.history import unfinished_run
 from rbdfail.switch.lock import LOCK_NAME, FailoverLock
 from rbdfail.switch.model import (
     Action,
-    FailoverReport,
-    Observer,
-    Operation,
-    Options,
     Plan,
-    Silent,
-    SwitchRequest,
     VolumeOutcome,
 )
 from rbdfail.switch.plan_failover import plan_failover
 from rbdfail.switch.sites import Sites, connect_failback_sites, connect_sites, read_for_failover
-from rbdfail.switch.usecase import run_switch
 from rbdfail.workers import CallSlots
-from tests.conftest import CONNECT_TIMEOUT
 from tests.fakeceph import FakeCeph, FakeCluster
-from tests.helpers import eventually
-
-# Short budgets: a forced promote on the fake takes no time at all.
-OPTIONS = Options(
-    connect_timeout=CONNECT_TIMEOUT,
-    volume_timeout=5.0,
-    concurrency=8,
-    forced_promote_s=0.5,
-    op_timeout_s=CONNECT_TIMEOUT,  # the fake's frozen calls take the connect timeout
+from tests.helpers import (
+    CONNECT_TIMEOUT,
+    Recorder,
+    by_name,
+    calls,
+    eventually,
+    primary_on,
+    replicated,
+    run,
+    volumes,
 )
-
-
-def replicated(
-    primary: FakeCluster, secondary: FakeCluster, names: list[str], data: bool = False
-) -> None:
-    for name in names:
-        primary.create_image(name, 1 << 20)
-        if data:
-            primary.write(name, 0, name.encode())
-        primary.enable_mirroring(
-            name, MirrorMode.JOURNAL if name[0] == "j" else MirrorMode.SNAPSHOT
-        )
-    eventually(lambda: set(names) <= set(secondary.list_images()), 2)
-
-
-def volumes(prefix: str, count: int) -> list[str]:
-    return [f"{prefix}-{i:02d}" for i in range(count)]
-
-
-def switch(
-    config: Config,
-    world: FakeCeph,
-    operation: Operation,
-    observer: Observer | None = None,
-    resync: tuple[str, ...] = (),
-    **overrides: Any,
-) -> FailoverReport:
-    """One switch through the use case the CLI calls: connect, lock, plan, execute, release."""
-    options = replace(OPTIONS, **overrides)
-    target = "secondary" if operation == Operation.FAILOVER else None
-    request = SwitchRequest(operation, options, target, resync=resync)
-    result = run_switch(config, request, connect=world.connect, observer=observer)
-    assert result.report is not None
-    return result.report
-
-
-def run(
-    config: Config, world: FakeCeph, observer: Observer | None = None, **overrides: Any
-) -> FailoverReport:
-    """One failover to the secondary."""
-    return switch(config, world, Operation.FAILOVER, observer, **overrides)
-
-
-def by_name(report: FailoverReport) -> dict[str, VolumeOutcome]:
-    return {v.name: v for v in report.volumes}
-
-
-def primary_on(cluster: FakeCluster, name: str) -> bool:
-    return cluster.mirror_info(name).primary
-
-
-def calls(world: FakeCeph, site: str, operation: str) -> list[str]:
-    return [image for op, image in world.sites[site].calls if op == operation]
-
-
-class Recorder(Silent):
-    """An observer that remembers, and can act at a given step (e.g. freeze a site)."""
-
-    def __init__(self) -> None:
-        self.steps: list[tuple[str, str]] = []
-        self.finished_names: list[str] = []
-        self.lost: list[str] = []
-        self.on_step: Callable[[str, str], None] = lambda name, step: None
-        self.on_finished: Callable[[VolumeOutcome], None] = lambda outcome: None
-
-    def step(self, name: str, step: str) -> None:
-        self.steps.append((name, step))
-        self.on_step(name, step)
-
-    def finished(self, outcome: VolumeOutcome) -> None:
-        self.finished_names.append(outcome.name)
-        self.on_finished(outcome)
-
-    def primary_lost(self, reason: str) -> None:
-        self.lost.append(reason)
 
 
 # ---- clean ---------------------------------------------------------------------------------

@@ -13,40 +13,30 @@ peer (measured in both modes): in snapshot mode rbdfail waits for it.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from rbdfail.cli import main
-from rbdfail.cluster import Cluster, MirrorMode, MirrorSnapshotState, MirrorState, ReplayState
-from rbdfail.errors import CephError, ImageNotFound
+from rbdfail.cluster import Cluster, MirrorMode, MirrorSnapshotState, MirrorState
+from rbdfail.errors import ImageNotFound
 from tests.conftest import RunningLab
-from tests.helpers import eventually, lab_config
+from tests.helpers import (
+    MiB,
+    check_exit,
+    digest,
+    eventually,
+    mirrored_and_replaying,
+    rbdfail,
+    remove_everywhere,
+    write_chunk,
+)
 
 pytestmark = pytest.mark.lab
-
-MiB = 1 << 20
-CHUNK = 256 * 1024
-
-
-@pytest.fixture
-def config_file(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
-    """The lab's config, replicating only this test's images, with its own state dir."""
-    return lab_config(
-        lab.lab.config_file,
-        tmp_path,
-        [
-            {"match": f"{image_name}-j*", "type": "replicated-journal"},
-            {"match": f"{image_name}-s*", "type": "replicated"},
-        ],
-    )
 
 
 @pytest.fixture
@@ -54,72 +44,20 @@ def sites(lab_sites: tuple[Cluster, Cluster]) -> tuple[Cluster, Cluster]:
     return lab_sites
 
 
-def rbdfail(config_file: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(main, ["-c", str(config_file), *args, "--json"])
-    assert result.stdout, result.stderr
-    return result.exit_code, json.loads(result.stdout)
-
-
-def check_exit(code: int, report: dict[str, Any], ours: str) -> dict[str, str]:
-    """Each volume's action; none of this test's failed, and the exit code says whether any
-    volume did (the lab's pool also holds other tests' images, which may need attention)."""
-    failed = [v for v in report["volumes"] if v["action"] == "failed"]
-    assert not [v for v in failed if v["name"].startswith(ours)], failed
-    assert code == (3 if failed else 0), (code, failed)
-    return {v["name"]: v["action"] for v in report["volumes"]}
-
-
-def write_chunk(cluster: Cluster, name: str, index: int) -> None:
-    cluster.write(name, index * CHUNK, os.urandom(CHUNK))
-
-
-def digest(cluster: Cluster, name: str) -> str:
-    return hashlib.sha256(cluster.read(name, 0, 4 * CHUNK)).hexdigest()
-
-
-def mirrored_and_replaying(
-    config_file: Path, primary: Cluster, secondary: Cluster, names: list[str]
-) -> None:
-    for name in names:
-        primary.create_image(name, 4 * MiB)
-        write_chunk(primary, name, 0)
-    code, report = rbdfail(config_file, "enable-mirroring", *names)  # others: not ours
-    assert code == 0, report
-
-    def replaying() -> bool:
-        statuses = secondary.mirror_statuses()
-        return all(n in statuses and statuses[n].state == ReplayState.REPLAYING for n in names)
-
-    # The lab's rbd-mirror took about 30 s to report a new copy as replaying.
-    eventually(replaying, 120, (ImageNotFound,), interval=1)
-
-
-def remove_everywhere(sites: tuple[Cluster, Cluster], names: list[str]) -> None:
-    """Leave no split brain behind for the tests that follow."""
-    for cluster in sites:
-        for name in names:
-            try:
-                if cluster.mirror_info(name).state != MirrorState.DISABLED:
-                    cluster.disable_mirroring(name, force=True)
-                cluster.remove_image(name)
-            except CephError:
-                pass  # a copy the other site's removal took with it
-
-
 def test_failover__clean__every_write_arrives_and_the_volumes_are_primary_on_the_target(
-    config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+    lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     primary, secondary = sites
     names = [f"{image_name}-s1", f"{image_name}-s2", f"{image_name}-j1"]
     plain = f"{image_name}-plain"
     primary.create_image(plain, MiB)
     try:
-        mirrored_and_replaying(config_file, primary, secondary, names)
+        mirrored_and_replaying(lab_config_file, primary, secondary, names)
         for name in names:
             write_chunk(primary, name, 1)  # after the last mirror snapshot: the demotion carries it
         before = {name: digest(primary, name) for name in names}
 
-        code, report = rbdfail(config_file, "failover", "--to", "secondary", "--yes")
+        code, report = rbdfail(lab_config_file, "failover", "--to", "secondary", "--yes")
 
         actions = check_exit(code, report, image_name)
         assert all(actions[n] == "demoted+promoted" for n in names), actions
@@ -129,11 +67,11 @@ def test_failover__clean__every_write_arrives_and_the_volumes_are_primary_on_the
             assert secondary.mirror_info(name).primary
             assert not primary.mirror_info(name).primary
             assert digest(secondary, name) == before[name], name
-        state = json.loads((config_file.parent / "state" / "state.json").read_text())
+        state = json.loads((lab_config_file.parent / "state" / "state.json").read_text())
         assert state["active_backend"] == "secondary"
         assert state["volumes"][plain] == {"status": "error", "previous_status": "available"}
 
-        code, again = rbdfail(config_file, "failover", "--to", "secondary", "--yes")
+        code, again = rbdfail(lab_config_file, "failover", "--to", "secondary", "--yes")
         actions = check_exit(code, again, image_name)
         assert {actions[n] for n in names} == {"already-primary"}
     finally:
@@ -141,12 +79,12 @@ def test_failover__clean__every_write_arrives_and_the_volumes_are_primary_on_the
 
 
 def test_failover__primary_frozen__forced_with_what_was_mirrored_before_the_freeze(
-    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+    lab: RunningLab, lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     primary, secondary = sites
     snap, journal = f"{image_name}-s1", f"{image_name}-j1"
     try:
-        mirrored_and_replaying(config_file, primary, secondary, [snap, journal])
+        mirrored_and_replaying(lab_config_file, primary, secondary, [snap, journal])
         # Journal mode mirrors every write; snapshot mode only what a mirror snapshot took.
         write_chunk(primary, journal, 1)
         expected_journal = digest(primary, journal)
@@ -157,7 +95,7 @@ def test_failover__primary_frozen__forced_with_what_was_mirrored_before_the_free
         lab.lab.freeze("primary")
         try:
             code, report = rbdfail(
-                config_file, "failover", "--to", "secondary", "--yes", "--connect-timeout", "3"
+                lab_config_file, "failover", "--to", "secondary", "--yes", "--connect-timeout", "3"
             )
         finally:
             lab.lab.thaw("primary")
@@ -173,7 +111,7 @@ def test_failover__primary_frozen__forced_with_what_was_mirrored_before_the_free
 
 
 def test_failover__cli_dry_run_changes_nothing_and_a_lock_held_on_either_site_refuses(
-    config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+    lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     primary, secondary = sites
     name = f"{image_name}-s1"
@@ -186,7 +124,7 @@ def test_failover__cli_dry_run_changes_nothing_and_a_lock_held_on_either_site_re
             (ImageNotFound,),
             interval=1,
         )
-        code, plan = rbdfail(config_file, "failover", "--to", "secondary", "--dry-run")
+        code, plan = rbdfail(lab_config_file, "failover", "--to", "secondary", "--dry-run")
         assert code == 0
         assert {v["name"]: v["plan"] for v in plan["volumes"]}[name] == "demote+promote"
         assert primary.mirror_info(name).primary
@@ -206,7 +144,7 @@ def test_failover__cli_dry_run_changes_nothing_and_a_lock_held_on_either_site_re
             site.lock("rbdfail.failover", "r-x", holder, 30)
             try:
                 result = CliRunner().invoke(
-                    main, ["-c", str(config_file), "failover", "--to", "secondary", "--yes"]
+                    main, ["-c", str(lab_config_file), "failover", "--to", "secondary", "--yes"]
                 )
             finally:
                 site.unlock("rbdfail.failover", "r-x")
@@ -220,13 +158,13 @@ def test_failover__cli_dry_run_changes_nothing_and_a_lock_held_on_either_site_re
 
 # ---- no newest write lost (issue 13) ----------------------------------------------------
 def test_demote_refused_by_a_client_holding_the_lock__failed_named_still_primary_not_forced(
-    lab: RunningLab, config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+    lab: RunningLab, lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     primary, secondary = sites
     name = f"{image_name}-s1"
     holder = None
     try:
-        mirrored_and_replaying(config_file, primary, secondary, [name])
+        mirrored_and_replaying(lab_config_file, primary, secondary, [name])
         conf, pool = lab.config.backend.conf, lab.config.backend.pool
         holder = subprocess.Popen(
             [
@@ -245,7 +183,7 @@ def test_demote_refused_by_a_client_holding_the_lock__failed_named_still_primary
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
 
         code, report = rbdfail(
-            config_file, "failover", "--to", "secondary", "--yes", "--force", "--timeout", "5"
+            lab_config_file, "failover", "--to", "secondary", "--yes", "--force", "--timeout", "5"
         )
 
         ours = {v["name"]: v for v in report["volumes"] if v["name"] == name}
@@ -262,7 +200,7 @@ def test_demote_refused_by_a_client_holding_the_lock__failed_named_still_primary
 
 
 def test_failover_right_after_a_failback__snapshot_mode__no_write_in_between_is_lost(
-    config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+    lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     """Right after a failback, the secondary's copy is demoted by the failback itself and Ceph
     would promote it at once. rbdfail waits until it has replayed default's promotion; if
@@ -277,12 +215,12 @@ def test_failover_right_after_a_failback__snapshot_mode__no_write_in_between_is_
         return None if last is None else last[0]
 
     try:
-        mirrored_and_replaying(config_file, primary, secondary, [name])
-        code, report = rbdfail(config_file, "failover", "--to", "secondary", "--yes")
+        mirrored_and_replaying(lab_config_file, primary, secondary, [name])
+        code, report = rbdfail(lab_config_file, "failover", "--to", "secondary", "--yes")
         check_exit(code, report, image_name)
         # As an operator would check with `rbdfail status`: default replays the secondary.
         eventually(lambda: newest(primary) == MirrorSnapshotState.NON_PRIMARY, 120, interval=1)
-        code, report = rbdfail(config_file, "failback", "--yes")
+        code, report = rbdfail(lab_config_file, "failback", "--yes")
         check_exit(code, report, image_name)
         # Usually still its own demotion here, which Ceph would promote at once; once (CI) the
         # copy had already replayed default's promotion. Either way the write must survive.
@@ -290,7 +228,7 @@ def test_failover_right_after_a_failback__snapshot_mode__no_write_in_between_is_
         write_chunk(primary, name, 2)
         expected = digest(primary, name)
 
-        code, report = rbdfail(config_file, "failover", "--to", "secondary", "--yes")
+        code, report = rbdfail(lab_config_file, "failover", "--to", "secondary", "--yes")
 
         outcome = next(v for v in report["volumes"] if v["name"] == name)
         if outcome["action"] == "demoted+promoted":

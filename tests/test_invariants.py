@@ -10,8 +10,8 @@ from typing import Any
 from rbdfail.config import Config
 from rbdfail.state import Journal
 from tests.fakeceph import FakeCeph, FakeCluster
+from tests.helpers import replicated, run
 from tests.invariants import Written, check_invariants, sha256
-from tests.test_failover import replicated, run
 
 LENGTH = 64
 

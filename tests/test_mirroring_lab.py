@@ -23,7 +23,7 @@ LAYERING = frozenset({Feature.LAYERING})
 
 
 @pytest.fixture
-def config_file(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
+def lab_config_every_type(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
     """The lab's config with types of every kind, for images prefixed with this test's name."""
     hourly = {"replication_enabled": "<is> True", "mirror_mode": "snapshot"}
     return lab_config(
@@ -45,19 +45,19 @@ def primary(lab: RunningLab) -> Iterator[Cluster]:
     cluster.close()
 
 
-def rbdfail(config_file: Path, *args: str) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(main, ["-c", str(config_file), *args, "--json"])
+def rbdfail(lab_config_every_type: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(main, ["-c", str(lab_config_every_type), *args, "--json"])
     return result.exit_code, json.loads(result.stdout)
 
 
 def test_enable_then_disable__features_schedules_and_peer_copies(
-    lab: RunningLab, config_file: Path, primary: Cluster, image_name: str
+    lab: RunningLab, lab_config_every_type: Path, primary: Cluster, image_name: str
 ) -> None:
     journal, snapshot, hourly, plain = (f"{image_name}-{k}" for k in ("j", "s", "h", "plain"))
     for name in (journal, snapshot, hourly, plain):
         primary.create_image(name, 4 << 20, LAYERING)
 
-    code, report = rbdfail(config_file, "enable-mirroring", journal, snapshot, hourly)
+    code, report = rbdfail(lab_config_every_type, "enable-mirroring", journal, snapshot, hourly)
 
     assert code == 0, report
     assert {v["name"]: v["action"] for v in report["volumes"]} == {
@@ -79,11 +79,11 @@ def test_enable_then_disable__features_schedules_and_peer_copies(
     finally:
         secondary.close()
 
-    code, report = rbdfail(config_file, "enable-mirroring", journal, snapshot, hourly)
+    code, report = rbdfail(lab_config_every_type, "enable-mirroring", journal, snapshot, hourly)
     assert code == 0
     assert {v["action"] for v in report["volumes"]} == {"already-enabled"}
 
-    code, report = rbdfail(config_file, "disable-mirroring", journal, snapshot, hourly)
+    code, report = rbdfail(lab_config_every_type, "disable-mirroring", journal, snapshot, hourly)
     assert code == 0, report
     for name in (journal, snapshot, hourly):
         assert primary.image_features(name) == LAYERING, name
@@ -94,12 +94,14 @@ def test_enable_then_disable__features_schedules_and_peer_copies(
 
 
 def test_enable__missing_image_and_mismatch_exit_3_and_the_rest_is_done(
-    config_file: Path, primary: Cluster, image_name: str
+    lab_config_every_type: Path, primary: Cluster, image_name: str
 ) -> None:
     good, plain = f"{image_name}-s", f"{image_name}-plain"
     primary.create_image(good, 4 << 20)
     primary.create_image(plain, 4 << 20)
-    code, report = rbdfail(config_file, "enable-mirroring", good, plain, f"{image_name}-s-ghost")
+    code, report = rbdfail(
+        lab_config_every_type, "enable-mirroring", good, plain, f"{image_name}-s-ghost"
+    )
     assert code == 3
     assert report["result"] == "partial"
     assert {v["name"]: (v["action"], v["detail"].split(":")[0]) for v in report["volumes"]} == {

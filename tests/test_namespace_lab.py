@@ -22,8 +22,7 @@ from rbdfail.config import load_config
 from rbdfail.errors import CephError, ImageNotFound
 from rbdfail.lab import NAMESPACE
 from tests.conftest import RunningLab
-from tests.helpers import eventually, lab_config
-from tests.test_failover_lab import rbdfail, remove_everywhere
+from tests.helpers import eventually, lab_config, rbdfail, remove_everywhere
 
 pytestmark = pytest.mark.lab
 

@@ -34,7 +34,7 @@ from rbdfail.state import (
 from rbdfail.switch import usecase
 from rbdfail.switch.model import Action
 from tests.fakeceph import FakeCeph, FakeCluster
-from tests.test_failover import Recorder, replicated, run, volumes
+from tests.helpers import Recorder, replicated, run, volumes
 
 
 def rbdfail(world: FakeCeph, config: Config, *args: str) -> Result:

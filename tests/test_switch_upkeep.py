@@ -17,7 +17,7 @@ from rbdfail.switch.model import Action, Operation, Plan, SwitchRequest
 from rbdfail.switch.usecase import run_switch
 from tests.conftest import TWO_SITES, write_config
 from tests.fakeceph import FakeCeph, FakeCluster
-from tests.test_failover import OPTIONS, by_name, replicated, switch
+from tests.helpers import OPTIONS, by_name, replicated, switch
 
 SCHEDULED = TWO_SITES.replace(
     "snap: {replication_enabled: true, mirror_mode: snapshot}",

@@ -16,8 +16,7 @@ from rbdfail.config import Config, load_config, load_deployment
 from rbdfail.errors import ImageNotFound
 from rbdfail.lab import FAST_POOL, POOL, TWO_POOL_BACKENDS
 from tests.conftest import RunningLab
-from tests.helpers import eventually, lab_config_two_pools
-from tests.test_failover_lab import remove_everywhere
+from tests.helpers import eventually, lab_config_two_pools, remove_everywhere
 
 pytestmark = pytest.mark.lab
 

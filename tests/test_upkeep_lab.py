@@ -28,10 +28,11 @@ from rbdfail.errors import ImageNotFound
 from rbdfail.state import State
 from rbdfail.status import StatusReport, gather
 from tests.conftest import RunningLab
-from tests.helpers import eventually, lab_config
-from tests.test_failover_lab import (
+from tests.helpers import (
     CHUNK,
     check_exit,
+    eventually,
+    lab_config,
     mirrored_and_replaying,
     rbdfail,
     remove_everywhere,
@@ -50,7 +51,7 @@ FIRST_SNAPSHOT_S = 240
 
 
 @pytest.fixture
-def config_file(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
+def lab_config_scheduled(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
     """The lab's config with a scheduled type for this test's images only."""
     scheduled = {"replication_enabled": "<is> True", "mirror_mode": "snapshot"}
     return lab_config(
@@ -64,59 +65,59 @@ def config_file(lab: RunningLab, tmp_path: Path, image_name: str) -> Path:
     )
 
 
-def volume_row(config_file: Path, name: str) -> dict[str, Any]:
-    result = CliRunner().invoke(main, ["-c", str(config_file), "status", name, "--json"])
+def volume_row(lab_config_scheduled: Path, name: str) -> dict[str, Any]:
+    result = CliRunner().invoke(main, ["-c", str(lab_config_scheduled), "status", name, "--json"])
     [row] = json.loads(result.stdout)["volumes"]
     return dict(row)
 
 
-def check(config_file: Path, *args: str) -> tuple[int, dict[str, dict[str, str]]]:
+def check(lab_config_scheduled: Path, *args: str) -> tuple[int, dict[str, dict[str, str]]]:
     result = CliRunner().invoke(
-        main, ["-c", str(config_file), "check", "--to", "secondary", *args, "--json"]
+        main, ["-c", str(lab_config_scheduled), "check", "--to", "secondary", *args, "--json"]
     )
     items = {i["name"]: i for i in json.loads(result.stdout)["items"]}
     return result.exit_code, items
 
 
 def test_rpo__a_copy_with_no_snapshot_coming_ages__check_max_rpo_fails_naming_it(
-    config_file: Path, lab_sites: tuple[Cluster, Cluster], image_name: str
+    lab_config_scheduled: Path, lab_sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     """A stopped schedule read as 0 s lag for ever: the RPO counts from the primary's time of
     the newest snapshot the copy holds."""
     primary, secondary = lab_sites
     name = f"{image_name}-n1"
     try:
-        mirrored_and_replaying(config_file, primary, secondary, [name])
+        mirrored_and_replaying(lab_config_scheduled, primary, secondary, [name])
 
         def known() -> dict[str, Any] | None:
-            rpo = volume_row(config_file, name)["rpo"]
+            rpo = volume_row(lab_config_scheduled, name)["rpo"]
             return dict(rpo) if rpo["seconds"] is not None else None
 
         first = eventually(known, 60, interval=1)
         assert first is not None and first["bound"] == "at-most" and first["first_sync_done"]
         time.sleep(3)
-        later = volume_row(config_file, name)["rpo"]
+        later = volume_row(lab_config_scheduled, name)["rpo"]
         assert later["seconds"] >= first["seconds"] + 2  # nothing new: it only grows
         assert later["last_sync"] == first["last_sync"]
 
-        code, items = check(config_file, "--max-rpo", "1")
+        code, items = check(lab_config_scheduled, "--max-rpo", "1")
         assert code == 1 and items["RPO"]["verdict"] == "fail"
         assert name in items["RPO"]["reason"]
-        code, items = check(config_file, "--max-lag", "3600")  # the old name still works
+        code, items = check(lab_config_scheduled, "--max-lag", "3600")  # the old name still works
         assert items["RPO"]["verdict"] == "pass", items["RPO"]
     finally:
         remove_everywhere(lab_sites, [name])
 
 
 def test_rpo__a_copy_in_its_first_sync_is_named_as_such__check_fails__then_known(
-    lab: RunningLab, config_file: Path, lab_sites: tuple[Cluster, Cluster], image_name: str
+    lab: RunningLab, lab_config_scheduled: Path, lab_sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     """Until a copy holds a whole snapshot it has nothing consistent to take over with; its
     status says nothing of it (measured: "status not found" through a 1 GiB first sync of
     about 5 s), so the copy's snapshot list tells."""
     primary, secondary = lab_sites
     name = f"{image_name}-n1"
-    config = load_config(config_file)
+    config = load_config(lab_config_scheduled)
     mirror = psutil.Process(lab.lab.sites()["secondary"].pids["rbd-mirror"])
     try:
         primary.create_image(name, GiB)
@@ -161,16 +162,16 @@ def test_rpo__a_copy_in_its_first_sync_is_named_as_such__check_fails__then_known
 
 
 def test_schedule_follows_the_primary__writes_replicate_back_after_failover_and_failback(
-    config_file: Path, lab_sites: tuple[Cluster, Cluster], image_name: str
+    lab_config_scheduled: Path, lab_sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     primary, secondary = lab_sites
     name = f"{image_name}-s1"
     try:
-        mirrored_and_replaying(config_file, primary, secondary, [name])
+        mirrored_and_replaying(lab_config_scheduled, primary, secondary, [name])
         assert primary.pool_snapshot_schedules().get(name) == [INTERVAL]
         assert name not in secondary.pool_snapshot_schedules()
 
-        code, report = rbdfail(config_file, "failover", "--to", "secondary", "--yes")
+        code, report = rbdfail(lab_config_scheduled, "failover", "--to", "secondary", "--yes")
         [ours] = [v for v in report["volumes"] if v["name"] == name]
         check_exit(code, report, image_name)
         assert ours["action"] == "demoted+promoted"
@@ -186,10 +187,10 @@ def test_schedule_follows_the_primary__writes_replicate_back_after_failover_and_
             lambda: primary.read(name, 2 * CHUNK, CHUNK) == data, FIRST_SNAPSHOT_S, interval=2
         )
         print(f"\nfailover: the write reached default's copy in {time.monotonic() - started:.0f}s")
-        row = volume_row(config_file, name)
+        row = volume_row(lab_config_scheduled, name)
         assert row["schedule"] == {"interval": INTERVAL, "ok": True, "note": f"every {INTERVAL}"}
 
-        code, report = rbdfail(config_file, "failback", "--yes")
+        code, report = rbdfail(lab_config_scheduled, "failback", "--yes")
         [ours] = [v for v in report["volumes"] if v["name"] == name]
         assert ours["action"] == "demoted+promoted", ours
         assert "schedule" not in ours["detail"]  # default had it all along
@@ -208,14 +209,16 @@ def test_schedule_follows_the_primary__writes_replicate_back_after_failover_and_
 
 
 def test_users__a_writer_is_named_in_status_check_and_plan__require_idle_leaves_it_primary(
-    lab: RunningLab, config_file: Path, lab_sites: tuple[Cluster, Cluster], image_name: str
+    lab: RunningLab, lab_config_scheduled: Path, lab_sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     primary, secondary = lab_sites
     name = f"{image_name}-n1"
     writer = None
     try:
-        mirrored_and_replaying(config_file, primary, secondary, [name])
-        assert volume_row(config_file, name)["users"] == []  # rbd-mirror's watch is not a user
+        mirrored_and_replaying(lab_config_scheduled, primary, secondary, [name])
+        assert (
+            volume_row(lab_config_scheduled, name)["users"] == []
+        )  # rbd-mirror's watch is not a user
         conf, pool = lab.config.backend.conf, lab.config.backend.pool
         writer = subprocess.Popen(
             [
@@ -235,17 +238,17 @@ def test_users__a_writer_is_named_in_status_check_and_plan__require_idle_leaves_
         )
         assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
 
-        [user] = volume_row(config_file, name)["users"]
+        [user] = volume_row(lab_config_scheduled, name)["users"]
         assert user["client"].startswith("client.") and user["holds_lock"] is True
-        code, items = check(config_file)
+        code, items = check(lab_config_scheduled)
         assert items["sources idle"]["verdict"] == "warn"
         assert f"{name} ({user['client']})" in items["sources idle"]["reason"]
-        code, plan = rbdfail(config_file, "failover", "--to", "secondary", "--dry-run")
+        code, plan = rbdfail(lab_config_scheduled, "failover", "--to", "secondary", "--dry-run")
         [planned] = [v for v in plan["volumes"] if v["name"] == name]
         assert planned["users"] == [f"{user['client']} (holds its lock)"]
 
         code, report = rbdfail(
-            config_file, "failover", "--to", "secondary", "--yes", "--require-idle"
+            lab_config_scheduled, "failover", "--to", "secondary", "--yes", "--require-idle"
         )
         [ours] = [v for v in report["volumes"] if v["name"] == name]
         assert code == 1 and ours["action"] == "failed"  # its only replicated volume

@@ -236,9 +236,8 @@ def write_trace(path: Path, trace: list[CallTrace], origin: float) -> None:
 
 def _lock_lost(lock_held: Callable[[], None]) -> str | None:
     """Why state.json must not be written: a run that lost its lock may have been overtaken by
-    another one, whose record it would replace with its own, older view (chaos suite: a
-    failover paused past its lock's lapse, resumed after a failback, said `secondary` active
-    with every volume back on default)."""
+    another one, whose record it would replace with its own, older view
+    (docs/design/journal-and-lock.md)."""
     try:
         lock_held()
     except LockLost as exc:
@@ -454,11 +453,11 @@ def _steps(
 
 def _demote_unless_source_lost(run: Run, name: str) -> bool:
     """Demote on the source, in a call slot; False when the source is found lost while the
-    call is in flight. Chaos suite, source's daemons killed under the demotes: a demote in
-    flight never returned (librbd asked the lost lock owner again and again), so its volume
-    was given up on at its hard limit instead of forced with the others. The call is left
-    running in its own thread (never closed under: counted as a call left running); if it
-    ever ends, the source's copy is not primary, which splits no brain."""
+    call is in flight. A demote in flight to a source whose daemons died may never return
+    (librbd asks the lost lock owner again and again), and its volume must be forced with the
+    others rather than given up on at its hard limit (docs/design/timeouts.md). The call is
+    left running in its own thread (never closed under: counted as a call left running); if
+    it ever ends, the source's copy is not primary, which splits no brain."""
     source = run.raw_source
     assert source is not None
     answered = threading.Event()

@@ -5,7 +5,8 @@ rbd-mirror to let go of the copy. So the daemon is taken out of the way first, o
 whole run (`take_daemon_out`: its addresses blocklisted, one monitor command each), and the
 promotes then go through without any hand-off (docs/design/taking-the-daemon-out.md). Where
 that cannot be done (the blocklist refused, say), `LockTaker` takes each copy's lock when its
-hand-off stalls (see its docstring for what was measured and read in librbd).
+hand-off stalls (see its docstring for what librbd does; docs/design/taking-locks.md for the
+evidence).
 """
 
 from __future__ import annotations
@@ -94,19 +95,17 @@ def force_promote(run: Run, name: str, outcome: Callable[..., VolumeOutcome]) ->
                 raise
             taker.cancel()  # a take under way ends first
             if isinstance(exc, OperationTimedOut) and not taker.holders:
-                # No lock taken: the target may not be answering. One more try, which a
-                # target that does not answer fails the same way: seen on the lab (disaster
-                # test, the re-run once the secondary was back from a storage outage) one
-                # forced promote of four timed out after 4 s while the others went through.
+                # No lock taken: the target may not be answering. One more try: a target
+                # just back from an outage can time out one promote among many, while one
+                # that does not answer fails the second try the same way
+                # (docs/design/taking-locks.md).
                 _promote_forced(run, name)
             else:
-                # EROFS: the lock holder refused to let go (seen on the lab right after
-                # another run took locks from the same daemon): take it now. ETIMEDOUT 2 s
-                # after the timer took it (seen): librbd's own request to the old,
-                # blocklisted holder.
+                # EROFS: the lock holder refuses to let go: take it now. ETIMEDOUT after the
+                # timer took it: librbd's own request to the old, blocklisted holder.
                 taker.take_now()
-                # Seen right after a take, too: one more EROFS or ETIMEDOUT; the next try
-                # went through.
+                # Right after a take, a promote may still answer EROFS or ETIMEDOUT while the
+                # lock changes hands: a few more tries (docs/design/taking-locks.md).
                 for attempt in Retrying(
                     retry=retry_if_exception_type((ImageBusy, OperationTimedOut)),
                     stop=stop_after_attempt(3),
@@ -138,8 +137,8 @@ def _force_promote_daemon_out(
     target = run.sites.target
     run.step(name, "force-promote", site=target.site, daemon_out=bool(out.clients))
     try:
-        # An EROFS or ETIMEDOUT right after a lock changed hands went through on the next
-        # try (lab, after takes): the same few tries here.
+        # Right after a lock changes hands a promote may answer EROFS or ETIMEDOUT, and the
+        # next try goes through: the same few tries as after a take.
         for attempt in Retrying(
             retry=retry_if_exception_type((ImageBusy, OperationTimedOut)),
             stop=stop_after_attempt(3),
@@ -171,15 +170,12 @@ def free_from_daemon(run: Run, name: str) -> str | None:
 
     A forced promote of a journal-mode copy needs no lock: it goes through at once while the
     daemon, its replayer stuck on the lost source, keeps the copy's exclusive lock and refuses
-    it to every writer. Measured on the lab (source partitioned after a demote the daemon had
-    not replayed): promoted in 0.02 s, then every write EROFS for 80 s, until the source came
-    back; with the lock taken, writes went through in under a second. Left alone, the stuck
-    replayer is the likely cause of a promotion found undone once the source came back (chaos
-    suite, twice; not reproduced by hand). A daemon that is not stuck lets go at once (measured:
-    no holder 0.02 s after the promote), but it still gets the whole grace: a take blocklists
-    it for every image, and one at 5 s cut other copies' hand-offs short (EINVAL, lab). Only the
-    daemon's connections and dead holders are taken from, never a live client of the new
-    primary.
+    it to every writer until the source comes back; left alone, the stuck replayer may also
+    undo the promotion once the source is back. A daemon that is not stuck lets go at once, but
+    it still gets the whole grace: a take blocklists it for every image, and an early one cuts
+    other copies' hand-offs short (EINVAL). Only the daemon's connections and dead holders are
+    taken from, never a live client of the new primary. The measurements are in
+    docs/design/taking-locks.md.
     """
     target = run.raw_target  # promotes stalled on other copies may hold every call slot
     grace = run.options.break_locks_after
@@ -231,14 +227,13 @@ class LockTaker:
     daemon has closed the image, with no time limit (`mirror::snapshot::PromoteRequest`,
     `list_watchers` and `wait_update_notify`). With the source lost, the daemon can be wedged
     on the dead peer (a replayer inside a call to it, which Pacific's rbd-mirror never times
-    out; upstream ceph PRs 51540 and 52632) and never close it. Measured on the lab, source
-    storage dead: 12 of 12 forced promotes given up at 81 s in 3 runs of 3, with or without
-    an OSD op timeout; with the lock taken, all finished in 4-5 s. Ceph blocklists the holder
-    (ceph.BLOCKLIST_S), which removes its watch, and the promote already waiting goes on.
+    out; upstream ceph PRs 51540 and 52632) and never close it, so the promote hangs. Taking
+    the lock has Ceph blocklist the holder (ceph.BLOCKLIST_S), which removes its watch, and the
+    promote already waiting goes on (docs/design/taking-locks.md has the measurements).
 
     Taken only when the hand-off stalls, because the blocklist pauses the daemon for every
-    image and restarts its pool replayer, which on the lab did not always come back. Once one
-    was needed in a run, later promotes of that run take it at once: the daemon is stuck.
+    image and restarts its pool replayer, which may not come back by itself. Once one was
+    needed in a run, later promotes of that run take it at once: the daemon is stuck.
     The call bypasses the call slots (stalled promotes may hold them all), not the lock check.
     """
 

@@ -114,8 +114,8 @@ class FailoverLock:
         if cluster is self.sites.target and self._stale():
             # Not renewed for longer than it is provably held (the host paused): it may have
             # lapsed, been taken by another run and released meanwhile, so taking it again
-            # now would let this run go on from a plan made before that run (found writing
-            # the chaos suite's paused-run case). The run stops instead, for good.
+            # now would let this run go on from a plan made before that run
+            # (docs/design/journal-and-lock.md). The run stops instead, for good.
             self._lapsed = True
             return False
         try:

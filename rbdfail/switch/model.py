@@ -259,27 +259,24 @@ class Options:
     force: bool = False  # a demoted volume not promotable in time is forced, not rolled back
     # Once the source is lost, a forced promote that has not got the copy's lock from the
     # target's rbd-mirror after this many seconds takes it (forced.py LockTaker); None:
-    # never. Measured, healthy hand-offs: 3-9 s.
+    # never. Longer than a healthy hand-off takes (docs/design/taking-locks.md).
     break_locks_after: float | None = 15.0
-    # What a forced promote may take: 9-10 s on the lab while the target's rbd-mirror held the
-    # image's exclusive lock (ceph-facts.md); 30 s after its lock was taken, in a full test run
-    # on the loaded lab (given up on at 15 s, then). Part of the allowance after a budget.
+    # What a forced promote may take, the lock hand-off or a lock take included, on a loaded
+    # site (docs/design/timeouts.md). Part of the allowance after a budget.
     forced_promote_s: float = 30.0
     resync_timeout: float = 900.0  # failback: a stale copy's re-copy, before its switch
     # Volumes in progress per call slot while the source answers: a clean switch spends most
-    # of its time waiting for the demotion to reach the target (about 3 s, against about 1 s
-    # a call), and that wait holds no slot. Measured, 200 volumes at 32 slots: 1 per slot
-    # 23.4 s; 4 per slot 13.5 s, its last 72 demotes waiting for earlier promotes (demotes
-    # ending 10.8 s in); 8 (all 200 at once) demotes ending 6.3-7.0 s in.
+    # of its time waiting for the demotion to reach the target, longer than a call takes, and
+    # that wait holds no slot; with fewer per slot, late demotes queue behind earlier promotes
+    # (docs/performance.md has the timings).
     volumes_per_slot: int = 8
     # Forced promotes in flight at once, outside the call slots: a forced promote is latency
-    # (the lock hand-off), not work, so 200 at once cost what one costs. Measured on the lab,
-    # source lost: 200 copies 39.4 s at 32 in flight, 9.4 s at 200, 6.3 s at 200 with the
-    # daemon taken out; 1000 copies 24.9 s at 500 (ceph-facts.md, docs/design).
+    # (the lock hand-off), not work, so many at once cost about what one costs
+    # (docs/design/taking-the-daemon-out.md has the timings).
     forced_in_flight: int = 500
     # How long the target's rbd-mirror stays blocklisted once the source is lost: long
-    # enough for every forced promote (24.9 s for 1000 copies), short enough that the daemon
-    # comes back for the failback by itself (measured: it resumed once its entry lapsed).
+    # enough for every forced promote of a large run, short enough that the daemon comes back
+    # for the failback by itself once its entry lapses (docs/design/taking-the-daemon-out.md).
     daemon_out_s: int = 60
     call_trace: Path | None = None  # write every Ceph call's times there (a diagnostic)
     # How long a call to a site that died under the run takes to fail: its OSD op timeout.
@@ -293,9 +290,9 @@ class Options:
         despite the timeouts reaches it.
 
         A roll-back's call to a source that died after every demote (so no demote failed to
-        tell) fails only after the OSD op timeout, then the volume is forced: chaos suite,
-        storage dead right after the demotes, each volume was given up on at 55 s and forced
-        5 s after the run had reported it failed, when 2 connect timeouts were allowed here.
+        tell) fails only after the OSD op timeout, then the volume is forced: so the allowance
+        is the larger of 2 connect timeouts and the OSD op timeout, or the volume is given up
+        on just before it is forced (docs/design/timeouts.md).
         """
         after_budget = max(2 * self.connect_timeout, self.op_timeout_s)
         # A forced promote may wait out the lock's grace (before the promote, or after it, in

@@ -10,7 +10,7 @@ was resynced is a new image to Ceph and has lost its schedule: it is added again
 
 Users: a demote under a client that has the volume open makes that client's writes fail (it
 sees a read-only image). They are named in the plan; with `require_idle` the volume is not
-switched at all. Reading them costs a call per volume (0.8-1.9 s for 200 on the lab), so a run
+switched at all. Reading them costs a call per volume (docs/performance.md), so a run
 that nobody reads the plan of first (`--yes` without `--require-idle`) does without: `check`
 names them before.
 """

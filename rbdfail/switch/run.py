@@ -16,7 +16,7 @@ from rbdfail.workers import CallSlots, Throttled
 
 # The calls on a switch's critical path: every promote waits for its demotion, then for that
 # to reach the target. Given the next free slot first, the demotes end about as soon as if
-# they ran alone, and the promotes fill the slots around them (measured, README Performance).
+# they ran alone, and the promotes fill the slots around them (docs/performance.md).
 URGENT_CALLS = frozenset({"demote"})
 
 

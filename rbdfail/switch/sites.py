@@ -416,8 +416,7 @@ def _said(
     on_source: dict[str, MirrorInfo] | None,
 ) -> SitesSaid:
     """`on_source`: the source's mirrored images, whose primaries are about to be demoted and
-    whose users are read (one call each: for 200 volumes 0.8-1.9 s on the lab); None: users
-    not read."""
+    whose users are read (one call each, docs/performance.md); None: users not read."""
     moving = [n for n, info in (on_source or {}).items() if info.primary]
     with ThreadPoolExecutor(2) as reader:
         schedules = reader.submit(_schedules, sites.target)
