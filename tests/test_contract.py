@@ -432,7 +432,7 @@ def test_forced_promote__while_peer_is_primary__leaves_both_primary(
 def test_split_brain__demote_resync_then_switch_back__the_copy_takes_the_primarys_data(
     sites: TwoSites, image_name: str
 ) -> None:
-    """The failback after a forced failover, as measured on the lab (ceph-facts.md)."""
+    """The failback after a forced failover, as measured on the lab."""
     mirrored(sites, image_name)
     sites.replaying_on_b(image_name)
     sites.b.promote(image_name, force=True)  # a forced failover: both primary

@@ -22,13 +22,6 @@ DOCS = [
     *sorted((ROOT / "examples").glob("*.md")),
 ]
 COMMANDS_REFERENCE = ROOT / "docs" / "reference" / "commands.md"
-# Records written on other branches of issue 26, linked from docs/design/README.md only; empty
-# this set once they are merged.
-PENDING = {
-    ROOT / "docs" / "design" / "journal-replay-proof.md",
-    ROOT / "docs" / "design" / "taking-the-daemon-out.md",
-}
-
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 GLOBAL_OPTIONS_WITH_VALUE = {"-c", "--config", "--backend"}
@@ -89,19 +82,9 @@ def test_docs__every_relative_link_resolves_to_a_file(doc: Path) -> None:
     broken = []
     for link in _relative_links(doc):
         target = (doc.parent / link.split("#", 1)[0]).resolve()
-        if target in PENDING and doc.name == "README.md" and doc.parent.name == "design":
-            continue
         if not target.exists():
             broken.append(link)
     assert broken == [], f"{doc.relative_to(ROOT)}: links to nothing: {broken}"
-
-
-def test_docs__the_pending_records_are_linked_from_the_design_index_only() -> None:
-    for doc in DOCS:
-        if doc == ROOT / "docs" / "design" / "README.md":
-            continue
-        targets = {(doc.parent / link.split("#", 1)[0]).resolve() for link in _relative_links(doc)}
-        assert not targets & PENDING, doc
 
 
 def test_docs__every_command_of_the_group_is_in_the_command_reference() -> None:
