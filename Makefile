@@ -77,7 +77,8 @@ chaos: venv
 # minutes here); `make test` runs the storage-dead shape only.
 disasters: venv
 	$(VENV)/bin/pytest -v -s -p no:cacheprovider -m 'lab and not chaos' tests/test_disasters_lab.py
-	$(VENV)/bin/pytest -v -s -p no:cacheprovider -m disasters tests/test_failback_lab.py
+	$(VENV)/bin/pytest -v -s -p no:cacheprovider -m disasters tests/test_failback_lab.py \
+	  tests/test_daemon_out_lab.py
 
 demo: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh

@@ -128,6 +128,8 @@ class VolumeStatus:
         for site, image in self.sites.items():
             if image.state in (ReplayState.ERROR, ReplayState.UNKNOWN) and image.primary is False:
                 found.append(f"{site}: {image.state}: {image.description}")
+                if "split-brain" in image.description and self.primary_site in self.sites:
+                    found.append(_resync_hint(site, self.primary_site))
             if mirrored and image.reachable and image.primary is None:
                 found.append(f"{site}: no mirrored copy yet ({image.state})")
         if self.schedule_ok is False:
@@ -441,3 +443,16 @@ def _lag(
         if "entries_behind_primary" in tail:
             return None, int(tail["entries_behind_primary"])
     return None, None
+
+
+def _resync_hint(site: str, primary_site: str) -> str:
+    """A demoted copy Ceph calls split-brain never replays again by itself; rbd-mirror can say
+    so after a clean journal-mode switch too (it read the peer's tags mid-promotion:
+    docs/design/journal-replay-proof.md). A resync re-copies it from the primary, which throws
+    away whatever only this copy holds: safe once the primary is known to hold the newest writes."""
+    return (
+        f"{site}: its copy will not replay until resynced; once {primary_site} is known to hold "
+        f"the newest writes (a clean switch by rbdfail proves it), resync it on {site} "
+        "(`rbd mirror image resync`)"
+    )
+

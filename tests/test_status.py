@@ -88,6 +88,28 @@ def test_status__forced_promote_shows_split_brain(
     assert "volume s-1: primary: split-brain" in report.problems
 
 
+def test_status__a_demoted_copy_called_split_brain_after_a_clean_switch__resync_named(
+    config: Config, fake_ceph: FakeCeph, sites
+) -> None:
+    """Ceph's rbd-mirror can report the demoted journal copy split-brain after a clean switch
+    (docs/design/journal-replay-proof.md): only one site is primary, and the copy needs a
+    resync, which status names with the site to run it on."""
+    primary, secondary = sites
+    mirrored(primary, secondary, "j-1", MirrorMode.JOURNAL)
+    primary.demote("j-1")
+    fake_ceph.advance(1)
+    secondary.promote("j-1")
+    fake_ceph.sites["default"].images["j-1"].split_brain = True
+
+    report = status(config, fake_ceph)
+
+    assert report.volumes[0].primary_site == "secondary"
+    problems = [p for p in report.problems if p.startswith("volume j-1: ")]
+    assert problems[0] == "volume j-1: default: error: split-brain"
+    assert "resync it on default (`rbd mirror image resync`)" in problems[1]
+    assert "once secondary is known to hold the newest writes" in problems[1]
+
+
 def test_status__demoted_everywhere_is_primary_nowhere(
     config: Config, fake_ceph: FakeCeph, sites
 ) -> None:
