@@ -302,11 +302,15 @@ def replaying_again(copy: Cluster, name: str, patience: float) -> None:
     docs/design/journal-replay-proof.md); it stays so until resynced, which is safe here: the
     peer holds every write of this copy."""
 
+    resynced = []
+
     def replaying() -> bool:
         status = copy.mirror_status(name)
-        if status.state == ReplayState.ERROR and "split-brain" in status.description:
+        split = status.state == ReplayState.ERROR and "split-brain" in status.description
+        if split and not resynced:
             print(f"\n{name}: its demoted copy called split-brain, resynced")
             copy.resync(name)
+            resynced.append(name)
         return status.state == ReplayState.REPLAYING
 
     eventually(replaying, 2 * patience, (ImageNotFound,), interval=0.5)
