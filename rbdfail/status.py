@@ -455,4 +455,3 @@ def _resync_hint(site: str, primary_site: str) -> str:
         f"the newest writes (a clean switch by rbdfail proves it), resync it on {site} "
         "(`rbd mirror image resync`)"
     )
-
