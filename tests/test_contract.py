@@ -302,7 +302,7 @@ def replaying_again(copy: Cluster, name: str, patience: float) -> None:
     docs/design/journal-replay-proof.md); it stays so until resynced, which is safe here: the
     peer holds every write of this copy."""
 
-    resynced = []
+    resynced: list[str] = []
 
     def replaying() -> bool:
         status = copy.mirror_status(name)
