@@ -193,7 +193,7 @@ def _daemon(report: StatusReport, target: str) -> CheckItem:
         return CheckItem(name, WARN, "unknown: no image status reported on this site yet")
     if health == "up":
         return CheckItem(name, PASS, f"up (it reported {count} image statuses)")
-    return CheckItem(name, FAIL, "down: the image statuses say its daemon is not running")
+    return CheckItem(name, FAIL, f"down: {report.daemon_down_why(target)}")
 
 
 def _listed(

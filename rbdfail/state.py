@@ -369,6 +369,24 @@ def journal_lines(state_dir: Path, backend: str | None = None) -> Iterator[dict[
         return
 
 
+def daemons_taken_out(
+    state_dir: Path, backend: str | None = None
+) -> dict[str, tuple[datetime, int]]:
+    """Per site, when a forced failover last took its rbd-mirror out (blocklisted its
+    addresses) and for how many seconds: status and check name it when the daemon has not
+    come back after that."""
+    found: dict[str, tuple[datetime, int]] = {}
+    for line in journal_lines(state_dir, backend):
+        if line.get("event") != "daemon-out":
+            continue
+        try:
+            when = datetime.fromisoformat(str(line["time"]).replace("Z", "+00:00"))
+            found[str(line["site"])] = (when, int(line["expires_s"]))
+        except (KeyError, TypeError, ValueError):
+            continue  # not as rbdfail writes it: the daemon's health is said without it
+    return found
+
+
 def journal_damage(state_dir: Path) -> str | None:
     """Which lines of the journal cannot be read (torn by a power cut, or not rbdfail's),
     so that a plan made without them says so; None when every line reads."""

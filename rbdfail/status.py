@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from rbdfail.cluster import (
@@ -28,7 +28,7 @@ from rbdfail.config import Config, Connect, SiteConfig
 from rbdfail.errors import CephError
 from rbdfail.rpo import UNKNOWN as RPO_UNKNOWN
 from rbdfail.rpo import Rpo, copy_rpo, description_tail, schedule_verdict, whole_snapshot_time
-from rbdfail.state import State
+from rbdfail.state import State, daemons_taken_out
 from rbdfail.volumes import Volume, list_volumes
 from rbdfail.workers import read_each
 
@@ -169,6 +169,21 @@ class StatusReport:
     active_backend: str
     sites: dict[str, SiteView]
     volumes: tuple[VolumeStatus, ...]
+    # Per site whose rbd-mirror a forced failover took out and whose blocklist entry has
+    # lapsed since: when and for how long (the journal's `daemon-out`).
+    taken_out: dict[str, tuple[datetime, int]] = field(default_factory=dict)
+
+    def daemon_down_why(self, site: str) -> str:
+        """Why the site's rbd-mirror is down and what to do, as far as rbdfail knows."""
+        if site not in self.taken_out:
+            return "the image statuses say its daemon is not running; start it on that site"
+        when, seconds = self.taken_out[site]
+        lapsed = (when + timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return (
+            f"a forced failover blocklisted it at {when:%Y-%m-%d %H:%M:%S UTC} for {seconds}s; "
+            f"the entry lapsed at {lapsed} and it has not come back by itself: restart the "
+            f"rbd-mirror daemon on {site} (`ceph osd blocklist ls` there shows any entry left)"
+        )
 
     def mirror_daemon(self, site: str) -> tuple[str, int]:
         """The site's rbd-mirror: "up", "down" or "unknown", and how many image statuses say
@@ -199,7 +214,7 @@ class StatusReport:
     def problems(self) -> list[str]:
         found = [f"site {s}: {p}" for s, view in self.sites.items() for p in view.problems]
         found += [
-            f"site {s}: rbd-mirror is down"
+            f"site {s}: rbd-mirror is down: {self.daemon_down_why(s)}"
             for s in self.sites
             if self.mirror_daemon(s)[0] == "down"
         ]
@@ -255,7 +270,12 @@ def gather(
     volumes = tuple(
         _volume(config, state, name, typed.get(name), by_id, now) for name in everywhere
     )
-    return StatusReport(state.active_backend, by_id, volumes)
+    taken_out = {
+        site: (when, seconds)
+        for site, (when, seconds) in daemons_taken_out(config.state_dir, config.state_scope).items()
+        if when.timestamp() + seconds <= now
+    }
+    return StatusReport(state.active_backend, by_id, volumes, taken_out)
 
 
 def _read_site(

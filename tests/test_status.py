@@ -15,7 +15,8 @@ from rbdfail.cli import main
 from rbdfail.cluster import ImageStatus, ImageUser, MirrorMode, ReplayState
 from rbdfail.config import Config
 from rbdfail.metrics import write_textfile
-from rbdfail.state import STATE_FILE, State, read_state
+from rbdfail.check import FAIL, run_checks
+from rbdfail.state import STATE_FILE, Journal, State, read_state
 from rbdfail.status import StatusReport, gather
 from tests.fakeceph import FakeCeph, FakeCluster
 from tests.helpers import eventually
@@ -203,7 +204,30 @@ def test_status__a_stopped_rbd_mirror_is_reported_from_the_statuses_it_stamps(
     fake_ceph.sites["secondary"].mirror_daemon_up = False
     report = status(config, fake_ceph)
     assert report.to_json()["sites"]["secondary"]["rbd_mirror"] == "down"
-    assert "site secondary: rbd-mirror is down" in report.problems
+    assert any(p.startswith("site secondary: rbd-mirror is down") for p in report.problems)
+
+
+def test_status__a_daemon_taken_out_not_back_after_its_entry_lapsed__said_with_what_to_do(
+    config: Config, fake_ceph: FakeCeph, sites
+) -> None:
+    """Issue 25 item 3: a forced failover blocklisted the secondary's rbd-mirror for 60 s;
+    still down once that lapsed, status and check say so and say to restart it there. Before
+    the entry lapses the daemon being down is expected and said without it."""
+    primary, secondary = sites
+    mirrored(primary, secondary, "s-1", MirrorMode.SNAPSHOT)
+    fake_ceph.sites["secondary"].mirror_daemon_up = False
+    Journal(config.state_dir, "r1").write("daemon-out", site="secondary", expires_s=60)
+
+    fresh = status(config, fake_ceph)
+    expected = "the image statuses say its daemon is not running; start it on that site"
+    assert f"site secondary: rbd-mirror is down: {expected}" in fresh.problems
+
+    later = gather(config, State(), fake_ceph.connect, now=time.time() + 61)
+    (down,) = [p for p in later.problems if "rbd-mirror is down" in p]
+    assert "a forced failover blocklisted it at " in down and " for 60s" in down
+    assert "restart the rbd-mirror daemon on secondary" in down
+    item = {i.name: i for i in run_checks(later, "secondary", None)}["rbd-mirror on secondary"]
+    assert item.verdict == FAIL and "restart the rbd-mirror daemon on secondary" in item.reason
 
 
 def test_status__statuses_no_daemon_has_reported_yet_say_nothing_of_its_health(
