@@ -467,9 +467,10 @@ def _lag(
 
 def _resync_hint(site: str, primary_site: str) -> str:
     """A demoted copy Ceph calls split-brain never replays again by itself; rbd-mirror can say
-    so after a clean journal-mode switch too (it read the peer's tags mid-promotion:
-    docs/design/journal-replay-proof.md). A resync re-copies it from the primary, which throws
-    away whatever only this copy holds: safe once the primary is known to hold the newest writes."""
+    so after a clean journal-mode switch too (likely having read the peer's tags
+    mid-promotion: docs/design/journal-replay-proof.md). A resync re-copies it from the
+    primary, which throws away whatever only this copy holds: safe once the primary is known
+    to hold the newest writes."""
     return (
         f"{site}: its copy will not replay until resynced; once {primary_site} is known to hold "
         f"the newest writes (a clean switch by rbdfail proves it), resync it on {site} "
