@@ -80,7 +80,7 @@ except ImportError as exc:  # pragma: no cover - depends on the host
 # `ImageWatcher::handle_request_lock` both take -ETIMEDOUT as "ask again". So a timeout shorter
 # than what a loaded survivor's OSD needs turns those into endless loops: Ceph's own default is
 # no timeout at all. (The forced-promote hangs of issue 12 were another loop, which no timeout
-# bounds: see `break_image_lock` and switch/engine.py `_take_copy_lock`.) The floor,
+# bounds: see `break_image_lock` and switch/forced.py `LockTaker`.) The floor,
 # OSD_OP_FLOOR_S, is in limits.py: the engine's time limits allow for it too.
 # How long Ceph blocklists the holder of a lock that `break_image_lock` breaks: this site's
 # rbd-mirror when the peer is lost. Short, so the daemon resumes by itself once the entry
