@@ -35,7 +35,7 @@ from rbdfail import ceph
 from rbdfail.cluster import Cluster, ImageStatus, MirrorInfo
 from rbdfail.config import Config, SiteConfig, load_config, load_deployment
 from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState
-from rbdfail.lab import Lab
+from rbdfail.lab.twosite import Lab
 
 RBDFAIL = [sys.executable, "-m", "rbdfail"]
 SCENARIOS = {

@@ -17,7 +17,7 @@ import yaml
 from rbdfail.cluster import Cluster
 from rbdfail.config import Config, SiteConfig, load_config
 from rbdfail.errors import LabError
-from rbdfail.lab import Lab
+from rbdfail.lab.twosite import Lab
 from tests.fakeceph import FakeCeph, FakeCluster
 from tests.helpers import CONNECT_TIMEOUT, DisasterLab, lab_config
 

@@ -29,7 +29,7 @@ from rbdfail.cli import main
 from rbdfail.cluster import Cluster, MirrorMode, MirrorState, ReplayState
 from rbdfail.config import Config
 from rbdfail.errors import CephError, ImageNotFound
-from rbdfail.lab import Lab
+from rbdfail.lab.twosite import Lab
 from rbdfail.switch.model import (
     FailoverReport,
     Observer,

@@ -19,7 +19,7 @@ from rbdfail import ceph
 from rbdfail.cli import main
 from rbdfail.cluster import Cluster, ReplayState
 from rbdfail.config import Config, load_deployment
-from rbdfail.lab import NAMESPACE
+from rbdfail.lab.twosite import NAMESPACE
 from rbdfail.state import read_state
 from tests.conftest import RunningLab
 from tests.helpers import eventually, lab_config_two_pools, remove_everywhere

@@ -38,9 +38,9 @@ import pytest
 import yaml
 
 from rbdfail.cluster import Cluster
-from rbdfail.disasters import Disaster
 from rbdfail.errors import CephError
-from rbdfail.lab import Lab
+from rbdfail.lab.disasters import Disaster
+from rbdfail.lab.twosite import Lab
 from rbdfail.switch.lock import LOCK_DURATION
 from tests.conftest import RunningLab
 from tests.helpers import DisasterLab, eventually, rbdfail, remove_everywhere

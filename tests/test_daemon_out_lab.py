@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from rbdfail.cluster import ReplayState
-from rbdfail.disasters import Disaster
 from rbdfail.errors import CephError
+from rbdfail.lab.disasters import Disaster
 from tests.helpers import (
     DISASTER_AGE_S,
     DisasterLab,

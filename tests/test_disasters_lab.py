@@ -27,8 +27,8 @@ import pytest
 from rbdfail import ceph
 from rbdfail.cluster import Cluster
 from rbdfail.config import SiteConfig, load_config
-from rbdfail.disasters import Disaster
 from rbdfail.errors import CephError
+from rbdfail.lab.disasters import Disaster
 from rbdfail.switch.model import Operation, Options, Silent, SwitchRequest
 from rbdfail.switch.usecase import run_switch
 from tests.helpers import (

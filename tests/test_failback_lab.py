@@ -26,7 +26,7 @@ from click.testing import CliRunner, Result
 from rbdfail.cli import main
 from rbdfail.cluster import Cluster, ReplayState
 from rbdfail.config import load_config
-from rbdfail.disasters import Disaster
+from rbdfail.lab.disasters import Disaster
 from rbdfail.switch.model import Operation, Silent, SwitchRequest, options_for
 from rbdfail.switch.usecase import run_switch
 from tests.conftest import RunningLab

@@ -11,9 +11,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rbdfail.disasters import DAEMONS
 from rbdfail.errors import LabError
-from rbdfail.lab import (
+from rbdfail.lab.disasters import DAEMONS
+from rbdfail.lab.twosite import (
     PORT_FLOOR,
     READ_LEASE_S,
     SITES,

@@ -20,7 +20,7 @@ from rbdfail.cli import main
 from rbdfail.cluster import Cluster, ReplayState
 from rbdfail.config import load_config
 from rbdfail.errors import CephError, ImageNotFound
-from rbdfail.lab import NAMESPACE
+from rbdfail.lab.twosite import NAMESPACE
 from tests.conftest import RunningLab
 from tests.helpers import eventually, lab_config, rbdfail, remove_everywhere
 

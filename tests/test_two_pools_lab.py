@@ -14,7 +14,7 @@ from rbdfail import ceph
 from rbdfail.cluster import Cluster, MirrorInfo, MirrorMode, MirrorState
 from rbdfail.config import Config, load_config, load_deployment
 from rbdfail.errors import ImageNotFound
-from rbdfail.lab import FAST_POOL, POOL, TWO_POOL_BACKENDS
+from rbdfail.lab.twosite import FAST_POOL, POOL, TWO_POOL_BACKENDS
 from tests.conftest import RunningLab
 from tests.helpers import eventually, lab_config_two_pools, remove_everywhere
 

@@ -15,11 +15,11 @@ from rbdfail.cli.base import (
     main,
     stderr_progress,
 )
-from rbdfail.disasters import Disaster
 from rbdfail.errors import ExitCode
+from rbdfail.lab.disasters import Disaster
 
 if TYPE_CHECKING:
-    from rbdfail.lab import Lab
+    from rbdfail.lab.twosite import Lab
 
 
 # ---- the lab ------------------------------------------------------------------------------
@@ -33,7 +33,7 @@ lab_dir_option = click.option(
 
 
 def _lab(lab_dir: Path | None, progress: Callable[[str], None] | None = None) -> Lab:
-    from rbdfail.lab import Lab, default_lab_dir
+    from rbdfail.lab.twosite import Lab, default_lab_dir
 
     return Lab(lab_dir or default_lab_dir(), progress=progress)
 

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import psutil
 
-from rbdfail.disasters import Disaster
 from rbdfail.errors import LabError
+from rbdfail.lab.disasters import Disaster
 
 SITES = ("primary", "secondary")
 SITE_ALIASES = {"default": "primary"}  # the backend's Cinder id names the primary site too
