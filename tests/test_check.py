@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from rbdfail.check import CheckItem, ready, run_checks
@@ -16,7 +13,7 @@ from rbdfail.cluster import ImageUser, MirrorMode
 from rbdfail.config import Config, load_config
 from rbdfail.state import State
 from rbdfail.status import gather
-from tests.conftest import TWO_SITES, RunningLab, write_config
+from tests.conftest import TWO_SITES, write_config
 from tests.fakeceph import FakeCeph, FakeCluster
 from tests.helpers import eventually
 
@@ -177,28 +174,6 @@ def test_check__a_client_with_a_source_open_warns__fails_with_require_idle(
     assert reason(items, "sources idle").endswith("s-1 (client.4250)")
     assert ready(items)
     assert verdicts(config, fake_ceph, require_idle=True)["sources idle"] == "fail"
-
-
-@pytest.mark.lab
-def test_check__on_the_lab_a_frozen_target_is_not_ready_exit_1(
-    lab: RunningLab, tmp_path: Path
-) -> None:
-    config = yaml.safe_load(lab.lab.config_file.read_text())
-    config["replication_connect_timeout"] = 2
-    short = tmp_path / "rbdfail.yaml"
-    short.write_text(yaml.safe_dump(config))
-    lab.lab.freeze("secondary")
-    try:
-        started = time.monotonic()
-        result = CliRunner().invoke(main, ["-c", str(short), "check", "--json"])
-        elapsed = time.monotonic() - started
-    finally:
-        lab.lab.thaw("secondary")
-    assert result.exit_code == 1
-    document = json.loads(result.stdout)
-    assert (document["target"], document["ready"]) == ("secondary", False)
-    assert document["items"][0]["verdict"] == "fail"
-    assert elapsed < 2 + 3
 
 
 def test_check__unknown_target_is_a_usage_error(config_file: Path) -> None:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from click.testing import CliRunner
 
-from rbdfail.cli import main
 from rbdfail.cluster import PoolMirrorMode
 from rbdfail.errors import PermissionDenied
 from rbdfail.pools import prepare
-from tests.conftest import RunningLab, fake_site
+from tests.conftest import fake_site
 from tests.fakeceph import FakeCeph, FakeCluster
 
 
@@ -69,16 +65,3 @@ def test_prepare__peering_refused_says_which_user_to_use(fresh) -> None:
     assert actions(items)[-1] == ("default", "peer secondary", "failed")
     assert items[-1].detail.endswith("run `rbdfail setup --user admin`")
     assert backend.peers() == []
-
-
-@pytest.mark.lab
-@pytest.mark.parametrize("user", [[], ["--user", "admin"]], ids=["rbd-profile", "admin"])
-def test_setup__on_the_lab_everything_is_in_place(lab: RunningLab, user: list[str]) -> None:
-    result = CliRunner().invoke(main, ["-c", str(lab.lab.config_file), "setup", *user, "--json"])
-    assert result.exit_code == 0, result.output
-    items = json.loads(result.stdout)["items"]
-    assert [(i["site"], i["item"], i["action"]) for i in items] == [
-        ("default", "pool mirroring mode", "in place"),
-        ("secondary", "pool mirroring mode", "in place"),
-        ("default", "peer secondary", "in place"),
-    ]
