@@ -63,10 +63,11 @@ fuzz: venv
 CHAOS_SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
 chaos: venv
 	@echo "chaos seed $(CHAOS_SEED): CHAOS_SEED=$(CHAOS_SEED) make chaos replays this run"
-	@# Two sessions, so that the shared lab of the kill cases is down before the lost cases
+	@# Two sessions, so that the shared lab of the kill and succession cases is down before the lost cases
 	@# start a lab each: one lab at a time on the machine. Exit 5 is "no case selected".
 	RBDFAIL_CHAOS_SEED=$(CHAOS_SEED) $(VENV)/bin/pytest -v -s -p no:cacheprovider -m chaos \
-	  -k "test_chaos__killed_at $(if $(ONLY),and ($(ONLY)))" tests/test_chaos_lab.py; \
+	  -k "(test_chaos__killed_at or test_chaos__switches) $(if $(ONLY),and ($(ONLY)))" \
+	  tests/test_chaos_lab.py; \
 	killed=$$?; \
 	RBDFAIL_CHAOS_SEED=$(CHAOS_SEED) $(VENV)/bin/pytest -v -s -p no:cacheprovider -m chaos \
 	  -k "test_chaos__source_lost $(if $(ONLY),and ($(ONLY)))" tests/test_chaos_lab.py; \

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -90,6 +91,28 @@ LOST_CASES = [
     for flow, steps in (("failover", FAILOVER_STEPS), ("failback", FAILBACK_STEPS))
     for step in steps
     for shape in SHAPES
+]
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """Switches in quick succession (issue 28): a failover, a failback, a write where each
+    volume is primary, then a failover `delay_s` later, the target's rbd-mirror paused across
+    it when `paused`; or (`delay_s` None) a failback right after the failover."""
+
+    delay_s: float | None
+    paused: bool = False
+
+    @property
+    def id(self) -> str:
+        if self.delay_s is None:
+            return "failback-right-after-failover"
+        paused = "-replay-paused" if self.paused else ""
+        return f"failback-write-failover-after-{self.delay_s:g}s{paused}"
+
+
+SEQUENCE_CASES = [Sequence(None)] + [
+    Sequence(delay, paused) for paused in (False, True) for delay in (0, 1, 5)
 ]
 # make test: these and the paused run, about 3 min of lab time (docs/testing.md, Chaos).
 CI_CASES = [Case("failover", "demoted", "same"), Case("failover", "promote", "opposite")]
@@ -320,6 +343,56 @@ def run_lost_case(stage: Stage, case: Case) -> None:
     stage.check(ran, f"after {source} was lost ({case.shape}) and recovered")
     if case.flow == "failover":  # the source lost: every volume must still get there
         assert ran.report is not None and ran.report["result"] == "complete", ran.report
+    if case.flow == "failover" and case.shape != Disaster.KILLED:
+        # Back, with its demotes (some left running) done late: the failback starts from
+        # where each copy is now, and completes (issue 28 item 2).
+        home = stage.rbdfail("failback", "--resync-timeout", "180")
+        stage.check(home, "the failback once the lost source was back")
+        assert home.report is not None and home.report["result"] == "complete", outcomes(
+            stage, home
+        )
+
+
+def run_sequence_case(stage: Stage, case: Sequence) -> None:
+    ran = stage.rbdfail("failover", "--to", "secondary")
+    stage.check(ran, "the first failover")
+    assert ran.code == 0, ran.report
+    if case.delay_s is None:
+        back = stage.rbdfail("failback")
+        stage.check(back, "the failback right after the failover")
+        print(f"failback right after the failover: exit {back.code}, {outcomes(stage, back)}")
+        return
+    # Each copy left behind replays its new primary before the failback (the lab tests wait
+    # the same way): switched back sooner, a journal copy is rightly rolled back.
+    stage.mirrored_to("default")
+    back = stage.rbdfail("failback")
+    stage.check(back, "the failback")
+    for name in stage.names:
+        stage.write(primary_site(stage, name), name)
+    time.sleep(case.delay_s)
+    mirror = psutil.Process(stage.lab.sites()["secondary"].pids["rbd-mirror"])
+    if case.paused:
+        mirror.send_signal(signal.SIGSTOP)
+    try:
+        again = stage.rbdfail("failover", "--to", "secondary")
+    finally:
+        if case.paused:
+            mirror.send_signal(signal.SIGCONT)
+    print(
+        f"failover {case.delay_s:g} s after the write: exit {again.code}, {outcomes(stage, again)}"
+    )
+    stage.check(again, f"the failover {case.delay_s:g} s after the write")
+    if case.paused:  # nothing replayed: every volume stays home with its write, named
+        assert all(v["action"] == "failed" for v in outcomes(stage, again)), again.report
+
+
+def primary_site(stage: Stage, name: str) -> str:
+    (site,) = (s for s, c in stage.sites.items() if c.mirror_info(name).primary)
+    return site
+
+
+def outcomes(stage: Stage, ran: Ran) -> list[dict[str, Any]]:
+    return [v for v in (ran.report or {}).get("volumes", []) if v["name"] in stage.names]
 
 
 # ---- the CI subset ------------------------------------------------------------------------
@@ -410,3 +483,11 @@ def test_chaos__source_lost_at_a_step__the_run_holds_every_invariant(
     sites = {"default": dl.primary, "secondary": dl.secondary}
     stage = stage_on(dl.lab, dl.config, sites, tmp_path, case.id)
     run_lost_case(stage, case)
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("case", SEQUENCE_CASES, ids=lambda c: c.id)
+def test_chaos__switches_in_quick_succession__every_invariant_holds(
+    shared_stage: Stage, case: Sequence
+) -> None:
+    run_sequence_case(shared_stage, case)
