@@ -434,6 +434,13 @@ class CephCluster(Cluster):
             return _journal_demoted_here(self._ioctx, image.id())
         return _newest_mirror_state(image) == MirrorSnapshotState.PRIMARY_DEMOTED
 
+    def replayed_since_own_demotion(self, name: str) -> bool | None:
+        with self._image(name, read_only=True) as image:
+            if image.features() & rbd.RBD_FEATURE_JOURNALING:
+                owners = _journal_newest_tag_owners(self._ioctx, image.id())
+                return None if owners is None else owners != _OWN_DEMOTION
+            return _newest_mirror_state(image) != MirrorSnapshotState.PRIMARY_DEMOTED
+
     def last_mirror_snapshot(self, name: str) -> tuple[MirrorSnapshotState, bool] | None:
         with self._image(name, read_only=True) as image:
             return _newest_mirror_snapshot(image)
@@ -872,6 +879,7 @@ def _newest_mirror_state(image: Any) -> MirrorSnapshotState | None:
 # wrote it as primary, "<orphan>" for a demotion, else the peer's mirror uuid (replayed).
 _LOCAL_MIRROR_UUID = ""
 _ORPHAN_MIRROR_UUID = "<orphan>"
+_OWN_DEMOTION = (_ORPHAN_MIRROR_UUID, _LOCAL_MIRROR_UUID)  # a demotion of this site's own
 
 
 def _journal_demoted_here(ioctx: Any, image_id: str) -> bool:
@@ -879,21 +887,29 @@ def _journal_demoted_here(ioctx: Any, image_id: str) -> bool:
     replayed after it. librbd promotes such a copy without force at once, whatever the peer
     wrote since (measured: it promoted without the peer's newest write). A copy that replayed
     the peer's demotion has an orphan tag whose predecessor is the peer's mirror uuid, and
-    replay is in order, so that tag comes after every write the peer made before it.
+    replay is in order, so that tag comes after every write the peer made before it. A header
+    that cannot be read or decoded counts as not replayed: the promote waits, never goes
+    through blind."""
+    owners = _journal_newest_tag_owners(ioctx, image_id)
+    return owners is None or owners == _OWN_DEMOTION
+
+
+def _journal_newest_tag_owners(ioctx: Any, image_id: str) -> tuple[str, str] | None:
+    """The mirror uuids of the journal's newest tag and of its predecessor; None when the
+    header cannot be read or decoded.
 
     Read from the header object `journal.<image id>` (cls_journal): `next_tag_tid` (u64), and
     the newest tag under `tag_<tid as 16 hex digits>`: ENCODE_START, tid, tag_class, then its
-    data (librbd TagData: mirror_uuid, predecessor mirror_uuid, ...). A header that cannot be
-    read or decoded counts as not replayed: the promote waits, never goes through blind."""
+    data (librbd TagData: mirror_uuid, predecessor mirror_uuid, ...)."""
     header = f"journal.{image_id}"
     next_tid = _omap_values(ioctx, header, ["next_tag_tid"]).get("next_tag_tid")
     if next_tid is None or len(next_tid) < 8:
-        return True
+        return None
     newest = struct.unpack_from("<Q", next_tid)[0] - 1
     key = f"tag_{newest:016x}"
     raw = _omap_values(ioctx, header, [key]).get(key)
     if raw is None:
-        return True
+        return None
     try:
         data_at = 6 + 16
         (size,) = struct.unpack_from("<I", raw, data_at)
@@ -901,8 +917,8 @@ def _journal_demoted_here(ioctx: Any, image_id: str) -> bool:
         owner, offset = _decoded_string(data, 0)
         predecessor, _ = _decoded_string(data, offset)
     except (struct.error, UnicodeDecodeError):
-        return True
-    return owner == _ORPHAN_MIRROR_UUID and predecessor == _LOCAL_MIRROR_UUID
+        return None
+    return owner, predecessor
 
 
 def _omap_values(ioctx: Any, obj: str, keys: list[str]) -> dict[str, bytes]:

@@ -136,6 +136,16 @@ def run_checks(
     )
     items.append(
         _listed(
+            f"copies on {target} replayed the source since their demotion",
+            [v.name for v in copies if v.sites[target].replayed_since_demotion is False],
+            "replayed nothing of the source since their own demotion (a failover waits for "
+            "them, then rolls them back)",
+            f"no copy on {target} waits on its own demotion",
+            severity=WARN,
+        )
+    )
+    items.append(
+        _listed(
             f"copies on {target} synced once",
             [v.name for v in copies if v.rpo.first_sync],
             "still in their first sync (no whole snapshot to take over with)",

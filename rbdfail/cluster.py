@@ -291,6 +291,13 @@ class Cluster(DrillReads):  # DrillReads: the drill's calls, above
         promote: no call of its own (journal mode: two omap reads of the journal's header)."""
 
     @abstractmethod
+    def replayed_since_own_demotion(self, name: str) -> bool | None:
+        """Whether a non-primary copy has replayed anything of the peer since this site last
+        demoted it: False while its newest journal tag (journal mode) or mirror snapshot
+        (snapshot mode) is its own demotion, when a switch to it must wait for the peer's
+        demotion; None when that cannot be read (an unreadable journal header)."""
+
+    @abstractmethod
     def last_mirror_snapshot(self, name: str) -> tuple[MirrorSnapshotState, bool] | None:
         """A snapshot-mode image's newest mirror snapshot: its state and whether it is
         complete; None when it has none (journal mode, not mirrored)."""

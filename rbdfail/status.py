@@ -53,6 +53,8 @@ class SiteView:
     # mirror snapshot (None: the first sync has not finished).
     synced: dict[str, datetime | None] = field(default_factory=dict)
     users: dict[str, list[ImageUser]] = field(default_factory=dict)  # of its primaries
+    # Journal-mode copies: whether each has replayed the peer since this site demoted it.
+    replayed: dict[str, bool | None] = field(default_factory=dict)
 
     @property
     def problems(self) -> list[str]:
@@ -86,6 +88,9 @@ class SiteImage:
     description: str
     last_update: datetime | None
     up: bool | None = None  # whether the site's rbd-mirror that reported it is running
+    # A journal-mode copy: False while it was demoted here and has replayed nothing of the
+    # peer since; None when not read (not a journal copy) or unreadable.
+    replayed_since_demotion: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,6 +100,7 @@ class SiteImage:
             "description": self.description,
             "last_update": self.last_update.isoformat() if self.last_update else None,
             "daemon_up": self.up,
+            "replayed_since_demotion": self.replayed_since_demotion,
         }
 
 
@@ -130,6 +136,8 @@ class VolumeStatus:
                 found.append(f"{site}: {image.state}: {image.description}")
                 if "split-brain" in image.description and self.primary_site in self.sites:
                     found.append(_resync_hint(site, self.primary_site))
+            if image.replayed_since_demotion is False and self.primary_site in self.sites:
+                found.append(_unreplayed_hint(site, self.primary_site))
             if mirrored and image.reachable and image.primary is None:
                 found.append(f"{site}: no mirrored copy yet ({image.state})")
         if self.schedule_ok is False:
@@ -303,6 +311,9 @@ def _read_site(
             and "local_snapshot_timestamp" not in getattr(statuses.get(n), "description", "")
         ]
         primaries = [n for n, info in wanted.items() if info.primary] if with_users else []
+        journal_copies = [
+            n for n, info in wanted.items() if not info.primary and info.mode == MirrorMode.JOURNAL
+        ]
         return SiteView(
             site.backend_id,
             reachable=True,
@@ -319,6 +330,7 @@ def _read_site(
                 (CephError,),
             ),
             users=read_each(cluster.image_users, primaries, (CephError,)),
+            replayed=read_each(cluster.replayed_since_own_demotion, journal_copies, (CephError,)),
         )
     except CephError as exc:
         return SiteView(site.backend_id, reachable=False, error=exc.reason)
@@ -441,6 +453,7 @@ def _site_image(name: str, view: SiteView) -> SiteImage:
         status.last_update if status else None,
         # Not yet reported by any daemon ("status not found", up False) says nothing about it.
         status.up if status and status.last_update else None,
+        view.replayed.get(name),
     )
 
 
@@ -463,6 +476,17 @@ def _lag(
         if "entries_behind_primary" in tail:
             return None, int(tail["entries_behind_primary"])
     return None, None
+
+
+def _unreplayed_hint(site: str, primary_site: str) -> str:
+    """A journal copy that replayed nothing of the primary since its own demotion is one Ceph
+    would promote without the primary's writes: a switch to it waits for it, then rolls back.
+    Normal for a few seconds after a switch; for longer, its replay has not resumed."""
+    return (
+        f"{site}: replayed nothing of {primary_site} since {site} demoted it: a switch to "
+        f"{site} now waits for it, then rolls back; if this lasts, see that {site}'s rbd-mirror "
+        f"runs (`rbd mirror image status` there)"
+    )
 
 
 def _resync_hint(site: str, primary_site: str) -> str:

@@ -446,6 +446,11 @@ class FakeCluster(Cluster):
             self._take_mirror_snapshot(image, MirrorSnapshotState.PRIMARY_DEMOTED)
             self.world.replicate_later(self.site, _peer_demoted(image.global_id))
 
+    def replayed_since_own_demotion(self, name: str) -> bool | None:
+        with self.world.lock:
+            image = self._get(self._enter("replayed_since_own_demotion", name), name)
+            return not (image.demoted_here and image.mirror_state == MirrorState.ENABLED)
+
     def last_mirror_snapshot(self, name: str) -> tuple[MirrorSnapshotState, bool] | None:
         with self.world.lock:
             image = self._get(self._enter("last_mirror_snapshot", name), name)

@@ -133,6 +133,34 @@ def test_check__journal_copy_behind_has_only_a_lower_bound__fails(
     assert "j-1 ≥0s (1 entries behind at rbd-mirror's last report" in reason(items, "RPO")
 
 
+def test_check__a_journal_copy_demoted_on_the_target_not_replayed_since__warned(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """After a failback whose copy on the target has replayed nothing of default since the
+    target demoted it, a failover would wait for it, then roll it back (issue 28)."""
+    primary.create_image("j-1", 1 << 20)
+    primary.enable_mirroring("j-1", MirrorMode.JOURNAL)
+    eventually(lambda: "j-1" in secondary.list_images(), 2)
+    name = "copies on secondary replayed the source since their demotion"
+    assert verdicts(config, fake_ceph)[name] == "pass"
+    primary.demote("j-1")
+    fake_ceph.advance(1)
+    secondary.promote("j-1")
+    fake_ceph.advance(1)
+    fake_ceph.sites["secondary"].replay_paused = True
+    secondary.demote("j-1")
+    fake_ceph.advance(1)
+    primary.promote("j-1")  # back home; the secondary's copy replays nothing of it
+
+    items = items_of(config, fake_ceph)
+
+    assert reason(items, name) == (
+        "1 replayed nothing of the source since their own demotion (a failover waits for "
+        "them, then rolls them back): j-1"
+    )
+    assert next(i.verdict for i in items if i.name == name) == "warn"
+
+
 def test_check__schedule_missing_on_the_primary_or_silent_for_3_intervals_fails(
     tmp_path: Path, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:

@@ -291,6 +291,7 @@ def test_promote_back_where_it_was_demoted__needs_no_propagation(
         with pytest.raises(ImageBusy):
             sites.a.promote(name, only_if_replayed=True)
         assert sites.a.mirror_info(name).primary is False
+        assert sites.a.replayed_since_own_demotion(name) is False  # what status reads
         sites.a.promote(name)  # the rollback failover relies on: no wait, no force
         assert sites.a.mirror_info(name).primary is True
 
@@ -334,6 +335,8 @@ def test_journal_round_trip__the_checked_promote_waits_for_the_peers_demotion__w
     # copy on a never got b's write (still refused after 60 s): the refusal is the point,
     # but a round trip that ends promoted needs a's replayer running first.
     replaying_again(sites.a, image_name, sites.patience)
+    # Replaying b, a's copy has its own demotion behind it: what status reads.
+    eventually(lambda: sites.a.replayed_since_own_demotion(image_name) is True, sites.patience)
     payload = b"written on b" * 40
     sites.b.write(image_name, 4096, payload)
     sites.b.demote(image_name)

@@ -111,6 +111,37 @@ def test_status__a_demoted_copy_called_split_brain_after_a_clean_switch__resync_
     assert "once secondary is known to hold the newest writes" in problems[1]
 
 
+def test_status__a_journal_copy_whose_replay_has_not_resumed_after_a_switch__named(
+    config: Config, fake_ceph: FakeCeph, sites
+) -> None:
+    """Issue 28: a journal copy demoted by its own site that has replayed nothing of the new
+    primary since is one a switch back must wait for (Ceph alone would promote it without the
+    primary's writes): status says so, naming the site, until its replay resumes."""
+    primary, secondary = sites
+    mirrored(primary, secondary, "j-1", MirrorMode.JOURNAL)
+    primary.demote("j-1")
+    fake_ceph.advance(1)
+    fake_ceph.sites["default"].replay_paused = True  # default's rbd-mirror replays nothing
+    secondary.promote("j-1")
+    fake_ceph.advance(1)
+
+    report = status(config, fake_ceph)
+
+    (volume,) = report.volumes
+    assert volume.primary_site == "secondary"
+    assert volume.to_json()["sites"]["default"]["replayed_since_demotion"] is False
+    assert volume.to_json()["sites"]["secondary"]["replayed_since_demotion"] is None
+    assert (
+        "volume j-1: default: replayed nothing of secondary since default demoted it: a switch "
+        "to default now waits for it, then rolls back" in " ".join(report.problems)
+    )
+    fake_ceph.sites["default"].replay_paused = False
+    fake_ceph.advance(1)
+    resumed = status(config, fake_ceph)
+    assert resumed.volumes[0].to_json()["sites"]["default"]["replayed_since_demotion"] is True
+    assert not [p for p in resumed.problems if "replayed nothing" in p]
+
+
 def test_status__demoted_everywhere_is_primary_nowhere(
     config: Config, fake_ceph: FakeCeph, sites
 ) -> None:
