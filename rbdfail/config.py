@@ -507,7 +507,8 @@ DEVICE_KEYS = ("backend_id", *SITE_KEYS, "secret_uuid")
 TYPE_KEYS = ("replication_enabled", "mirror_mode", "snapshot_interval")
 RULE_KEYS = ("match", "type")
 _INTERVAL = re.compile(r"^[1-9][0-9]*[mhd]$")
-_BACKEND_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# What names a backend under `backends:` (a cinder.conf section name; import-cinder checks it too).
+BACKEND_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _CINDER_BOOL = re.compile(r"^(?:<is>\s*)?(true|false)$", re.IGNORECASE)
 
@@ -541,7 +542,7 @@ def load_deployment(path: Path) -> Deployment:
         if not sections.data:
             raise top.error("backends", "lists no backend", SEE_EXAMPLE)
         for name in sections.data:
-            if not _BACKEND_NAME.match(name):
+            if not BACKEND_NAME.match(name):
                 hint = "letters, digits, '_', '.' and '-', as a cinder.conf section name"
                 raise sections.error(name, "is not a backend name", hint)
             section = sections.sub(name, BACKENDS_ENTRY_KEYS, ["pool", "replication_device"])

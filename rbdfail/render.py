@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rbdfail.check import CheckItem, Verdict
-from rbdfail.cinder_steps import CinderSteps
+from rbdfail.cinder.steps import CinderSteps
 from rbdfail.drill import DrillReport, VolumeDrill
 from rbdfail.mirroring import Outcome, Report
 from rbdfail.pools import SetupAction, SetupItem

@@ -16,8 +16,10 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rbdfail.cinder_import import RBD_DRIVER as RBD
-from rbdfail.cinder_import import CinderImport, import_cinder, write_new_file
+from rbdfail.cinder.conf import RBD_DRIVER as RBD
+from rbdfail.cinder.importer import import_cinder
+from rbdfail.cinder.model import CinderImport
+from rbdfail.cinder.writer import write_new_file
 from rbdfail.cli import main
 from rbdfail.cluster import MirrorMode
 from rbdfail.config import Config, Deployment, SiteConfig, load_config, load_deployment

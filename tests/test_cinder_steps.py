@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rbdfail.cinder_import import import_cinder, seed_state
-from rbdfail.cinder_steps import reset_active_backend, steps_for, steps_from
+from rbdfail.cinder.importer import import_cinder
+from rbdfail.cinder.seed import seed_state
+from rbdfail.cinder.steps import reset_active_backend, steps_for, steps_from
 from rbdfail.config import Config, load_deployment
 from rbdfail.switch.model import Action, FailoverPlan, FailoverReport, Operation, VolumeOutcome
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rbdfail.cinder_import import import_cinder, seed_state
+from rbdfail.cinder.importer import import_cinder
+from rbdfail.cinder.seed import seed_state
 from rbdfail.cli import main
 from rbdfail.config import Deployment, load_deployment
 from rbdfail.errors import ConfigError

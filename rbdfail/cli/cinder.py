@@ -47,7 +47,7 @@ def cinder_steps(app: AppContext, run_id: str | None, as_json: bool) -> None:
       2 configuration error
     """
     from rbdfail import render
-    from rbdfail.cinder_steps import past_run, steps_from
+    from rbdfail.cinder.steps import past_run, steps_from
 
     parts: list[tuple[Config, str, set[str] | frozenset[str]]] = []
     runs: list[dict[str, object]] = []
@@ -183,8 +183,9 @@ def import_cinder(
         also two backends on one pool); nothing written
       3 written, with FILL IN placeholders to complete (listed on stderr)
     """
-    from rbdfail.cinder_import import import_cinder as read_cinder
-    from rbdfail.cinder_import import seed_state, write_new_file
+    from rbdfail.cinder.importer import import_cinder as read_cinder
+    from rbdfail.cinder.seed import seed_state
+    from rbdfail.cinder.writer import write_new_file
     from rbdfail.errors import ConfigError
 
     if state_dir is not None and volume_list is None:

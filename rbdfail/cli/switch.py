@@ -319,7 +319,7 @@ def _switch(
         sys.exit(ExitCode.OK)
     if report is None:
         raise click.Abort()
-    from rbdfail.cinder_steps import steps_for
+    from rbdfail.cinder.steps import steps_for
 
     steps = steps_for([(app.config(), report)])
     if as_json:
@@ -356,7 +356,7 @@ def _switch_backends(
     )
     if not switch.carried_out and not request.dry_run:
         raise click.Abort()
-    from rbdfail.cinder_steps import steps_for
+    from rbdfail.cinder.steps import steps_for
 
     by_name = {config.state_scope: config for config in backends}
     steps = steps_for(
