@@ -34,7 +34,6 @@ from rbdfail.limits import MAX_CONCURRENCY, MAX_SECONDS, seconds_problem
 if TYPE_CHECKING:
     from rbdfail.cluster import Cluster
     from rbdfail.config import Config, Connect, Deployment, SiteConfig
-    from rbdfail.volumes import Volume
 
 
 T = TypeVar("T")
@@ -64,6 +63,12 @@ class AppContext:
     def backends(self) -> tuple[Config, ...]:
         """The backends a command acts on: every one of the file's, or the one --backend names."""
         return self.deployment().select(self.backend_name)
+
+    def selected(self) -> Deployment:
+        """The deployment a command's use case runs over: the backends it acts on."""
+        from dataclasses import replace
+
+        return replace(self.deployment(), backends=self.backends())
 
     def config(self, command: str | None = None) -> Config:
         """The one backend of a command that acts on one: the only one, or --backend's."""
@@ -204,29 +209,6 @@ def break_locks_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def emit_json(document: object) -> None:
     click.echo(json.dumps(document, indent=2, default=str))
-
-
-def acting_site(config: Config, site_id: str | None) -> SiteConfig:
-    """The site named, else the active one: after a failover, volumes are created and
-    mirrored there, not on the backend (which may be the site that was lost)."""
-    from rbdfail.state import read_state
-
-    return config.site(site_id or read_state(config.state_dir, config.state_scope).active_backend)
-
-
-def remember_site_listing(config: Config, site_id: str, volumes: Sequence[Volume]) -> None:
-    """Keep the active site's full listing, for a failover that finds it lost (see state.py);
-    another site's listing would replace the one that matters."""
-    from rbdfail.errors import StateCorrupt
-    from rbdfail.state import read_state
-    from rbdfail.volumes import remember_listing
-
-    try:
-        active = read_state(config.state_dir, config.state_scope).active_backend
-    except StateCorrupt:
-        return  # which site is active is unknown: keep the listing that was
-    if site_id == active:
-        remember_listing(config, site_id, volumes)
 
 
 def stderr_progress(message: str) -> None:
