@@ -7,9 +7,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from rbdfail import mirroring
-from rbdfail.app.fanout import over_backends
 from rbdfail.app.sites import acting_site
 from rbdfail.config import Config, Connect, Deployment
+from rbdfail.fanout import RunsByBackend, over_backends
 from rbdfail.mirroring import Report, Step, VolumeResult
 from rbdfail.volumes import Volume, list_volumes
 
@@ -29,18 +29,7 @@ class MirroringRequest:
     concurrency: int | None = None  # none: the config's
 
 
-@dataclass(frozen=True)
-class MirroringOfBackends:
-    several: bool
-    parts: list[tuple[Config, Report]]  # up to the backend interrupted, if one was
-
-    @property
-    def interrupted(self) -> bool:
-        return any(report.interrupted for _, report in self.parts)
-
-    @property
-    def complete(self) -> bool:
-        return all(report.result == "complete" for _, report in self.parts)
+MirroringOfBackends = RunsByBackend[Report]
 
 
 def per_image_mirroring(
@@ -70,4 +59,4 @@ def per_image_mirroring(
             cluster.close()
 
     done = over_backends(backends, one, stop_after=lambda report: report.interrupted)
-    return MirroringOfBackends(deployment.several, done.results())
+    return RunsByBackend(deployment.several, done.results())

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rbdfail.app.fanout import over_backends
 from rbdfail.config import Config, Connect, Deployment, SiteConfig, check_conf_readable
 from rbdfail.connection import connection_info as describe
 from rbdfail.errors import StateCorrupt
+from rbdfail.fanout import over_backends
 from rbdfail.pools import SetupAction, SetupItem, prepare
 from rbdfail.state import read_state
 from rbdfail.volumes import Volume, list_volumes, remember_listing

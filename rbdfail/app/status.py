@@ -6,10 +6,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rbdfail.app.fanout import over_backends
 from rbdfail.app.sites import remember_site_listing
 from rbdfail.check import CheckItem, ready, run_checks
 from rbdfail.config import Config, Connect, Deployment
+from rbdfail.fanout import over_backends
 from rbdfail.state import read_drill, read_state
 from rbdfail.status import StatusReport, gather
 

@@ -19,6 +19,7 @@ modules are that text and the option declarations.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -101,6 +102,36 @@ class RbdfailGroup(click.Group):
             _fail(str(exc), exc.exit_code, exc.hint)
         except KeyboardInterrupt:
             _fail("interrupted", ExitCode.INTERRUPTED)
+
+
+class CallsLeftRunning(SystemExit):
+    """The command's exit, with Ceph calls given up on still running in their threads."""
+
+
+def leave(code: ExitCode, calls_left_running: int = 0) -> NoReturn:
+    """The one way a command that reports calls left running exits: with its code, telling the
+    program (`run`) when some are, so that it leaves without tearing their connections down."""
+    if calls_left_running:
+        raise CallsLeftRunning(code)
+    sys.exit(code)
+
+
+def run() -> None:
+    """The program `rbdfail` (its script and `python -m rbdfail`): the group `main`, and the
+    exit policy for calls left running, which only the process may apply.
+
+    librados must not be torn down under a call still running: a process left to the
+    interpreter's exit with such connections was seen to abort (boost::bad_get, exit 134),
+    which would hide the exit code from the runbook; the report is out by then, so the
+    process ends at once. A caller of `main` itself (CliRunner, with a fake's threads) gets
+    the exit code as a SystemExit and lives on.
+    """
+    try:
+        main(prog_name="rbdfail")
+    except CallsLeftRunning as exc:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exc.code if isinstance(exc.code, int) else ExitCode.FAILED)
 
 
 def _fail(message: str, code: int, hint: str | None = None) -> NoReturn:

@@ -1,15 +1,28 @@
-"""The fan-out over a deployment's backends, written once for every command."""
+"""The fan-out over a deployment's backends, written once for every command and the switch."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar, cast
+from typing import Generic, Protocol, TypeVar, cast
 
 from rbdfail.config import Config
 from rbdfail.workers import all_at_once
 
 R = TypeVar("R")
+
+
+class Run(Protocol):
+    """A backend's report of work on its volumes that Ctrl-C may cut short."""
+
+    @property
+    def interrupted(self) -> bool: ...
+
+    @property
+    def result(self) -> str: ...
+
+
+RunT = TypeVar("RunT", bound=Run)
 
 
 @dataclass(frozen=True)
@@ -75,3 +88,19 @@ def _one(config: Config, work: Callable[[Config], R]) -> BackendOutcome[R]:
         return BackendOutcome(config, work(config))
     except Exception as exc:  # kept for the report: ByBackend.results raises it
         return BackendOutcome(config, error=exc)
+
+
+@dataclass(frozen=True)
+class RunsByBackend(Generic[RunT]):
+    """The reports of work run backend after backend: those done, up to one interrupted."""
+
+    several: bool  # the file's backends selected: the shape of the output
+    parts: list[tuple[Config, RunT]]
+
+    @property
+    def interrupted(self) -> bool:
+        return any(report.interrupted for _, report in self.parts)
+
+    @property
+    def complete(self) -> bool:
+        return all(report.result == "complete" for _, report in self.parts)
