@@ -36,6 +36,11 @@ def remember_site_listing(config: Config, site_id: str, volumes: Sequence[Volume
 
 # ---- volumes ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class VolumesRequest:
+    site_id: str | None = None  # none: each backend's active site
+
+
+@dataclass(frozen=True)
 class Listing:
     """One backend's volumes on the site read."""
 
@@ -50,12 +55,12 @@ class VolumesReport:
 
 
 def list_deployment_volumes(
-    deployment: Deployment, site_id: str | None, connect: Connect
+    deployment: Deployment, request: VolumesRequest, connect: Connect
 ) -> VolumesReport:
     """Every backend's volumes on the site named, else on its active site."""
 
     def listing(config: Config) -> Listing:
-        site = acting_site(config, site_id)
+        site = acting_site(config, request.site_id)
         cluster = connect(site, config.replication_connect_timeout)
         try:
             found = list_volumes(cluster, config)
@@ -70,6 +75,13 @@ def list_deployment_volumes(
 
 # ---- setup ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class SetupRequest:
+    # Acts instead of the configured users on every site: peering creates a cephx user for
+    # the peer, which needs more than the rbd profile.
+    user: str | None = None
+
+
+@dataclass(frozen=True)
 class SetupReport:
     several: bool
     parts: list[tuple[Config, list[SetupItem]]]
@@ -79,9 +91,9 @@ class SetupReport:
         return not any(i.action == SetupAction.FAILED for _, items in self.parts for i in items)
 
 
-def set_up(deployment: Deployment, user: str | None, connect: Connect) -> SetupReport:
-    """Each backend's pool on every site: mirroring mode `image`, peered both ways; `user`, when
-    given, acts instead of the configured users (peering needs more than the rbd profile)."""
+def set_up(deployment: Deployment, request: SetupRequest, connect: Connect) -> SetupReport:
+    """Each backend's pool on every site: mirroring mode `image`, peered both ways."""
+    user = request.user
 
     def one(config: Config) -> list[SetupItem]:
         sites = [
@@ -102,7 +114,14 @@ def set_up(deployment: Deployment, user: str | None, connect: Connect) -> SetupR
 
 
 # ---- connection-info --------------------------------------------------------------------------
-def connection_info(deployment: Deployment, volume: str, connect: Connect) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ConnectionInfoRequest:
+    volume: str
+
+
+def connection_info(
+    deployment: Deployment, request: ConnectionInfoRequest, connect: Connect
+) -> dict[str, Any]:
     """What a client needs to attach the volume where it is primary now, on the one backend of
     the deployment (a name is only unique within a pool)."""
-    return describe(deployment.only(None, "connection-info"), connect, volume)
+    return describe(deployment.only(None, "connection-info"), connect, request.volume)

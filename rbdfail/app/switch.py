@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rbdfail.cinder_steps import CinderSteps, steps_for
 from rbdfail.config import Connect, Deployment
 from rbdfail.switch.deployment import SwitchOfBackends, switch_backends
 from rbdfail.switch.model import Observer, Operation, Options, SwitchRequest, options_for
@@ -51,19 +52,35 @@ def switch_request(deployment: Deployment, order: SwitchOrder) -> SwitchRequest:
     )
 
 
+@dataclass(frozen=True)
+class SwitchDone:
+    """The switch's plans or reports (they say whether calls were left running: see
+    cli.base.run), and what Cinder and Nova need now that volumes moved."""
+
+    switch: SwitchOfBackends
+    cinder_steps: CinderSteps  # none on a dry run, or when nothing was carried out
+
+
 def switch(
     deployment: Deployment,
     order: SwitchOrder,
     connect: Connect,
     confirm: Callable[[SwitchOfBackends], bool],
     observer: Observer,
-) -> SwitchOfBackends:
+) -> SwitchDone:
     """Plan the switch of every backend, and unless it is a dry run or `confirm` says no, carry
-    it out; the report says whether calls were left running (see cli.base.run)."""
-    return switch_backends(
+    it out."""
+    done = switch_backends(
         deployment.backends,
         switch_request(deployment, order),
         connect=connect,
         confirm=confirm,
         observer=observer,
     )
+    by_name = {config.backend_name: config for config in deployment.backends}
+    moved = [
+        (by_name[part.backend], part.report)
+        for part in done.parts
+        if part.report is not None and part.backend in by_name
+    ]
+    return SwitchDone(done, steps_for(moved))

@@ -50,42 +50,24 @@ class AppContext:
     _deployment: Deployment | None = None
 
     def connect(self, site: SiteConfig, timeout: float) -> Cluster:
+        """The `connect` a use case is handed: the test's fake, else Ceph itself."""
         if self.connect_with is None:
+            from rbdfail.app.connect import connect_to_ceph
+
             self.connect_with = connect_to_ceph
         return self.connect_with(site, timeout)
 
     def deployment(self) -> Deployment:
+        """The backends a command acts on: every one of the file's, or the one --backend names
+        (a deployment of one)."""
+        from dataclasses import replace
+
         from rbdfail.config import find_config_path, load_deployment
 
         if self._deployment is None:
-            self._deployment = load_deployment(find_config_path(self.config_path))
+            loaded = load_deployment(find_config_path(self.config_path))
+            self._deployment = replace(loaded, backends=loaded.select(self.backend_name))
         return self._deployment
-
-    def backends(self) -> tuple[Config, ...]:
-        """The backends a command acts on: every one of the file's, or the one --backend names."""
-        return self.deployment().select(self.backend_name)
-
-    def selected(self) -> Deployment:
-        """The deployment a command's use case runs over: the backends it acts on."""
-        from dataclasses import replace
-
-        return replace(self.deployment(), backends=self.backends())
-
-    def config(self, command: str | None = None) -> Config:
-        """The one backend of a command that acts on one: the only one, or --backend's."""
-        context = click.get_current_context(silent=True)
-        name = command or (context.info_name if context else None) or "this"
-        return self.deployment().only(self.backend_name, name)
-
-
-def connect_to_ceph(site: SiteConfig, timeout: float) -> Cluster:
-    """ceph.connect, after making sure the site's conf can be read (a local mistake, exit 2,
-    never a site taken as lost)."""
-    from rbdfail import ceph
-    from rbdfail.config import check_conf_readable
-
-    check_conf_readable(site)
-    return ceph.connect(site, timeout)
 
 
 class RbdfailGroup(click.Group):

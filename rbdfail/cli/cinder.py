@@ -45,7 +45,7 @@ def cinder_steps(app: AppContext, run_id: str | None, as_json: bool) -> None:
     from rbdfail import render
     from rbdfail.app.cinder import past_runs
 
-    found = past_runs(app.selected(), run_id)
+    found = past_runs(app.deployment(), run_id)
     runs: list[dict[str, object]] = [
         {
             "backend": config.state_scope,

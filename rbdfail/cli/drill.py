@@ -126,7 +126,7 @@ def drill(
         concurrency=concurrency,
     )
     done = drill_deployment(
-        app.selected(), options, app.connect, lambda: render.DrillProgress(stderr_progress)
+        app.deployment(), options, app.connect, lambda: render.DrillProgress(stderr_progress)
     )
     if as_json:
         emit_json(by_backend_json(done.parts, done.several, lambda report: report.to_json()))

@@ -102,7 +102,7 @@ def _per_image_mirroring(app: AppContext, request: MirroringRequest, as_json: bo
     from rbdfail import render
     from rbdfail.app.mirroring import per_image_mirroring
 
-    done = per_image_mirroring(app.selected(), request, app.connect, render.VolumeProgress)
+    done = per_image_mirroring(app.deployment(), request, app.connect, render.VolumeProgress)
     if as_json:
         emit_json(by_backend_json(done.parts, done.several, lambda report: report.to_json()))
     else:

@@ -34,9 +34,9 @@ def volumes(app: AppContext, site_id: str | None, as_json: bool) -> None:
       rbdfail volumes --site secondary
     """
     from rbdfail import render
-    from rbdfail.app.sites import list_deployment_volumes
+    from rbdfail.app.sites import VolumesRequest, list_deployment_volumes
 
-    report = list_deployment_volumes(app.selected(), site_id, app.connect)
+    report = list_deployment_volumes(app.deployment(), VolumesRequest(site_id), app.connect)
     parts = [(config, (listing.site, listing.volumes)) for config, listing in report.parts]
     if as_json and not report.several:
         emit_json([v.to_json() for v in report.parts[0][1].volumes])  # a list, as it always was
@@ -76,9 +76,9 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
     Exit 0 when everything is in place, 3 when an item failed, 1 when a site is unreachable.
     """
     from rbdfail import render
-    from rbdfail.app.sites import set_up
+    from rbdfail.app.sites import SetupRequest, set_up
 
-    report = set_up(app.selected(), user, app.connect)
+    report = set_up(app.deployment(), SetupRequest(user), app.connect)
     if as_json:
         emit_json(
             by_backend_json(
@@ -108,9 +108,10 @@ def connection_info(app: AppContext, volume: str, as_json: bool) -> None:
       rbdfail connection-info db-orders
       rbdfail connection-info db-orders --json | jq -r '.data.hosts[]'
     """
+    from rbdfail.app.sites import ConnectionInfoRequest
     from rbdfail.app.sites import connection_info as describe
 
-    info = describe(app.selected(), volume, app.connect)
+    info = describe(app.deployment(), ConnectionInfoRequest(volume), app.connect)
     if as_json:
         emit_json(info)
         return

@@ -91,7 +91,7 @@ def status(
     request = StatusRequest(images, with_users)
 
     def show() -> StatusOfBackends:
-        read_now = read_status(app.selected(), request, app.connect)
+        read_now = read_status(app.deployment(), request, app.connect)
         if prometheus is not None:
             _write_metrics(read_now.parts, prometheus, read_now.taken_at, read_now.drills)
         if as_json:
@@ -200,7 +200,7 @@ def check(
     from rbdfail.app.status import CheckRequest, check_deployment
 
     checked = check_deployment(
-        app.selected(), CheckRequest(target, max_rpo, require_idle), app.connect
+        app.deployment(), CheckRequest(target, max_rpo, require_idle), app.connect
     )
     if as_json:
         document = by_backend_json(

@@ -233,10 +233,9 @@ def _switch(app: AppContext, order: SwitchOrder, yes: bool, as_json: bool) -> No
     """Failover or failback: ask the use case, show the plan or the report, exit with a code."""
     from rbdfail import render
     from rbdfail.app.switch import switch
-    from rbdfail.cinder_steps import steps_for
     from rbdfail.workers import RunResult
 
-    deployment = app.selected()  # a backend --backend does not name is said first
+    deployment = app.deployment()  # a backend --backend does not name is said first
     if not order.dry_run and not yes and not sys.stdin.isatty():
         raise click.UsageError(
             f"refusing to {order.operation} without confirmation: no terminal to ask on; "
@@ -249,7 +248,10 @@ def _switch(app: AppContext, order: SwitchOrder, yes: bool, as_json: bool) -> No
         _show_plans(plans, render.stderr)
         return click.confirm(f"{order.operation.capitalize()} to {plans.target}?", err=True)
 
-    done = switch(deployment, order, app.connect, confirm, render.SwitchProgress(stderr_progress))
+    outcome = switch(
+        deployment, order, app.connect, confirm, render.SwitchProgress(stderr_progress)
+    )
+    done, steps = outcome.switch, outcome.cinder_steps
     if not done.carried_out and not order.dry_run:
         raise click.Abort()
     if order.dry_run and not done.several:
@@ -258,14 +260,6 @@ def _switch(app: AppContext, order: SwitchOrder, yes: bool, as_json: bool) -> No
         else:
             _show_plans(done)
         sys.exit(ExitCode.OK)
-    by_name = {config.backend_name: config for config in deployment.backends}
-    steps = steps_for(
-        [
-            (by_name[part.backend], part.report)
-            for part in done.parts
-            if part.report is not None and part.backend in by_name
-        ]
-    )
     if as_json:
         emit_json(
             {**done.to_json(), **({} if order.dry_run else {"cinder_steps": steps.to_json()})}
