@@ -1,3 +1,3 @@
-from rbdfail.cli import main
+from rbdfail.cli import run
 
-main(prog_name="rbdfail")
+run()

@@ -19,6 +19,7 @@ modules are that text and the option declarations.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +35,6 @@ from rbdfail.limits import MAX_CONCURRENCY, MAX_SECONDS, seconds_problem
 if TYPE_CHECKING:
     from rbdfail.cluster import Cluster
     from rbdfail.config import Config, Connect, Deployment, SiteConfig
-    from rbdfail.volumes import Volume
 
 
 T = TypeVar("T")
@@ -50,36 +50,24 @@ class AppContext:
     _deployment: Deployment | None = None
 
     def connect(self, site: SiteConfig, timeout: float) -> Cluster:
+        """The `connect` a use case is handed: the test's fake, else Ceph itself."""
         if self.connect_with is None:
+            from rbdfail.app.connect import connect_to_ceph
+
             self.connect_with = connect_to_ceph
         return self.connect_with(site, timeout)
 
     def deployment(self) -> Deployment:
+        """The backends a command acts on: every one of the file's, or the one --backend names
+        (a deployment of one)."""
+        from dataclasses import replace
+
         from rbdfail.config import find_config_path, load_deployment
 
         if self._deployment is None:
-            self._deployment = load_deployment(find_config_path(self.config_path))
+            loaded = load_deployment(find_config_path(self.config_path))
+            self._deployment = replace(loaded, backends=loaded.select(self.backend_name))
         return self._deployment
-
-    def backends(self) -> tuple[Config, ...]:
-        """The backends a command acts on: every one of the file's, or the one --backend names."""
-        return self.deployment().select(self.backend_name)
-
-    def config(self, command: str | None = None) -> Config:
-        """The one backend of a command that acts on one: the only one, or --backend's."""
-        context = click.get_current_context(silent=True)
-        name = command or (context.info_name if context else None) or "this"
-        return self.deployment().only(self.backend_name, name)
-
-
-def connect_to_ceph(site: SiteConfig, timeout: float) -> Cluster:
-    """ceph.connect, after making sure the site's conf can be read (a local mistake, exit 2,
-    never a site taken as lost)."""
-    from rbdfail import ceph
-    from rbdfail.config import check_conf_readable
-
-    check_conf_readable(site)
-    return ceph.connect(site, timeout)
 
 
 class RbdfailGroup(click.Group):
@@ -96,6 +84,36 @@ class RbdfailGroup(click.Group):
             _fail(str(exc), exc.exit_code, exc.hint)
         except KeyboardInterrupt:
             _fail("interrupted", ExitCode.INTERRUPTED)
+
+
+class CallsLeftRunning(SystemExit):
+    """The command's exit, with Ceph calls given up on still running in their threads."""
+
+
+def leave(code: ExitCode, calls_left_running: int = 0) -> NoReturn:
+    """The one way a command that reports calls left running exits: with its code, telling the
+    program (`run`) when some are, so that it leaves without tearing their connections down."""
+    if calls_left_running:
+        raise CallsLeftRunning(code)
+    sys.exit(code)
+
+
+def run() -> None:
+    """The program `rbdfail` (its script and `python -m rbdfail`): the group `main`, and the
+    exit policy for calls left running, which only the process may apply.
+
+    librados must not be torn down under a call still running: a process left to the
+    interpreter's exit with such connections was seen to abort (boost::bad_get, exit 134),
+    which would hide the exit code from the runbook; the report is out by then, so the
+    process ends at once. A caller of `main` itself (CliRunner, with a fake's threads) gets
+    the exit code as a SystemExit and lives on.
+    """
+    try:
+        main(prog_name="rbdfail")
+    except CallsLeftRunning as exc:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exc.code if isinstance(exc.code, int) else ExitCode.FAILED)
 
 
 def _fail(message: str, code: int, hint: str | None = None) -> NoReturn:
@@ -204,29 +222,6 @@ def break_locks_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def emit_json(document: object) -> None:
     click.echo(json.dumps(document, indent=2, default=str))
-
-
-def acting_site(config: Config, site_id: str | None) -> SiteConfig:
-    """The site named, else the active one: after a failover, volumes are created and
-    mirrored there, not on the backend (which may be the site that was lost)."""
-    from rbdfail.state import read_state
-
-    return config.site(site_id or read_state(config.state_dir, config.state_scope).active_backend)
-
-
-def remember_site_listing(config: Config, site_id: str, volumes: Sequence[Volume]) -> None:
-    """Keep the active site's full listing, for a failover that finds it lost (see state.py);
-    another site's listing would replace the one that matters."""
-    from rbdfail.errors import StateCorrupt
-    from rbdfail.state import read_state
-    from rbdfail.volumes import remember_listing
-
-    try:
-        active = read_state(config.state_dir, config.state_scope).active_backend
-    except StateCorrupt:
-        return  # which site is active is unknown: keep the listing that was
-    if site_id == active:
-        remember_listing(config, site_id, volumes)
 
 
 def stderr_progress(message: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
@@ -15,9 +14,6 @@ from rbdfail.cli.base import (
     main,
 )
 from rbdfail.errors import ExitCode
-
-if TYPE_CHECKING:
-    from rbdfail.config import Config
 
 
 # ---- after a switch ---------------------------------------------------------------------------
@@ -47,24 +43,19 @@ def cinder_steps(app: AppContext, run_id: str | None, as_json: bool) -> None:
       2 configuration error
     """
     from rbdfail import render
-    from rbdfail.cinder.steps import past_run, steps_from
+    from rbdfail.app.cinder import past_runs
 
-    parts: list[tuple[Config, str, set[str] | frozenset[str]]] = []
-    runs: list[dict[str, object]] = []
-    for config in app.backends():
-        run = past_run(config, run_id)
-        if run is None:
-            continue
-        runs.append(
-            {
-                "backend": config.state_scope,
-                "run_id": run.run_id,
-                "operation": run.operation,
-                "target": run.target,
-                "ended": run.ended,
-            }
-        )
-        parts.append((config, run.target, run.moved))
+    found = past_runs(app.deployment(), run_id)
+    runs: list[dict[str, object]] = [
+        {
+            "backend": config.state_scope,
+            "run_id": run.run_id,
+            "operation": run.operation,
+            "target": run.target,
+            "ended": run.ended,
+        }
+        for config, run in found.runs
+    ]
     if not runs:
         click.secho(
             "rbdfail: the journal holds no "
@@ -74,15 +65,15 @@ def cinder_steps(app: AppContext, run_id: str | None, as_json: bool) -> None:
             err=True,
         )
         sys.exit(ExitCode.FAILED)
-    steps = steps_from(parts)
+    steps = found.steps
     if as_json:
         emit_json({"runs": runs, "cinder_steps": steps.to_json()})
         return
-    for found in runs:
-        where = f"backend {found['backend']}: " if found["backend"] else ""
-        ended = "" if found["ended"] else " (never ended: cut off)"
+    for shown in runs:
+        where = f"backend {shown['backend']}: " if shown["backend"] else ""
+        ended = "" if shown["ended"] else " (never ended: cut off)"
         click.echo(
-            f"{where}{found['operation']} to {found['target']}, run {found['run_id']}{ended}"
+            f"{where}{shown['operation']} to {shown['target']}, run {shown['run_id']}{ended}"
         )
     if steps.empty:
         click.echo("No volume moved: Cinder and Nova need nothing.")
@@ -183,9 +174,8 @@ def import_cinder(
         also two backends on one pool); nothing written
       3 written, with FILL IN placeholders to complete (listed on stderr)
     """
-    from rbdfail.cinder.importer import import_cinder as read_cinder
-    from rbdfail.cinder.seed import seed_state
-    from rbdfail.cinder.writer import write_new_file
+    from rbdfail.cinder_import import import_cinder as read_cinder
+    from rbdfail.cinder_import import seed_state, write_new_file
     from rbdfail.errors import ConfigError
 
     if state_dir is not None and volume_list is None:

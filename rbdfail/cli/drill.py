@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-from typing import TYPE_CHECKING
-
 import click
 
 from rbdfail.cli.base import (
@@ -14,17 +10,14 @@ from rbdfail.cli.base import (
     by_backend_json,
     concurrency_option,
     connect_timeout_option,
-    connect_to_ceph,
     emit_json,
     json_option,
+    leave,
     main,
     show_by_backend,
     stderr_progress,
 )
 from rbdfail.errors import ExitCode
-
-if TYPE_CHECKING:
-    pass
 
 
 # ---- drill (issue 16) -------------------------------------------------------------------------
@@ -117,47 +110,33 @@ def drill(
       130 interrupted
     """
     from rbdfail import render
-    from rbdfail.drill import DEFAULT_SAMPLES, FULL_TIMEOUT, DrillRequest, run_drill
+    from rbdfail.app.drill import DrillOptions, drill_deployment
 
     if full and samples is not None:
         raise click.UsageError("--sample and --full exclude each other")
-    backends = app.backends()
-    config = backends[0]  # the settings read here are shared by every backend
-    request = DrillRequest(
+    options = DrillOptions(
         target=target,
-        names=images,
+        images=images,
         full=full,
-        samples=samples or DEFAULT_SAMPLES,
+        samples=samples,
         exec_command=exec_command,
         exec_timeout=exec_timeout,
-        concurrency=concurrency or config.concurrency,
-        connect_timeout=connect_timeout or config.replication_connect_timeout,
-        volume_timeout=volume_timeout or (FULL_TIMEOUT if full else config.volume_timeout),
+        volume_timeout=volume_timeout,
+        connect_timeout=connect_timeout,
+        concurrency=concurrency,
     )
-    reports = []
-    for config in backends:  # one after the other: a drill is no race
-        progress = render.DrillProgress(stderr_progress)
-        try:
-            reports.append((config, run_drill(config, request, app.connect, progress)))
-        finally:
-            progress.close()
-        if reports[-1][1].interrupted:
-            break
-    several = len(backends) > 1
+    done = drill_deployment(
+        app.deployment(), options, app.connect, lambda: render.DrillProgress(stderr_progress)
+    )
     if as_json:
-        emit_json(by_backend_json(reports, several, lambda report: report.to_json()))
+        emit_json(by_backend_json(done.parts, done.several, lambda report: report.to_json()))
     else:
-        show_by_backend(reports, several, render.drill_report)
+        show_by_backend(done.parts, done.several, render.drill_report)
     code = (
         ExitCode.INTERRUPTED
-        if any(report.interrupted for _, report in reports)
+        if done.interrupted
         else ExitCode.OK
-        if all(report.result == "complete" for _, report in reports)
+        if done.complete
         else ExitCode.PARTIAL
     )
-    left_running = any(report.calls_left_running for _, report in reports)
-    if left_running and app.connect_with is connect_to_ceph:
-        sys.stdout.flush()  # as _switch: never tear librados down under a running call
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    leave(code, done.calls_left_running)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
 
 from rbdfail.cli.base import (
     AppContext,
-    acting_site,
     by_backend_json,
     concurrency_option,
     dry_run_option,
@@ -23,9 +21,7 @@ from rbdfail.cli.base import (
 from rbdfail.errors import ExitCode
 
 if TYPE_CHECKING:
-    from rbdfail.cluster import Cluster
-    from rbdfail.mirroring import Report, Step, VolumeResult
-    from rbdfail.volumes import Volume
+    from rbdfail.app.mirroring import MirroringRequest
 
 
 # ---- per-image mirroring ----------------------------------------------------------------------
@@ -62,17 +58,10 @@ def enable_mirroring(
 
     Exit 0 when every volume is mirrored as its type says, 3 when some failed or mismatch.
     """
-    from rbdfail import mirroring
+    from rbdfail.app.mirroring import ENABLE, MirroringRequest
 
     _per_image_mirroring(
-        app,
-        "enable-mirroring",
-        lambda volumes: mirroring.plan_enable(volumes, images),
-        mirroring.enable,
-        site_id,
-        dry_run,
-        concurrency,
-        as_json,
+        app, MirroringRequest(ENABLE, images, site_id, dry_run, concurrency), as_json
     )
 
 
@@ -101,57 +90,24 @@ def disable_mirroring(
       rbdfail disable-mirroring db-scratch --dry-run
       rbdfail disable-mirroring db-scratch
     """
-    from rbdfail import mirroring
+    from rbdfail.app.mirroring import DISABLE, MirroringRequest
 
     _per_image_mirroring(
-        app,
-        "disable-mirroring",
-        lambda volumes: mirroring.plan_disable(volumes, images),
-        mirroring.disable,
-        site_id,
-        dry_run,
-        concurrency,
-        as_json,
+        app, MirroringRequest(DISABLE, images, site_id, dry_run, concurrency), as_json
     )
 
 
-def _per_image_mirroring(
-    app: AppContext,
-    operation: str,
-    plan: Callable[[list[Volume]], list[Step]],
-    apply: Callable[[Cluster, list[Step], int, Callable[[VolumeResult], None]], Report],
-    site_id: str | None,
-    dry_run: bool,
-    concurrency: int | None,
-    as_json: bool,
-) -> None:
-    """Connect to the acting site, take its inventory, plan, then show the plan or apply it."""
-    from rbdfail import mirroring, render
-    from rbdfail.volumes import list_volumes
+def _per_image_mirroring(app: AppContext, request: MirroringRequest, as_json: bool) -> None:
+    """Either way: call the use case, show the plan or the reports, exit with a code."""
+    from rbdfail import render
+    from rbdfail.app.mirroring import per_image_mirroring
 
-    # Disabling names images: in a file of several backends, which pool's must be said.
-    backends = app.backends() if operation == "enable-mirroring" else (app.config(operation),)
-    reports = []
-    for config in backends:
-        cluster = app.connect(acting_site(config, site_id), config.replication_connect_timeout)
-        try:
-            steps = plan(list_volumes(cluster, config))
-            if dry_run:
-                report = mirroring.dry_run_report(operation, cluster.site, steps)
-            else:
-                with render.VolumeProgress(operation, sum(s.todo for s in steps)) as progress:
-                    report = apply(cluster, steps, concurrency or config.concurrency, progress)
-        finally:
-            cluster.close()
-        reports.append((config, report))
-        if report.interrupted:
-            break  # Ctrl-C: not the next backend either
-    several = len(backends) > 1
+    done = per_image_mirroring(app.deployment(), request, app.connect, render.VolumeProgress)
     if as_json:
-        emit_json(by_backend_json(reports, several, lambda report: report.to_json()))
+        emit_json(by_backend_json(done.parts, done.several, lambda report: report.to_json()))
     else:
-        show_by_backend(reports, several, render.mirroring_report)
-    if any(report.interrupted for _, report in reports):
+        show_by_backend(done.parts, done.several, render.mirroring_report)
+    if done.interrupted:
         sys.exit(ExitCode.INTERRUPTED)
-    if any(report.result != "complete" for _, report in reports) and not dry_run:
+    if not done.complete and not request.dry_run:
         sys.exit(ExitCode.PARTIAL)

@@ -8,12 +8,10 @@ import click
 
 from rbdfail.cli.base import (
     AppContext,
-    acting_site,
     by_backend_json,
     emit_json,
     json_option,
     main,
-    remember_site_listing,
     show_by_backend,
     site_option,
 )
@@ -36,31 +34,22 @@ def volumes(app: AppContext, site_id: str | None, as_json: bool) -> None:
       rbdfail volumes --site secondary
     """
     from rbdfail import render
-    from rbdfail.volumes import list_volumes
+    from rbdfail.app.sites import VolumesRequest, list_deployment_volumes
 
-    backends = app.backends()
-    listings = []
-    for config in backends:
-        site = acting_site(config, site_id)
-        cluster = app.connect(site, config.replication_connect_timeout)
-        try:
-            found = list_volumes(cluster, config)
-        finally:
-            cluster.close()
-        remember_site_listing(config, site.backend_id, found)
-        listings.append((config, site.backend_id, found))
-    several = len(backends) > 1
-    parts = [(config, (site_name, found)) for config, site_name, found in listings]
-    if as_json and not several:
-        emit_json([v.to_json() for v in listings[0][2]])  # a list, as it always was
+    report = list_deployment_volumes(app.deployment(), VolumesRequest(site_id), app.connect)
+    parts = [(config, (listing.site, listing.volumes)) for config, listing in report.parts]
+    if as_json and not report.several:
+        emit_json([v.to_json() for v in report.parts[0][1].volumes])  # a list, as it always was
     elif as_json:
         emit_json(
             by_backend_json(
-                parts, several, lambda part: {"volumes": [v.to_json() for v in part[1]]}
+                parts, report.several, lambda part: {"volumes": [v.to_json() for v in part[1]]}
             )
         )
     else:
-        show_by_backend(parts, several, lambda part: render.volumes_table(part[1], site=part[0]))
+        show_by_backend(
+            parts, report.several, lambda part: render.volumes_table(part[1], site=part[0])
+        )
 
 
 @main.command()
@@ -86,34 +75,19 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
 
     Exit 0 when everything is in place, 3 when an item failed, 1 when a site is unreachable.
     """
-    import dataclasses
+    from rbdfail import render
+    from rbdfail.app.sites import SetupRequest, set_up
 
-    from rbdfail import ceph, pools, render
-    from rbdfail.config import check_conf_readable
-
-    backends = app.backends()
-    done = []
-    for config in backends:  # each backend's pool on every site
-        sites = [
-            dataclasses.replace(site, user=user, keyring=None) if user else site
-            for site in config.sites
-        ]
-        for site in sites:
-            check_conf_readable(site)
-        backend, *devices = ceph.connect_all(sites, config.replication_connect_timeout)
-        try:
-            done.append((config, pools.prepare(backend, devices)))
-        finally:
-            for cluster in (backend, *devices):
-                cluster.close()
-    several = len(backends) > 1
+    report = set_up(app.deployment(), SetupRequest(user), app.connect)
     if as_json:
         emit_json(
-            by_backend_json(done, several, lambda items: {"items": [i.to_json() for i in items]})
+            by_backend_json(
+                report.parts, report.several, lambda items: {"items": [i.to_json() for i in items]}
+            )
         )
     else:
-        show_by_backend(done, several, render.setup_items)
-    if any(item.action == pools.SetupAction.FAILED for _, items in done for item in items):
+        show_by_backend(report.parts, report.several, render.setup_items)
+    if not report.complete:
         sys.exit(ExitCode.PARTIAL)
 
 
@@ -134,9 +108,10 @@ def connection_info(app: AppContext, volume: str, as_json: bool) -> None:
       rbdfail connection-info db-orders
       rbdfail connection-info db-orders --json | jq -r '.data.hosts[]'
     """
-    from rbdfail.connection import connection_info as describe
+    from rbdfail.app.sites import ConnectionInfoRequest
+    from rbdfail.app.sites import connection_info as describe
 
-    info = describe(app.config(), app.connect, volume)
+    info = describe(app.deployment(), ConnectionInfoRequest(volume), app.connect)
     if as_json:
         emit_json(info)
         return

@@ -18,15 +18,14 @@ from rbdfail.cli.base import (
     emit_json,
     json_option,
     main,
-    remember_site_listing,
     show_by_backend,
 )
 from rbdfail.errors import ExitCode
 from rbdfail.limits import MAX_LAG_SECONDS
 
 if TYPE_CHECKING:
+    from rbdfail.app.status import StatusOfBackends
     from rbdfail.config import Config
-    from rbdfail.state import State
     from rbdfail.status import StatusReport
 
 
@@ -87,52 +86,35 @@ def status(
     --watch, as of the last refresh.
     """
     from rbdfail import render
-    from rbdfail.state import read_drill, read_state
-    from rbdfail.status import gather
-    from rbdfail.workers import all_at_once
+    from rbdfail.app.status import StatusRequest, read_status
 
-    backends = app.backends()
-    several = len(backends) > 1
+    request = StatusRequest(images, with_users)
 
-    def read(config: Config) -> StatusReport:
-        report = gather(
-            config,
-            read_state(config.state_dir, config.state_scope),
-            app.connect,
-            images,
-            with_users=with_users or bool(images),
-        )
-        backend = report.sites[config.backend.backend_id]
-        if backend.reachable and not images:
-            remember_site_listing(config, backend.backend_id, backend.volumes)
-        return report
-
-    def show() -> list[StatusReport]:
-        taken_at = time.time()
-        reports = all_at_once(read, backends)  # every backend's sites at once
-        read_now = list(zip(backends, reports, strict=True))
-        drills = read_drill(backends[0].state_dir)
+    def show() -> StatusOfBackends:
+        read_now = read_status(app.deployment(), request, app.connect)
         if prometheus is not None:
-            _write_metrics(read_now, prometheus, taken_at, drills)
+            _write_metrics(read_now.parts, prometheus, read_now.taken_at, read_now.drills)
         if as_json:
-            document = by_backend_json(read_now, several, lambda report: report.to_json())
-            document["drills"] = drills  # issue 16: last successes
+            document = by_backend_json(
+                read_now.parts, read_now.several, lambda report: report.to_json()
+            )
+            document["drills"] = read_now.drills  # issue 16: last successes
             click.echo(json.dumps(document, default=str, indent=None if watch else 2))
         else:
             if watch:
                 render.stdout.clear()
                 render.stdout.print(f"every {watch:g}s, {time.strftime('%H:%M:%S')} (Ctrl-C ends)")
-            show_by_backend(read_now, several, render.status_table)
-        return reports
+            show_by_backend(read_now.parts, read_now.several, render.status_table)
+        return read_now
 
-    reports = show()
+    last = show()
     try:
         while watch:
             time.sleep(watch)
-            reports = show()
+            last = show()
     except KeyboardInterrupt:  # the way to end --watch: not an error
         pass
-    if any(report.problems for report in reports):
+    if not last.healthy:
         sys.exit(ExitCode.PARTIAL)
 
 
@@ -215,52 +197,25 @@ def check(
     Exit 0 ready (warnings allowed), 1 not ready.
     """
     from rbdfail import render
-    from rbdfail.check import CheckItem, ready, run_checks
-    from rbdfail.state import read_state
-    from rbdfail.status import gather
-    from rbdfail.workers import all_at_once
+    from rbdfail.app.status import CheckRequest, check_deployment
 
-    backends = app.backends()
-    several = len(backends) > 1  # the JSON's shape follows the file, not the backends checked
-    if target is not None and several:
-        # As a failover to it does: the backends that replicate to the target (none: named).
-        having = [b for b in backends if target in (s.backend_id for s in b.sites)]
-        backends = tuple(having) or backends[:1]
-    states = [read_state(config.state_dir, config.state_scope) for config in backends]
-    targets = []
-    for config, state in zip(backends, states, strict=True):
-        chosen = target
-        if chosen is None:
-            default = config.backend.backend_id
-            active = state.active_backend
-            chosen = config.replication_devices[0].backend_id if active == default else default
-        config.site(chosen)  # an unknown id is a usage error, named, before any connection
-        targets.append(chosen)
-
-    def check_one(config: Config, state: State, to: str) -> list[CheckItem]:
-        report = gather(config, state, app.connect, with_users=True)
-        backend = report.sites[config.backend.backend_id]
-        if backend.reachable:
-            remember_site_listing(config, backend.backend_id, backend.volumes)
-        return run_checks(report, to, max_rpo, require_idle)
-
-    found = all_at_once(
-        lambda i: check_one(backends[i], states[i], targets[i]), range(len(backends))
+    checked = check_deployment(
+        app.deployment(), CheckRequest(target, max_rpo, require_idle), app.connect
     )
-    parts = list(zip(backends, zip(targets, found, strict=True), strict=True))
-    all_ready = all(ready(items) for items in found)
     if as_json:
         document = by_backend_json(
-            parts,
-            several,
+            checked.parts,
+            checked.several,
             lambda part: {
-                "target": part[0],
-                "ready": ready(part[1]),
-                "items": [item.to_json() for item in part[1]],
+                "target": part.target,
+                "ready": part.ready,
+                "items": [item.to_json() for item in part.items],
             },
         )
-        emit_json({"ready": all_ready, **document} if several else document)
+        emit_json({"ready": checked.ready, **document} if checked.several else document)
     else:
-        show_by_backend(parts, several, lambda part: render.check_items(*part))
-    if not all_ready:
+        show_by_backend(
+            checked.parts, checked.several, lambda part: render.check_items(part.target, part.items)
+        )
+    if not checked.ready:
         sys.exit(ExitCode.FAILED)

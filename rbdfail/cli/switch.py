@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -18,10 +15,10 @@ from rbdfail.cli.base import (
     call_trace_option,
     concurrency_option,
     connect_timeout_option,
-    connect_to_ceph,
     dry_run_option,
     emit_json,
     json_option,
+    leave,
     main,
     require_idle_option,
     stderr_progress,
@@ -30,9 +27,10 @@ from rbdfail.cli.base import (
 from rbdfail.errors import ExitCode
 
 if TYPE_CHECKING:
-    from rbdfail.config import Config
-    from rbdfail.switch.model import FailoverPlan, Options, SwitchRequest
-    from rbdfail.workers import RunResult
+    from rich.console import Console
+
+    from rbdfail.app.switch import SwitchOrder
+    from rbdfail.switch.deployment import SwitchOfBackends
 
 
 # ---- failover ---------------------------------------------------------------------------------
@@ -110,27 +108,23 @@ def failover(
       5 refused: the target is unreachable (nothing was changed anywhere)
       130 interrupted (re-run to finish)
     """
-    _switch(
-        app,
-        "failback" if target == "default" else "failover",
+    from rbdfail.app.switch import SwitchOrder
+    from rbdfail.switch.model import Operation
+
+    order = SwitchOrder(
+        Operation.FAILBACK if target == "default" else Operation.FAILOVER,
         target,
         dry_run,
-        yes,
-        _switch_options(
-            app,
-            force,
-            break_locks_after,
-            no_break_locks,
-            volume_timeout,
-            connect_timeout,
-            None,
-            concurrency,
-            call_trace,
-        ),
-        (),
-        require_idle,
-        as_json,
+        require_idle=require_idle,
+        read_users=dry_run or not yes,
+        force=force,
+        break_locks_after=None if no_break_locks else break_locks_after,
+        volume_timeout=volume_timeout,
+        connect_timeout=connect_timeout,
+        concurrency=concurrency,
+        call_trace=call_trace,
     )
+    _switch(app, order, yes, as_json)
 
 
 @main.command()
@@ -214,190 +208,88 @@ def failback(
       5 refused: `default` is unreachable (nothing was changed anywhere)
       130 interrupted (re-run to finish)
     """
-    _switch(
-        app,
-        "failback",
+    from rbdfail.app.switch import SwitchOrder
+    from rbdfail.switch.model import Operation
+
+    order = SwitchOrder(
+        Operation.FAILBACK,
         None,
-        dry_run,
-        yes,
-        _switch_options(
-            app,
-            force,
-            break_locks_after,
-            no_break_locks,
-            volume_timeout,
-            connect_timeout,
-            resync_timeout,
-            concurrency,
-            call_trace,
-        ),
-        resync,
-        require_idle,
-        as_json,
-    )
-
-
-def _switch_options(
-    app: AppContext,
-    force: bool,
-    break_locks_after: float,
-    no_break_locks: bool,
-    volume_timeout: float | None,
-    connect_timeout: float | None,
-    resync_timeout: float | None,
-    concurrency: int | None,
-    call_trace: Path | None,
-) -> Options:
-    from rbdfail.switch.model import options_for
-
-    return replace(
-        options_for(
-            app.backends()[0],  # the settings these are read from are shared by every backend
-            connect_timeout=connect_timeout,
-            volume_timeout=volume_timeout,
-            concurrency=concurrency,
-            force=force,
-            break_locks_after=None if no_break_locks else break_locks_after,
-            resync_timeout=resync_timeout,
-        ),
-        call_trace=call_trace,
-    )
-
-
-def _switch(
-    app: AppContext,
-    operation: str,
-    target: str | None,
-    dry_run: bool,
-    yes: bool,
-    options: Options,
-    resync: tuple[str, ...],
-    require_idle: bool,
-    as_json: bool,
-) -> NoReturn:
-    """Failover or failback: ask the use case, show the plan or the report, exit with a code."""
-    from rbdfail import render
-    from rbdfail.switch.model import Operation, SwitchRequest
-    from rbdfail.switch.usecase import run_switch
-
-    if not dry_run and not yes and not sys.stdin.isatty():
-        raise click.UsageError(
-            f"refusing to {operation} without confirmation: no terminal to ask on; "
-            "pass --yes (runbooks) or --dry-run"
-        )
-
-    def confirm(plan: FailoverPlan) -> bool:
-        if yes:
-            return True
-        render.failover_plan(plan, render.stderr)
-        return click.confirm(f"{operation.capitalize()} to {plan.target}?", err=True)
-
-    request = SwitchRequest(
-        Operation(operation),
-        options,
-        target,
         dry_run,
         resync,
         require_idle=require_idle,
-        read_users=dry_run or not yes,  # a plan someone reads before it runs
+        read_users=dry_run or not yes,
+        force=force,
+        break_locks_after=None if no_break_locks else break_locks_after,
+        volume_timeout=volume_timeout,
+        connect_timeout=connect_timeout,
+        resync_timeout=resync_timeout,
+        concurrency=concurrency,
+        call_trace=call_trace,
     )
-    if len(backends := app.backends()) > 1:
-        _switch_backends(app, backends, request, yes, as_json)
-    result = run_switch(
-        app.config(),
-        request,
-        connect=app.connect,
-        confirm=confirm,
-        observer=render.SwitchProgress(stderr_progress),
-    )
-    report = result.report
-    if report is None and dry_run:
-        if as_json:
-            emit_json({"dry_run": True, **result.plan.to_json()})
-        else:
-            render.failover_plan(result.plan)
-        sys.exit(ExitCode.OK)
-    if report is None:
-        raise click.Abort()
-    from rbdfail.cinder.steps import steps_for
-
-    steps = steps_for([(app.config(), report)])
-    if as_json:
-        emit_json({**report.to_json(), "cinder_steps": steps.to_json()})
-    else:
-        render.failover_report(report)
-        render.cinder_steps(steps)
-    for unrecorded in report.unrecorded:  # on stderr too: a runbook's log keeps it
-        click.secho(f"rbdfail: not recorded: {unrecorded}", fg="red", err=True)
-    _exit_after_switch(
-        app, report.result, report.interrupted, bool(report.unrecorded), report.calls_left_running
-    )
+    _switch(app, order, yes, as_json)
 
 
-def _switch_backends(
-    app: AppContext, backends: Sequence[Config], request: SwitchRequest, yes: bool, as_json: bool
-) -> NoReturn:
-    """_switch for a file of several backends: one plan to confirm, one report by backend."""
+def _switch(app: AppContext, order: SwitchOrder, yes: bool, as_json: bool) -> NoReturn:
+    """Failover or failback: ask the use case, show the plan or the report, exit with a code."""
     from rbdfail import render
-    from rbdfail.switch.deployment import SwitchOfBackends, switch_backends
-
-    def confirm(switch: SwitchOfBackends) -> bool:
-        if yes:
-            return True
-        render.switch_of_backends(switch, render.stderr)
-        return click.confirm(f"{request.operation.capitalize()} to {switch.target}?", err=True)
-
-    switch = switch_backends(
-        backends,
-        request,
-        connect=app.connect,
-        confirm=confirm,
-        observer=render.SwitchProgress(stderr_progress),
-    )
-    if not switch.carried_out and not request.dry_run:
-        raise click.Abort()
-    from rbdfail.cinder.steps import steps_for
-
-    by_name = {config.state_scope: config for config in backends}
-    steps = steps_for(
-        [
-            (by_name[part.backend], part.report)
-            for part in switch.parts
-            if part.report is not None and part.backend in by_name
-        ]
-    )
-    if as_json:
-        emit_json(
-            {**switch.to_json(), **({} if request.dry_run else {"cinder_steps": steps.to_json()})}
-        )
-    else:
-        render.switch_of_backends(switch)
-        render.cinder_steps(steps)
-    if request.dry_run:
-        sys.exit(ExitCode.OK)
-    for unrecorded in switch.unrecorded:
-        click.secho(f"rbdfail: not recorded: {unrecorded}", fg="red", err=True)
-    _exit_after_switch(
-        app, switch.result, switch.interrupted, bool(switch.unrecorded), switch.calls_left_running
-    )
-
-
-def _exit_after_switch(
-    app: AppContext, result: RunResult, interrupted: bool, unrecorded: bool, calls_left: int
-) -> NoReturn:
+    from rbdfail.app.switch import switch
     from rbdfail.workers import RunResult
 
-    if interrupted:
-        sys.exit(ExitCode.INTERRUPTED)
+    deployment = app.deployment()  # a backend --backend does not name is said first
+    if not order.dry_run and not yes and not sys.stdin.isatty():
+        raise click.UsageError(
+            f"refusing to {order.operation} without confirmation: no terminal to ask on; "
+            "pass --yes (runbooks) or --dry-run"
+        )
+
+    def confirm(plans: SwitchOfBackends) -> bool:
+        if yes:
+            return True
+        _show_plans(plans, render.stderr)
+        return click.confirm(f"{order.operation.capitalize()} to {plans.target}?", err=True)
+
+    outcome = switch(
+        deployment, order, app.connect, confirm, render.SwitchProgress(stderr_progress)
+    )
+    done, steps = outcome.switch, outcome.cinder_steps
+    if not done.carried_out and not order.dry_run:
+        raise click.Abort()
+    if order.dry_run and not done.several:
+        if as_json:
+            emit_json(done.to_json())
+        else:
+            _show_plans(done)
+        sys.exit(ExitCode.OK)
+    if as_json:
+        emit_json(
+            {**done.to_json(), **({} if order.dry_run else {"cinder_steps": steps.to_json()})}
+        )
+    else:
+        if done.several:
+            render.switch_of_backends(done)
+        else:
+            render.failover_report(done.reports[0])
+        render.cinder_steps(steps)
+    if order.dry_run:
+        sys.exit(ExitCode.OK)
+    for unrecorded in done.unrecorded:  # on stderr too: a runbook's log keeps it
+        click.secho(f"rbdfail: not recorded: {unrecorded}", fg="red", err=True)
+    if done.interrupted:
+        leave(ExitCode.INTERRUPTED, done.calls_left_running)
     exits = {RunResult.COMPLETE: ExitCode.OK, RunResult.PARTIAL: ExitCode.PARTIAL}
-    code = exits.get(result, ExitCode.FAILED)
+    code = exits.get(done.result, ExitCode.FAILED)
     # Volumes moved but the state dir does not say so: not a clean run (3), as for a volume.
-    final = ExitCode.PARTIAL if code == ExitCode.OK and unrecorded else code
-    if calls_left and app.connect_with is connect_to_ceph:
-        # librados must not be torn down under a call still running: a process left to
-        # the interpreter's exit with such connections was seen to abort (boost::bad_get,
-        # exit 134), which would hide this exit code from the runbook. The report is out.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(final)
-    sys.exit(final)
+    leave(
+        ExitCode.PARTIAL if code == ExitCode.OK and done.unrecorded else code,
+        done.calls_left_running,
+    )
+
+
+def _show_plans(plans: SwitchOfBackends, console: Console | None = None) -> None:
+    """The plans before they run: each backend's in a file of several."""
+    from rbdfail import render
+
+    if plans.several:
+        render.switch_of_backends(plans, console or render.stdout)
+    else:
+        render.failover_plan(plans.parts[0].plan, console or render.stdout)

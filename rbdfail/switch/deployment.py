@@ -1,4 +1,4 @@
-"""A switch of several backends: one plan, one confirmation, one run, one report by backend.
+"""A switch of the deployment's backends: one plan, one confirmation, one report by backend.
 
 Each backend (a pool, or a namespace of one, with its replication devices) is switched as
 usecase.py switches one: its own connections, its own lock (on its pool), its own plan and
@@ -6,7 +6,8 @@ its part of state.json. What is shared is what the operator sees and the machine
 plans are made at once and confirmed together, nothing moves until every backend is locked
 and planned, the runs go at once and share one budget of Ceph calls (`concurrency`), and the
 report groups the volumes by backend. A backend whose lock or target cannot be had stops the
-whole switch before anything changed (exit 4 or 5, naming it).
+whole switch before anything changed (exit 4 or 5, naming it). A deployment of one is that
+backend's switch as usecase.py runs it, reported as a part of one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from rbdfail.config import Config, Connect
 from rbdfail.errors import RbdfailError
+from rbdfail.fanout import over_backends
 from rbdfail.switch.engine import write_trace
 from rbdfail.switch.model import (
     FailoverPlan,
@@ -31,8 +33,8 @@ from rbdfail.switch.model import (
     SwitchRequest,
     VolumeOutcome,
 )
-from rbdfail.switch.usecase import PreparedSwitch, prepare_switch
-from rbdfail.workers import CallSlots, CallTrace, RunResult, all_at_once
+from rbdfail.switch.usecase import PreparedSwitch, prepare_switch, run_switch
+from rbdfail.workers import CallSlots, CallTrace, RunResult
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class SwitchOfBackends:
     target: str
     parts: tuple[BackendPart, ...]
     left_out: tuple[str, ...] = ()  # backends not switched, each with why
+    # False: a deployment of one, whose switch reads as it always has (no backend named).
+    several: bool = True
 
     @property
     def carried_out(self) -> bool:
@@ -81,7 +85,7 @@ class SwitchOfBackends:
     @property
     def unrecorded(self) -> list[str]:
         return [
-            f"backend {part.backend}: {said}"
+            f"backend {part.backend}: {said}" if self.several else said
             for part in self.parts
             for said in (part.report.unrecorded if part.report else ())
         ]
@@ -91,6 +95,9 @@ class SwitchOfBackends:
         return sum(report.calls_left_running for report in self.reports)
 
     def to_json(self) -> dict[str, Any]:
+        if not self.several:
+            plan, report = self.parts[0].plan, self.parts[0].report
+            return report.to_json() if report else {"dry_run": True, **plan.to_json()}
         document: dict[str, Any] = {"operation": self.operation, "target": self.target}
         if self.carried_out:
             document["result"] = self.result
@@ -112,7 +119,12 @@ def switch_backends(
 ) -> SwitchOfBackends:
     """Plan every backend's switch at once, and unless it is a dry run or `confirm` says no,
     carry them all out at once. Raises (naming the backend) before anything changed when one
-    backend's target is unreachable or its lock is held."""
+    backend's target is unreachable or its lock is held.
+
+    A deployment of one is switched as usecase.py switches a backend: in this thread (Ctrl-C
+    stops its run as it stops a single run), its notes, volumes and errors as they are."""
+    if len(configs) == 1:
+        return _switch_one(configs[0], request, connect, confirm, observer)
     observer = observer or Silent()
     chosen, left_out = _backends_for(configs, request)
     if not chosen:
@@ -132,7 +144,8 @@ def switch_backends(
 
     # Connected, locked and planned at once (one connect timeout in all); if one backend
     # cannot be, the others are released and nothing has changed.
-    prepared = all_at_once(prepare, chosen, undo=lambda p: p.close())
+    fanned = over_backends(chosen, prepare, at_once=True, undo=PreparedSwitch.close)
+    prepared = [part for _, part in fanned.results(undo=PreparedSwitch.close)]
     try:
         switch = SwitchOfBackends(
             request.operation,
@@ -152,6 +165,27 @@ def switch_backends(
             part.close()
     parts = zip(switch.parts, reports, strict=True)
     return replace(switch, parts=tuple(replace(part, report=report) for part, report in parts))
+
+
+def _switch_one(
+    config: Config,
+    request: SwitchRequest,
+    connect: Connect,
+    confirm: Callable[[SwitchOfBackends], bool],
+    observer: Observer | None,
+) -> SwitchOfBackends:
+    def alone(plan: FailoverPlan, report: FailoverReport | None = None) -> SwitchOfBackends:
+        part = BackendPart(config.backend_name, config.backend.where, plan, report)
+        return SwitchOfBackends(request.operation, plan.target, (part,), several=False)
+
+    result = run_switch(
+        config,
+        request,
+        connect=connect,
+        confirm=lambda plan: confirm(alone(plan)),
+        observer=observer,
+    )
+    return alone(result.plan, result.report)
 
 
 def _part(prepared: PreparedSwitch) -> BackendPart:

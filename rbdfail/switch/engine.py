@@ -49,7 +49,6 @@ from rbdfail.errors import (
     ImageNotFound,
     InvalidState,
     LockLost,
-    OperationTimedOut,
 )
 from rbdfail.state import Journal, State, VolumeRecord, save_state
 from rbdfail.switch.forced import force_promote, free_from_daemon
@@ -67,6 +66,7 @@ from rbdfail.switch.model import (
 )
 from rbdfail.switch.run import Run, throttled
 from rbdfail.switch.sites import UNREACHABLE, Sites
+from rbdfail.switch.watch import watch_source
 from rbdfail.workers import CallSlots, CallTrace, run_all
 
 
@@ -123,7 +123,7 @@ def execute(
         # bypass the call slots: as many at once as the forced phase allows.
         return max(in_progress, options.forced_in_flight) if run.lost.is_set() else in_progress
 
-    watching = _watch_source(run) if sites.source is not None else None
+    watching = watch_source(run) if sites.source is not None else None
     try:
         finished = run_all(
             todo,
@@ -177,53 +177,6 @@ def execute(
         interrupted=finished.interrupted,
     )
     return report
-
-
-def _watch_source(run: Run) -> threading.Event:
-    """While a demote is slow (in flight longer than the connect timeout), ask the source's
-    monitors, one bounded call at a time: no answer within the connect timeout is the source
-    lost, found as at connect time rather than after the OSD op timeout a demote to a dead
-    site takes. The event returned stops it."""
-    done, period = threading.Event(), run.options.connect_timeout
-    source = run.raw_source
-    assert source is not None
-
-    def slow_demote() -> bool:
-        now = time.monotonic()
-        return any(now - since > period for since in list(run.demoting.values()))
-
-    def probe(answered: threading.Event, failed: list[CephError]) -> None:
-        try:
-            source.monitors()
-        except CephError as exc:
-            failed.append(exc)
-        finally:
-            answered.set()
-
-    def watch() -> None:
-        while not done.wait(min(1.0, period)) and not run.lost.is_set():
-            if not slow_demote():
-                continue
-            answered, failed = threading.Event(), list[CephError]()
-            threading.Thread(
-                target=probe, args=(answered, failed), name="probe source", daemon=True
-            ).start()
-            # The call's own timeout is the connect timeout; a second more for the thread.
-            if not answered.wait(period + 1):
-                error: CephError = OperationTimedOut(
-                    f"its monitors did not answer within {period:g}s", site=source.site
-                )
-            elif failed and isinstance(failed[0], UNREACHABLE):
-                error = failed[0]
-            else:
-                continue
-            if not done.is_set():
-                run.journal.write("source-probe-failed", site=source.site, error=error.reason)
-                run.lose_source(error)
-            return
-
-    threading.Thread(target=watch, name="watch source", daemon=True).start()
-    return done
 
 
 def write_trace(path: Path, trace: list[CallTrace], origin: float) -> None:
