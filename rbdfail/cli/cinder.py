@@ -174,8 +174,9 @@ def import_cinder(
         also two backends on one pool); nothing written
       3 written, with FILL IN placeholders to complete (listed on stderr)
     """
-    from rbdfail.cinder_import import import_cinder as read_cinder
-    from rbdfail.cinder_import import seed_state, write_new_file
+    from rbdfail.cinder.importer import import_cinder as read_cinder
+    from rbdfail.cinder.seed import seed_state
+    from rbdfail.cinder.writer import write_new_file
     from rbdfail.errors import ConfigError
 
     if state_dir is not None and volume_list is None:
