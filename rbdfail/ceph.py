@@ -84,7 +84,7 @@ except ImportError as exc:  # pragma: no cover - depends on the host
 # OSD_OP_FLOOR_S, is in limits.py: the engine's time limits allow for it too.
 # How long Ceph blocklists the holder of a lock that `break_image_lock` breaks: this site's
 # rbd-mirror when the peer is lost. Short, so the daemon resumes by itself once the entry
-# lapses (its pool replayer retries every 5 s; docs/design/taking-the-daemon-out.md); Ceph's
+# lapses (its pool replayer retries every 5 s; docs/design/taking-locks.md); Ceph's
 # default is an hour.
 BLOCKLIST_S = 60
 _LOCK_MAY_RENEW = 1  # LIBRADOS_LOCK_FLAG_MAY_RENEW, which python-rados does not export

@@ -492,7 +492,7 @@ def _unreplayed_hint(site: str, primary_site: str) -> str:
 def _resync_hint(site: str, primary_site: str) -> str:
     """A demoted copy Ceph calls split-brain never replays again by itself; rbd-mirror can say
     so after a clean journal-mode switch too (likely having read the peer's tags
-    mid-promotion: docs/design/journal-replay-proof.md). A resync re-copies it from the
+    mid-promotion: docs/design/replay-proofs.md). A resync re-copies it from the
     primary, which throws away whatever only this copy holds: safe once the primary is known
     to hold the newest writes."""
     return (

@@ -300,7 +300,7 @@ def replaying_again(copy: Cluster, name: str, patience: float) -> None:
     """Wait until the demoted copy replays its peer again. Ceph's rbd-mirror can call it
     split-brain although its peer was promoted without force after replaying its demotion
     (2 of 3 fresh labs: the replayer read the peer's tags while the promotion was under way,
-    docs/design/journal-replay-proof.md); it stays so until resynced, which is safe here: the
+    docs/design/replay-proofs.md); it stays so until resynced, which is safe here: the
     peer holds every write of this copy."""
 
     resynced: list[str] = []

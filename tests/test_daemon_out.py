@@ -1,6 +1,6 @@
 """The source lost: the target's rbd-mirror taken out of the way once, forced promotes all at
 once outside the call budget, and a source that dies under slow demotes found by probing it
-(docs/design/taking-the-daemon-out.md)."""
+(docs/design/taking-locks.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The source's storage dead: the target's rbd-mirror taken out once, every copy forced and
 writable, then a failback that works once the daemon's blocklist entry has lapsed
-(docs/design/taking-the-daemon-out.md). A lab of its own: the shape leaves split brains."""
+(docs/design/taking-locks.md). A lab of its own: the shape leaves split brains."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_forced_failover__daemon_taken_out_once__copies_writable__failback_after
         print(f"{time.monotonic() - started:.0f}s {seen}")
         # The daemon is back once it reports every copy; the snapshot-mode ones replay. The
         # demoted journal-mode copy can be reported `split-brain detected` after a clean switch
-        # (docs/design/journal-replay-proof.md): it is printed only.
+        # (docs/design/replay-proofs.md): it is printed only.
         return all(" up=True " in s for s in seen.values()) and all(
             s.startswith(ReplayState.REPLAYING) for n, s in seen.items() if "-s" in n
         )

@@ -93,7 +93,7 @@ def test_status__a_demoted_copy_called_split_brain_after_a_clean_switch__resync_
     config: Config, fake_ceph: FakeCeph, sites
 ) -> None:
     """Ceph's rbd-mirror can report the demoted journal copy split-brain after a clean switch
-    (docs/design/journal-replay-proof.md): only one site is primary, and the copy needs a
+    (docs/design/replay-proofs.md): only one site is primary, and the copy needs a
     resync, which status names with the site to run it on."""
     primary, secondary = sites
     mirrored(primary, secondary, "j-1", MirrorMode.JOURNAL)

@@ -3,7 +3,7 @@
 Once the source is lost, a forced promote of a snapshot-mode copy waits for the target's own
 rbd-mirror to let go of the copy. So the daemon is taken out of the way first, once for the
 whole run (`take_daemon_out`: its addresses blocklisted, one monitor command each), and the
-promotes then go through without any hand-off (docs/design/taking-the-daemon-out.md). Where
+promotes then go through without any hand-off (docs/design/taking-locks.md). Where
 that cannot be done (the blocklist refused, say), `LockTaker` takes each copy's lock when its
 hand-off stalls (see its docstring for what librbd does; docs/design/taking-locks.md for the
 evidence).

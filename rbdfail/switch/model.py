@@ -272,11 +272,11 @@ class Options:
     volumes_per_slot: int = 8
     # Forced promotes in flight at once, outside the call slots: a forced promote is latency
     # (the lock hand-off), not work, so many at once cost about what one costs
-    # (docs/design/taking-the-daemon-out.md has the timings).
+    # (docs/design/taking-locks.md has the timings).
     forced_in_flight: int = 500
     # How long the target's rbd-mirror stays blocklisted once the source is lost: long
     # enough for every forced promote of a large run, short enough that the daemon comes back
-    # for the failback by itself once its entry lapses (docs/design/taking-the-daemon-out.md).
+    # for the failback by itself once its entry lapses (docs/design/taking-locks.md).
     daemon_out_s: int = 60
     call_trace: Path | None = None  # write every Ceph call's times there (a diagnostic)
     # How long a call to a site that died under the run takes to fail: its OSD op timeout.
