@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from rbdfail.check import FAIL, run_checks
 from rbdfail.cli import main
 from rbdfail.cluster import ImageStatus, ImageUser, MirrorMode, ReplayState
 from rbdfail.config import Config
 from rbdfail.metrics import write_textfile
-from rbdfail.check import FAIL, run_checks
 from rbdfail.state import STATE_FILE, Journal, State, read_state
 from rbdfail.status import StatusReport, gather
 from tests.fakeceph import FakeCeph, FakeCluster
