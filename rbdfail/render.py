@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Protocol
 
 from rich.console import Console, Group, RenderableType
@@ -18,6 +19,7 @@ from rbdfail.cinder.steps import CinderSteps
 from rbdfail.drill import DrillReport, VolumeDrill
 from rbdfail.mirroring import Outcome, Report
 from rbdfail.pools import SetupAction, SetupItem
+from rbdfail.rpo import Rpo
 from rbdfail.status import SiteImage, StatusReport
 from rbdfail.switch.deployment import SwitchOfBackends
 from rbdfail.switch.model import (
@@ -427,16 +429,19 @@ def failover_report(report: FailoverReport) -> None:
     table.add_column("action", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("time", justify="right", no_wrap=True)
+    worst = report.worst_rpo
+    if worst is not None:  # forced: which point in time each forced copy serves
+        table.add_column("rpo", justify="right", no_wrap=True)
     table.add_column("error / detail", overflow="fold")
     for v in report.volumes:
         style = _ACTION_STYLE[v.action]
-        table.add_row(
-            escape(v.name),
-            f"[{style}]{v.action}[/]",
-            v.status or "-",
-            f"{v.duration_s:.1f}s",
-            f"[red]{escape(v.error)}[/]" if v.error else escape(v.detail),
-        )
+        cells = [escape(v.name), f"[{style}]{v.action}[/]", v.status or "-", f"{v.duration_s:.1f}s"]
+        if worst is not None:
+            cells.append(rpo_text(v.rpo) if v.rpo is not None else "")
+        detail = f"[red]{escape(v.error)}[/]" if v.error else escape(v.detail)
+        if v.rpo is not None and v.rpo.seconds is None:
+            detail += f"; rpo unknown: {escape(v.rpo.how)}"
+        table.add_row(*cells, detail)
     stdout.print(table)
     if report.primary_lost and not plan.source_reachable:
         lost = escape(report.primary_lost)
@@ -452,12 +457,25 @@ def failover_report(report: FailoverReport) -> None:
     for unrecorded in report.unrecorded:
         stdout.print(f"[red]not recorded: {escape(unrecorded)}[/]")
     counts = ", ".join(f"{n} {a}" for a, n in sorted(report.counts().items()))
+    worst_text = (
+        f"; worst rpo {rpo_text(worst.rpo)} ({escape(worst.name)})"
+        if worst is not None and worst.rpo is not None
+        else ""
+    )
     stdout.print(
-        f"{len(report.volumes)} volume(s): {counts} in {report.duration_s:.1f}s; "
+        f"{len(report.volumes)} volume(s): {counts} in {report.duration_s:.1f}s{worst_text}; "
         f"active backend: {report.active_backend}; run {report.run_id}"
         + (" (interrupted)" if report.interrupted else ""),
         highlight=False,
     )
+
+
+def rpo_text(rpo: Rpo) -> str:
+    """An RPO with the time of the point it counts from: "≤42s (06:51:03Z)"."""
+    if rpo.last_sync is None:
+        return str(rpo)
+    at = datetime.fromtimestamp(rpo.last_sync, UTC).strftime("%H:%M:%SZ")
+    return f"{rpo} ({at})"
 
 
 def cinder_steps(steps: CinderSteps, console: Console = stdout) -> None:

@@ -119,6 +119,23 @@ def copy_rpo(
     return Rpo(None, Bound.UNKNOWN, f"rbd-mirror does not say ({state})", primary_snapshot=remote)
 
 
+def forced_rpo(status: ImageStatus | None, snapshots: list[MirrorSnapshot], now: float) -> Rpo:
+    """The point a copy serves once force-promoted, from its own site, read just before the
+    promote: the same figure `status` gives of the copy.
+
+    A snapshot-mode copy is rolled back to its newest complete mirror snapshot (its head may
+    hold more, half-synced), so the point is that snapshot's: the primary's time of it as
+    rbd-mirror last reported (never newer than the snapshot the copy holds), else the copy's
+    own time of it (when it began copying: an estimate, a little late). A copy with mirror
+    snapshots is in snapshot mode; one without is in journal mode, or holds nothing a forced
+    promote could serve (the promote then fails, named)."""
+    if snapshots:
+        return copy_rpo(
+            MirrorMode.SNAPSHOT, status, now, whole_snapshot_time(snapshots), listed=True
+        )
+    return copy_rpo(MirrorMode.JOURNAL, status, now)
+
+
 def whole_snapshot_time(snapshots: list[MirrorSnapshot]) -> datetime | None:
     """When this site took its newest complete mirror snapshot (on a copy: when it began
     copying it); None while it has none, e.g. a copy whose first sync has not finished."""

@@ -6,7 +6,8 @@ four per `replication_connect_timeout` of 1, 3, 5 and 10 s (three snapshot-mode,
 journal-mode each); the disaster strikes; after DISASTER_AGE_S (the secondary's rbd-mirror has
 noticed by then: that is when forced promotes hung, 12 of 12, before the locks were taken) one
 `rbdfail failover` per timeout must make every volume primary on the secondary with the data
-it had synced (checksums through librbd), `forced: true`, exit 0.
+it had synced (checksums through librbd), `forced: true`, exit 0, each volume saying which
+point in time its copy serves (`rpo.last_sync`), never newer than what it held whole.
 
 Each test runs on a lab of its own: a killed site cannot come back (its OSD kept its data in
 memory), the shapes leave split-brained images the shared lab's tests should not see, and a
@@ -20,7 +21,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +32,7 @@ from rbdfail.cluster import Cluster
 from rbdfail.config import SiteConfig, load_config
 from rbdfail.errors import CephError
 from rbdfail.lab.disasters import Disaster
+from rbdfail.rpo import description_tail
 from rbdfail.switch.model import Operation, Options, Silent, SwitchRequest
 from rbdfail.switch.usecase import run_switch
 from tests.helpers import (
@@ -46,7 +50,70 @@ from tests.helpers import (
 pytestmark = pytest.mark.lab
 
 
-def fail_over_each(dl: DisasterLab, cases: list[Case]) -> list[str]:
+def synced_points(dl: DisasterLab, cases: list[Case]) -> dict[str, float]:
+    """Each volume's newest point the secondary holds whole, as the primary dates it: a
+    snapshot-mode copy's newest complete mirror snapshot (waited for), the primary's own
+    timestamp of that snapshot; a journal-mode copy's newest write, now."""
+    points: dict[str, float] = {}
+
+    def whole(name: str) -> bool:
+        held = [s for s in dl.secondary.mirror_snapshots(name) if s.complete]
+        newest = max(held, key=lambda s: s.id) if held else None
+        mine = {s.id: s for s in dl.primary.mirror_snapshots(name)}
+        if newest is None or newest.primary_snap_id not in mine:
+            return False
+        stamp = mine[newest.primary_snap_id].timestamp
+        assert stamp is not None
+        points[name] = stamp.timestamp()
+        return max(mine) == newest.primary_snap_id
+
+    def reported(name: str) -> bool:
+        tail = description_tail(dl.secondary.mirror_status(name))
+        if name.endswith("-j1"):
+            return tail.get("entries_behind_primary") == 0
+        return "local_snapshot_timestamp" in tail
+
+    for case in cases:
+        for name in case.names:
+            if not name.endswith("-j1"):
+                eventually(partial(whole, name), 120, interval=1)
+    # What a copy's rbd-mirror reports lags its copy by a refresh (5 s in the lab): the steady
+    # state of a pair, every copy reported as it is, before the disaster strikes. Before it, a
+    # journal copy's last report may still count entries behind (seen: 3), and the report then
+    # says `at-least` with no time, as it should (tests/test_forced_rpo.py).
+    eventually(lambda: all(reported(n) for c in cases for n in c.names), 90, interval=1)
+    # A journal copy replayed every write: it holds the volume as it was when the primary died.
+    points.update({n: time.time() for case in cases for n in case.names if n.endswith("-j1")})
+    return points
+
+
+def check_rpo(report: dict[str, Any], names: list[str], points: dict[str, float]) -> str:
+    """Every force-promoted volume says the point its copy serves (rpo.last_sync), read before
+    the promote: never newer than what the copy held whole (a snapshot-mode copy's newest
+    complete mirror snapshot, as the primary dates it; a journal copy's last write), and with
+    a bound that says how far to trust it."""
+    worst = 0.0
+    for volume in report["volumes"]:
+        if volume["name"] not in names:
+            continue
+        rpo = volume["rpo"]
+        assert rpo["last_sync"] is not None, (volume["name"], rpo)
+        point = points[volume["name"]]
+        if volume["name"].endswith("-j1"):
+            # Journal mode: caught up at rbd-mirror's last report, before the disaster struck.
+            assert rpo["bound"] == "at-most" and rpo["last_sync"] <= point + 1, (volume, point)
+        elif rpo["bound"] == "at-most":  # the primary's own time of it: never later
+            assert point - 1 <= rpo["last_sync"] <= point + 1, (volume, point)
+        else:  # the copy's time of it: when it began copying it, a little later
+            assert rpo["bound"] == "estimate", volume
+            assert point - 1 <= rpo["last_sync"] <= point + 30, (volume, point)
+        worst = max(worst, rpo["seconds"])
+    return f"worst rpo {worst:.0f}s"
+
+
+def fail_over_each(
+    dl: DisasterLab, cases: list[Case], points: dict[str, float] | None = None
+) -> list[str]:
     """One forced failover per case; every volume primary on the secondary with its data, and
     serving: it takes a write there, the primary still lost (a journal-mode copy whose lock
     the secondary's stuck rbd-mirror kept refused every write: forced.py free_from_daemon)."""
@@ -59,6 +126,7 @@ def fail_over_each(dl: DisasterLab, cases: list[Case]) -> list[str]:
         assert code == 0 and report["result"] == "complete", (case.timeout, ours)
         assert report["forced"] is True
         assert {v["action"] for v in ours.values()} == {"force-promoted"}, ours
+        rpo = check_rpo(report, case.names, points) if points is not None else ""
         for name in case.names:
             assert dl.secondary.mirror_info(name).primary, name
             assert data_digest(dl.secondary.read(name, MiB, MiB)) == case.digests[name], name
@@ -66,7 +134,7 @@ def fail_over_each(dl: DisasterLab, cases: list[Case]) -> list[str]:
                 dl.secondary.write(name, 0, os.urandom(4096))  # not the MiB checked above
             except CephError as exc:
                 raise AssertionError(f"{name} refuses writes on the secondary: {exc}") from exc
-        figures.append(f"t={case.timeout}s: {took:.1f}s")
+        figures.append(f"t={case.timeout}s: {took:.1f}s {rpo}")
     return figures
 
 
@@ -191,12 +259,13 @@ def forced_failovers_in(
 ) -> None:
     cases = make_cases(dl, shape, tmp_path)
     wait_synced(dl, cases)
+    points = synced_points(dl, cases)
     dl.lab.fail("primary", primary_disaster)
     if secondary_disaster is not None:
         dl.lab.fail("secondary", secondary_disaster)
     try:
         time.sleep(DISASTER_AGE_S)
-        figures = fail_over_each(dl, cases)
+        figures = fail_over_each(dl, cases, points)
         print(f"\n{shape}: forced failover of 4 volumes, " + ", ".join(figures))
     finally:
         if secondary_disaster is not None:

@@ -145,6 +145,21 @@ def test_cli__status_before_the_loss_lets_a_forced_failover_mark_the_unreplicate
     volumes = {v["name"]: v for v in json.loads(out)["volumes"]}
     assert volumes["s-1"]["action"] == "force-promoted"
     assert volumes["vm-1"]["action"] == "not-replicated" and volumes["vm-1"]["status"] == "error"
+    # Only a force-promoted volume says which point in time its copy serves.
+    assert volumes["s-1"]["rpo"]["last_sync"] is not None and "rpo" not in volumes["vm-1"]
+
+
+def test_cli__forced_text_report_says_each_copys_point_in_time_and_the_worst(
+    config_with_images: Path, fake_ceph: FakeCeph
+) -> None:
+    fake_ceph.freeze("default")
+
+    code, out, _ = failover(fake_ceph, config_with_images, "--to", "secondary", "--yes")
+
+    assert code == 0, out
+    text = " ".join(out.replace("│", " ").split())
+    assert re.search(r"s-1 force-promoted \S+ [0-9.]+s ~\d+s \(\d\d:\d\d:\d\dZ\)", text), text
+    assert re.search(r"worst rpo ~\d+s \(\d\d:\d\d:\d\dZ\) \(s-[12]\)", text), text
 
 
 def test_cli__failback_after_failover__json_exit_0_and_failover_to_default_is_the_same(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from tenacity import (
     Retrying,
@@ -26,6 +27,7 @@ from tenacity import (
 
 from rbdfail.cluster import Cluster
 from rbdfail.errors import CephError, ImageBusy, InvalidState, OperationTimedOut
+from rbdfail.rpo import Bound, Rpo, forced_rpo
 from rbdfail.switch.model import Action, DaemonOut, VolumeOutcome
 from rbdfail.switch.run import Run
 
@@ -76,7 +78,38 @@ def _promote_forced(run: Run, name: str) -> None:
         run.raw_target.promote(name, force=True)
 
 
+def read_point(run: Run, name: str) -> Rpo:
+    """The point in time the copy will serve once forced (its RPO), read on the target just
+    before its promote, in the volume's own worker: after the promote the copy's mirror
+    snapshots and its rbd-mirror status no longer say it. Two reads of the copy (its status, its
+    snapshot list), outside the call slots like the promote, each bounded by the connection's
+    timeouts; a read that fails leaves the figure unknown, never the promote undone."""
+    target, begun = run.raw_target, time.monotonic()
+    try:
+        status = target.mirror_status(name)
+        snapshots = target.mirror_snapshots(name)
+    except CephError as exc:
+        rpo = Rpo(None, Bound.UNKNOWN, f"not read before the promote: {exc.reason}")
+    else:
+        rpo = forced_rpo(status, snapshots, time.time())
+    run.journal.write(
+        "copy-point",
+        volume=name,
+        site=target.site,
+        last_sync=rpo.last_sync,
+        bound=rpo.bound,
+        how=rpo.how,
+        read_s=round(time.monotonic() - begun, 3),
+    )
+    return rpo
+
+
 def force_promote(run: Run, name: str, outcome: Callable[..., VolumeOutcome]) -> VolumeOutcome:
+    rpo = read_point(run, name)
+    return replace(_force_promote(run, name, outcome), rpo=rpo)
+
+
+def _force_promote(run: Run, name: str, outcome: Callable[..., VolumeOutcome]) -> VolumeOutcome:
     target = run.sites.target
     if run.lost.is_set() and run.options.break_locks_after is not None:
         out = take_daemon_out(run)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from rbdfail.config import Config
 from rbdfail.limits import OSD_OP_FLOOR_S
+from rbdfail.rpo import Rpo
 from rbdfail.workers import RunResult
 
 
@@ -94,9 +95,11 @@ class VolumeOutcome:
     duration_s: float
     detail: str = ""  # what happened, for an operator (e.g. "rolled back to default")
     hint: str | None = None  # with an error: what to do next, when the error says
+    # Force-promoted: the point in time the copy serves, read on the target before the promote.
+    rpo: Rpo | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "name": self.name,
             "action": self.action,
             "status": self.status,
@@ -105,6 +108,9 @@ class VolumeOutcome:
             "detail": self.detail,
             "duration_s": round(self.duration_s, 3),
         }
+        if self.rpo is not None:
+            found["rpo"] = self.rpo.to_json()
+        return found
 
 
 @dataclass(frozen=True)
@@ -228,6 +234,17 @@ class FailoverReport:
         for volume in self.volumes:
             counts[volume.action] = counts.get(volume.action, 0) + 1
         return counts
+
+    @property
+    def worst_rpo(self) -> VolumeOutcome | None:
+        """The force-promoted volume whose copy serves the oldest point (an unknown one first:
+        it may be the oldest of all); None when none was forced."""
+        forced = [v for v in self.volumes if v.rpo is not None and v.action.succeeded]
+        return max(
+            forced,
+            key=lambda v: float("inf") if v.rpo is None or v.rpo.seconds is None else v.rpo.seconds,
+            default=None,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
