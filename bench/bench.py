@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from rbdfail import ceph
@@ -46,6 +47,7 @@ SCENARIOS = {
     "forced": "forced_failover",
     "drill": "drill",
     "two-pools": "two_pools",
+    "concurrency": "concurrency_sweep",
 }
 # Cases that need no lab: functions of (n, reps), run without bringing the lab up when only they
 # are asked for (`make bench ONLY=rules`).
@@ -63,6 +65,8 @@ RBD_DEFAULT_CONCURRENCY = 10
 SERIAL_FORCED_N = 20
 # Issue 25: a forced failover is also timed started this long into the disaster.
 LATE_S = 60.0
+# Issue 25 item 6: the levels of `concurrency` the sweep times (32 was the default).
+CONCURRENCY_LEVELS = (16, 32, 64, 128, 256)
 # `status` takes about a second: timed this many times per repetition.
 STATUS_RUNS = 3
 
@@ -345,6 +349,76 @@ class Bench:
             | {f"{name}: refused promotes": [float(r) for r in v] for name, v in retries.items()}
             | timelines,
         )
+
+    def concurrency_sweep(self) -> list[Row]:
+        """What `concurrency` should default to: enable-mirroring and a clean failover of N
+        volumes at each level, REPS times. Watched, as the cost to the sites: the monitors' and
+        OSDs' CPU seconds during each run (both sites) and the health checks either site
+        raises just after it (slow ops would show there)."""
+        lab = Lab(self.config_file.parent)
+        daemons = [
+            psutil.Process(pid)
+            for site in lab.sites().values()
+            for daemon, pid in site.pids.items()
+            if daemon in ("mon", "osd")
+        ]
+
+        def cpu() -> float:
+            return sum(sum(d.cpu_times()[:2]) for d in daemons)
+
+        def health() -> list[str]:
+            found = []
+            for name, site in lab.sites().items():
+                argv = ["ceph", "-c", str(site.conf), "--connect-timeout", "10", "health", "detail"]
+                done = subprocess.run([*argv, "--format", "json"], capture_output=True, text=True)
+                checks = json.loads(done.stdout or "{}").get("checks", {})
+                found += [f"{name}: {check}" for check in checks]
+            return found
+
+        rows: list[Row] = []
+        for what, command in (
+            ("enable-mirroring", "enable"),
+            ("clean failover", "failover"),
+        ):
+            runs: dict[str, list[float]] = {}
+            for level in CONCURRENCY_LEVELS:
+                for rep in range(self.reps):
+                    prefix = f"db-j{level}r{rep}{command[0]}"
+                    if command == "enable":
+                        names = self.images(prefix)
+                        argv = self.rbdfail("enable-mirroring", "--concurrency", str(level))
+                        argv += names
+                    else:
+                        names = self.mirrored(prefix)
+                        argv = self.rbdfail("failover", "--to", "secondary", "--yes")
+                        argv += ["--concurrency", str(level)]
+                    before = cpu()
+                    seconds = timed(argv)
+                    spent, raised = cpu() - before, health()
+                    say(
+                        f"{what}, --concurrency {level}: {seconds:.2f}s, mons and OSDs "
+                        f"{spent:.1f} CPU s, health checks {raised or 'none'}"
+                    )
+                    runs.setdefault(f"-j{level}", []).append(seconds)
+                    runs.setdefault(f"-j{level}: mon+osd CPU s", []).append(round(spent, 2))
+                    runs.setdefault(f"-j{level}: health checks raised", []).append(
+                        float(len(raised))
+                    )
+                    if command == "failover":
+                        self.check_primary(self.config.replication_devices[0], names)
+                    self.reset()
+            medians = {level: statistics.median(runs[f"-j{level}"]) for level in CONCURRENCY_LEVELS}
+            best = min(medians, key=lambda level: medians[level])
+            rows.append(
+                Row(
+                    f"{what}, {self.n} volumes, fastest --concurrency {best}",
+                    medians[best],
+                    {f"--concurrency {level}": medians[level] for level in CONCURRENCY_LEVELS},
+                    "the default: fastest that raises no health check",
+                    runs,
+                )
+            )
+        return rows
 
     def wait_writable(self, site: SiteConfig) -> None:
         """Until a new connection can create an image there: a thawed site has been seen to

@@ -25,9 +25,9 @@ from rbdfail.switch.deployment import SwitchOfBackends
 from rbdfail.switch.model import (
     Action,
     DaemonOut,
-    FailoverPlan,
-    FailoverReport,
     Plan,
+    SwitchPlan,
+    SwitchReport,
     VolumeOutcome,
 )
 from rbdfail.volumes import Volume
@@ -277,7 +277,7 @@ _ACTION_STYLE = {
 stderr = Console(stderr=True)
 
 
-def failover_plan(plan: FailoverPlan, console: Console = stdout) -> None:
+def switch_plan(plan: SwitchPlan, console: Console = stdout) -> None:
     table = Table(title=f"failover plan: {plan.source} -> {plan.target}", title_justify="left")
     table.add_column("volume", overflow="fold")
     table.add_column("type", overflow="fold")
@@ -351,7 +351,7 @@ class SwitchProgress:
             console=self.console, get_renderable=self._renderable, refresh_per_second=4
         )
 
-    def started(self, plan: FailoverPlan) -> None:
+    def started(self, plan: SwitchPlan) -> None:
         self.total = sum(
             v.plan in (Plan.DEMOTE_PROMOTE, Plan.PROMOTE, Plan.FORCE_PROMOTE, Plan.RESYNC)
             for v in plan.volumes
@@ -419,7 +419,7 @@ class SwitchProgress:
         self.console.print(f"{time.strftime('%H:%M:%S')} {text}", highlight=False, markup=False)
 
 
-def failover_report(report: FailoverReport) -> None:
+def switch_report(report: SwitchReport) -> None:
     plan = report.plan
     table = Table(
         title=f"{plan.operation} {plan.source} -> {plan.target}: {report.result}",
@@ -520,9 +520,9 @@ def switch_of_backends(switch: SwitchOfBackends, console: Console = stdout) -> N
     for part in switch.parts:
         backend_heading(part.backend, part.where, console)
         if part.report is None:
-            failover_plan(part.plan, console)
+            switch_plan(part.plan, console)
         else:
-            failover_report(part.report)
+            switch_report(part.report)
     if switch.carried_out:
         moved = sum(len(report.volumes) for report in switch.reports)
         console.print(

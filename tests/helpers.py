@@ -31,11 +31,11 @@ from rbdfail.config import Config
 from rbdfail.errors import CephError, ImageNotFound
 from rbdfail.lab.twosite import Lab
 from rbdfail.switch.model import (
-    FailoverReport,
     Observer,
     Operation,
     Options,
     Silent,
+    SwitchReport,
     SwitchRequest,
     VolumeOutcome,
 )
@@ -148,7 +148,7 @@ def switch(
     observer: Observer | None = None,
     resync: tuple[str, ...] = (),
     **overrides: Any,
-) -> FailoverReport:
+) -> SwitchReport:
     """One switch through the use case the CLI calls: connect, lock, plan, execute, release."""
     options = replace(OPTIONS, **overrides)
     target = "secondary" if operation == Operation.FAILOVER else None
@@ -160,12 +160,12 @@ def switch(
 
 def run(
     config: Config, world: FakeCeph, observer: Observer | None = None, **overrides: Any
-) -> FailoverReport:
+) -> SwitchReport:
     """One failover to the secondary."""
     return switch(config, world, Operation.FAILOVER, observer, **overrides)
 
 
-def by_name(report: FailoverReport) -> dict[str, VolumeOutcome]:
+def by_name(report: SwitchReport) -> dict[str, VolumeOutcome]:
     return {v.name: v for v in report.volumes}
 
 

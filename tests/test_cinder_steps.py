@@ -9,7 +9,7 @@ from rbdfail.cinder.importer import import_cinder
 from rbdfail.cinder.seed import seed_state
 from rbdfail.cinder.steps import reset_active_backend, steps_for, steps_from
 from rbdfail.config import Config, load_deployment
-from rbdfail.switch.model import Action, FailoverPlan, FailoverReport, Operation, VolumeOutcome
+from rbdfail.switch.model import Action, Operation, SwitchPlan, SwitchReport, VolumeOutcome
 
 DATA = Path(__file__).parent / "data" / "cinder"
 DB_ID = "0f3c5a2e-7d41-4b9e-8a6c-2e1f0d9c8b71"
@@ -39,14 +39,14 @@ def imported(tmp_path: Path) -> tuple[Config, Config]:
 
 def report(
     pool: str, moved: dict[str, Action], active: str, operation: Operation = Operation.FAILOVER
-) -> FailoverReport:
+) -> SwitchReport:
     source, target = ("default", "secondary") if active != "default" else ("secondary", "default")
-    plan = FailoverPlan(source, target, True, None, (), operation=operation)
+    plan = SwitchPlan(source, target, True, None, (), operation=operation)
     volumes = tuple(
         VolumeOutcome(f"{pool}/volume-{i}", action, "available", None, 0.1)
         for i, action in moved.items()
     )
-    return FailoverReport("run-1", plan, volumes, 1.0, None, False, active)
+    return SwitchReport("run-1", plan, volumes, 1.0, None, False, active)
 
 
 def test_reset_active_backend__failover_and_failback(tmp_path: Path) -> None:
@@ -124,9 +124,9 @@ def test_without_cinder_host_or_volume_list__none_after_a_switch_a_placeholder_h
         "volumes: [{match: '*', type: replicated}]\n"
     )
     config = load_deployment(path).backends[0]
-    plan = FailoverPlan("default", "secondary", True, None, ())
+    plan = SwitchPlan("default", "secondary", True, None, ())
     moved = VolumeOutcome("volume-1", Action.DEMOTED_PROMOTED, "available", None, 0.1)
-    report = FailoverReport("r", plan, (moved,), 1.0, None, False, "secondary")
+    report = SwitchReport("r", plan, (moved,), 1.0, None, False, "secondary")
     # A switch prints no steps for a backend Cinder does not know of ...
     assert steps_for([(config, report)]).empty
     # ... `cinder-steps`, asked for, gives them with a placeholder host.

@@ -11,14 +11,14 @@ from rbdfail.config import Config
 from rbdfail.errors import CephError, OperationTimedOut, TargetUnreachable
 from rbdfail.state import Journal, State, VolumeRecord, read_state, write_state
 from rbdfail.switch.history import forced_on
-from rbdfail.switch.model import Action, FailoverReport, Operation, Plan
+from rbdfail.switch.model import Action, Operation, Plan, SwitchReport
 from tests.fakeceph import FakeCeph, FakeCluster
 from tests.helpers import Recorder, by_name, calls, eventually, primary_on, replicated, run, switch
 
 
 def back(
     config: Config, world: FakeCeph, resync: tuple[str, ...] = (), **overrides: Any
-) -> FailoverReport:
+) -> SwitchReport:
     """One failback to `default`."""
     overrides = {"resync_timeout": 5.0, **overrides}
     return switch(config, world, Operation.FAILBACK, resync=resync, **overrides)
@@ -291,7 +291,7 @@ def test_history__a_forced_promote_journaled_late_counts_as_forced(config: Confi
 
 def demoted_then_forced(
     config: Config, world: FakeCeph, primary: FakeCluster, names: list[str]
-) -> FailoverReport:
+) -> SwitchReport:
     """Issue 13 item 9's case: each volume demoted on default, then default lost before the
     demotion reached the secondary: the promotes wait, the roll-back finds default lost, each
     volume is forced (journal: `demoted` on default, then `force-promoted` on secondary)."""

@@ -23,7 +23,7 @@ from rbdfail.cluster import MirrorMode
 from rbdfail.config import Config, load_config
 from rbdfail.errors import CephError
 from rbdfail.state import State, read_state
-from rbdfail.switch.model import Action, FailoverReport, Operation, Plan, SwitchRequest
+from rbdfail.switch.model import Action, Operation, Plan, SwitchReport, SwitchRequest
 from rbdfail.switch.sites import choose_source, connect_failback_sites
 from rbdfail.switch.usecase import run_switch
 from tests.conftest import TWO_SITES, fake_site, write_config
@@ -74,18 +74,18 @@ def mirrored(site: dict[str, FakeCluster], names: list[str]) -> None:
 
 def switch(
     config: Config, world: FakeCeph, operation: Operation, to: str | None = None, **options: Any
-) -> FailoverReport:
+) -> SwitchReport:
     request = SwitchRequest(operation, replace(OPTIONS, **options), to)
     result = run_switch(config, request, connect=world.connect)
     assert result.report is not None
     return result.report
 
 
-def failover(config: Config, world: FakeCeph, to: str, **options: Any) -> FailoverReport:
+def failover(config: Config, world: FakeCeph, to: str, **options: Any) -> SwitchReport:
     return switch(config, world, Operation.FAILOVER, to, **options)
 
 
-def failback(config: Config, world: FakeCeph, **options: Any) -> FailoverReport:
+def failback(config: Config, world: FakeCeph, **options: Any) -> SwitchReport:
     return switch(config, world, Operation.FAILBACK, resync_timeout=5.0, **options)
 
 

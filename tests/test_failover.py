@@ -29,7 +29,7 @@ from rbdfail.errors import (
 )
 from rbdfail.state import State, VolumeRecord, journal_lines, read_state, write_state
 from rbdfail.switch.history import unfinished_run
-from rbdfail.switch.lock import LOCK_NAME, FailoverLock
+from rbdfail.switch.lock import LOCK_NAME, SwitchLock
 from rbdfail.switch.model import (
     Action,
     Plan,
@@ -876,7 +876,7 @@ def test_lock__of_a_dead_run_on_this_host_is_waited_out(
     )
     secondary.lock(LOCK_NAME, "r-dead", holder, 1)  # lapses after 1 s
     waits: list[str] = []
-    lock = FailoverLock(Sites("default", secondary, None, None), "r-new", "failover to secondary")
+    lock = SwitchLock(Sites("default", secondary, None, None), "r-new", "failover to secondary")
 
     lock.acquire(waits.append)
     lock.release()
@@ -902,16 +902,16 @@ def test_lock__a_failback_started_while_a_failover_runs_is_refused(
     home = connect_failback_sites(
         config, State(active_backend="secondary"), fake_ceph.connect, CONNECT_TIMEOUT
     )
-    going = FailoverLock(away, "r-1", "failover to secondary")
+    going = SwitchLock(away, "r-1", "failover to secondary")
     going.acquire()
     try:
         with pytest.raises(RbdfailError, match="another failover is running: failover to"):
-            FailoverLock(home, "r-2", "failback to default").acquire()
+            SwitchLock(home, "r-2", "failback to default").acquire()
         for site in ("default", "secondary"):
             assert fake_ceph.sites[site].locks[LOCK_NAME].cookie == "r-1"
     finally:
         going.release()
-    coming = FailoverLock(home, "r-3", "failback to default")
+    coming = SwitchLock(home, "r-3", "failback to default")
     coming.acquire()  # free again once the first has ended
     coming.release()
 
@@ -925,7 +925,7 @@ def test_lock__a_source_whose_lock_times_out_is_gone_on_without__the_target_stil
     )
     sites = connect_sites(config, State(), "secondary", fake_ceph.connect, 1)
     said: list[str] = []
-    lock = FailoverLock(sites, "r-1", "failover to secondary")
+    lock = SwitchLock(sites, "r-1", "failover to secondary")
     lock.acquire(said.append)
     try:
         assert said == [
@@ -941,7 +941,7 @@ def test_lock__a_source_lost_in_the_run_is_left_to_its_lapse_not_waited_on(
 ) -> None:
     replicated(primary, secondary, ["s-1"])
     sites = connect_sites(config, State(), "secondary", fake_ceph.connect, 1)
-    lock = FailoverLock(sites, "r-1", "failover to secondary")
+    lock = SwitchLock(sites, "r-1", "failover to secondary")
     lock.acquire()
     fake_ceph.freeze("default")
     lock.release(source_lost=True)
@@ -1077,14 +1077,14 @@ def test_lock__paused_past_its_lapse_while_another_run_came_and_went__never_take
     again would let it go on from a plan made before the other run; it must stop instead."""
     replicated(primary, secondary, ["s-1"])
     away = connect_sites(config, State(), "secondary", fake_ceph.connect, CONNECT_TIMEOUT)
-    paused = FailoverLock(away, "r-paused", "failover to secondary")
+    paused = SwitchLock(away, "r-paused", "failover to secondary")
     paused.acquire()
     try:
         fake_ceph.advance(31)  # its locks lapse while it is stopped
         home = connect_failback_sites(
             config, State(active_backend="secondary"), fake_ceph.connect, CONNECT_TIMEOUT
         )
-        other = FailoverLock(home, "r-other", "failback to default")
+        other = SwitchLock(home, "r-other", "failback to default")
         other.acquire()
         other.release()
         monkeypatch.setattr("rbdfail.switch.lock.PROVABLY_HELD_S", 0.05)

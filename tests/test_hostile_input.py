@@ -76,7 +76,7 @@ def test_names__every_one_in_the_json_unchanged(
     assert {v["name"] for v in listed} == {*odd, "[red]plain"}
 
 
-def test_names__failover_report_table_and_json_show_each_and_each_moved(
+def test_names__switch_report_table_and_json_show_each_and_each_moved(
     config: Config, fake_ceph: FakeCeph, odd: list[str]
 ) -> None:
     table = rbdfail(fake_ceph, config, "failover", "--to", "secondary", "--yes")

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from rbdfail import mirroring
-from rbdfail.app.sites import acting_site
+from rbdfail.app.pools import acting_site
 from rbdfail.config import Config, Connect, Deployment
 from rbdfail.fanout import RunsByBackend, over_backends
 from rbdfail.mirroring import Report, Step, VolumeResult

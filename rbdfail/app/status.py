@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rbdfail.app.sites import remember_site_listing
+from rbdfail.app.pools import remember_site_listing
 from rbdfail.check import CheckItem, ready, run_checks
 from rbdfail.config import Config, Connect, Deployment
 from rbdfail.fanout import over_backends

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rbdfail.config import DEFAULT_BACKEND_ID, Config
-from rbdfail.switch.model import Action, FailoverReport
+from rbdfail.switch.model import Action, SwitchReport
 
 ATTACHMENTS_FILE = "cinder-attachments.json"
 UNKNOWN_HOST = "HOST@{backend}"  # when the config has no cinder_host
@@ -103,7 +103,7 @@ def known_to_cinder(config: Config) -> bool:
     return config.cinder_host is not None or read_attachments(config.state_dir) is not None
 
 
-def steps_for(parts: list[tuple[Config, FailoverReport]]) -> CinderSteps:
+def steps_for(parts: list[tuple[Config, SwitchReport]]) -> CinderSteps:
     """The steps after the switch of each backend known to Cinder (its config with its report).
 
     A switch prints them unasked, so a backend Cinder does not know of gets none: the lines

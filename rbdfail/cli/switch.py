@@ -268,7 +268,7 @@ def _switch(app: AppContext, order: SwitchOrder, yes: bool, as_json: bool) -> No
         if done.several:
             render.switch_of_backends(done)
         else:
-            render.failover_report(done.reports[0])
+            render.switch_report(done.reports[0])
         render.cinder_steps(steps)
     if order.dry_run:
         sys.exit(ExitCode.OK)
@@ -292,4 +292,4 @@ def _show_plans(plans: SwitchOfBackends, console: Console | None = None) -> None
     if plans.several:
         render.switch_of_backends(plans, console or render.stdout)
     else:
-        render.failover_plan(plans.parts[0].plan, console or render.stdout)
+        render.switch_plan(plans.parts[0].plan, console or render.stdout)

@@ -24,12 +24,12 @@ from rbdfail.errors import RbdfailError
 from rbdfail.fanout import over_backends
 from rbdfail.switch.engine import write_trace
 from rbdfail.switch.model import (
-    FailoverPlan,
-    FailoverReport,
     Observer,
     Operation,
     PlannedVolume,
     Silent,
+    SwitchPlan,
+    SwitchReport,
     SwitchRequest,
     VolumeOutcome,
 )
@@ -43,8 +43,8 @@ class BackendPart:
 
     backend: str
     where: str  # its pool, and namespace: "volumes-ssd", "volumes/tenants"
-    plan: FailoverPlan
-    report: FailoverReport | None = None
+    plan: SwitchPlan
+    report: SwitchReport | None = None
 
     def to_json(self) -> dict[str, Any]:
         done = self.report.to_json() if self.report else {"dry_run": True, **self.plan.to_json()}
@@ -67,7 +67,7 @@ class SwitchOfBackends:
         return all(part.report is not None for part in self.parts)
 
     @property
-    def reports(self) -> list[FailoverReport]:
+    def reports(self) -> list[SwitchReport]:
         return [part.report for part in self.parts if part.report is not None]
 
     @property
@@ -174,7 +174,7 @@ def _switch_one(
     confirm: Callable[[SwitchOfBackends], bool],
     observer: Observer | None,
 ) -> SwitchOfBackends:
-    def alone(plan: FailoverPlan, report: FailoverReport | None = None) -> SwitchOfBackends:
+    def alone(plan: SwitchPlan, report: SwitchReport | None = None) -> SwitchOfBackends:
         part = BackendPart(config.backend_name, config.backend.where, plan, report)
         return SwitchOfBackends(request.operation, plan.target, (part,), several=False)
 
@@ -195,7 +195,7 @@ def _part(prepared: PreparedSwitch) -> BackendPart:
 
 def _execute_all(
     prepared: Sequence[PreparedSwitch], request: SwitchRequest, observer: Observer
-) -> list[FailoverReport]:
+) -> list[SwitchReport]:
     """Every backend's run at once, a thread each, sharing the call slots; Ctrl-C (which only
     this thread gets) stops each run from starting more volumes, as it does a single run."""
     trace: list[CallTrace] | None = [] if request.options.call_trace else None
@@ -238,7 +238,7 @@ def _backends_for(
     return chosen, left_out
 
 
-def _one_plan(prepared: Sequence[PreparedSwitch]) -> FailoverPlan:
+def _one_plan(prepared: Sequence[PreparedSwitch]) -> SwitchPlan:
     """The plans as one, volumes named pool/name, for the progress display."""
     volumes: list[PlannedVolume] = []
     for part in prepared:
@@ -256,7 +256,7 @@ class _Scoped:
     def note(self, message: str) -> None:
         self.inner.note(f"{self.config.backend_name}: {message}")
 
-    def started(self, plan: FailoverPlan) -> None:
+    def started(self, plan: SwitchPlan) -> None:
         pass
 
     def step(self, name: str, step: str) -> None:

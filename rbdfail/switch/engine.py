@@ -17,7 +17,7 @@ force-promoted. Beyond Cinder:
   so a finished volume is `already-primary` and a demoted one is only promoted;
 - a RADOS lock on both sites' pools refuses a second failover, from any host (lock.py).
 
-Nothing here prints: progress goes to an observer, the outcome is a `FailoverReport`.
+Nothing here prints: progress goes to an observer, the outcome is a `SwitchReport`.
 """
 
 from __future__ import annotations
@@ -54,14 +54,14 @@ from rbdfail.state import Journal, State, VolumeRecord, save_state
 from rbdfail.switch.forced import force_promote, free_from_daemon
 from rbdfail.switch.model import (
     Action,
-    FailoverPlan,
-    FailoverReport,
     Observer,
     Operation,
     Options,
     Plan,
     PlannedVolume,
     Silent,
+    SwitchPlan,
+    SwitchReport,
     VolumeOutcome,
 )
 from rbdfail.switch.run import Run, throttled
@@ -71,7 +71,7 @@ from rbdfail.workers import CallSlots, CallTrace, run_all
 
 
 def execute(
-    plan: FailoverPlan,
+    plan: SwitchPlan,
     sites: Sites,
     state: State,
     options: Options,
@@ -81,7 +81,7 @@ def execute(
     lock_held: Callable[[], None] = lambda: None,
     shared_slots: CallSlots | None = None,
     stop: threading.Event | None = None,
-) -> FailoverReport:
+) -> SwitchReport:
     """Carry the plan out and record it; the caller holds the lock, and `lock_held` raises
     when it is not provably held any more: no Ceph call starts after that. `shared_slots`:
     the call slots of a switch of several backends, which runs one plan each at once."""
@@ -127,7 +127,7 @@ def execute(
     try:
         finished = run_all(
             todo,
-            lambda v: _fail_over_one(run, v),
+            lambda v: _switch_one(run, v),
             in_flight,
             run.observer.finished,
             # Waiting behind other volumes for call slots is not this volume's time.
@@ -155,7 +155,7 @@ def execute(
         state_error = _lock_lost(lock_held) or save_state(
             config.state_dir, new_state, config.state_scope
         )
-    report = FailoverReport(
+    report = SwitchReport(
         journal.run_id,
         plan,
         tuple(report_volumes),
@@ -222,7 +222,7 @@ def _known_outcome(volume: PlannedVolume) -> VolumeOutcome:
 
 
 def _record(
-    state: State, plan: FailoverPlan, outcomes: Sequence[VolumeOutcome]
+    state: State, plan: SwitchPlan, outcomes: Sequence[VolumeOutcome]
 ) -> tuple[list[VolumeOutcome], State]:
     """Each volume's status afterwards, and the new state (the old one when nothing moved).
 
@@ -248,7 +248,7 @@ def _record(
     return final, State(plan.target, records)
 
 
-def _overrun(run: Run, plan: FailoverPlan, volume: PlannedVolume, seconds: float) -> VolumeOutcome:
+def _overrun(run: Run, plan: SwitchPlan, volume: PlannedVolume, seconds: float) -> VolumeOutcome:
     run.slots.write_off(run.threads.get(volume.name))
     run.given_up.add(volume.name)
     step = run.steps.get(volume.name, "starting")
@@ -275,7 +275,7 @@ def _overrun(run: Run, plan: FailoverPlan, volume: PlannedVolume, seconds: float
     )
 
 
-def _fail_over_one(run: Run, volume: PlannedVolume) -> VolumeOutcome:
+def _switch_one(run: Run, volume: PlannedVolume) -> VolumeOutcome:
     run.threads[volume.name] = threading.get_ident()
     run.slots.begin(threading.get_ident())
     begun = time.monotonic()
@@ -358,7 +358,7 @@ def _steps(
                     f"{run.sites.source_id} was found lost (left running there): forced",
                 )
         except UNREACHABLE as exc:
-            run.lose_source(exc)
+            run.declare_source_lost(exc)
         except InvalidState as exc:
             # Either someone demoted it meanwhile, or the demote was refused (EROFS: a client
             # holding the image's lock would not hand it over). Only Ceph can tell which.
@@ -543,7 +543,7 @@ def _roll_back(
     except UNREACHABLE as exc:
         # The source went away after the demotion: the target is the only place left to
         # make it primary, and it is safe there (the source's copy is demoted).
-        run.lose_source(exc)
+        run.declare_source_lost(exc)
         forced = force_promote(run, name, outcome)
         return replace(forced, detail=f"{why}; {source.site} lost before the roll-back: forced")
     except CephError as exc:

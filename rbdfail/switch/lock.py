@@ -28,7 +28,7 @@ LOCK_DURATION = 30  # seconds; renewed every third of it while the run lives
 PROVABLY_HELD_S = LOCK_DURATION - 10
 
 
-class FailoverLock:
+class SwitchLock:
     """rbdfail's RADOS lock on each site's pool, held while a run moves volumes between them.
 
     On both sites, so that two runs in opposite directions (a failover and a failback started

@@ -140,7 +140,7 @@ class DaemonOut:
 
 
 @dataclass(frozen=True)
-class FailoverPlan:
+class SwitchPlan:
     source: str
     target: str
     source_reachable: bool
@@ -188,9 +188,9 @@ class FailoverPlan:
 
 
 @dataclass(frozen=True)
-class FailoverReport:
+class SwitchReport:
     run_id: str
-    plan: FailoverPlan
+    plan: SwitchPlan
     volumes: tuple[VolumeOutcome, ...]
     duration_s: float
     primary_lost: str | None  # why the source was taken as lost, if it was
@@ -351,7 +351,7 @@ class Observer(Protocol):
     def note(self, message: str) -> None:
         """What the switch is doing before volumes move (connecting, waiting for a lock)."""
 
-    def started(self, plan: FailoverPlan) -> None:
+    def started(self, plan: SwitchPlan) -> None:
         """The plan is confirmed: volumes start moving."""
 
     def step(self, name: str, step: str) -> None: ...
@@ -370,7 +370,7 @@ class Silent:
     def note(self, message: str) -> None:
         pass
 
-    def started(self, plan: FailoverPlan) -> None:
+    def started(self, plan: SwitchPlan) -> None:
         pass
 
     def step(self, name: str, step: str) -> None:
@@ -405,5 +405,5 @@ class SwitchRequest:
 class SwitchResult:
     """The plan, and the report when it was carried out (None: a dry run, or not confirmed)."""
 
-    plan: FailoverPlan
-    report: FailoverReport | None
+    plan: SwitchPlan
+    report: SwitchReport | None

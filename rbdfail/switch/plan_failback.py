@@ -28,7 +28,7 @@ from collections.abc import Collection, Mapping
 
 from rbdfail.cluster import MirrorInfo, MirrorState, not_understood
 from rbdfail.errors import RbdfailError
-from rbdfail.switch.model import FailoverPlan, Operation, Plan, PlannedVolume
+from rbdfail.switch.model import Operation, Plan, PlannedVolume, SwitchPlan
 from rbdfail.switch.sites import Elsewhere, SitesSaid, split_between
 from rbdfail.volumes import Volume
 
@@ -38,7 +38,7 @@ def plan_failback(
     forced: Mapping[str, bool] | None = None,
     resync: Collection[str] = (),
     resumes: str | None = None,
-) -> FailoverPlan:
+) -> SwitchPlan:
     """Classify every volume of the backend; `forced` are those the journal says were
     force-promoted on the source (each with whether its copy here was resynced since),
     `resync` those the operator names."""
@@ -69,7 +69,7 @@ def plan_failback(
         for name, devices in sorted(said.elsewhere.items())
         if name not in home and name not in said.away_only
     )
-    return FailoverPlan(
+    return SwitchPlan(
         said.source,
         said.target,
         said.source_reachable,

@@ -16,7 +16,7 @@ from rbdfail.cluster import MirrorInfo, MirrorState, not_understood
 from rbdfail.config import Config
 from rbdfail.errors import ConfigError
 from rbdfail.state import Inventory
-from rbdfail.switch.model import FailoverPlan, Plan, PlannedVolume
+from rbdfail.switch.model import Plan, PlannedVolume, SwitchPlan
 from rbdfail.switch.sites import Elsewhere, SitesSaid, split_between
 from rbdfail.volumes import Volume
 
@@ -26,7 +26,7 @@ def plan_failover(
     said: SitesSaid,
     inventory: Inventory | None = None,
     resumes: str | None = None,
-) -> FailoverPlan:
+) -> SwitchPlan:
     """Classify every volume. With the source lost, the volumes that exist only there (not
     replicated) come from its last full listing, `inventory`, if there is one."""
     volumes = list(said.volumes)
@@ -53,7 +53,7 @@ def plan_failover(
         if volume.name in remembered:
             one = replace(one, reason=f"{one.reason} ({remembered[volume.name]})")
         planned.append(one)
-    return FailoverPlan(
+    return SwitchPlan(
         said.source,
         said.target,
         said.source_reachable,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from rbdfail.switch.model import FailoverPlan, Plan, PlannedVolume
+from rbdfail.switch.model import Plan, PlannedVolume, SwitchPlan
 from rbdfail.switch.sites import SitesSaid
 
 # The plans after which the volume is primary on the target.
@@ -33,7 +33,7 @@ ENDS_PRIMARY_ON_TARGET = (
 DEMOTES = (Plan.DEMOTE_PROMOTE, Plan.RESYNC)
 
 
-def with_upkeep(plan: FailoverPlan, said: SitesSaid, require_idle: bool) -> FailoverPlan:
+def with_upkeep(plan: SwitchPlan, said: SitesSaid, require_idle: bool) -> SwitchPlan:
     intervals = {v.name: v.snapshot_interval for v in said.volumes if v.replicated}
     volumes = [
         _one(volume, intervals.get(volume.name), said, require_idle) for volume in plan.volumes

@@ -77,7 +77,7 @@ class Run:
         self.journal.write("step", volume=name, step=step, **fields)
         self.observer.step(name, step)
 
-    def lose_source(self, error: CephError) -> None:
+    def declare_source_lost(self, error: CephError) -> None:
         with self._lock:
             if self.lost.is_set():
                 return

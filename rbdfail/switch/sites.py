@@ -53,7 +53,7 @@ class Sites:
     others: dict[str, Cluster] = field(default_factory=dict)
     unread: dict[str, CephError] = field(default_factory=dict)
 
-    def lose_source(self, error: CephError) -> None:
+    def forget_source(self, error: CephError) -> None:
         """The source answered the connect, then went away: go on as if it never had."""
         self.source_error, self.source = error, None
 
@@ -319,7 +319,7 @@ def read_for_failover(config: Config, sites: Sites, with_users: bool = True) -> 
             try:
                 source_volumes = list_volumes(sites.source, config)
             except UNREACHABLE as exc:  # answered the connect, then went away
-                sites.lose_source(exc)
+                sites.forget_source(exc)
         target_infos = target_reading.result()
         elsewhere = _primaries_elsewhere(sites, others)
     if source_volumes is not None:
@@ -350,7 +350,7 @@ def read_for_failback(config: Config, sites: Sites, with_users: bool = True) -> 
                 away = sites.source.mirror_infos()
                 away_names = sites.source.list_images()
             except UNREACHABLE as exc:
-                sites.lose_source(exc)
+                sites.forget_source(exc)
         elsewhere = _primaries_elsewhere(sites, others)
         home_statuses = statuses.result()
     home = {v.name for v in volumes}

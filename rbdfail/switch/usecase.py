@@ -24,13 +24,13 @@ from rbdfail.errors import StateCorrupt
 from rbdfail.state import Journal, State, journal_damage, read_inventory, read_state, set_aside
 from rbdfail.switch.engine import execute
 from rbdfail.switch.history import forced_on, unfinished_run
-from rbdfail.switch.lock import FailoverLock
+from rbdfail.switch.lock import SwitchLock
 from rbdfail.switch.model import (
-    FailoverPlan,
-    FailoverReport,
     Observer,
     Operation,
     Silent,
+    SwitchPlan,
+    SwitchReport,
     SwitchRequest,
     SwitchResult,
 )
@@ -52,7 +52,7 @@ def run_switch(
     request: SwitchRequest,
     *,
     connect: Connect,
-    confirm: Callable[[FailoverPlan], bool] = lambda plan: True,
+    confirm: Callable[[SwitchPlan], bool] = lambda plan: True,
     observer: Observer | None = None,
 ) -> SwitchResult:
     """Plan the switch, and unless it is a dry run or `confirm(plan)` says no, carry it out.
@@ -84,18 +84,18 @@ class PreparedSwitch:
     request: SwitchRequest
     sites: Sites
     state: State
-    plan: FailoverPlan
+    plan: SwitchPlan
     journal: Journal | None  # None: a dry run
-    lock: FailoverLock | None
+    lock: SwitchLock | None
     corrupt_state: bool
-    report: FailoverReport | None = None
+    report: SwitchReport | None = None
 
     def execute(
         self,
         observer: Observer,
         shared_slots: CallSlots | None = None,
         stop: threading.Event | None = None,
-    ) -> FailoverReport:
+    ) -> SwitchReport:
         assert self.journal is not None and self.lock is not None, "a dry run is not executed"
         if self.corrupt_state and (kept := set_aside(self.config.state_dir, self.journal.run_id)):
             observer.note(f"the unusable state.json is kept as {kept}")
@@ -151,7 +151,7 @@ def prepare_switch(
             run_id = new_run_id()
             # An unusable state dir fails here, before anything changed.
             journal = Journal(config.state_dir, run_id, config.state_scope)
-            lock = FailoverLock(sites, run_id, f"{request.operation} to {sites.target.site}")
+            lock = SwitchLock(sites, run_id, f"{request.operation} to {sites.target.site}")
             lock.acquire(observer.note)
         plan = _plan(config, request, sites, warnings)
     except BaseException:
@@ -194,9 +194,7 @@ def _connect(
     return sites
 
 
-def _plan(
-    config: Config, request: SwitchRequest, sites: Sites, warnings: list[str]
-) -> FailoverPlan:
+def _plan(config: Config, request: SwitchRequest, sites: Sites, warnings: list[str]) -> SwitchPlan:
     """Read what both sites say now, then plan from that alone; what the state dir could not
     tell goes to `warnings`."""
     if damage := journal_damage(config.state_dir):

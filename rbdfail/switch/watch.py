@@ -56,7 +56,7 @@ def watch_source(run: Run) -> threading.Event:
                 continue
             if not done.is_set():
                 run.journal.write("source-probe-failed", site=source.site, error=error.reason)
-                run.lose_source(error)
+                run.declare_source_lost(error)
             return
 
     threading.Thread(target=watch, name="watch source", daemon=True).start()

@@ -1,4 +1,4 @@
-"""The use cases on the sites and their volumes: volumes, setup, connection-info."""
+"""The use cases on the pools and their volumes: volumes, setup, connection-info."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Commands on the sites and their volumes: list them, make the pools ready, connect a client."""
+"""Commands on the pools and their volumes: list them, make the pools ready, connect a client."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def volumes(app: AppContext, site_id: str | None, as_json: bool) -> None:
       rbdfail volumes --site secondary
     """
     from rbdfail import render
-    from rbdfail.app.sites import VolumesRequest, list_deployment_volumes
+    from rbdfail.app.pools import VolumesRequest, list_deployment_volumes
 
     report = list_deployment_volumes(app.deployment(), VolumesRequest(site_id), app.connect)
     parts = [(config, (listing.site, listing.volumes)) for config, listing in report.parts]
@@ -76,7 +76,7 @@ def setup(app: AppContext, user: str | None, as_json: bool) -> None:
     Exit 0 when everything is in place, 3 when an item failed, 1 when a site is unreachable.
     """
     from rbdfail import render
-    from rbdfail.app.sites import SetupRequest, set_up
+    from rbdfail.app.pools import SetupRequest, set_up
 
     report = set_up(app.deployment(), SetupRequest(user), app.connect)
     if as_json:
@@ -108,8 +108,8 @@ def connection_info(app: AppContext, volume: str, as_json: bool) -> None:
       rbdfail connection-info db-orders
       rbdfail connection-info db-orders --json | jq -r '.data.hosts[]'
     """
-    from rbdfail.app.sites import ConnectionInfoRequest
-    from rbdfail.app.sites import connection_info as describe
+    from rbdfail.app.pools import ConnectionInfoRequest
+    from rbdfail.app.pools import connection_info as describe
 
     info = describe(app.deployment(), ConnectionInfoRequest(volume), app.connect)
     if as_json:
