@@ -110,7 +110,7 @@ class Config:
     volumes: tuple[VolumeRule, ...]
     replication_connect_timeout: float = 5.0
     volume_timeout: float = 60.0
-    concurrency: int = 32
+    concurrency: int = 256
     state_dir: Path = Path("/var/lib/rbdfail")
     # In a file of several backends, this one's name: its part of state.json, its journal
     # lines, its inventory and its volumes' names shown as pool/name. None: the only backend.
@@ -566,7 +566,7 @@ def load_deployment(path: Path) -> Deployment:
         ),
         replication_connect_timeout=top.seconds("replication_connect_timeout", 5.0),
         volume_timeout=top.seconds("volume_timeout", 60.0),
-        concurrency=top.count("concurrency", 32, MAX_CONCURRENCY),
+        concurrency=top.count("concurrency", 256, MAX_CONCURRENCY),
         state_dir=top.path("state_dir", "/var/lib/rbdfail"),
     )
     several = len(found) > 1

@@ -192,7 +192,7 @@ def test_load__minimal_file_gets_cinder_defaults(tmp_path: Path) -> None:
     assert (config.replication_connect_timeout, config.volume_timeout, config.concurrency) == (
         5.0,
         60.0,
-        32,
+        256,
     )
     assert config.state_dir == Path("/var/lib/rbdfail")
     assert (config.volume_types, config.volumes) == ((), ())

@@ -45,6 +45,11 @@ class DrillOfBackends(RunsByBackend[DrillReport]):
         return sum(report.calls_left_running for _, report in self.parts)
 
 
+# A drill reads data on both sites, work rather than latency: at most this many volumes at once
+# unless --concurrency says otherwise (the switch's `concurrency` is sized for metadata calls).
+DRILL_CONCURRENCY = 32
+
+
 def drill_request(deployment: Deployment, options: DrillOptions) -> DrillRequest:
     config = deployment.backends[0]  # the settings read here are shared by every backend
     full = options.full
@@ -55,7 +60,7 @@ def drill_request(deployment: Deployment, options: DrillOptions) -> DrillRequest
         samples=options.samples or DEFAULT_SAMPLES,
         exec_command=options.exec_command,
         exec_timeout=options.exec_timeout,
-        concurrency=options.concurrency or config.concurrency,
+        concurrency=options.concurrency or min(config.concurrency, DRILL_CONCURRENCY),
         connect_timeout=options.connect_timeout or config.replication_connect_timeout,
         volume_timeout=options.volume_timeout or (FULL_TIMEOUT if full else config.volume_timeout),
     )

@@ -658,7 +658,7 @@ def _shared_settings(state_dir: Path) -> str:
     return f"""\
 replication_connect_timeout: 5
 volume_timeout: 60
-concurrency: 32
+concurrency: 256
 volume_types:
   replicated:
     replication_enabled: "<is> True"
