@@ -457,7 +457,12 @@ class Drill:
             result = VolumeDrill(name, Verdict.UNKNOWN, f"cannot tell: {exc.reason}")
         removing = time.monotonic()
         gone = self._remove(name, snapshot, min(limit * REMOVAL_SHARE, REMOVAL_MOST_S))
-        removed = f"removed from both sites in {time.monotonic() - removing:.1f}s"
+        removed = (
+            f"the drill's snapshot removed from both sites in {time.monotonic() - removing:.1f}s"
+            if result.snapshot is not None
+            # Never seen on the copy: its rbd-mirror replays the creation, then the removal.
+            else f"the drill's snapshot removed on {self.source.site}"
+        )
         notes = [n for n in (left, gone or removed) if n]
         return replace(result, detail="; ".join([result.detail, *notes]))
 
