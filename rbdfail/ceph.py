@@ -47,6 +47,7 @@ from rbdfail.cluster import (
     Peer,
     PoolMirrorMode,
     ReplayState,
+    UserSnapshot,
 )
 from rbdfail.config import SiteConfig
 from rbdfail.errors import (
@@ -842,6 +843,36 @@ class CephCluster(Cluster):
     def create_mirror_snapshot(self, name: str) -> int:
         with self._image(name) as image:
             return int(image.mirror_image_create_snapshot())
+
+    def user_snapshots(self, name: str) -> list[UserSnapshot]:
+        with self._image(name, read_only=True) as image:
+            return _user_snapshots(image)
+
+    def create_snapshot(self, name: str, snapshot: str) -> int:
+        with self._image(name) as image:
+            image.create_snap(snapshot)
+            return next(s.id for s in _user_snapshots(image) if s.name == snapshot)
+
+    def remove_snapshot(self, name: str, snapshot: str) -> None:
+        with self._image(name) as image:
+            if any(s.name == snapshot for s in _user_snapshots(image)):
+                with suppress(rbd.ImageNotFound):  # removed meanwhile: done
+                    image.remove_snap(snapshot)
+
+
+def _user_snapshots(image: Any) -> list[UserSnapshot]:
+    found = [
+        UserSnapshot(
+            int(snap["id"]),
+            snap["name"],
+            int(snap["size"]),
+            _utc(image.get_snap_timestamp(snap["id"])),
+        )
+        for snap in image.list_snaps()
+        if snap.get("namespace", rbd.RBD_SNAP_NAMESPACE_TYPE_USER)
+        == rbd.RBD_SNAP_NAMESPACE_TYPE_USER
+    ]
+    return sorted(found, key=lambda s: s.id)
 
 
 # librbd numbers them 0 (unknown) .. 6 (stopped), in order; a newer one is shown as unknown.

@@ -185,10 +185,22 @@ class MirrorSnapshot:
     timestamp: datetime | None  # when this site took it
 
 
+@dataclass(frozen=True)
+class UserSnapshot:
+    """One snapshot of an image in the user namespace: what journal mirroring carries to the
+    copy (a mirror snapshot is snapshot mode's own, and not one of these)."""
+
+    id: int  # this site's snapshot id
+    name: str
+    size: int  # the image's size at the snapshot, in bytes
+    timestamp: datetime | None  # when this site took it (on a copy: when it replayed it)
+
+
 class DrillReads(ABC):
     """What a drill asks of a site. Every call is a read (no lock taken, nothing written, no
     watch that outlives the call) except `create_mirror_snapshot`, which the drill never calls:
-    it is what a mirror-snapshot schedule does, for tests and benches."""
+    it is what a mirror-snapshot schedule does, for tests and benches, and the drill's own
+    user snapshot of a journal-mode primary (`create_snapshot`, `remove_snapshot`)."""
 
     @abstractmethod
     def mirror_snapshots(self, name: str) -> list[MirrorSnapshot]:
@@ -214,6 +226,21 @@ class DrillReads(ABC):
     @abstractmethod
     def create_mirror_snapshot(self, name: str) -> int:
         """A new mirror snapshot of a primary image (what a schedule does); its id."""
+
+    @abstractmethod
+    def user_snapshots(self, name: str) -> list[UserSnapshot]:
+        """The image's user-namespace snapshots, oldest first."""
+
+    @abstractmethod
+    def create_snapshot(self, name: str, snapshot: str) -> int:
+        """A user snapshot of a primary image; its id. In journal mode the copy's rbd-mirror
+        replays it, in order with the writes, so the copy takes it at the same point.
+        InvalidState on a copy (non-primary: read-only)."""
+
+    @abstractmethod
+    def remove_snapshot(self, name: str, snapshot: str) -> None:
+        """Remove a user snapshot of a primary image (journal mode: the copy replays the
+        removal); no error when it has none of that name (a copy that has one: InvalidState)."""
 
 
 class Cluster(DrillReads):  # DrillReads: the drill's calls, above

@@ -1,9 +1,11 @@
-"""`rbdfail drill`: prove that a site's copies could take over, without touching either site.
+"""`rbdfail drill`: prove that a site's copies could take over, without disturbing either site.
 
 For each replicated volume, the copy on the target and the primary are read at one point in
-time, the copy's newest complete mirror snapshot, and compared: every extent (`full`), or a
-sample. Nothing is demoted, promoted, resynced, snapshotted, cloned or locked: every call is a
-read-only open of an image, so production keeps mirroring while the drill runs.
+time, the copy's newest complete mirror snapshot (journal mode: the drill's own snapshot,
+below), and compared: every extent (`full`), or a sample. Nothing is demoted, promoted,
+resynced, cloned or locked, and nothing is snapshotted but a journal-mode primary, for the
+drill's reads only: every other call is a read-only open of an image, so production keeps
+mirroring while the drill runs.
 
 What "at one point in time" means, measured on the lab (Ceph 16.2.15):
 - a copy's mirror snapshot names the primary's snapshot it copies (`primary_snap_id`), and
@@ -15,8 +17,13 @@ What "at one point in time" means, measured on the lab (Ceph 16.2.15):
   head is read while its newest snapshot is complete, and the read counts only if the newest
   snapshot is still the same afterwards (else the copy moved under it: read again);
 - the primary is read at its snapshot N, by id (a mirror snapshot cannot be named: ENOENT).
-- Journal mode keeps no mirror snapshots: the copy replays a journal while the primary takes
-  writes, and there is no point in time both can be read at: such a volume is `unknown`.
+- Journal mode keeps no mirror snapshots, and the copy replays a journal while the primary
+  takes writes: the one point both sites can be read at is a user snapshot of the primary,
+  which the copy's rbd-mirror replays in order with the writes. So for a journal-mode volume
+  the drill takes one (`rbdfail-drill-RUN`: its only write, on the primary), waits for the copy
+  to hold it, reads both at it, and removes it on the primary in every outcome (the copy
+  replays the removal); a drill's snapshot left by a run that was killed is removed by the
+  next drill of that volume (docs/design/journal-drill.md).
 
 The default sample: fixed offsets (start, middle, end), random ones, and the extents that hold
 data at the snapshot (diff_iterate from the image's creation, capped). The issue asked for the
@@ -41,11 +48,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from rbdfail.cluster import Cluster, MirrorMode, MirrorSnapshot, MirrorState
+from rbdfail.cluster import Cluster, MirrorMode, MirrorSnapshot, MirrorState, UserSnapshot
 from rbdfail.config import Config, Connect, SiteConfig
 from rbdfail.errors import CephError, ConfigError, ImageNotFound, LockedByAnotherRun
 from rbdfail.state import read_state, record_drill
@@ -75,10 +82,14 @@ class Verdict(StrEnum):
         return self != Verdict.IDENTICAL
 
 
-JOURNAL_MODE = (
-    "journal mode: Ceph keeps no mirror snapshot of it, so the copy and the primary cannot be "
-    "read at one point in time (the copy replays a journal while the primary takes writes)"
-)
+# The drill's own user snapshots of journal-mode primaries: this prefix, then the run's id.
+DRILL_SNAPSHOT = "rbdfail-drill-"
+# Of a volume's time limit (at most the seconds after it): waiting for the copy to replay the
+# drill's snapshot, then for it to replay its removal. The rest is for the reads, and the
+# removal must come before the limit: a worker given up on would leave the snapshot behind.
+REPLAY_SHARE, REPLAY_MOST_S = 0.4, 120.0
+REMOVAL_SHARE, REMOVAL_MOST_S = 0.2, 60.0
+REPLAY_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -329,6 +340,7 @@ class Drill:
     watch: SwitchWatch
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     rng: random.Random = field(default_factory=random.Random)
+    run_id: str = field(default_factory=lambda: f"{int(time.time())}-{os.urandom(3).hex()}")
     _rng_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def stopped(self, name: str) -> VolumeDrill | None:
@@ -355,7 +367,7 @@ class Drill:
                 name, Verdict.UNKNOWN, f"primary on {self.target.site}: there is no copy to drill"
             )
         if info.mode == MirrorMode.JOURNAL:
-            return VolumeDrill(name, Verdict.UNKNOWN, JOURNAL_MODE)
+            return self._journal(name)
         why = "no complete mirror snapshot on the copy yet"
         for attempt in range(READ_TRIES):
             if attempt:
@@ -389,8 +401,19 @@ class Drill:
         if _newest(self.target.mirror_snapshots(name)) != copy:
             return "a sync to the copy started while it was read"
         pair = SnapshotPair(primary.id, copy.id, primary.timestamp)
+        return self._verdict(name, pair, extents, on_copy, on_primary)
+
+    def _verdict(
+        self,
+        name: str,
+        pair: SnapshotPair,
+        extents: list[tuple[int, int]],
+        on_copy: list[str],
+        on_primary: list[str],
+    ) -> VolumeDrill:
         # The primary site's clock against this host's: never below 0 for a skew.
-        age = (self.now() - primary.timestamp).total_seconds() if primary.timestamp else None
+        taken = pair.taken_at
+        age = (self.now() - taken).total_seconds() if taken else None
         rpo = None if age is None else max(0.0, age)
         checked = sum(length for _, length in extents)
         differing = tuple(
@@ -409,7 +432,7 @@ class Drill:
         how = "every extent" if self.request.full else "sampled"
         return VolumeDrill(name, Verdict.IDENTICAL, f"{what} {how}, identical", pair, rpo, checked)
 
-    def _extents(self, name: str, primary: MirrorSnapshot) -> list[tuple[int, int]]:
+    def _extents(self, name: str, primary: MirrorSnapshot | UserSnapshot) -> list[tuple[int, int]]:
         if self.request.full:
             return full_extents(primary.size)
         samples = self.request.samples
@@ -418,8 +441,121 @@ class Drill:
             seed = self.rng.getrandbits(64)
         return sample_extents(primary.size, allocated, samples, random.Random(seed))
 
+    # journal mode ------------------------------------------------------------------------
+    def _journal(self, name: str) -> VolumeDrill:
+        """Both sites read at the drill's own user snapshot of the primary, which the copy
+        replays in order with the writes; the snapshot removed on the primary whatever
+        happens (the copy replays the removal), and any left by an earlier drill first."""
+        limit = self.request.volume_timeout
+        left = self._remove_leftovers(name)
+        snapshot = f"{DRILL_SNAPSHOT}{self.run_id}"
+        taken = self.source.create_snapshot(name, snapshot)
+        try:
+            wait = min(limit * REPLAY_SHARE, REPLAY_MOST_S)
+            result = self._journal_compare(name, snapshot, taken, wait)
+        except CephError as exc:
+            result = VolumeDrill(name, Verdict.UNKNOWN, f"cannot tell: {exc.reason}")
+        removing = time.monotonic()
+        gone = self._remove(name, snapshot, min(limit * REMOVAL_SHARE, REMOVAL_MOST_S))
+        removed = (
+            f"the drill's snapshot removed from both sites in {time.monotonic() - removing:.1f}s"
+            if result.snapshot is not None
+            # Never seen on the copy: its rbd-mirror replays the creation, then the removal.
+            else f"the drill's snapshot removed on {self.source.site}"
+        )
+        notes = [n for n in (left, gone or removed) if n]
+        return replace(result, detail="; ".join([result.detail, *notes]))
+
+    def _journal_compare(self, name: str, snapshot: str, taken: int, wait: float) -> VolumeDrill:
+        begun = time.monotonic()
+        copy = self._replayed(name, snapshot, wait)
+        replayed = time.monotonic() - begun
+        if copy is None and (stopped := self.stopped(name)):
+            return stopped
+        if copy is None:
+            return VolumeDrill(
+                name,
+                Verdict.UNKNOWN,
+                f"cannot tell: the copy on {self.target.site} had not replayed the drill's "
+                f"snapshot after {wait:.0f}s (its rbd-mirror is behind or not replaying: "
+                "`rbdfail status` shows it)",
+            )
+        primary = next((s for s in self.source.user_snapshots(name) if s.id == taken), None)
+        if primary is None:
+            return VolumeDrill(
+                name, Verdict.UNKNOWN, f"cannot tell: the drill's snapshot {snapshot} vanished"
+            )
+        extents = self._extents(name, primary)
+        on_copy = self.target.extent_digests(name, copy.id, extents)
+        on_primary = self.source.extent_digests(name, primary.id, extents)
+        pair = SnapshotPair(primary.id, copy.id, primary.timestamp)
+        found = self._verdict(name, pair, extents, on_copy, on_primary)
+        # How long the copy took to replay it: the drill's own wait, and the copy's lag.
+        found = replace(
+            found,
+            detail=f"{found.detail}, at the drill's snapshot (on the copy {replayed:.1f}s later)",
+        )
+        return self._exec(found, snapshot) if found.snapshot else found
+
+    def _replayed(self, name: str, snapshot: str, wait: float) -> UserSnapshot | None:
+        """The copy's replay of the drill's snapshot, once it holds it; None after `wait`."""
+        deadline = time.monotonic() + wait
+        while True:
+            held = [s for s in self.target.user_snapshots(name) if s.name == snapshot]
+            if held or time.monotonic() >= deadline or self.watch.seen.is_set():
+                return held[0] if held else None
+            time.sleep(REPLAY_POLL_S)
+
+    def _remove(self, name: str, snapshot: str, wait: float) -> str | None:
+        """Remove the drill's snapshot on the primary, and wait (up to `wait`) for the copy
+        to replay the removal; what is left behind, and where, if anything."""
+        try:
+            self.source.remove_snapshot(name, snapshot)
+        except CephError as exc:
+            return (
+                f"the drill's snapshot {snapshot} could not be removed on {self.source.site} "
+                f"({exc.reason}): the next drill of {name} removes it"
+            )
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                held = any(s.name == snapshot for s in self.target.user_snapshots(name))
+            except CephError:
+                held = True
+            if not held:
+                return None
+            if time.monotonic() >= deadline:
+                return (
+                    f"the drill's snapshot {snapshot}, removed on {self.source.site}, is still on "
+                    f"{self.target.site} until its rbd-mirror replays the removal"
+                )
+            time.sleep(REPLAY_POLL_S)
+
+    def _remove_leftovers(self, name: str) -> str | None:
+        """Remove the drill's snapshots an earlier run left on the primary (killed before it
+        removed its own); the copy replays their removal. Only those older than a volume's
+        time limit: a drill running beside this one keeps its own."""
+        oldest = datetime.now(UTC) - timedelta(seconds=self._limit())
+        stale = [
+            s.name
+            for s in self.source.user_snapshots(name)
+            if s.name.startswith(DRILL_SNAPSHOT)
+            and s.timestamp is not None
+            and s.timestamp < oldest
+        ]
+        for snapshot in stale:
+            self.source.remove_snapshot(name, snapshot)
+        return f"removed {len(stale)} snapshot(s) left by an earlier drill" if stale else None
+
+    def _limit(self) -> float:
+        """A volume's time limit: what no drill of it outlives."""
+        request = self.request
+        return request.volume_timeout + (request.exec_timeout if request.exec_command else 0)
+
     # --exec ------------------------------------------------------------------------------
-    def _exec(self, volume: VolumeDrill) -> VolumeDrill:
+    def _exec(self, volume: VolumeDrill, snapshot: str | None = None) -> VolumeDrill:
+        """Run --exec's command for a compared volume; `snapshot`: journal mode, the drill's
+        snapshot the command reads the copy at (it stays until the command ends)."""
         if self.request.exec_command is None or volume.snapshot is None:
             return volume
         if stopped := self.stopped(volume.name):
@@ -427,13 +563,15 @@ class Drill:
         compared = volume.snapshot.copy_id
 
         def moved() -> bool:  # the copy's head is the compared snapshot only until a sync
+            if snapshot is not None:  # a snapshot does not move
+                return False
             newest = _newest(self.target.mirror_snapshots(volume.name))
             return newest is None or newest.id != compared or not newest.complete
 
         moved_before = moved()
         result = run_command(
             self.request.exec_command,
-            self._environment(volume),
+            self._environment(volume, snapshot),
             self.request.exec_timeout,
             self.watch.seen,
         )
@@ -448,9 +586,10 @@ class Drill:
             )
         return replace(volume, exec=result)
 
-    def _environment(self, volume: VolumeDrill) -> dict[str, str]:
-        """What --exec's command gets: where to open the copy read-only. Never a key: the
-        keyring's path, when the config names one."""
+    def _environment(self, volume: VolumeDrill, named: str | None = None) -> dict[str, str]:
+        """What --exec's command gets: where to open the copy read-only (journal mode: at the
+        drill's snapshot, by name). Never a key: the keyring's path, when the config names
+        one."""
         site, snapshot = self.target_site, volume.snapshot
         assert snapshot is not None
         env = {
@@ -466,6 +605,8 @@ class Drill:
             "RBDFAIL_DRILL_COPY_SNAPSHOT_ID": str(snapshot.copy_id),
             "RBDFAIL_DRILL_VERDICT": str(volume.verdict),
         }
+        if named is not None:
+            env["RBDFAIL_DRILL_COPY_SNAPSHOT_NAME"] = named
         if site.keyring:
             env["RBDFAIL_DRILL_KEYRING"] = str(site.keyring)
         return env

@@ -119,21 +119,34 @@ def copy_rpo(
     return Rpo(None, Bound.UNKNOWN, f"rbd-mirror does not say ({state})", primary_snapshot=remote)
 
 
-def forced_rpo(status: ImageStatus | None, snapshots: list[MirrorSnapshot], now: float) -> Rpo:
+def forced_rpo(
+    status: ImageStatus | None, snapshots: list[MirrorSnapshot] | None, now: float
+) -> Rpo:
     """The point a copy serves once force-promoted, from its own site, read just before the
-    promote: the same figure `status` gives of the copy.
+    promote: the same figure `status` gives of the copy. `snapshots`: the copy's mirror
+    snapshots when they were listed (None: its status said enough, see `says_enough`).
 
     A snapshot-mode copy is rolled back to its newest complete mirror snapshot (its head may
     hold more, half-synced), so the point is that snapshot's: the primary's time of it as
     rbd-mirror last reported (never newer than the snapshot the copy holds), else the copy's
     own time of it (when it began copying: an estimate, a little late). A copy with mirror
-    snapshots is in snapshot mode; one without is in journal mode, or holds nothing a forced
-    promote could serve (the promote then fails, named)."""
-    if snapshots:
-        return copy_rpo(
-            MirrorMode.SNAPSHOT, status, now, whole_snapshot_time(snapshots), listed=True
-        )
+    snapshots, or whose status dates one, is in snapshot mode; one without is in journal mode,
+    or holds nothing a forced promote could serve (the promote then fails, named)."""
+    if snapshots or _SNAPSHOT_KEY in description_tail(status):
+        synced = whole_snapshot_time(snapshots) if snapshots else None
+        return copy_rpo(MirrorMode.SNAPSHOT, status, now, synced, listed=snapshots is not None)
     return copy_rpo(MirrorMode.JOURNAL, status, now)
+
+
+def says_enough(status: ImageStatus | None) -> bool:
+    """Whether a copy's status alone gives its point in time: snapshot mode, the primary's
+    time of the snapshot it holds whole; journal mode, how far behind it was. Otherwise its
+    mirror snapshots are listed (first sync, or rbd-mirror silent)."""
+    tail = description_tail(status)
+    return _SNAPSHOT_KEY in tail or _JOURNAL_KEY in tail
+
+
+_SNAPSHOT_KEY, _JOURNAL_KEY = "local_snapshot_timestamp", "entries_behind_primary"
 
 
 def whole_snapshot_time(snapshots: list[MirrorSnapshot]) -> datetime | None:

@@ -58,6 +58,7 @@ from rbdfail.cluster import (
     Peer,
     PoolMirrorMode,
     ReplayState,
+    UserSnapshot,
 )
 from rbdfail.config import SiteConfig
 from rbdfail.errors import (
@@ -114,6 +115,9 @@ class FakeImage:
     users: list[ImageUser] = field(default_factory=list)  # clients with it open (tests set them)
     # Its mirror snapshots, oldest first (drills; see `FakeCluster._take_mirror_snapshot`).
     mirror_snaps: list[FakeSnap] = field(default_factory=list)
+    # Its user snapshots, oldest first: (id, name, timestamp, data at it). Journal mode
+    # carries them to the copy, in order with the writes.
+    user_snaps: list[tuple[int, str, float, bytes]] = field(default_factory=list)
 
 
 @dataclass
@@ -616,13 +620,15 @@ class FakeCluster(Cluster):
             return ImageStatus(ReplayState.SYNCING, "syncing", now, True)
         if image.split_brain:
             return ImageStatus(ReplayState.ERROR, "split-brain", now, True)
+        # Until the peer's demotion reaches the copy (`orphan`), its rbd-mirror replays on
+        # and reports as before (the lab: "replaying" with its last figures).
         primary = next(
             (
                 (site, other)
                 for site in self.world.sites.values()
                 if site.backend_id != self.site
                 and (other := _by_global_id(site, image.global_id))
-                and other.primary
+                and (other.primary or not image.orphan)
             ),
             None,
         )
@@ -799,14 +805,49 @@ class FakeCluster(Cluster):
         if snap_id is None:
             return bytes(image.data)
         snap = next((s for s in image.mirror_snaps if s.id == snap_id), None)
-        if snap is None:  # librbd: ENOENT for a snapshot removed meanwhile
+        if snap is not None:
+            return snap.data
+        user = next((u for u in image.user_snaps if u[0] == snap_id), None)
+        if user is None:  # librbd: ENOENT for a snapshot removed meanwhile
             raise ImageNotFound(f"no snapshot {snap_id}", site=self.site, image=name)
-        return snap.data
+        return user[3]
 
     def lock_holder(self, name: str) -> str | None:
         with self.world.lock:
             held = self._enter("lock_holder").locks.get(name)
             return held.holder if held and held.expires_at > self.world.clock() else None
+
+    def user_snapshots(self, name: str) -> list[UserSnapshot]:
+        with self.world.lock:
+            image = self._get(self._enter("user_snapshots", name), name)
+            return [
+                UserSnapshot(i, n, image.size, datetime.fromtimestamp(t, UTC))
+                for i, n, t, _ in image.user_snaps
+            ]
+
+    def create_snapshot(self, name: str, snapshot: str) -> int:
+        with self.world.lock:
+            state = self._enter("create_snapshot", name)
+            image = self._primary(state, name, "create a snapshot")
+            if any(n == snapshot for _, n, _, _ in image.user_snaps):
+                raise ImageExists(f"snapshot {snapshot} exists", site=self.site, image=name)
+            state.last_snap_id += 1
+            image.user_snaps.append(
+                (state.last_snap_id, snapshot, self.world.now(), bytes(image.data))
+            )
+            if image.mode == MirrorMode.JOURNAL and image.mirror_state == MirrorState.ENABLED:
+                self.world.replicate_later(self.site, _user_snap(image.global_id, snapshot))
+            return state.last_snap_id
+
+    def remove_snapshot(self, name: str, snapshot: str) -> None:
+        with self.world.lock:
+            image = self._get(self._enter("remove_snapshot", name), name)
+            if not any(n == snapshot for _, n, _, _ in image.user_snaps):
+                return
+            image = self._primary(self.world.sites[self.site], name, "remove a snapshot")
+            image.user_snaps = [u for u in image.user_snaps if u[1] != snapshot]
+            if image.mode == MirrorMode.JOURNAL and image.mirror_state == MirrorState.ENABLED:
+                self.world.replicate_later(self.site, _user_snap(image.global_id, snapshot, False))
 
     def create_mirror_snapshot(self, name: str) -> int:
         with self.world.lock:
@@ -914,6 +955,23 @@ def _create_copy(source: FakeImage) -> Callable[[FakeSite], None]:
                 version=version,
                 written_at=written_at,
             )
+
+    return apply
+
+
+def _user_snap(global_id: str, snapshot: str, created: bool = True) -> Callable[[FakeSite], None]:
+    """A journal-mode copy replays the primary's snapshot (taken of its own head, which the
+    writes replayed before it made what the primary's was), or its removal."""
+
+    def apply(site: FakeSite) -> None:
+        image = _by_global_id(site, global_id)
+        if image is None or image.primary or image.split_brain:
+            return
+        image.user_snaps = [u for u in image.user_snaps if u[1] != snapshot]
+        if created:
+            site.last_snap_id += 1
+            now = time.time()
+            image.user_snaps.append((site.last_snap_id, snapshot, now, bytes(image.data)))
 
     return apply
 

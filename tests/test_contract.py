@@ -707,3 +707,41 @@ def test_lock_holder__seen_while_held__none_when_free__never_taken(
     assert sites.b.lock_holder(name) is None
     sites.b.lock(name, "run-2", "dead", duration=1)
     eventually(lambda: sites.b.lock_holder(name) is None, 10.0)  # lapsed
+
+
+def test_user_snapshots__a_journal_copy_replays_their_create_and_removal__refuses_both_itself(
+    sites: TwoSites, image_name: str
+) -> None:
+    """What the drill of a journal-mode volume stands on: a user snapshot of the primary is
+    replayed on the copy at the same point of the writes, and so is its removal."""
+    before = b"before" * 100
+    sites.a.create_image(image_name, 8 * MiB)
+    sites.a.write(image_name, 0, before)
+    sites.a.enable_mirroring(image_name, MirrorMode.JOURNAL)
+    sites.copy_on_b(image_name)
+    sites.replaying_on_b(image_name)
+    taken = sites.a.create_snapshot(image_name, "drill-1")
+    sites.a.write(image_name, 0, b"after!" * 100)  # after the snapshot, on both sites' heads
+    [snap] = sites.a.user_snapshots(image_name)
+    assert (snap.id, snap.name, snap.size) == (taken, "drill-1", 8 * MiB) and snap.timestamp
+    assert sites.a.mirror_snapshots(image_name) == []  # a user snapshot is not a mirror one
+
+    def replayed() -> list[int]:
+        return [s.id for s in sites.b.user_snapshots(image_name) if s.name == "drill-1"]
+
+    [copy_id] = eventually(replayed, sites.patience, interval=0.5)
+    extents = [(0, len(before))]
+    assert sites.a.extent_digests(image_name, taken, extents) == [
+        hashlib.sha256(before).hexdigest()
+    ]
+    assert sites.b.extent_digests(image_name, copy_id, extents) == [
+        hashlib.sha256(before).hexdigest()
+    ]
+    with pytest.raises(InvalidState):
+        sites.b.create_snapshot(image_name, "drill-2")
+    with pytest.raises(InvalidState):
+        sites.b.remove_snapshot(image_name, "drill-1")
+    sites.a.remove_snapshot(image_name, "drill-1")
+    sites.a.remove_snapshot(image_name, "drill-1")  # none of that name: no error
+    assert sites.a.user_snapshots(image_name) == []
+    eventually(lambda: not sites.b.user_snapshots(image_name), sites.patience, interval=0.5)

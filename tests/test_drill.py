@@ -19,7 +19,7 @@ from rbdfail.config import load_config
 from rbdfail.drill import (
     ALLOCATED_PER_SAMPLE,
     BLOCK,
-    JOURNAL_MODE,
+    DRILL_SNAPSHOT,
     DrillRequest,
     Verdict,
     run_command,
@@ -46,7 +46,10 @@ READS = {
     "extent_digests",
     "allocated_extents",
     "lock_holder",
+    "user_snapshots",
 }
+# Its only writes: a journal-mode primary's user snapshot, taken and removed (drill.py).
+DRILL_WRITES = {"create_snapshot", "remove_snapshot"}
 
 
 @pytest.fixture
@@ -92,13 +95,20 @@ def by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {v["name"]: v for v in report["volumes"]}
 
 
-def only_reads(world: FakeCeph) -> None:
+def only_reads(world: FakeCeph, journal: tuple[str, ...] = ()) -> None:
+    """Reads only, but for the drill's own snapshot of a journal-mode primary; and no
+    snapshot of the drill's left on either site."""
     for site in world.sites.values():
         done = {operation for operation, _ in site.calls}
-        assert done <= READS, done - READS
+        writes = {(op, image) for op, image in site.calls if op in DRILL_WRITES}
+        assert done - DRILL_WRITES <= READS, done - READS
+        allowed = {(op, n) for op in DRILL_WRITES for n in journal}
+        assert writes <= (allowed if site.backend_id == "default" else set()), writes
+        for image in site.images.values():
+            assert not [u for u in image.user_snaps if u[1].startswith(DRILL_SNAPSHOT)], image.name
 
 
-def test_drill__synced_copies_identical__journal_unknown__exit_3_json_contract(
+def test_drill__synced_copies_identical_in_both_modes__exit_0_json_contract(
     fake_ceph: FakeCeph, config_file: Path, volumes: list[str]
 ) -> None:
     for site in fake_ceph.sites.values():
@@ -107,7 +117,7 @@ def test_drill__synced_copies_identical__journal_unknown__exit_3_json_contract(
     code, report = drill_json(fake_ceph, config_file)
 
     assert {"target", "result", "duration_s", "volumes"} <= set(report)
-    assert (report["target"], report["result"]) == ("secondary", "partial")
+    assert (report["target"], report["result"]) == ("secondary", "complete")
     found = by_name(report)
     assert set(found) == {"s-1", "s-2", "j-1"}  # replicated ones only: not vm-1
     for name in ("s-1", "s-2"):
@@ -119,9 +129,76 @@ def test_drill__synced_copies_identical__journal_unknown__exit_3_json_contract(
         assert volume["checked_bytes"] > 0 and volume["rpo_seconds"] >= 0
         primary_snap = fake_ceph.sites["default"].images[name].mirror_snaps[-1].id
         assert volume["snapshot"]["primary_id"] == primary_snap
-    assert found["j-1"]["verdict"] == "unknown" and found["j-1"]["detail"] == JOURNAL_MODE
-    assert code == 3  # the journal-mode volume could not be verified
-    only_reads(fake_ceph)
+    journal = found["j-1"]
+    assert journal["verdict"] == "identical" and journal["checked_bytes"] > 0, journal
+    assert journal["snapshot"]["taken_at"] is not None and journal["rpo_seconds"] >= 0
+    assert code == 0
+    only_reads(fake_ceph, journal=("j-1",))
+
+
+def test_drill__a_journal_copy_damaged_on_the_target_differs__its_snapshot_gone_on_both(
+    fake_ceph: FakeCeph, config_file: Path, volumes: list[str]
+) -> None:
+    copy = fake_ceph.sites["secondary"].images["j-1"]
+    copy.data[3 * MiB + 100 : 3 * MiB + 108] = b"corrupt!"  # as a disk fault would
+    forget_calls(fake_ceph)
+
+    code, report = drill_json(fake_ceph, config_file, "j-1")
+
+    found = by_name(report)["j-1"]
+    assert found["verdict"] == "differs" and found["differing_offsets"] == [3 * MiB], found
+    assert code == 3
+    only_reads(fake_ceph, journal=("j-1",))
+
+
+def test_drill__a_journal_copy_not_replaying__unknown_named__its_snapshot_removed(
+    fake_ceph: FakeCeph, config_file: Path, volumes: list[str]
+) -> None:
+    fake_ceph.sites["secondary"].replay_paused = True  # its rbd-mirror replays nothing
+    forget_calls(fake_ceph)
+
+    code, report = drill_json(fake_ceph, config_file, "j-1", "--timeout", "1")
+
+    found = by_name(report)["j-1"]
+    assert found["verdict"] == "unknown", found
+    assert "had not replayed the drill's snapshot" in found["detail"]
+    assert "secondary" in found["detail"] and code == 3
+    assert not fake_ceph.sites["default"].images["j-1"].user_snaps
+    fake_ceph.sites["secondary"].replay_paused = False  # it replays the snapshot, then its removal
+    eventually(lambda: primary_replayed(fake_ceph), 2)
+    only_reads(fake_ceph, journal=("j-1",))
+
+
+def forget_calls(world: FakeCeph) -> None:
+    for site in world.sites.values():
+        site.calls.clear()
+
+
+def primary_replayed(world: FakeCeph) -> bool:
+    world.run_replication()
+    return not world._pending
+
+
+def test_drill__a_snapshot_left_by_a_killed_drill_is_removed_by_the_next(
+    fake_ceph: FakeCeph,
+    config_file: Path,
+    volumes: list[str],
+    primary: FakeCluster,
+    secondary: FakeCluster,
+) -> None:
+    left = f"{DRILL_SNAPSHOT}1700000000-dead00"
+    primary.create_snapshot("j-1", left)
+    image = fake_ceph.sites["default"].images["j-1"]
+    image.user_snaps = [(i, n, t - 3600, d) for i, n, t, d in image.user_snaps]  # an hour ago
+    eventually(lambda: secondary.user_snapshots("j-1"), 2)
+    forget_calls(fake_ceph)
+
+    code, report = drill_json(fake_ceph, config_file, "j-1")
+
+    found = by_name(report)["j-1"]
+    assert code == 0 and found["verdict"] == "identical", found
+    assert "removed 1 snapshot(s) left by an earlier drill" in found["detail"]
+    only_reads(fake_ceph, journal=("j-1",))
 
 
 def test_drill__all_identical_is_exit_0_and_recorded_for_status_and_prometheus(
@@ -286,7 +363,8 @@ def test_drill__a_failover_starting_mid_drill_is_not_delayed_and_the_drill_stops
     assert not_drilled and all(v.verdict == Verdict.UNKNOWN for v in not_drilled)
     assert report.result != "complete"
     assert all(v.verdict != Verdict.DIFFERS for v in report.volumes)
-    assert set(called) <= READS | {"close"}, set(called) - READS  # never `lock`, no write
+    # Never `lock`; no write but the journal-mode volume's own snapshot.
+    assert set(called) <= READS | DRILL_WRITES | {"close"}, set(called) - READS
     assert "lock_holder" in called
 
 

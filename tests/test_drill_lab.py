@@ -19,7 +19,7 @@ import pytest
 
 from rbdfail.cluster import Cluster, MirrorSnapshot, ReplayState
 from rbdfail.config import load_config
-from rbdfail.drill import JOURNAL_MODE, DrillRequest, Verdict, run_drill
+from rbdfail.drill import DRILL_SNAPSHOT, DrillRequest, Verdict, run_drill
 from rbdfail.errors import ImageNotFound
 from tests.conftest import RunningLab
 from tests.helpers import (
@@ -59,10 +59,32 @@ def synced(primary: Cluster, secondary: Cluster, names: list[str]) -> dict[str, 
 
 
 def footprint(cluster: Cluster, names: list[str]) -> tuple[list[str], dict[str, list[int]]]:
-    """The pool's images and each volume's snapshot ids: what a drill must leave as found."""
+    """The pool's images and each volume's snapshot ids (mirror and user): what a drill must
+    leave as found."""
     return sorted(cluster.list_images()), {
-        n: [s.id for s in cluster.mirror_snapshots(n)] for n in names
+        n: [s.id for s in cluster.mirror_snapshots(n)] + [s.id for s in cluster.user_snapshots(n)]
+        for n in names
     }
+
+
+def replayed(primary: Cluster, secondary: Cluster, names: list[str]) -> None:
+    """Write past the first sync of each journal-mode volume and wait until its copy's head
+    holds it."""
+    for name in names:
+        primary.write(name, 3 * MiB, os.urandom(256 * 1024))
+    extent = [(3 * MiB, 256 * 1024)]
+
+    def caught_up(name: str) -> bool:
+        return secondary.extent_digests(name, None, extent) == primary.extent_digests(
+            name, None, extent
+        )
+
+    for name in names:
+        eventually(functools.partial(caught_up, name), 60, interval=0.5)
+
+
+def no_snapshots(cluster: Cluster, name: str) -> bool:
+    return not cluster.user_snapshots(name)
 
 
 def by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -91,33 +113,45 @@ def corrupt_copy(lab: RunningLab, name: str, offset: int) -> None:
     )
 
 
-def test_drill__synced_copies_identical__journal_unknown__nothing_left_behind(
+def test_drill__synced_copies_identical_in_both_modes__nothing_left_behind(
     lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
 ) -> None:
     primary, secondary = sites
     snaps = [f"{image_name}-s1", f"{image_name}-s2"]
     journal = f"{image_name}-j1"
+    ours = [*snaps, journal]
     try:
-        mirrored_and_replaying(lab_config_file, primary, secondary, [*snaps, journal])
+        mirrored_and_replaying(lab_config_file, primary, secondary, ours)
         taken = synced(primary, secondary, snaps)
+        replayed(primary, secondary, [journal])
         primary.write(snaps[0], 0, b"after the snapshot" * 1000)  # not mirrored: not compared
-        before = (footprint(primary, snaps), footprint(secondary, snaps))
+        before = (footprint(primary, ours), footprint(secondary, ours))
 
-        code, report = rbdfail(lab_config_file, "drill")
-        full_code, full = rbdfail(lab_config_file, "drill", "--full", *snaps)
+        started = time.monotonic()
+        code, report = rbdfail(lab_config_file, "drill", *ours)
+        took = time.monotonic() - started
+        full_code, full = rbdfail(lab_config_file, "drill", "--full", *ours)
 
         found = by_name(report)
         for name in snaps:
             assert found[name]["verdict"] == "identical", found[name]
             assert found[name]["snapshot"]["primary_id"] == taken[name]
             assert 0 <= found[name]["rpo_seconds"] < 600
+        for name in ours:
             assert by_name(full)[name]["checked_bytes"] == 4 * MiB
-        assert found[journal]["verdict"] == "unknown" and found[journal]["detail"] == JOURNAL_MODE
-        assert code == 3  # the journal-mode volume could not be verified
+        # A journal-mode copy, read with its primary at the drill's own snapshot.
+        assert found[journal]["verdict"] == "identical", found[journal]
+        assert 0 <= found[journal]["rpo_seconds"] < 60
+        assert code == 0, found
         assert full_code == 0 and full["result"] == "complete", full
-        # Read-only: the same images and snapshots on both sites, the copies non-primary and
-        # replaying, and no switch lock left.
-        assert (footprint(primary, snaps), footprint(secondary, snaps)) == before
+        print(
+            f"\ndrill of 2 snapshot-mode, 1 journal-mode volume: {took:.1f}s; journal: "
+            f"{found[journal]['duration_s']:.1f}s, {found[journal]['detail']}"
+        )
+        # Nothing left: the same images and snapshots on both sites (the journal volume's
+        # drill snapshot removed on the primary, its removal replayed on the copy), the
+        # copies non-primary and replaying, and no switch lock left.
+        assert (footprint(primary, ours), footprint(secondary, ours)) == before
         statuses = secondary.mirror_statuses()
         for name in [*snaps, journal]:
             assert not secondary.mirror_info(name).primary and primary.mirror_info(name).primary
@@ -125,7 +159,35 @@ def test_drill__synced_copies_identical__journal_unknown__nothing_left_behind(
         assert secondary.lock_holder("rbdfail.failover") is None
         assert primary.lock_holder("rbdfail.failover") is None
     finally:
-        remove_everywhere(sites, [*snaps, journal])
+        remove_everywhere(sites, ours)
+
+
+def test_drill__a_journal_snapshot_left_by_a_killed_drill_is_removed_by_the_next(
+    lab: RunningLab, lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    """A drill killed between its snapshot and its removal leaves the snapshot on both sites;
+    the next drill of the volume, once it is older than a volume's time limit, removes it."""
+    primary, secondary = sites
+    name = f"{image_name}-j1"
+    left = f"{DRILL_SNAPSHOT}1700000000-dead00"
+    try:
+        mirrored_and_replaying(lab_config_file, primary, secondary, [name])
+        primary.create_snapshot(name, left)
+        eventually(lambda: secondary.user_snapshots(name), 60, interval=0.5)
+        time.sleep(6)  # older than the limit below
+
+        config = load_config(lab_config_file)
+        # A 5 s limit: the leftover is older than it; the copy may not replay this drill's
+        # own snapshot within its 2 s share (then `unknown`), which is not what this is about.
+        report = run_drill(config, DrillRequest(names=(name,), volume_timeout=5), lab.connect)
+
+        [found] = report.volumes
+        assert "removed 1 snapshot(s) left by an earlier drill" in found.detail, found
+        for cluster in sites:
+            eventually(functools.partial(no_snapshots, cluster, name), 60, interval=0.5)
+        print(f"\nafter a killed drill: {found.verdict}, {found.detail}")
+    finally:
+        remove_everywhere(sites, [name])
 
 
 def test_drill__a_copy_is_its_head_not_its_snapshot(
@@ -149,14 +211,20 @@ def test_drill__a_copy_is_its_head_not_its_snapshot(
         remove_everywhere(sites, [name])
 
 
+@pytest.mark.parametrize("mode", ["s", "j"], ids=["snapshot-mode", "journal-mode"])
 def test_drill__a_copy_damaged_on_the_target_is_caught_sampled_and_full(
-    lab: RunningLab, lab_config_file: Path, sites: tuple[Cluster, Cluster], image_name: str
+    lab: RunningLab,
+    lab_config_file: Path,
+    sites: tuple[Cluster, Cluster],
+    image_name: str,
+    mode: str,
 ) -> None:
+    """A journal-mode copy too, read at the drill's snapshot: removed from both sites after."""
     primary, secondary = sites
-    names = [f"{image_name}-s1", f"{image_name}-s2"]
+    names = [f"{image_name}-{mode}1", f"{image_name}-{mode}2"]
     try:
         mirrored_and_replaying(lab_config_file, primary, secondary, names)
-        synced(primary, secondary, names)
+        (synced if mode == "s" else replayed)(primary, secondary, names)
         corrupt_copy(lab, names[0], 3 * MiB + 4096)  # inside the extent holding data
 
         code, report = rbdfail(lab_config_file, "drill")
@@ -168,6 +236,12 @@ def test_drill__a_copy_damaged_on_the_target_is_caught_sampled_and_full(
         assert by_name(report)[names[1]]["verdict"] == "identical"
         assert code == 3 and report["result"] == "partial"
         assert full_code == 3 and by_name(full)[names[0]]["differing_offsets"] == [0]
+        for cluster in sites:
+            for name in names:
+                left = [
+                    s for s in cluster.user_snapshots(name) if s.name.startswith(DRILL_SNAPSHOT)
+                ]
+                assert not left, (cluster.site, name, left)
         print(f"\ndamaged copy: {damaged['detail']}")
     finally:
         remove_everywhere(sites, names)

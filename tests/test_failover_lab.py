@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,7 @@ def test_failover__primary_frozen__forced_with_what_was_mirrored_before_the_free
         expected_snap = digest(primary, snap)  # as enabled: the initial snapshot's content
         write_chunk(primary, snap, 1)  # never mirrored: no snapshot after it
 
+        frozen_at = time.time()
         lab.lab.freeze("primary")
         try:
             code, report = rbdfail(
@@ -103,6 +105,13 @@ def test_failover__primary_frozen__forced_with_what_was_mirrored_before_the_free
         actions = check_exit(code, report, image_name)
         assert report["forced"] is True and report["primary_lost"]
         assert actions[snap] == actions[journal] == "force-promoted"
+        # Each says the point its copy serves, read before the promote: the snapshot-mode
+        # copy its initial snapshot, before the freeze (the journal copy's figure depends on
+        # how fresh rbd-mirror's last report was: any honest bound).
+        rpos = {v["name"]: v["rpo"] for v in report["volumes"] if v["name"] in (snap, journal)}
+        print(f"\nforced, partition: {rpos}")
+        assert rpos[snap]["last_sync"] is not None and rpos[snap]["last_sync"] <= frozen_at
+        assert rpos[journal]["bound"] in ("at-most", "at-least", "unknown"), rpos
         assert secondary.mirror_info(snap).primary and secondary.mirror_info(journal).primary
         assert digest(secondary, journal) == expected_journal
         assert digest(secondary, snap) == expected_snap

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from rbdfail.cluster import ImageStatus, MirrorSnapshot, MirrorSnapshotState, ReplayState
 from rbdfail.config import Config
 from rbdfail.errors import OperationTimedOut
-from rbdfail.rpo import Bound, forced_rpo
+from rbdfail.rpo import Bound, forced_rpo, says_enough
 from rbdfail.state import journal_lines
 from rbdfail.switch.model import Action
 from tests.fakeceph import FakeCeph, FakeCluster
-from tests.helpers import by_name, primary_on, replicated, run, volumes
+from tests.helpers import by_name, calls, primary_on, replicated, run, volumes
 
 NOW = 1_800_000_000.0
 
@@ -48,9 +48,12 @@ UNREACHABLE = ImageStatus(
 def test_forced_rpo__snapshot_mode__the_primarys_time_of_the_snapshot_the_copy_holds() -> None:
     status = replaying(local_snapshot_timestamp=NOW - 300, remote_snapshot_timestamp=NOW - 60)
 
-    rpo = forced_rpo(status, [snap(1, True, NOW - 290), snap(2, False, NOW - 50)], NOW)
+    for listed in ([snap(1, True, NOW - 290), snap(2, False, NOW - 50)], None):
+        rpo = forced_rpo(status, listed, NOW)
 
-    assert (rpo.last_sync, rpo.seconds, rpo.bound) == (NOW - 300, 300, Bound.AT_MOST)
+        assert (rpo.last_sync, rpo.seconds, rpo.bound) == (NOW - 300, 300, Bound.AT_MOST)
+    assert says_enough(status) and says_enough(replaying(entries_behind_primary=0))
+    assert not says_enough(UNREACHABLE) and not says_enough(None)
 
 
 def test_forced_rpo__snapshot_mode_status_silent__the_newest_complete_snapshot_not_the_newest() -> (
@@ -140,7 +143,8 @@ def test_forced_failover__a_copy_that_cannot_be_read__promoted_all_the_same_rpo_
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:
     replicated(primary, secondary, ["s-1", "s-2"])
-    fake_ceph.faults[("secondary", "mirror_status", "s-1")] = OperationTimedOut(
+    # The source lost, the fake's statuses say nothing of the copies: their snapshots are read.
+    fake_ceph.faults[("secondary", "mirror_snapshots", "s-1")] = OperationTimedOut(
         "timed out", site="secondary", image="s-1"
     )
     fake_ceph.freeze("default")
@@ -153,3 +157,42 @@ def test_forced_failover__a_copy_that_cannot_be_read__promoted_all_the_same_rpo_
     assert rpo is not None and rpo.bound == Bound.UNKNOWN and rpo.last_sync is None
     assert "not read before the promote" in rpo.how and "timed out" in rpo.how
     assert report.worst_rpo is not None and report.worst_rpo.name == "s-1"
+
+
+def test_forced_with_the_source_alive__the_pools_statuses_read_once__no_copy_listed(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """A copy's status that dates its point is enough: one listing of the pool's statuses
+    for the whole run, no call per copy (what keeps the read cheap at scale)."""
+    names = volumes("s", 4)
+    replicated(primary, secondary, names)
+    fake_ceph.replication_delay = 3600  # the demotions never arrive: each volume is forced
+
+    report = run(config, fake_ceph, volume_timeout=0.5, force=True)
+
+    assert {v.action for v in report.volumes} == {Action.FORCE_PROMOTED}
+    for name in names:
+        rpo = by_name(report)[name].rpo
+        assert rpo is not None and rpo.bound == Bound.AT_MOST and rpo.last_sync is not None
+        assert rpo.how == "the primary's snapshot the copy holds"
+    made = [op for op, _ in fake_ceph.sites["secondary"].calls]
+    assert "mirror_snapshots" not in made and "mirror_status" not in made
+    points = [line for line in journal_lines(config.state_dir) if line["event"] == "copy-point"]
+    assert len(points) == 4 and not any(line["listed"] for line in points)
+
+
+def test_forced__the_pools_statuses_not_readable__each_copy_read_apart(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    names = volumes("s", 3)
+    replicated(primary, secondary, names)
+    fake_ceph.faults[("secondary", "mirror_statuses", "")] = OperationTimedOut(
+        "timed out", site="secondary"
+    )
+    fake_ceph.replication_delay = 3600
+
+    report = run(config, fake_ceph, volume_timeout=0.5, force=True)
+
+    assert {v.action for v in report.volumes} == {Action.FORCE_PROMOTED}
+    assert all((v.rpo is not None and v.rpo.bound == Bound.AT_MOST) for v in report.volumes)
+    assert sorted(calls(fake_ceph, "secondary", "mirror_status")) == names

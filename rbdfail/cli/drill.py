@@ -1,4 +1,4 @@
-"""drill: compare each copy with its primary at one mirror snapshot, touching nothing."""
+"""drill: compare each copy with its primary at one point in time, disturbing nothing."""
 
 from __future__ import annotations
 
@@ -87,11 +87,11 @@ def drill(
 
     For each replicated volume (or the IMAGES named), the copy on the target and the
     primary are read at one point in time, the copy's newest complete mirror snapshot, and
-    compared: a sample of extents by default, every extent with --full. Read-only on both
-    sites: nothing is demoted, promoted, resynced, snapshotted or cloned, and mirroring
-    goes on. Journal-mode volumes are `unknown` (Ceph keeps no mirror snapshot of them). A
-    failover or failback always wins: the drill never takes its lock, and stops as soon as
-    one starts, saying so.
+    compared: a sample of extents by default, every extent with --full. Nothing is demoted,
+    promoted, resynced or cloned, and mirroring goes on. A journal-mode volume is read at
+    a snapshot of the drill's own (rbdfail-drill-...), taken on the primary, replayed to the
+    copy, and removed from both sites after. A failover or failback always wins: the drill
+    never takes its lock, and stops as soon as one starts, saying so.
 
     \b
     Examples:

@@ -25,9 +25,9 @@ from tenacity import (
     wait_fixed,
 )
 
-from rbdfail.cluster import Cluster
+from rbdfail.cluster import Cluster, ImageStatus
 from rbdfail.errors import CephError, ImageBusy, InvalidState, OperationTimedOut
-from rbdfail.rpo import Bound, Rpo, forced_rpo
+from rbdfail.rpo import Bound, Rpo, forced_rpo, says_enough
 from rbdfail.switch.model import Action, DaemonOut, VolumeOutcome
 from rbdfail.switch.run import Run
 
@@ -81,13 +81,19 @@ def _promote_forced(run: Run, name: str) -> None:
 def read_point(run: Run, name: str) -> Rpo:
     """The point in time the copy will serve once forced (its RPO), read on the target just
     before its promote, in the volume's own worker: after the promote the copy's mirror
-    snapshots and its rbd-mirror status no longer say it. Two reads of the copy (its status, its
-    snapshot list), outside the call slots like the promote, each bounded by the connection's
-    timeouts; a read that fails leaves the figure unknown, never the promote undone."""
+    snapshots and its rbd-mirror status no longer say it. Its status comes from one listing
+    of the pool's, made once for the run (`copy_statuses`); the copy's mirror snapshots are
+    listed only where that status does not say enough. Outside the call slots like the
+    promote, each call bounded by the connection's timeouts; a read that fails leaves the
+    figure unknown, never the promote undone."""
     target, begun = run.raw_target, time.monotonic()
+    statuses, error = copy_statuses(run)
+    status, snapshots = statuses.get(name), None
     try:
-        status = target.mirror_status(name)
-        snapshots = target.mirror_snapshots(name)
+        if error is not None:
+            status = target.mirror_status(name)
+        if not says_enough(status):
+            snapshots = target.mirror_snapshots(name)
     except CephError as exc:
         rpo = Rpo(None, Bound.UNKNOWN, f"not read before the promote: {exc.reason}")
     else:
@@ -99,9 +105,23 @@ def read_point(run: Run, name: str) -> Rpo:
         last_sync=rpo.last_sync,
         bound=rpo.bound,
         how=rpo.how,
+        listed=snapshots is not None,
         read_s=round(time.monotonic() - begun, 3),
     )
     return rpo
+
+
+def copy_statuses(run: Run) -> tuple[dict[str, ImageStatus], str | None]:
+    """The target's rbd-mirror status of every copy, listed once for the run by the first
+    forced promote (one call, 0.03 s for 1000 images on the lab), the others waiting for it;
+    and why it could not be, if so (each copy's is then read apart)."""
+    with run.copy_statuses_lock:
+        if run.copy_statuses is None:
+            try:
+                run.copy_statuses = run.raw_target.mirror_statuses()
+            except CephError as exc:
+                run.copy_statuses, run.copy_statuses_error = {}, exc.reason
+        return run.copy_statuses, run.copy_statuses_error
 
 
 def force_promote(run: Run, name: str, outcome: Callable[..., VolumeOutcome]) -> VolumeOutcome:

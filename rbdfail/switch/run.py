@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from rbdfail.cluster import Cluster
+from rbdfail.cluster import Cluster, ImageStatus
 from rbdfail.errors import CephError
 from rbdfail.state import Journal
 from rbdfail.switch.model import DaemonOut, Observer, Options
@@ -65,6 +65,11 @@ class Run:
     daemon_out_lock: threading.Lock = field(default_factory=threading.Lock)
     # Bounds forced promotes, which bypass the call slots (Options.forced_in_flight).
     forced_gate: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(500))
+    # The target's rbd-mirror status of every copy, read once before the first forced
+    # promote (forced.read_point); None: not yet. Beside it, why it could not be read.
+    copy_statuses: dict[str, ImageStatus] | None = None
+    copy_statuses_error: str | None = None
+    copy_statuses_lock: threading.Lock = field(default_factory=threading.Lock)
     # Demotes in flight: volume -> when it started (monotonic), for the source's watcher.
     demoting: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
