@@ -46,7 +46,7 @@ $(STAMP): pyproject.toml | deps
 venv: deps $(STAMP)
 
 test: venv
-	$(VENV)/bin/pytest -v
+	$(VENV)/bin/pytest -v --durations=15
 
 unit: venv
 	$(VENV)/bin/pytest -v -m 'not lab'
