@@ -136,7 +136,11 @@ class VolumeStatus:
                 found.append(f"{site}: {image.state}: {image.description}")
                 if "split-brain" in image.description and self.primary_site in self.sites:
                     found.append(_resync_hint(site, self.primary_site))
-            if image.replayed_since_demotion is False and self.primary_site in self.sites:
+            # A copy called split-brain never replays: the resync hint above says what to do.
+            waits = (
+                image.replayed_since_demotion is False and "split-brain" not in image.description
+            )
+            if waits and self.primary_site in self.sites:
                 found.append(_unreplayed_hint(site, self.primary_site))
             if mirrored and image.reachable and image.primary is None:
                 found.append(f"{site}: no mirrored copy yet ({image.state})")
