@@ -36,6 +36,7 @@ from rbdfail import ceph
 from rbdfail.cluster import Cluster, ImageStatus, MirrorInfo
 from rbdfail.config import Config, SiteConfig, load_config, load_deployment
 from rbdfail.errors import CephError, ImageBusy, ImageNotFound, InvalidState
+from rbdfail.lab.disasters import Disaster
 from rbdfail.lab.twosite import Lab
 
 RBDFAIL = [sys.executable, "-m", "rbdfail"]
@@ -45,6 +46,7 @@ SCENARIOS = {
     "status": "status",
     "clean": "clean_failover",
     "forced": "forced_failover",
+    "mid-run": "source_lost_mid_run",
     "drill": "drill",
     "two-pools": "two_pools",
     "concurrency": "concurrency_sweep",
@@ -65,6 +67,8 @@ RBD_DEFAULT_CONCURRENCY = 10
 SERIAL_FORCED_N = 20
 # Issue 25: a forced failover is also timed started this long into the disaster.
 LATE_S = 60.0
+# Issue 25: how far into a clean failover the source is lost (its storage stopped).
+MID_RUN_LOSS_S = 1.0
 # Issue 25 item 6: the levels of `concurrency` the sweep times (32 was the default).
 CONCURRENCY_LEVELS = (16, 32, 64, 128, 256)
 ISSUE_25_CONCURRENCY = 32  # clean failover is held against the pool commands at -j32
@@ -602,6 +606,59 @@ class Bench:
                 {late: runs[late], pool_late: runs[pool_late]},
             ),
         ]
+
+    def source_lost_mid_run(self) -> Row:
+        """The primary's storage stopped MID_RUN_LOSS_S into a clean failover (its rbd-mirror
+        alive, Disaster.STORAGE_DEAD) against a forced failover started after the same loss,
+        REPS times each: finding the loss while demotes hang must not cost more than the
+        forced path itself (issue 25 item 4)."""
+        secondary = self.config.replication_devices[0]
+        lab = Lab(self.config_file.parent)
+        mid, after = "primary lost 1 s in", "forced failover started after the loss"
+        runs: dict[str, list[float]] = {mid: [], after: []}
+
+        def lost(prefix: str, loss_at: float | None) -> float:
+            """One failover of N fresh volumes; the primary lost `loss_at` s into it, or before
+            it starts (None)."""
+            names = self.mirrored(prefix)
+            try:
+                if loss_at is None:
+                    lab.fail("primary", Disaster.STORAGE_DEAD)
+                started = time.monotonic()
+                proc = subprocess.Popen(
+                    self.rbdfail("failover", "--to", "secondary", "--yes"),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                if loss_at is not None:
+                    time.sleep(max(0.0, started + loss_at - time.monotonic()))
+                    lab.fail("primary", Disaster.STORAGE_DEAD)
+                _, stderr = proc.communicate(timeout=900)
+                seconds = time.monotonic() - started
+                if proc.returncode != 0:
+                    raise RuntimeError(f"failover, {prefix}: exit {proc.returncode}: {stderr}")
+            finally:
+                lab.recover("primary")
+                self.wait_writable(self.config.backend)
+                self.primary.close()  # lived through the loss: a new one (forced_failover)
+                self.primary = ceph.connect(self.config.backend, 60)
+            say(f"failover, {prefix} ({mid if loss_at is not None else after}): {seconds:.2f}s")
+            self.check_primary(secondary, names)
+            self.reset()
+            return seconds
+
+        self.reset()
+        for rep in range(self.reps):
+            runs[mid].append(lost(f"db-midrun{rep}a", MID_RUN_LOSS_S))
+            runs[after].append(lost(f"db-midrun{rep}b", None))
+        return Row(
+            f"failover, primary lost {MID_RUN_LOSS_S:g} s in, {self.n} volumes",
+            statistics.median(runs[mid]),
+            {after: statistics.median(runs[after])},
+            "<= 1.5 of the forced failover after the loss (issue 25)",
+            runs,
+        )
 
     # ---- drill (issue 16) ------------------------------------------------------------------
     def drill(self) -> list[Row]:

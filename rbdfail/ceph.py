@@ -546,19 +546,15 @@ class CephCluster(Cluster):
             "addr": address,
             "expire": float(seconds),
         }
-        with self._op():
-            ret, _out, status = self._client.mon_command(
-                json.dumps(command), b"", timeout=max(1, math.ceil(self.timeout))
-            )
-        if ret < 0:
-            if ret in (-errno.EACCES, -errno.EPERM):
-                raise PermissionDenied(
-                    f"osd blocklist add {address}: {status}",
-                    site=self.site,
-                    hint="the rbd profile's mon caps allow `osd blocklist add`; check "
-                    "`ceph auth get client.USER`",
-                )
-            raise CephError(f"osd blocklist add {address}: {status}", site=self.site)
+        try:
+            self._mon(command, f"osd blocklist add {address}")
+        except PermissionDenied as exc:
+            raise PermissionDenied(
+                exc.reason,
+                site=self.site,
+                hint="the rbd profile's mon caps allow `osd blocklist add`; check "
+                "`ceph auth get client.USER`",
+            ) from None
 
     def blocklist_on_break_lock(self, enabled: bool) -> None:
         # Images opened after this read it (librbd copies the connection's config at open).
@@ -618,14 +614,7 @@ class CephCluster(Cluster):
             ]
 
     def monitors(self) -> list[Monitor]:
-        with self._op():
-            ret, out, status = self._client.mon_command(
-                json.dumps({"prefix": "mon dump", "format": "json"}),
-                b"",
-                timeout=max(1, math.ceil(self.timeout)),
-            )
-        if ret < 0:
-            raise CephError(f"mon dump: {status}", site=self.site)
+        out = self._mon({"prefix": "mon dump", "format": "json"}, "mon dump")
         return [
             Monitor(
                 m["name"],
@@ -707,15 +696,19 @@ class CephCluster(Cluster):
             )
         if ret >= 0:
             return bytes(out).decode()
-        reason = status or errno.errorcode.get(-ret, str(ret))
-        kind = {
-            -errno.EINVAL: InvalidState,
-            -errno.ENOENT: ImageNotFound,
-            -errno.EACCES: PermissionDenied,
-            -errno.EPERM: PermissionDenied,
-            -errno.ETIMEDOUT: OperationTimedOut,
-        }.get(ret, CephError)
-        raise kind(f"{command['prefix']}: {reason}", site=self.site, image=image)
+        raise _command_error(ret, status, f"{command['prefix']}", site=self.site, image=image)
+
+    def _mon(self, command: dict[str, object], what: str) -> str:
+        """A monitor command, bounded by the connection's timeout. A silent monitor answers
+        -ETIMEDOUT when it lapses: OperationTimedOut like any call, which is what tells a
+        lost site (the source watch) from a refused command."""
+        with self._op():
+            ret, out, status = self._client.mon_command(
+                json.dumps(command), b"", timeout=max(1, math.ceil(self.timeout))
+            )
+        if ret >= 0:
+            return bytes(out).decode()
+        raise _command_error(ret, status, what, site=self.site)
 
     # ---- the lock ---------------------------------------------------------------------------
     def lock(self, name: str, cookie: str, holder: str, duration: int) -> None:
@@ -876,6 +869,23 @@ def _user_snapshots(image: Any) -> list[UserSnapshot]:
 
 
 # librbd numbers them 0 (unknown) .. 6 (stopped), in order; a newer one is shown as unknown.
+# A mon or mgr command's negative return code, as rbdfail's exception.
+_COMMAND_ERRORS: dict[int, type[CephError]] = {
+    -errno.EINVAL: InvalidState,
+    -errno.ENOENT: ImageNotFound,
+    -errno.EACCES: PermissionDenied,
+    -errno.EPERM: PermissionDenied,
+    -errno.ETIMEDOUT: OperationTimedOut,
+}
+
+
+def _command_error(
+    ret: int, status: str, what: str, *, site: str, image: str | None = None
+) -> CephError:
+    reason = status or errno.errorcode.get(-ret, str(ret))
+    return _COMMAND_ERRORS.get(ret, CephError)(f"{what}: {reason}", site=site, image=image)
+
+
 _REPLAY_STATES = dict(enumerate(ReplayState))
 
 

@@ -611,6 +611,13 @@ def test_frozen_site__connect_fails_within_the_timeout__calls_within_the_osd_flo
         with pytest.raises(OperationTimedOut):
             connected.list_images()
         assert time.monotonic() - started < max(OSD_OP_FLOOR_S, timeout) + 3
+
+        # A monitor command is liveness: its silence is a timeout within the connect timeout
+        # (what the source watch takes for a source lost mid-run), not a refusal.
+        started = time.monotonic()
+        with pytest.raises(OperationTimedOut):
+            connected.monitors()
+        assert time.monotonic() - started < timeout + 3
     finally:
         sites.thaw("secondary")
     eventually(
