@@ -16,18 +16,27 @@ from rbdfail.switch.run import Run
 from rbdfail.switch.sites import UNREACHABLE
 
 
+# A demote takes about one monitor round (0.4-2 s on the lab; 3.5 s on average with 1000 in
+# flight): once any demote has been in flight this long, the source's monitors are asked. The
+# verdict is still theirs alone (silent for the connect timeout), so probing early costs a
+# `mon dump` a tick and buys the connect timeout: a source lost 1 s into a failover is found
+# about a connect timeout later, not two (docs/design/taking-locks.md).
+PROBE_AFTER_S = 1.0
+TICK_S = 0.5
+
+
 def watch_source(run: Run) -> threading.Event:
-    """While a demote is slow (in flight longer than the connect timeout), ask the source's
-    monitors, one bounded call at a time: no answer within the connect timeout is the source
-    lost, found as at connect time rather than after the OSD op timeout a demote to a dead
-    site takes. The event returned stops it."""
+    """While a demote is in flight longer than PROBE_AFTER_S, ask the source's monitors, one
+    bounded call at a time: no answer within the connect timeout is the source lost, found as
+    at connect time rather than after the OSD op timeout a demote to a dead site takes. The
+    event returned stops it."""
     done, period = threading.Event(), run.options.connect_timeout
     source = run.raw_source
     assert source is not None
 
     def slow_demote() -> bool:
         now = time.monotonic()
-        return any(now - since > period for since in list(run.demoting.values()))
+        return any(now - since > PROBE_AFTER_S for since in list(run.demoting.values()))
 
     def probe(answered: threading.Event, failed: list[CephError]) -> None:
         try:
@@ -38,7 +47,7 @@ def watch_source(run: Run) -> threading.Event:
             answered.set()
 
     def watch() -> None:
-        while not done.wait(min(1.0, period)) and not run.lost.is_set():
+        while not done.wait(min(TICK_S, period)) and not run.lost.is_set():
             if not slow_demote():
                 continue
             answered, failed = threading.Event(), list[CephError]()
