@@ -1062,7 +1062,12 @@ def _drop(cluster: Cluster, name: str, info: MirrorInfo | None) -> None:
     Busy while rbd-mirror still holds it: tried again."""
     with suppress(ImageNotFound):
         if info is not None:
-            cluster.disable_mirroring(name, force=not info.primary)
+            try:
+                cluster.disable_mirroring(name, force=not info.primary)
+            except InvalidState:
+                # Read as primary, not primary by now: a demote left running on a source lost
+                # mid-run completed after its thaw (seen in the mid-run scenario).
+                cluster.disable_mirroring(name, force=True)
         cluster.remove_image(name)
 
 
