@@ -615,7 +615,8 @@ class Bench:
         secondary = self.config.replication_devices[0]
         lab = Lab(self.config_file.parent)
         mid, after = "primary lost 1 s in", "forced failover started after the loss"
-        runs: dict[str, list[float]] = {mid: [], after: []}
+        back = "failback once the primary is back"
+        runs: dict[str, list[float]] = {mid: [], after: [], back: []}
 
         def lost(prefix: str, loss_at: float | None) -> float:
             """One failover of N fresh volumes; the primary lost `loss_at` s into it, or before
@@ -645,6 +646,15 @@ class Bench:
                 self.primary = ceph.connect(self.config.backend, 60)
             say(f"failover, {prefix} ({mid if loss_at is not None else after}): {seconds:.2f}s")
             self.check_primary(secondary, names)
+            # Back home the way an operator goes: demotes left running on the lost primary
+            # completed after its thaw, so some of its copies are no longer primary, held by
+            # its rbd-mirror (a plain reset cannot remove them: EROFS); the failback must
+            # start from where each copy is (issue 28 item 2).
+            started = time.monotonic()
+            timed(self.rbdfail("failback", "--yes"))
+            runs[back].append(time.monotonic() - started)
+            say(f"failback, {prefix}: {runs[back][-1]:.2f}s")
+            self.check_primary(self.config.backend, names)
             self.reset()
             return seconds
 

@@ -148,7 +148,11 @@ def connect(site: SiteConfig, timeout: float) -> CephCluster:
         "client_mount_timeout": seconds,
         "rados_mon_op_timeout": seconds,
         "rados_osd_op_timeout": str(max(OSD_OP_FLOOR_S, math.ceil(timeout))),
-        "rbd_blocklist_expire_seconds": str(BLOCKLIST_S),
+        # Never `rbd_blocklist_expire_seconds` here: with it set, every lock librbd breaks by
+        # itself (a demote or promote that finds the image's lock held by a dead client, such
+        # as an earlier rbdfail's demote left running on a lost site) fails EINVAL when it
+        # blocklists the holder (measured on 16.2.15; `break_image_lock` sets it for its own
+        # breaks, which go another way and work).
     }
     if site.keyring:
         options["keyring"] = str(site.keyring)
@@ -511,11 +515,13 @@ class CephCluster(Cluster):
         # python-rbd's lock_get_owners answers EINVAL on a non-primary copy ("exclusive-lock
         # feature is not enabled": such an image has no ExclusiveLock object here), so the
         # holders come from the lock itself; break_lock blocklists each one for BLOCKLIST_S
-        # (`rbd_blocklist_expire_seconds` of this connection) before breaking, which needs
-        # only the rbd profile's `osd blocklist add`.
+        # (`rbd_blocklist_expire_seconds`, set on this connection by its first take) before
+        # breaking, which needs only the rbd profile's `osd blocklist add`.
         # Never this connection's own lock (a promote of ours may hold it by now): breaking
         # it would blocklist rbdfail itself.
         me = f"client.{self._client.get_instance_id()}"
+        with self._op(name):
+            self._client.conf_set("rbd_blocklist_expire_seconds", str(BLOCKLIST_S))
         with self._image(name, read_only=True) as image:
             lockers = (image.list_lockers() or {}).get("lockers", [])
             holders = [

@@ -3,9 +3,12 @@ and so does a forced promote that Ceph refuses."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -107,3 +110,61 @@ def test_forced_promote__copy_stopped_mid_first_sync__refused_saying_why(
         cluster.shutdown()
         for site in (primary, secondary):
             site.close()
+
+
+def test_demote__image_locked_by_a_dead_client__breaks_its_lock_and_demotes(
+    lab: RunningLab, image_name: str, tmp_path: Path
+) -> None:
+    """The failback after a source lost mid-run: the demotes an earlier rbdfail left running
+    there died with its process, each holding its image's exclusive lock. librbd breaks a dead
+    holder's lock by itself, blocklisting it first; that blocklist failed EINVAL on every
+    image while rbdfail's connection set `rbd_blocklist_expire_seconds` (190 of 200 volumes'
+    failbacks failed `error demoting image`, on the lab)."""
+    primary = ceph.connect(lab.config.backend, 10)
+    try:
+        primary.create_image(image_name, 4 << 20)
+        primary.enable_mirroring(image_name, MirrorMode.SNAPSHOT)
+        ready = tmp_path / "locked"
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                LOCK_AND_WAIT,
+                str(lab.config.backend.conf),
+                lab.config.backend.user,
+                lab.config.backend.pool,
+                image_name,
+                str(ready),
+            ]
+        )
+        try:
+            eventually(ready.exists, 30, interval=0.1)
+        finally:
+            holder.kill()  # dead, its lock still held
+            holder.wait()
+        address = ready.read_text()
+        # Its watch lapses once it is blocklisted: as when the dead client was noticed.
+        primary.blocklist(address, 60)
+        primary.demote(image_name)  # EINVAL before: `error demoting image`
+        assert not primary.mirror_info(image_name).primary
+    finally:
+        with contextlib.suppress(CephError):
+            primary.disable_mirroring(image_name, force=True)
+        with contextlib.suppress(CephError):
+            primary.remove_image(image_name)
+        primary.close()
+
+
+# A client that takes an image's exclusive lock, says its address, and waits to be killed.
+LOCK_AND_WAIT = """
+import sys, time, rados, rbd
+conf, user, pool, name, ready = sys.argv[1:]
+client = rados.Rados(conffile=conf, rados_id=user)
+client.connect()
+image = rbd.Image(client.open_ioctx(pool), name)
+image.write(b"held", 0)  # takes the exclusive lock
+with open(ready + ".tmp", "w") as out:
+    out.write(next(iter(image.lock_get_owners()))["owner"])  # its address
+import os; os.rename(ready + ".tmp", ready)
+time.sleep(600)
+"""

@@ -15,7 +15,6 @@ from rbdfail.errors import CephError, OperationTimedOut
 from rbdfail.switch.run import Run
 from rbdfail.switch.sites import UNREACHABLE
 
-
 # A demote takes about one monitor round (0.4-2 s on the lab; 3.5 s on average with 1000 in
 # flight): once any demote has been in flight this long, the source's monitors are asked. The
 # verdict is still theirs alone (silent for the connect timeout), so probing early costs a
