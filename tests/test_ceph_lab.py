@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,33 +121,33 @@ def test_demote__image_locked_by_a_dead_client__breaks_its_lock_and_demotes(
     holder's lock by itself, blocklisting it first; that blocklist failed EINVAL on every
     image while rbdfail's connection set `rbd_blocklist_expire_seconds` (190 of 200 volumes'
     failbacks failed `error demoting image`, on the lab)."""
+    with held_by_a_dead_client(lab, image_name, tmp_path) as (primary, address):
+        # Its watch lapses once it is blocklisted: as when the dead client was noticed.
+        primary.blocklist(address, 60)
+        primary.demote(image_name)  # EINVAL before: `error demoting image`
+        assert not primary.mirror_info(image_name).primary
+
+
+@contextlib.contextmanager
+def held_by_a_dead_client(
+    lab: RunningLab, image_name: str, tmp_path: Path
+) -> Iterator[tuple[ceph.CephCluster, str]]:
+    """A snapshot-mode primary whose exclusive lock a killed process holds; the connection to
+    its site and that process's address."""
     primary = ceph.connect(lab.config.backend, 10)
     try:
         primary.create_image(image_name, 4 << 20)
         primary.enable_mirroring(image_name, MirrorMode.SNAPSHOT)
         ready = tmp_path / "locked"
-        holder = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                LOCK_AND_WAIT,
-                str(lab.config.backend.conf),
-                lab.config.backend.user,
-                lab.config.backend.pool,
-                image_name,
-                str(ready),
-            ]
-        )
+        site = lab.config.backend
+        args = [str(site.conf), site.user, site.pool, image_name, str(ready)]
+        holder = subprocess.Popen([sys.executable, "-c", LOCK_AND_WAIT, *args])
         try:
             eventually(ready.exists, 30, interval=0.1)
         finally:
             holder.kill()  # dead, its lock still held
             holder.wait()
-        address = ready.read_text()
-        # Its watch lapses once it is blocklisted: as when the dead client was noticed.
-        primary.blocklist(address, 60)
-        primary.demote(image_name)  # EINVAL before: `error demoting image`
-        assert not primary.mirror_info(image_name).primary
+        yield primary, ready.read_text()
     finally:
         with contextlib.suppress(CephError):
             primary.disable_mirroring(image_name, force=True)
@@ -155,16 +156,17 @@ def test_demote__image_locked_by_a_dead_client__breaks_its_lock_and_demotes(
         primary.close()
 
 
-# A client that takes an image's exclusive lock, says its address, and waits to be killed.
+# A client that takes an image's exclusive lock (a write does), says its address, and waits to
+# be killed.
 LOCK_AND_WAIT = """
-import sys, time, rados, rbd
+import os, sys, time, rados, rbd
 conf, user, pool, name, ready = sys.argv[1:]
 client = rados.Rados(conffile=conf, rados_id=user)
 client.connect()
 image = rbd.Image(client.open_ioctx(pool), name)
-image.write(b"held", 0)  # takes the exclusive lock
+image.write(b"held", 0)
 with open(ready + ".tmp", "w") as out:
-    out.write(next(iter(image.lock_get_owners()))["owner"])  # its address
-import os; os.rename(ready + ".tmp", ready)
+    out.write(next(iter(image.lock_get_owners()))["owner"])
+os.rename(ready + ".tmp", ready)
 time.sleep(600)
 """

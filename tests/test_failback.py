@@ -226,6 +226,33 @@ def test_failback__rerun_after_a_failed_resync__resyncs_again__never_promotes_th
     assert primary.read("s-1", 0, 26) == b"kept: written on secondary"
 
 
+def test_failback__a_resync_request_that_times_out__asked_again__completes(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Seen on the lab after a source lost mid-run came back: a resync request timed out while
+    the copy's lock changed hands, and went through when asked again."""
+    replicated(primary, secondary, ["s-1"])
+    forced_failover(config, fake_ceph, ["s-1"])
+    fake_ceph.faults = OnceEach(
+        {("default", "resync", "s-1"): OperationTimedOut("error to resync image", site="default")}
+    )
+
+    report = back(config, fake_ceph)
+
+    assert by_name(report)["s-1"].action == Action.RESYNCED_PROMOTED, report.volumes
+    assert primary_on(primary, "s-1") and not primary_on(secondary, "s-1")
+    assert fake_ceph.faults == {}  # the timeout struck: the request went through when asked again
+
+
+class OnceEach(dict[tuple[str, str, str], BaseException]):
+    """Faults that each strike once."""
+
+    def get(  # type: ignore[override]
+        self, key: tuple[str, str, str], default: BaseException | None = None
+    ) -> BaseException | None:
+        return self.pop(key, default)
+
+
 def test_failback__source_lost_mid_run__a_copy_not_resynced_yet_is_not_forced(
     config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
 ) -> None:
