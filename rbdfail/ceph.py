@@ -151,8 +151,8 @@ def connect(site: SiteConfig, timeout: float) -> CephCluster:
         # Never `rbd_blocklist_expire_seconds` here: with it set, every lock librbd breaks by
         # itself (a demote or promote that finds the image's lock held by a dead client, such
         # as an earlier rbdfail's demote left running on a lost site) fails EINVAL when it
-        # blocklists the holder (measured on 16.2.15; `break_image_lock` sets it for its own
-        # breaks, which go another way and work).
+        # blocklists the holder (measured on 16.2.15). `break_image_lock` sets it for its own
+        # takes, as they were measured (docs/design/taking-locks.md).
     }
     if site.keyring:
         options["keyring"] = str(site.keyring)
@@ -874,7 +874,6 @@ def _user_snapshots(image: Any) -> list[UserSnapshot]:
     return sorted(found, key=lambda s: s.id)
 
 
-# librbd numbers them 0 (unknown) .. 6 (stopped), in order; a newer one is shown as unknown.
 # A mon or mgr command's negative return code, as rbdfail's exception.
 _COMMAND_ERRORS: dict[int, type[CephError]] = {
     -errno.EINVAL: InvalidState,
@@ -892,6 +891,7 @@ def _command_error(
     return _COMMAND_ERRORS.get(ret, CephError)(f"{what}: {reason}", site=site, image=image)
 
 
+# librbd numbers them 0 (unknown) .. 6 (stopped), in order; a newer one is shown as unknown.
 _REPLAY_STATES = dict(enumerate(ReplayState))
 
 
