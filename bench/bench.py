@@ -1076,7 +1076,7 @@ def _drop(cluster: Cluster, name: str, info: MirrorInfo | None) -> None:
                 cluster.disable_mirroring(name, force=not info.primary)
             except InvalidState:
                 # Read as primary, not primary by now: a demote left running on a source lost
-                # mid-run completed after its thaw (seen in the mid-run scenario).
+                # mid-run can complete after its thaw.
                 cluster.disable_mirroring(name, force=True)
         cluster.remove_image(name)
 

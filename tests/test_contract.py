@@ -609,8 +609,8 @@ def test_frozen_site__connect_fails_within_the_timeout__calls_within_the_osd_flo
 
         # A monitor command is liveness: its silence is a timeout within the connect timeout
         # (what the source watch takes for a source lost mid-run), not a refusal. Asked
-        # alongside the OSD call below, so the site is frozen no longer than before: the lab's
-        # rbd-mirror was seen wedged after a longer freeze (its watches lost).
+        # alongside the OSD call below, so the freeze lasts no longer than that call: the
+        # shared lab's rbd-mirror must keep its watches for the tests after this one.
         def ask_monitors() -> float:
             started = time.monotonic()
             with pytest.raises(OperationTimedOut):

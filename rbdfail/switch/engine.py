@@ -467,10 +467,9 @@ def _resync_stale_copy(run: Run, name: str) -> str | None:
             run.step(name, "demoted-stale", site=target.site, note="was not primary any more")
     run.step(name, "resync", site=target.site)
     requested = datetime.now(UTC)
-    # Measured on the lab: right after a source lost mid-run came back, 41 of 200 resync
-    # requests timed out (ETIMEDOUT, 16 s: the copy's lock had just changed hands); asked again
-    # later they went through. A request is a flag, so asking again is safe; a target that is
-    # gone fails every try the same way.
+    # A resync request can time out while the copy's lock changes hands, as it does right after
+    # a lost source comes back (docs/performance.md, run M); asked again it goes through. A
+    # request is a flag, so asking again is safe; a target that is gone fails every try alike.
     for attempt in Retrying(
         retry=retry_if_exception_type(OperationTimedOut),
         stop=stop_after_attempt(RESYNC_REQUEST_TRIES),
