@@ -138,6 +138,8 @@ def fail_over_each(
     return figures
 
 
+# In `make disasters`, not `make test`: 2.5 min of two disasters in a row on a lab of its own.
+@pytest.mark.disasters
 def test_forced_failover__a_volume_given_up_on_mid_call_says_what_next__a_rerun_finishes(
     disaster_lab: DisasterLab, tmp_path: Path
 ) -> None:

@@ -17,6 +17,8 @@ from rbdfail.lab.twosite import (
     SiteState,
     _free_ports,
     _running,
+    _stop,
+    _wait_exited,
 )
 
 
@@ -82,3 +84,35 @@ def test_lab__a_daemon_that_exits_while_starting_is_named_with_its_last_words(
         lab._wait(site, "OSD", lambda: False)
     assert "secondary: osd exited while waiting for the OSD" in str(caught.value)
     assert "osd init failed: (98) Address in use" in str(caught.value)
+
+
+def test_lab__restart_mirror_of_a_failed_site_is_refused_and_says_to_recover_it(
+    tmp_path: Path,
+) -> None:
+    lab = Lab(tmp_path)
+    lab._save(
+        {"primary": SiteState("primary", str(tmp_path), "fsid", (1, 2), disaster="partition")}
+    )
+    with pytest.raises(LabError, match="'primary' is partition") as caught:
+        lab.restart_rbd_mirror("primary")
+    assert "rbdfail lab recover primary" in (caught.value.hint or "")
+
+
+def test_lab__stopping_a_daemon_another_process_started_and_does_not_reap__returns() -> None:
+    """Its zombie stays until that process reaps it: a `lab restart-mirror` run from a test
+    whose session started the lab waited on it for ever."""
+    # sh starts a child that exits at once, then becomes `sleep`, which never reaps it.
+    parent = subprocess.Popen(
+        ["sh", "-c", "sleep 0 & echo $!; exec sleep 60"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        orphan = psutil.Process(int(parent.stdout.readline()))
+        while orphan.status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.01)
+        assert _wait_exited([orphan], 0) == []
+        _stop([orphan])
+        assert orphan.status() == psutil.STATUS_ZOMBIE, "still its parent's to reap"
+    finally:
+        parent.kill()
+        parent.wait()

@@ -5,20 +5,24 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+from rbdfail.cluster import Cluster
 from rbdfail.errors import LabError
 from rbdfail.lab.disasters import DAEMONS
 from rbdfail.lab.twosite import (
     READ_LEASE_S,
     SITES,
+    DaemonStatus,
     Lab,
 )
 from tests.conftest import RunningLab
+from tests.helpers import mirrored_and_replaying, remove_everywhere
 
 
 def processes_under(root: Path) -> list[int]:
@@ -116,3 +120,30 @@ def test_lab__a_site_thawed_after_a_freeze_longer_than_the_read_lease_serves_at_
 def test_lab__freeze_of_an_unknown_site_names_the_known_ones(lab: RunningLab) -> None:
     with pytest.raises(LabError, match="primary, secondary"):
         lab.lab.freeze("tertiary")
+
+
+def test_lab__restart_mirror__a_new_daemon_replays_the_copies_made_after_it(
+    lab: RunningLab, lab_config_file: Path, lab_sites: tuple[Cluster, Cluster], image_name: str
+) -> None:
+    """What an operator does when `check` says a site's rbd-mirror did not come back."""
+
+    def daemon() -> DaemonStatus:
+        return next(
+            d for d in lab.lab.status() if (d.site, d.daemon) == ("secondary", "rbd-mirror")
+        )
+
+    before = daemon()
+    argv = [sys.executable, "-m", "rbdfail", "lab", "restart-mirror", "--dir", str(lab.lab.root)]
+    shown = subprocess.run([*argv, "secondary"], capture_output=True, text=True, check=True)
+    assert "secondary's rbd-mirror restarted" in shown.stdout
+    after = daemon()
+    assert after.running and after.pid != before.pid
+    assert (
+        not psutil.pid_exists(before.pid)
+        or psutil.Process(before.pid).status() == psutil.STATUS_ZOMBIE
+    )
+    name = f"{image_name}-s0"
+    try:
+        mirrored_and_replaying(lab_config_file, *lab_sites, [name])
+    finally:
+        remove_everywhere(lab_sites, [name])

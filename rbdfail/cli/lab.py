@@ -157,3 +157,21 @@ def lab_recover(lab_dir: Path | None, site: str) -> None:
     """Bring a failed SITE back (any disaster but `killed`)."""
     _lab(lab_dir, stderr_progress).recover(site)
     click.echo(f"{site} is answering again")
+
+
+@lab.command("restart-mirror")
+@lab_dir_option
+@click.argument("site", type=click.Choice(["primary", "secondary", "default"]))
+def lab_restart_mirror(lab_dir: Path | None, site: str) -> None:
+    """Restart SITE's rbd-mirror daemon.
+
+    What `rbdfail check` asks for when a site's daemon did not come back after a forced
+    failover took it out of the way.
+
+    \b
+    Example:
+      rbdfail check                       # "restart the rbd-mirror daemon on secondary"
+      rbdfail lab restart-mirror secondary
+    """
+    _lab(lab_dir).restart_rbd_mirror(site)
+    click.echo(f"{site}'s rbd-mirror restarted")

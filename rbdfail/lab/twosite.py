@@ -645,6 +645,21 @@ backends:
             _ceph(site, "osd", "down", "0", check=True)
             self._wait(site, "pool to answer reads again after the thaw", lambda: _serves(site))
 
+    def restart_rbd_mirror(self, site_name: str) -> None:
+        """Stop a site's rbd-mirror and start a new one, as an operator does when `check` says
+        the daemon did not come back after a forced failover took it out."""
+        with self._locked_state() as sites:
+            site = self._site(sites, site_name)
+            if site.disaster:
+                raise LabError(
+                    f"site {site.name!r} is {site.disaster}",
+                    hint=f"bring it back first with `rbdfail lab recover {site.name}`",
+                )
+            daemon = _running(site, "rbd-mirror")
+        if daemon:
+            _stop([daemon])
+        self._start_rbd_mirror(site)
+
     def _site(self, sites: dict[str, SiteState], site_name: str) -> SiteState:
         name = SITE_ALIASES.get(site_name, site_name)
         if name not in sites:
@@ -845,11 +860,33 @@ def _stop(procs: list[psutil.Process], grace: float = 5.0) -> None:
         with suppress(psutil.NoSuchProcess):
             proc.resume()
             proc.terminate()
-    _, left = psutil.wait_procs(procs, timeout=grace)
+    left = _wait_exited(procs, grace)
     for proc in left:
         with suppress(psutil.NoSuchProcess):
             proc.kill()
-    psutil.wait_procs(left)
+    _wait_exited(left, grace)
+
+
+def _wait_exited(procs: list[psutil.Process], within_s: float) -> list[psutil.Process]:
+    """Those of procs still running after within_s. A zombie has exited: a daemon another
+    process started stays one until that process reaps it, which may be never while it waits
+    on this one (psutil.wait_procs would wait for it to vanish: seen to hang a test)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        running = []
+        for proc in procs:
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    running.append(proc)
+                    continue
+                with suppress(psutil.TimeoutExpired):
+                    proc.wait(0)  # reaps it when it is this process's child
+            except psutil.NoSuchProcess:
+                pass
+        if not running or time.monotonic() >= deadline:
+            return running
+        procs = running
+        time.sleep(0.05)
 
 
 def _tail(path: Path, lines: int = 5) -> str:
