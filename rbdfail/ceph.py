@@ -424,6 +424,15 @@ class CephCluster(Cluster):
                 # holder of the copy's lock (this site's rbd-mirror) refusing to let go.
                 why = "the copy's lock holder will not let go" if force else "not propagated yet"
                 raise ImageBusy(f"{why} (read-only)", site=self.site, image=name) from exc
+            except rbd.ImageNotFound as exc:
+                # The image is open, so it exists: ENOENT here is about its snapshots, which
+                # the peer's demotion being replayed changes (measured once in 1000 promotes
+                # at once, right after an EBUSY). Retried like a busy copy, within its deadline.
+                raise ImageBusy(
+                    "a mirror snapshot changed under the promote (not found)",
+                    site=self.site,
+                    image=name,
+                ) from exc
             except rbd.InvalidArgument as exc:
                 if force and not any(
                     snap.get("mirror", {}).get("complete") for snap in image.list_snaps()
