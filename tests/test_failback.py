@@ -3,12 +3,13 @@ of what split, one that does not finish in time, a kill and the re-run, statuses
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from rbdfail.config import Config
-from rbdfail.errors import CephError, OperationTimedOut, TargetUnreachable
+from rbdfail.errors import CephError, ImageNotFound, OperationTimedOut, TargetUnreachable
 from rbdfail.state import Journal, State, VolumeRecord, read_state, write_state
 from rbdfail.switch.history import forced_on
 from rbdfail.switch.model import Action, Operation, Plan, SwitchReport
@@ -242,6 +243,45 @@ def test_failback__a_resync_request_that_times_out__asked_again__completes(
     assert by_name(report)["s-1"].action == Action.RESYNCED_PROMOTED, report.volumes
     assert primary_on(primary, "s-1") and not primary_on(secondary, "s-1")
     assert fake_ceph.faults == {}  # the timeout struck: the request went through when asked again
+
+
+def test_failback__a_resync_request_that_timed_out_but_went_through__the_copy_gone__completes(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """Seen on the lab at 200 volumes: the request timed out, yet rbd-mirror took it and removed
+    the copy to re-copy it, so asking again found no image (33 volumes failed that way)."""
+    replicated(primary, secondary, ["s-1"])
+    forced_failover(config, fake_ceph, ["s-1"])
+    asked = ("default", "resync", "s-1")
+    fake_ceph.lost_answers.add(asked)  # the first request is taken, its answer lost
+    fake_ceph.faults = FromTheSecondCall(
+        {asked: ImageNotFound("image not found", site="default", image="s-1")}
+    )
+
+    report = back(config, fake_ceph)
+
+    assert by_name(report)["s-1"].action == Action.RESYNCED_PROMOTED, report.volumes
+    assert primary_on(primary, "s-1") and not primary_on(secondary, "s-1")
+    assert calls(fake_ceph, "default", "resync") == ["s-1"], "the second try raised first"
+    lines = [json.loads(line) for line in (config.state_dir / "journal.jsonl").open()]
+    events = [line["event"] for line in lines if line.get("volume") == "s-1"]
+    assert events.count("resync-asked-again") == 1 and "resync-under-way" in events
+
+
+class FromTheSecondCall(dict[tuple[str, str, str], BaseException]):
+    """Faults that strike every call but the first of their operation."""
+
+    def __init__(self, faults: dict[tuple[str, str, str], BaseException]) -> None:
+        super().__init__(faults)
+        self.called: set[tuple[str, str, str]] = set()
+
+    def get(  # type: ignore[override]
+        self, key: tuple[str, str, str], default: BaseException | None = None
+    ) -> BaseException | None:
+        if key not in self.called:
+            self.called.add(key)
+            return default
+        return super().get(key, default)
 
 
 class OnceEach(dict[tuple[str, str, str], BaseException]):

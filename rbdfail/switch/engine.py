@@ -474,11 +474,23 @@ def _resync_stale_copy(run: Run, name: str) -> str | None:
         retry=retry_if_exception_type(OperationTimedOut),
         stop=stop_after_attempt(RESYNC_REQUEST_TRIES),
         wait=wait_fixed(2),
+        before_sleep=lambda state: run.journal.write(
+            "resync-asked-again",
+            volume=name,
+            site=target.site,
+            error=str(state.outcome.exception() if state.outcome else ""),
+        ),
         reraise=True,
     ):
         with attempt:
             run.lock_held()
-            target.resync(name)
+            try:
+                target.resync(name)
+            except ImageNotFound:
+                # The copy was there when this step began (read above): a request, this one or
+                # one that timed out, went through and rbd-mirror removed the copy to re-copy
+                # it (seen at 200 volumes). The wait below sees it back, or says it is not.
+                run.journal.write("resync-under-way", volume=name, site=target.site)
     deadline = time.monotonic() + run.options.resync_timeout
     state, restarted = "not reported yet", False
     while time.monotonic() < deadline:
