@@ -36,7 +36,6 @@ from pathlib import Path
 from tenacity import (
     Retrying,
     retry_if_exception_type,
-    stop_after_attempt,
     stop_after_delay,
     stop_when_event_set,
     wait_exponential,
@@ -72,8 +71,9 @@ from rbdfail.switch.sites import UNREACHABLE, Sites
 from rbdfail.switch.watch import watch_source
 from rbdfail.workers import CallSlots, CallTrace, run_all
 
-# How often a resync request that timed out is made (see _resync_stale_copy).
-RESYNC_REQUEST_TRIES = 3
+# How long a resync request that times out is made again (see _resync_stale_copy): longer
+# than the OSD's watch timeout (30 s), after which a dead client's watch on the copy lapses.
+RESYNC_REQUEST_WITHIN_S = 60.0
 
 
 def execute(
@@ -467,12 +467,13 @@ def _resync_stale_copy(run: Run, name: str) -> str | None:
             run.step(name, "demoted-stale", site=target.site, note="was not primary any more")
     run.step(name, "resync", site=target.site)
     requested = datetime.now(UTC)
-    # A resync request can time out while the copy's lock changes hands, as it does right after
+    # A resync request times out while the copy's lock changes hands, or while a client that
+    # died holding it (a demote left running on a lost source) still watches it, as right after
     # a lost source comes back (docs/performance.md, run M); asked again it goes through. A
     # request is a flag, so asking again is safe; a target that is gone fails every try alike.
     for attempt in Retrying(
         retry=retry_if_exception_type(OperationTimedOut),
-        stop=stop_after_attempt(RESYNC_REQUEST_TRIES),
+        stop=stop_after_delay(RESYNC_REQUEST_WITHIN_S),
         wait=wait_fixed(2),
         before_sleep=lambda state: run.journal.write(
             "resync-asked-again",
