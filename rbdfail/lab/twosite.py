@@ -584,12 +584,7 @@ backends:
     def fail(self, site_name: str, disaster: Disaster) -> None:
         """Put a healthy site in `disaster`."""
         with self._locked_state() as sites:
-            site = self._site(sites, site_name)
-            if site.disaster:
-                raise LabError(
-                    f"site {site.name!r} is {site.disaster} already",
-                    hint=f"bring it back first with `rbdfail lab recover {site.name}`",
-                )
+            site = self._healthy_site(sites, site_name)
             running = {d: proc for d in site.pids if (proc := _running(site, d))}
             if not running:
                 raise LabError(
@@ -649,16 +644,20 @@ backends:
         """Stop a site's rbd-mirror and start a new one, as an operator does when `check` says
         the daemon did not come back after a forced failover took it out."""
         with self._locked_state() as sites:
-            site = self._site(sites, site_name)
-            if site.disaster:
-                raise LabError(
-                    f"site {site.name!r} is {site.disaster}",
-                    hint=f"bring it back first with `rbdfail lab recover {site.name}`",
-                )
+            site = self._healthy_site(sites, site_name)
             daemon = _running(site, "rbd-mirror")
         if daemon:
             _stop([daemon])
         self._start_rbd_mirror(site)
+
+    def _healthy_site(self, sites: dict[str, SiteState], site_name: str) -> SiteState:
+        site = self._site(sites, site_name)
+        if site.disaster:
+            raise LabError(
+                f"site {site.name!r} is {site.disaster} already",
+                hint=f"bring it back first with `rbdfail lab recover {site.name}`",
+            )
+        return site
 
     def _site(self, sites: dict[str, SiteState], site_name: str) -> SiteState:
         name = SITE_ALIASES.get(site_name, site_name)
