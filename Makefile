@@ -60,7 +60,11 @@ fuzz: venv
 
 # The chaos sweep of tests/test_chaos_lab.py: every case `make test` does not run (marker
 # `chaos`); each case prints its seed. A new seed each run unless CHAOS_SEED is given.
-CHAOS_SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+# Drawn once (`:=`): a recursive `?=` would draw a new seed at each use, and the seed printed
+# would not be the one the cases ran with.
+ifeq ($(origin CHAOS_SEED), undefined)
+CHAOS_SEED := $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+endif
 chaos: venv
 	@echo "chaos seed $(CHAOS_SEED): CHAOS_SEED=$(CHAOS_SEED) make chaos replays this run"
 	@# Two sessions, so that the shared lab of the kill and succession cases is down before the lost cases
