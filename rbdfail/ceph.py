@@ -426,8 +426,8 @@ class CephCluster(Cluster):
                 raise ImageBusy(f"{why} (read-only)", site=self.site, image=name) from exc
             except rbd.ImageNotFound as exc:
                 # The image is open, so it exists: ENOENT here is about its snapshots, which
-                # the peer's demotion being replayed changes (measured once in 1000 promotes
-                # at once, right after an EBUSY). Retried like a busy copy, within its deadline.
+                # the peer's demotion being replayed changes (docs/performance.md, run O).
+                # Retried like a busy copy, within its deadline.
                 raise ImageBusy(
                     "a mirror snapshot changed under the promote (not found)",
                     site=self.site,

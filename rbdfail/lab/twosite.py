@@ -869,7 +869,7 @@ def _stop(procs: list[psutil.Process], grace: float = 5.0) -> None:
 def _wait_exited(procs: list[psutil.Process], within_s: float) -> list[psutil.Process]:
     """Those of procs still running after within_s. A zombie has exited: a daemon another
     process started stays one until that process reaps it, which may be never while it waits
-    on this one (psutil.wait_procs would wait for it to vanish: seen to hang a test)."""
+    on this one (psutil.wait_procs waits for the pid to vanish, which a zombie's never does)."""
     deadline = time.monotonic() + within_s
     while True:
         running = []

@@ -469,7 +469,7 @@ def _resync_stale_copy(run: Run, name: str) -> str | None:
     requested = datetime.now(UTC)
     # A resync request times out while the copy's lock changes hands, or while a client that
     # died holding it (a demote left running on a lost source) still watches it, as right after
-    # a lost source comes back (docs/performance.md, run M); asked again it goes through. A
+    # a lost source comes back (docs/design/taking-locks.md); asked again it goes through. A
     # request is a flag, so asking again is safe; a target that is gone fails every try alike.
     for attempt in Retrying(
         retry=retry_if_exception_type(OperationTimedOut),
@@ -490,7 +490,7 @@ def _resync_stale_copy(run: Run, name: str) -> str | None:
             except ImageNotFound:
                 # The copy was there when this step began (read above): a request, this one or
                 # one that timed out, went through and rbd-mirror removed the copy to re-copy
-                # it (seen at 200 volumes). The wait below sees it back, or says it is not.
+                # it. The wait below sees it back, or says it is not.
                 run.journal.write("resync-under-way", volume=name, site=target.site)
     deadline = time.monotonic() + run.options.resync_timeout
     state, restarted = "not reported yet", False
