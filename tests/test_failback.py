@@ -268,6 +268,27 @@ def test_failback__a_resync_request_that_timed_out_but_went_through__the_copy_go
     assert events.count("resync-asked-again") == 1 and "resync-under-way" in events
 
 
+def test_failback__a_copy_removed_by_hand_before_its_resync__named__still_primary_away(
+    config: Config, fake_ceph: FakeCeph, primary: FakeCluster, secondary: FakeCluster
+) -> None:
+    """A "not found" from the request is taken as a re-copy under way (above); a copy that does
+    not come back is named at the resync timeout, with both readings, and the volume stays
+    primary where it serves."""
+    replicated(primary, secondary, ["s-1"])
+    forced_failover(config, fake_ceph, ["s-1"])
+    gone = ImageNotFound("image not found", site="default", image="s-1")
+    fake_ceph.faults[("default", "resync", "s-1")] = gone
+    fake_ceph.faults[("default", "mirror_status", "s-1")] = gone
+
+    report = back(config, fake_ceph, resync_timeout=0.5)
+
+    outcome = by_name(report)["s-1"]
+    assert outcome.action == Action.FAILED, report.volumes
+    assert "did not finish within 0.5s" in str(outcome.error), outcome.error
+    assert "not found: being re-copied, or removed" in str(outcome.error), outcome.error
+    assert primary_on(secondary, "s-1") and calls(fake_ceph, "default", "promote") == []
+
+
 class FromTheSecondCall(dict[tuple[str, str, str], BaseException]):
     """Faults that strike every call but the first of their operation."""
 

@@ -506,7 +506,9 @@ def _resync_stale_copy(run: Run, name: str) -> str | None:
                 return None
             restarted = restarted or status.state != ReplayState.REPLAYING
         except ImageNotFound:
-            state, restarted = "being re-copied", True  # deleted, then copied anew
+            # Deleted to be copied anew, as a resync does; a copy removed by hand reads the
+            # same, so the timeout's message names both.
+            state, restarted = "not found: being re-copied, or removed", True
         time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
     return (
         f"the resync on {target.site} did not finish within {run.options.resync_timeout:g}s "
