@@ -1,6 +1,7 @@
 """The source's storage dead: the target's rbd-mirror taken out once, every copy forced and
-writable, then a failback that works once the daemon's blocklist entry has lapsed
-(docs/design/taking-locks.md). A lab of its own: the shape leaves split brains."""
+writable, then a failback that works once the daemon's blocklist entry has lapsed; and where
+the daemon cannot be taken out, each copy's lock taken instead (docs/design/taking-locks.md).
+A lab of its own each: the shape leaves split brains."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from rbdfail.ceph import CephCluster
 from rbdfail.cluster import ReplayState
-from rbdfail.errors import CephError
+from rbdfail.errors import CephError, PermissionDenied
 from rbdfail.lab.disasters import Disaster
 from tests.helpers import (
     DISASTER_AGE_S,
@@ -25,8 +27,8 @@ from tests.helpers import (
     wait_synced,
 )
 
-# make disasters runs it (a lab of its own and a failback: about 4 min); make test takes the
-# daemon out in its storage-dead disaster test.
+# make disasters runs them (a lab of their own, and a failback: about 5 min); make test takes
+# the daemon out in its storage-dead disaster test.
 pytestmark = [pytest.mark.lab, pytest.mark.disasters]
 
 
@@ -93,3 +95,60 @@ def test_forced_failover__daemon_taken_out_once__copies_writable__failback_after
     except AssertionError as exc:
         raise AssertionError(f"the secondary's copies: {seen}") from exc
     print(f"failback and the secondary's copies replaying: {time.monotonic() - started:.0f}s")
+
+
+def test_forced_failover__the_daemon_cannot_be_taken_out__each_lock_taken__copies_writable(
+    disaster_lab: DisasterLab,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fallback: the monitors refuse the blocklist (as to a user without the mon cap), so
+    each copy's lock is taken from the daemon once its hand-off stalls past the grace, through
+    librbd's lock API (`break_image_lock`)."""
+    dl = disaster_lab
+    (case,) = make_cases(dl, "fallback", tmp_path, timeouts=(3,))
+    wait_synced(dl, [case])
+
+    def refused(cluster: CephCluster, address: str, seconds: int) -> None:
+        raise PermissionDenied("access denied (refused by the test)", site=cluster.site)
+
+    dl.lab.fail("primary", Disaster.STORAGE_DEAD)
+    try:
+        time.sleep(DISASTER_AGE_S)
+        monkeypatch.setattr(CephCluster, "blocklist", refused)  # only `osd blocklist add`
+        started = time.monotonic()
+        code, report = rbdfail(
+            case.config_file, "failover", "--to", "secondary", "--yes", "--break-locks-after", "2"
+        )
+        took = time.monotonic() - started
+        monkeypatch.undo()
+        ours = {v["name"]: v for v in report["volumes"] if v["name"] in case.names}
+        assert code == 0 and report["result"] == "complete", ours
+        assert {v["action"] for v in ours.values()} == {"force-promoted"}, ours
+        out = report["daemon_out"]
+        assert out is not None and "access denied" in out["error"], out
+        for name in case.names:
+            assert dl.secondary.mirror_info(name).primary, name
+            assert data_digest(dl.secondary.read(name, MiB, MiB)) == case.digests[name], name
+            try:
+                dl.secondary.write(name, 0, os.urandom(4096))
+            except CephError as exc:
+                raise AssertionError(f"{name} refuses writes on the secondary: {exc}") from exc
+        journal = case.config_file.parent / "state-3" / "journal.jsonl"
+        lines = [json.loads(line) for line in journal.read_text().splitlines()]
+        events = [line["event"] for line in lines]
+        assert events.count("daemon-not-out") == 1 and "daemon-out" not in events, events
+        taken = {
+            line["volume"]: line["holders"]
+            for line in lines
+            if line["event"] == "step" and line["step"] == "lock-taken"
+        }
+        # The journal-mode copy's lock stays with the daemon stuck on the lost source until
+        # taken: its take must have found and broken it.
+        (journal_copy,) = [name for name in case.names if "-j" in name]
+        assert taken.get(journal_copy), (taken, [v["detail"] for v in ours.values()])
+        assert "lock-not-taken" not in events, lines
+        print(f"\nforced failover of 4, each lock taken ({taken}): {took:.1f}s")
+    finally:
+        monkeypatch.undo()
+        dl.lab.recover("primary")
