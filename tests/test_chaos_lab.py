@@ -349,7 +349,12 @@ def run_lost_case(stage: Stage, case: Case, victim: str | None = None) -> Ran:
         assert ran.report is not None and ran.report["result"] == "complete", ran.report
     if case.flow == "failover" and case.shape != Disaster.KILLED:
         # Back, with its demotes (some left running) done late: the failback starts from
-        # where each copy is now, and completes (issue 28 item 2).
+        # where each copy is now, and completes (issue 28 item 2). A slow source may have
+        # answered every demote: those copies are switched back once they replay their new
+        # primary, as `status` tells an operator (sooner, each is rightly rolled back).
+        clean = [v["name"] for v in outcomes(stage, ran) if v["action"] == "demoted+promoted"]
+        took = replayed_on(stage, "default", clean)
+        print(f"{len(clean)} copies demoted cleanly replayed their new primary in {took:.0f}s")
         home = stage.rbdfail("failback", "--resync-timeout", "180")
         stage.check(home, "the failback once the lost source was back")
         assert home.report is not None and home.report["result"] == "complete", outcomes(
@@ -369,11 +374,7 @@ def run_sequence_case(stage: Stage, case: Sequence) -> None:
         return
     # Each copy left behind replays its new primary before the failback, as status tells an
     # operator: switched back sooner, a journal copy is rightly rolled back (the case above).
-    eventually(
-        lambda: all(stage.sites["default"].replayed_since_own_demotion(n) for n in stage.names),
-        240,
-        interval=1,
-    )
+    replayed_on(stage, "default", stage.names)
     back = stage.rbdfail("failback")
     stage.check(back, "the failback")
     for name in stage.names:
@@ -394,6 +395,17 @@ def run_sequence_case(stage: Stage, case: Sequence) -> None:
     if case.paused:  # nothing replayed: no volume moves; each stays with its write, named
         moved = [v for v in outcomes(stage, again) if v["action"] != "already-primary"]
         assert all(v["action"] == "failed" for v in moved), again.report
+
+
+def replayed_on(stage: Stage, site: str, names: list[str]) -> float:
+    """Wait until each copy on `site` has replayed its peer since it demoted itself; seconds."""
+    started = time.monotonic()
+    eventually(
+        lambda: all(stage.sites[site].replayed_since_own_demotion(n) for n in names),
+        240,
+        interval=1,
+    )
+    return time.monotonic() - started
 
 
 def primary_site(stage: Stage, name: str) -> str:
