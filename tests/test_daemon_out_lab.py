@@ -102,9 +102,9 @@ def test_forced_failover__the_daemon_cannot_be_taken_out__each_lock_taken__copie
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The fallback: the monitors refuse the blocklist (as to a user without the mon cap), so
-    each copy's lock is taken from the daemon once its hand-off stalls past the grace, through
-    librbd's lock API (`break_image_lock`)."""
+    """The fallback: rbdfail's blocklist command fails (made to by the test, as a monitor's
+    error would), so each copy's lock is taken from the daemon once its hand-off stalls past
+    the grace, through librbd's lock API (`break_image_lock`, which blocklists by itself)."""
     dl = disaster_lab
     (case,) = make_cases(dl, "fallback", tmp_path, timeouts=(3,))
     wait_synced(dl, [case])
