@@ -351,7 +351,7 @@ def run_lost_case(stage: Stage, case: Case, victim: str | None = None) -> Ran:
         # Back, with its demotes (some left running) done late: the failback starts from
         # where each copy is now, and completes (issue 28 item 2). A slow source may have
         # answered every demote: those copies are switched back once they replay their new
-        # primary, as `status` tells an operator (sooner, each is rightly rolled back).
+        # primary, as docs/guide/failback.md asks (sooner, each is rightly rolled back).
         clean = [v["name"] for v in outcomes(stage, ran) if v["action"] == "demoted+promoted"]
         took = replayed_on(stage, "default", clean)
         print(f"{len(clean)} copies demoted cleanly replayed their new primary in {took:.0f}s")
