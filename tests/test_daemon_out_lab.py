@@ -18,6 +18,7 @@ from rbdfail.errors import CephError, PermissionDenied
 from rbdfail.lab.disasters import Disaster
 from tests.helpers import (
     DISASTER_AGE_S,
+    Case,
     DisasterLab,
     MiB,
     data_digest,
@@ -30,6 +31,17 @@ from tests.helpers import (
 # make disasters runs them (a lab of their own, and a failback: about 5 min); make test takes
 # the daemon out in its storage-dead disaster test.
 pytestmark = [pytest.mark.lab, pytest.mark.disasters]
+
+
+def serving_on_the_secondary(dl: DisasterLab, case: Case) -> None:
+    """Each copy primary on the secondary, holding its volume's data, and taking writes."""
+    for name in case.names:
+        assert dl.secondary.mirror_info(name).primary, name
+        assert data_digest(dl.secondary.read(name, MiB, MiB)) == case.digests[name], name
+        try:
+            dl.secondary.write(name, 0, os.urandom(4096))
+        except CephError as exc:
+            raise AssertionError(f"{name} refuses writes on the secondary: {exc}") from exc
 
 
 def test_forced_failover__daemon_taken_out_once__copies_writable__failback_after_works(
@@ -51,13 +63,7 @@ def test_forced_failover__daemon_taken_out_once__copies_writable__failback_after
         out = report["daemon_out"]
         assert out is not None and out["error"] is None, out
         assert len(out["addresses"]) >= 1 and out["expires_s"] == 60, out
-        for name in case.names:
-            assert dl.secondary.mirror_info(name).primary, name
-            assert data_digest(dl.secondary.read(name, MiB, MiB)) == case.digests[name], name
-            try:
-                dl.secondary.write(name, 0, os.urandom(4096))
-            except CephError as exc:
-                raise AssertionError(f"{name} refuses writes on the secondary: {exc}") from exc
+        serving_on_the_secondary(dl, case)
         journal = case.config_file.parent / "state-3" / "journal.jsonl"
         events = [json.loads(line)["event"] for line in journal.read_text().splitlines()]
         assert events.count("daemon-out") == 1, events
@@ -103,8 +109,9 @@ def test_forced_failover__the_daemon_cannot_be_taken_out__each_lock_taken__copie
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The fallback: rbdfail's blocklist command fails (made to by the test, as a monitor's
-    error would), so each copy's lock is taken from the daemon once its hand-off stalls past
-    the grace, through librbd's lock API (`break_image_lock`, which blocklists by itself)."""
+    error would), so each copy whose hand-off stalls past the grace has its lock taken from
+    the daemon, if the daemon still holds it, through librbd's lock API (`break_image_lock`,
+    which blocklists by itself); every copy ends primary, whole and writable."""
     dl = disaster_lab
     (case,) = make_cases(dl, "fallback", tmp_path, timeouts=(3,))
     wait_synced(dl, [case])
@@ -127,13 +134,7 @@ def test_forced_failover__the_daemon_cannot_be_taken_out__each_lock_taken__copie
         assert {v["action"] for v in ours.values()} == {"force-promoted"}, ours
         out = report["daemon_out"]
         assert out is not None and "access denied" in out["error"], out
-        for name in case.names:
-            assert dl.secondary.mirror_info(name).primary, name
-            assert data_digest(dl.secondary.read(name, MiB, MiB)) == case.digests[name], name
-            try:
-                dl.secondary.write(name, 0, os.urandom(4096))
-            except CephError as exc:
-                raise AssertionError(f"{name} refuses writes on the secondary: {exc}") from exc
+        serving_on_the_secondary(dl, case)
         journal = case.config_file.parent / "state-3" / "journal.jsonl"
         lines = [json.loads(line) for line in journal.read_text().splitlines()]
         events = [line["event"] for line in lines]
@@ -143,12 +144,12 @@ def test_forced_failover__the_daemon_cannot_be_taken_out__each_lock_taken__copie
             for line in lines
             if line["event"] == "step" and line["step"] == "lock-taken"
         }
-        # The journal-mode copy's lock stays with the daemon stuck on the lost source until
-        # taken: its take must have found and broken it.
-        (journal_copy,) = [name for name in case.names if "-j" in name]
-        assert taken.get(journal_copy), (taken, [v["detail"] for v in ours.values()])
+        # Takes ran (a forced promote's hand-off outlasts the 2 s grace) and none failed. Whether
+        # a take finds the daemon still holding the lock depends on whether the daemon is stuck
+        # on the lost source: both were seen (docs/design/taking-locks.md).
+        assert taken, lines
         assert "lock-not-taken" not in events, lines
-        print(f"\nforced failover of 4, each lock taken ({taken}): {took:.1f}s")
+        print(f"\nforced failover of 4, the daemon not out, lock takes {taken}: {took:.1f}s")
     finally:
         monkeypatch.undo()
         dl.lab.recover("primary")
